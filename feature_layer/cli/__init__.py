@@ -1,0 +1,15 @@
+"""The ``feature-layer`` command line: a thin click shell over ``FeatureStore``.
+
+Exit codes: 0 success, 1 a user error (bad declaration, unknown feature, failed store),
+2 a usage error (bad flags; click's own code). Domain errors print as one message; pass
+``--debug`` for the traceback.
+"""
+
+from __future__ import annotations
+
+from feature_layer.cli.base import main
+
+# Each module registers its commands on ``main`` when imported.
+from feature_layer.cli import registry_cmds  # noqa: E402,F401
+
+__all__ = ["main"]

@@ -1,0 +1,86 @@
+"""The root click group, shared options and the one error handler."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from feature_layer.errors import FeatureLayerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    """Options every command shares; the FeatureStore is opened on first use."""
+
+    def __init__(self, project_dir: Path, target: str | None, debug: bool) -> None:
+        self.project_dir = project_dir
+        self.target = target
+        self.debug = debug
+        self._store = None
+
+    @property
+    def store(self):  # noqa: ANN201 - FeatureStore, imported lazily
+        if self._store is None:
+            from feature_layer.client import FeatureStore
+
+            self._store = FeatureStore(self.project_dir, target=self.target)
+        return self._store
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    envvar="FEATURE_LAYER_PROJECT_DIR",
+    help="Folder of the dbt project.",
+)
+@click.option("--target", default=None, envvar="FEATURE_LAYER_TARGET", help="dbt target to read (default: the profile's).")
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.version_option(package_name="feature_layer")
+@click.pass_context
+def main(ctx: click.Context, project_dir: Path, target: str | None, debug: bool) -> None:
+    """feature_layer: a SQL-first feature store on dbt."""
+    ctx.obj = Context(project_dir, target, debug)
+
+
+def handle_errors(func: F) -> F:
+    """Turn domain errors into a one-line message and exit code 1 (traceback with --debug)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FeatureLayerError as exc:
+            ctx = click.get_current_context(silent=True)
+            if ctx is not None and isinstance(ctx.find_root().obj, Context) and ctx.find_root().obj.debug:
+                raise
+            click.secho(f"Error: {exc}", fg="red", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def echo_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, default=str))
+
+
+def render_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+    """Print a readable table (rich), falling back to plain text when not a terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console(width=max(120, Console().width)).print(table)

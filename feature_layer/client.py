@@ -1,0 +1,149 @@
+"""``FeatureStore``: the one object users hold. It wires settings to the parts and delegates.
+
+It stays small on purpose: training sets live in ``feature_layer.offline``, materialization
+and lookup in ``feature_layer.online``, the registry in ``feature_layer.registry``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from feature_layer.config import Settings, load_settings, online_settings_from, warehouse_settings
+
+if TYPE_CHECKING:
+    from feature_layer.offline.engine import Engine
+    from feature_layer.offline.training_set import TrainingSet
+    from feature_layer.online.lookup import OnlineResponse
+    from feature_layer.online.materialize import MaterializeResult
+    from feature_layer.online.store import OnlineStore
+    from feature_layer.registry.registry import Registry
+    from feature_layer.state import StateStore
+
+
+class FeatureStore:
+    """Entry point for a dbt feature project: registry, training sets, online features."""
+
+    def __init__(
+        self,
+        project_dir: str | Path = ".",
+        *,
+        target: str | None = None,
+        online_store: str | dict[str, Any] | None = None,
+    ) -> None:
+        settings = load_settings(project_dir, target=target)
+        if online_store is not None:
+            from dataclasses import replace
+
+            settings = replace(
+                settings,
+                online_store=online_settings_from(online_store, settings.project_dir, Path("<argument>")),
+            )
+        self.settings: Settings = settings
+        self._registry: Registry | None = None
+        self._registry_stamp: tuple[float, float] | None = None
+        self._engine: Engine | None = None
+        self._online: OnlineStore | None = None
+        self._state: StateStore | None = None
+
+    @property
+    def project_dir(self) -> Path:
+        return self.settings.project_dir
+
+    @property
+    def registry(self) -> Registry:
+        """The registry, re-read when dbt rewrites ``manifest.json`` or ``catalog.json``."""
+        from feature_layer.registry.registry import Registry, artifact_stamp
+
+        stamp = artifact_stamp(self.settings)
+        if self._registry is None or stamp != self._registry_stamp:
+            self._registry = Registry.load(self.settings)
+            self._registry_stamp = stamp
+        return self._registry
+
+    def offline_engine(self) -> Engine:
+        """The warehouse connection of the dbt target (opened once, reused)."""
+        if self._engine is None:
+            from feature_layer.offline.engine import connect
+
+            self._engine = connect(warehouse_settings(self.settings))
+        return self._engine
+
+    def online_store(self) -> OnlineStore:
+        """The configured online store (embedded SQLite unless Redis is configured)."""
+        if self._online is None:
+            from feature_layer.online.store import connect_online_store
+
+            self._online = connect_online_store(self.settings.online_store, namespace=self.settings.project)
+        return self._online
+
+    @property
+    def state(self) -> StateStore:
+        """Durable state dbt does not know: watermarks, statistics, usage."""
+        if self._state is None:
+            from feature_layer.state import StateStore
+
+            self._state = StateStore(self.settings.state_path)
+        return self._state
+
+    def get_training_set(
+        self,
+        entity_df: Any,
+        features: Sequence[str] | None = None,
+        *,
+        service: str | None = None,
+        full_feature_names: bool = False,
+    ) -> TrainingSet:
+        """Point-in-time-correct features for each row of ``entity_df`` (see the README)."""
+        from feature_layer.offline.training_set import get_training_set
+
+        return get_training_set(
+            self, entity_df, features=features, service=service, full_feature_names=full_feature_names
+        )
+
+    def materialize(
+        self,
+        select: Sequence[str] | None = None,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        full_refresh: bool = False,
+        progress: bool = False,
+    ) -> MaterializeResult:
+        """Push the latest feature values per entity into the online store."""
+        from feature_layer.online.materialize import materialize
+
+        return materialize(self, select=select, start=start, end=end, full_refresh=full_refresh, progress=progress)
+
+    def get_online_features(
+        self,
+        features: Sequence[str] | None = None,
+        entity_rows: Any = None,
+        *,
+        service: str | None = None,
+        include_event_times: bool = False,
+    ) -> OnlineResponse:
+        """Latest values for each entity row, one round trip to the online store."""
+        from feature_layer.online.lookup import get_online_features
+
+        return get_online_features(
+            self,
+            features=features,
+            service=service,
+            entity_rows=entity_rows,
+            include_event_times=include_event_times,
+        )
+
+    def close(self) -> None:
+        for part in (self._engine, self._online, self._state):
+            if part is not None:
+                part.close()
+        self._engine = self._online = self._state = None
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

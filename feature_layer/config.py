@@ -1,0 +1,212 @@
+"""Project settings: where the warehouse is, which online store to use, where state lives.
+
+Settings come from three places, later ones winning: defaults, an optional
+``feature_layer.yml`` at the project root, and environment variables
+(``FEATURE_LAYER_TARGET``, ``FEATURE_LAYER_ONLINE_STORE``). The warehouse connection is read
+from the dbt profile the project already has, so there is one source of truth for it.
+Unknown keys are refused, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from feature_layer.errors import ConfigError
+
+CONFIG_FILE = "feature_layer.yml"
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    """A warehouse connection taken from the dbt profile's target."""
+
+    type: str
+    target: str
+    path: Path | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = None
+    dbname: str | None = None
+    schema: str | None = None
+
+
+@dataclass(frozen=True)
+class OnlineStoreSettings:
+    """Which online store to use. ``sqlite`` is the zero-setup embedded default."""
+
+    type: str = "sqlite"
+    path: Path | None = None
+    url: str | None = None
+    username: str | None = None
+    password: str | None = None
+    socket_timeout: float = 5.0
+    retries: int = 3
+    batch_size: int = 5000
+
+
+@dataclass(frozen=True)
+class Settings:
+    project_dir: Path
+    project: str
+    target: str | None
+    online_store: OnlineStoreSettings
+    state_path: Path
+    manifest_path: Path
+    catalog_path: Path
+    profiles_dir: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_TOP_KEYS = {"project", "target", "online_store", "state_path", "target_path", "profiles_dir"}
+_ONLINE_KEYS = {"type", "path", "url", "username", "password", "socket_timeout", "retries", "batch_size"}
+
+
+def _refuse_unknown(section: str, given: dict[str, Any], allowed: set[str], source: Path) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"Unknown key(s) {', '.join(unknown)} in {section} of {source}.",
+            fix=f"use only: {', '.join(sorted(allowed))}.",
+        )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}", fix="correct the YAML syntax.") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level.", fix="write `key: value` pairs.")
+    return loaded
+
+
+def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, source: Path) -> OnlineStoreSettings:
+    """Build online-store settings from a mapping or a bare URL (``redis://…``, ``sqlite:///…``)."""
+    if raw is None:
+        return OnlineStoreSettings(type="sqlite", path=project_dir / ".feature_layer" / "online.sqlite")
+    if isinstance(raw, str):
+        if raw.startswith(("redis://", "rediss://", "unix://")):
+            return OnlineStoreSettings(type="redis", url=raw)
+        if raw.startswith("sqlite:///"):
+            return OnlineStoreSettings(type="sqlite", path=(project_dir / raw[len("sqlite:///"):]).resolve())
+        raise ConfigError(
+            f"Online store {raw!r} (from {source}) is not a recognised URL.",
+            fix="use redis://host:port/db, rediss://… for TLS, or sqlite:///path/to/file.sqlite.",
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError(f"online_store in {source} must be a mapping or a URL.", fix="see the README's Configuration section.")
+    _refuse_unknown("online_store", raw, _ONLINE_KEYS, source)
+    kind = raw.get("type", "redis" if raw.get("url") else "sqlite")
+    if kind not in {"redis", "sqlite"}:
+        raise ConfigError(f"online_store.type {kind!r} in {source} is not supported.", fix="use `redis` or `sqlite`.")
+    if kind == "redis" and not raw.get("url"):
+        raise ConfigError(f"online_store in {source} is redis but has no url.", fix="add `url: redis://127.0.0.1:6379/0`.")
+    path = raw.get("path")
+    resolved = (project_dir / path).resolve() if path else project_dir / ".feature_layer" / "online.sqlite"
+    try:
+        return OnlineStoreSettings(
+            type=kind,
+            path=resolved if kind == "sqlite" else None,
+            url=raw.get("url"),
+            username=raw.get("username"),
+            password=raw.get("password"),
+            socket_timeout=float(raw.get("socket_timeout", 5.0)),
+            retries=int(raw.get("retries", 3)),
+            batch_size=int(raw.get("batch_size", 5000)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"online_store in {source} has a bad number: {exc}", fix="use plain numbers.") from exc
+
+
+def load_settings(project_dir: str | Path = ".", *, target: str | None = None) -> Settings:
+    """Read settings for the dbt project at ``project_dir``."""
+    root = Path(project_dir).resolve()
+    if not (root / "dbt_project.yml").exists():
+        raise ConfigError(
+            f"{root} is not a dbt project (no dbt_project.yml).",
+            fix="run from your dbt project's folder or pass --project-dir.",
+        )
+    source = root / CONFIG_FILE
+    raw = _read_yaml(source) if source.exists() else {}
+    _refuse_unknown("the top level", raw, _TOP_KEYS, source)
+    dbt_project = _read_yaml(root / "dbt_project.yml")
+    online_raw = os.environ.get("FEATURE_LAYER_ONLINE_STORE") or raw.get("online_store")
+    target_path = root / raw.get("target_path", dbt_project.get("target-path", "target"))
+    return Settings(
+        project_dir=root,
+        project=str(raw.get("project") or dbt_project.get("name") or root.name),
+        target=target or os.environ.get("FEATURE_LAYER_TARGET") or raw.get("target"),
+        online_store=online_settings_from(online_raw, root, source),
+        state_path=(root / raw.get("state_path", ".feature_layer/state.sqlite")).resolve(),
+        manifest_path=target_path / "manifest.json",
+        catalog_path=target_path / "catalog.json",
+        profiles_dir=(root / raw["profiles_dir"]).resolve() if raw.get("profiles_dir")
+        else Path(os.environ.get("DBT_PROFILES_DIR", root)),
+    )
+
+
+def _render_env(value: Any) -> Any:
+    """Render ``{{ env_var('X', 'default') }}`` in profile values, as dbt does."""
+    if isinstance(value, str) and "{{" in value:
+        import jinja2
+
+        def env_var(name: str, default: str | None = None) -> str:
+            if name in os.environ:
+                return os.environ[name]
+            if default is None:
+                raise ConfigError(f"profiles.yml needs the environment variable {name}.", fix=f"export {name}=….")
+            return default
+
+        return jinja2.Environment().from_string(value).render(env_var=env_var)
+    return value
+
+
+def warehouse_settings(settings: Settings, dbt_project_profile: str | None = None) -> WarehouseSettings:
+    """Read the warehouse connection for ``settings.target`` from the project's profiles.yml."""
+    project = _read_yaml(settings.project_dir / "dbt_project.yml")
+    profile_name = dbt_project_profile or project.get("profile")
+    profiles_file = settings.profiles_dir / "profiles.yml"
+    if not profiles_file.exists():
+        raise ConfigError(f"No profiles.yml in {settings.profiles_dir}.", fix="create one or set DBT_PROFILES_DIR.")
+    profiles = _read_yaml(profiles_file)
+    profile = profiles.get(profile_name)
+    if not isinstance(profile, dict):
+        raise ConfigError(
+            f"Profile {profile_name!r} (named in dbt_project.yml) is not in {profiles_file}.",
+            fix=f"add a `{profile_name}:` profile to profiles.yml.",
+        )
+    target = settings.target or _render_env(profile.get("target"))
+    outputs = profile.get("outputs", {})
+    if target not in outputs:
+        raise ConfigError(
+            f"Target {target!r} is not an output of profile {profile_name!r} in {profiles_file}.",
+            fix=f"use one of: {', '.join(outputs) or '(none)'}.",
+        )
+    out = {k: _render_env(v) for k, v in outputs[target].items()}
+    kind = out.get("type")
+    if kind == "duckdb":
+        path = Path(out.get("path", ":memory:"))
+        if not path.is_absolute():
+            path = settings.project_dir / path
+        return WarehouseSettings(type="duckdb", target=target, path=path, schema=out.get("schema", "main"))
+    if kind == "postgres":
+        return WarehouseSettings(
+            type="postgres",
+            target=target,
+            host=out.get("host"),
+            port=int(out.get("port", 5432)),
+            user=out.get("user"),
+            password=out.get("password") or out.get("pass") or None,
+            dbname=out.get("dbname") or out.get("database"),
+            schema=out.get("schema"),
+        )
+    raise ConfigError(
+        f"Target {target!r} uses adapter {kind!r}, which feature_layer cannot query yet.",
+        fix="use a duckdb or postgres target.",
+    )

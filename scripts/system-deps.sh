@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Checks (and, as root on Debian, installs) the system services the tests use:
+# redis-server, PostgreSQL 15 and Chromium. Fails with instructions instead of skipping.
+set -euo pipefail
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "Installing system packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "Missing system packages: ${missing[*]}. Install them with: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v pg_ctlcluster >/dev/null; then
+    echo "Starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  fi
+fi
+pg_isready -q -h 127.0.0.1 -p 5432 || {
+  echo "PostgreSQL is not accepting connections on 127.0.0.1:5432 (trust auth for user postgres)." >&2
+  echo "Start it with: pg_ctlcluster 15 main start" >&2
+  exit 1
+}
