@@ -1,6 +1,7 @@
 """feature_layer: a SQL-first feature store that lives inside a dbt project."""
 
 from feature_layer.client import FeatureStore
+from feature_layer.registry.registry import Registry
 from feature_layer.errors import (
     ConfigError,
     DeclarationError,
@@ -19,6 +20,7 @@ __all__ = [
     "FeatureStore",
     "InputError",
     "ManifestError",
+    "Registry",
     "OnlineStoreError",
     "UnknownFeatureError",
     "WarehouseError",

@@ -1,0 +1,216 @@
+"""Read dbt's ``manifest.json`` and ``catalog.json`` into small typed objects.
+
+This is the only module that knows dbt's artifact layout. It checks the schema version
+first, so an unsupported dbt fails with a message naming what was expected and found,
+instead of a KeyError deep inside the registry.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from feature_layer.errors import ManifestError
+from feature_layer.registry.model import Relation
+
+SUPPORTED_MANIFEST_VERSIONS = ("v12",)
+_VERSION = re.compile(r"/manifest/(v\d+)\.json$")
+_NODE_TYPES = {"model", "seed", "snapshot"}
+
+
+@dataclass(frozen=True)
+class DbtColumn:
+    name: str
+    description: str = ""
+    data_type: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DbtNode:
+    """A model, seed, snapshot, source or exposure, reduced to what feature_layer uses."""
+
+    unique_id: str
+    name: str
+    resource_type: str
+    package_name: str = ""
+    file_path: str = ""
+    description: str = ""
+    relation: Relation | None = None
+    columns: dict[str, DbtColumn] = field(default_factory=dict)
+    """Declared columns (schema.yml), by lower-cased name, in declaration order."""
+    catalog_types: dict[str, str] = field(default_factory=dict)
+    """Warehouse column types from catalog.json, by lower-cased name, in table order."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    raw_sql: str = ""
+    compiled_sql: str | None = None
+    depends_on: tuple[str, ...] = ()
+    checksum: str = ""
+    exposure_type: str | None = None
+    owner: str | None = None
+    url: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.config.get("enabled", True))
+
+    @property
+    def column_types(self) -> dict[str, str | None]:
+        """Column → SQL type: the catalog where known, else the declared data_type."""
+        merged: dict[str, str | None] = {name: col.data_type for name, col in self.columns.items()}
+        for name, sql_type in self.catalog_types.items():
+            merged[name] = sql_type
+        return merged
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parts of a dbt manifest (plus catalog) that the registry is built from."""
+
+    path: Path
+    dbt_version: str
+    project_name: str
+    nodes: dict[str, DbtNode]
+    parent_map: dict[str, tuple[str, ...]]
+    child_map: dict[str, tuple[str, ...]]
+    has_catalog: bool
+
+
+def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(f"No {what} at {path}.", fix=fix) from None
+    try:
+        loaded = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ManifestError(f"{path} is not valid JSON ({exc}).", fix=fix) from exc
+    if not isinstance(loaded, dict):
+        raise ManifestError(f"{path} does not hold a JSON object.", fix=fix)
+    return loaded
+
+
+def _merged_meta(raw: dict[str, Any]) -> dict[str, Any]:
+    """Legacy top-level ``meta`` merged under ``config.meta`` (config wins, as in dbt)."""
+    meta = dict(raw.get("meta") or {})
+    meta.update((raw.get("config") or {}).get("meta") or {})
+    return meta
+
+
+def _columns(raw: dict[str, Any]) -> dict[str, DbtColumn]:
+    columns = {}
+    for name, col in (raw.get("columns") or {}).items():
+        col_meta = dict(col.get("meta") or {})
+        col_meta.update((col.get("config") or {}).get("meta") or {})
+        columns[name.lower()] = DbtColumn(
+            name=col.get("name", name),
+            description=col.get("description") or "",
+            data_type=col.get("data_type"),
+            meta=col_meta,
+            tags=tuple(col.get("tags") or ()),
+        )
+    return columns
+
+
+def _relation(raw: dict[str, Any]) -> Relation | None:
+    identifier = raw.get("alias") or raw.get("identifier") or raw.get("name")
+    schema = raw.get("schema")
+    if not schema or not identifier:
+        return None
+    return Relation(database=raw.get("database"), schema=schema, identifier=identifier)
+
+
+def _owner(raw: dict[str, Any]) -> str | None:
+    owner = raw.get("owner") or {}
+    if isinstance(owner, dict):
+        return owner.get("email") or owner.get("name")
+    return str(owner) if owner else None
+
+
+def _node(raw: dict[str, Any], catalog_types: dict[str, str]) -> DbtNode:
+    resource_type = raw.get("resource_type", "")
+    return DbtNode(
+        unique_id=raw["unique_id"],
+        name=raw.get("name", ""),
+        resource_type=resource_type,
+        package_name=raw.get("package_name", ""),
+        file_path=raw.get("original_file_path") or raw.get("path") or "",
+        description=raw.get("description") or "",
+        relation=_relation(raw) if resource_type in _NODE_TYPES | {"source"} else None,
+        columns=_columns(raw),
+        catalog_types=catalog_types,
+        meta=_merged_meta(raw),
+        config=raw.get("config") or {},
+        tags=tuple(raw.get("tags") or ()),
+        raw_sql=raw.get("raw_code") or raw.get("raw_sql") or "",
+        compiled_sql=raw.get("compiled_code") or raw.get("compiled_sql"),
+        depends_on=tuple((raw.get("depends_on") or {}).get("nodes") or ()),
+        checksum=(raw.get("checksum") or {}).get("checksum", ""),
+        exposure_type=raw.get("type") if resource_type == "exposure" else None,
+        owner=_owner(raw) if resource_type == "exposure" else None,
+        url=raw.get("url"),
+    )
+
+
+def _catalog_types(catalog_path: Path | None) -> dict[str, dict[str, str]]:
+    if catalog_path is None or not catalog_path.exists():
+        return {}
+    catalog = _read_json(catalog_path, "dbt catalog", "run `dbt docs generate` again.")
+    types: dict[str, dict[str, str]] = {}
+    for section in ("nodes", "sources"):
+        for unique_id, entry in (catalog.get(section) or {}).items():
+            cols = sorted((entry.get("columns") or {}).values(), key=lambda c: c.get("index", 0))
+            types[unique_id] = {c["name"].lower(): c.get("type") or "" for c in cols}
+    return types
+
+
+def _graph(edges: dict[str, list[str]] | None, nodes: dict[str, DbtNode]) -> dict[str, tuple[str, ...]]:
+    """dbt's parent/child maps restricted to the nodes kept (tests and analyses dropped)."""
+    return {k: tuple(v for v in vs if v in nodes) for k, vs in (edges or {}).items() if k in nodes}
+
+
+def manifest_schema_version(raw: dict[str, Any]) -> str:
+    url = (raw.get("metadata") or {}).get("dbt_schema_version", "")
+    match = _VERSION.search(url)
+    return match.group(1) if match else url or "(none)"
+
+
+def load_manifest(manifest_path: Path, catalog_path: Path | None = None) -> Manifest:
+    """Parse the manifest (and catalog when present) into ``DbtNode`` objects."""
+    raw = _read_json(
+        manifest_path,
+        "dbt manifest",
+        "run `dbt parse` (or `dbt build`) in the project first; it writes target/manifest.json.",
+    )
+    version = manifest_schema_version(raw)
+    if version not in SUPPORTED_MANIFEST_VERSIONS:
+        found = (raw.get("metadata") or {}).get("dbt_version", "unknown")
+        raise ManifestError(
+            f"{manifest_path} has manifest schema {version} (dbt {found}); feature_layer reads "
+            f"{', '.join(SUPPORTED_MANIFEST_VERSIONS)} (dbt 1.8 to 1.11).",
+            fix="install dbt-core>=1.11,<1.12 and run `dbt parse` again.",
+        )
+    catalog = _catalog_types(catalog_path)
+    nodes: dict[str, DbtNode] = {}
+    for section in ("nodes", "sources", "exposures"):
+        for unique_id, entry in (raw.get(section) or {}).items():
+            if entry.get("resource_type") in {"test", "unit_test", "analysis", "operation", "sql_operation"}:
+                continue
+            nodes[unique_id] = _node(entry, catalog.get(unique_id, {}))
+    metadata = raw.get("metadata") or {}
+    return Manifest(
+        path=manifest_path,
+        dbt_version=metadata.get("dbt_version", ""),
+        project_name=metadata.get("project_name") or "",
+        nodes=nodes,
+        parent_map=_graph(raw.get("parent_map"), nodes),
+        child_map=_graph(raw.get("child_map"), nodes),
+        has_catalog=bool(catalog),
+    )

@@ -1,0 +1,295 @@
+"""The registry: entities, feature views, features and services, with their dbt lineage.
+
+Derived entirely from dbt artifacts (``target/manifest.json``, ``catalog.json``) and the
+entity declarations in ``dbt_project.yml``; nothing here is written back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from feature_layer.config import Settings
+from feature_layer.dbt.artifacts import DbtNode, Manifest, load_manifest
+from feature_layer.errors import ConfigError, DeclarationError, UnknownFeatureError, ValidationIssue
+from feature_layer.registry.declarations import META_KEY, build_declarations, close_matches
+from feature_layer.registry.model import Entity, Feature, FeatureService, FeatureView
+
+if TYPE_CHECKING:
+    from feature_layer.registry.search import SearchHit
+
+
+def artifact_stamp(settings: Settings) -> tuple[float, float]:
+    """Modification times of manifest and catalog: a cheap 'has dbt rewritten them?' check."""
+
+    def mtime(path: Path) -> float:
+        try:
+            return path.stat().st_mtime_ns / 1e9
+        except FileNotFoundError:
+            return 0.0
+
+    return mtime(settings.manifest_path), mtime(settings.catalog_path)
+
+
+def read_entity_declarations(project_dir: Path) -> tuple[Any, str]:
+    """``vars: feature_layer: entities:`` from dbt_project.yml (raw, validated later)."""
+    path = project_dir / "dbt_project.yml"
+    try:
+        project = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"Cannot read {path}: {exc}", fix="make dbt_project.yml valid YAML.") from exc
+    block = (project.get("vars") or {}).get(META_KEY) or {}
+    return (block.get("entities") if isinstance(block, dict) else None), str(path.name)
+
+
+@dataclass(frozen=True)
+class LineageNode:
+    """One node of a model-level lineage tree."""
+
+    unique_id: str
+    name: str
+    resource_type: str
+    file_path: str
+    children: tuple[LineageNode, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "unique_id": self.unique_id,
+            "name": self.name,
+            "resource_type": self.resource_type,
+            "file_path": self.file_path,
+            "children": [c.to_dict() for c in self.children],
+        }
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a feature comes from (upstream to sources) and where it goes (exposures)."""
+
+    feature: str
+    upstream: LineageNode
+    downstream: tuple[LineageNode, ...]
+    services: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "feature": self.feature,
+            "upstream": self.upstream.to_dict(),
+            "downstream": [d.to_dict() for d in self.downstream],
+            "services": list(self.services),
+        }
+
+
+@dataclass
+class Registry:
+    """Everything declared in one dbt project, looked up by name."""
+
+    entities: dict[str, Entity]
+    views: dict[str, FeatureView]
+    services: dict[str, FeatureService]
+    nodes: dict[str, DbtNode]
+    parent_map: dict[str, tuple[str, ...]]
+    child_map: dict[str, tuple[str, ...]]
+    project_name: str = ""
+    dbt_version: str = ""
+    issues: list[ValidationIssue] = field(default_factory=list)
+    _features: dict[str, Feature] = field(default_factory=dict, repr=False)
+    _search_index: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._features = {f.ref: f for v in self.views.values() for f in v.features}
+
+    # -- construction ---------------------------------------------------------------
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, raw_entities: Any, entities_source: str = "dbt_project.yml",
+                      *, strict: bool = True) -> Registry:
+        declared = build_declarations(manifest, raw_entities, entities_source)
+        if strict and declared.issues:
+            raise DeclarationError(declared.issues)
+        return cls(
+            entities=declared.entities,
+            views=declared.views,
+            services=declared.services,
+            nodes=manifest.nodes,
+            parent_map=manifest.parent_map,
+            child_map=manifest.child_map,
+            project_name=manifest.project_name,
+            dbt_version=manifest.dbt_version,
+            issues=declared.issues,
+        )
+
+    @classmethod
+    def load(cls, settings: Settings, *, strict: bool = True) -> Registry:
+        """Read the project's artifacts; ``strict`` raises on any invalid declaration."""
+        manifest = load_manifest(settings.manifest_path, settings.catalog_path)
+        raw_entities, source = read_entity_declarations(settings.project_dir)
+        return cls.from_manifest(manifest, raw_entities, source, strict=strict)
+
+    # -- lookups --------------------------------------------------------------------
+    def entity(self, name: str) -> Entity:
+        try:
+            return self.entities[name]
+        except KeyError:
+            raise UnknownFeatureError(
+                f"Entity {name!r} does not exist.{close_matches(name, self.entities)}",
+                fix=f"use one of: {', '.join(sorted(self.entities)) or '(none declared)'}.",
+            ) from None
+
+    def view(self, name: str) -> FeatureView:
+        try:
+            return self.views[name]
+        except KeyError:
+            raise UnknownFeatureError(
+                f"Feature view {name!r} does not exist.{close_matches(name, self.views)}",
+                fix="run `feature-layer features` to list feature views, or `dbt parse` if you just added it.",
+            ) from None
+
+    def service(self, name: str) -> FeatureService:
+        try:
+            return self.services[name]
+        except KeyError:
+            raise UnknownFeatureError(
+                f"Feature service {name!r} does not exist.{close_matches(name, self.services)}",
+                fix=f"use one of: {', '.join(sorted(self.services)) or '(none declared)'} "
+                "(exposures of type ml with meta.feature_layer.features).",
+            ) from None
+
+    def feature(self, ref: str) -> Feature:
+        """The feature ``view.name``; unknown names suggest close matches."""
+        found = self._features.get(ref)
+        if found is not None:
+            return found
+        view_name, dot, name = ref.partition(".")
+        if not dot:
+            raise UnknownFeatureError(
+                f"{ref!r} is not a feature reference.{close_matches(ref, self._features)}",
+                fix="write features as `view.feature`, e.g. `feature-layer features` lists them.",
+            )
+        view = self.view(view_name)
+        raise UnknownFeatureError(
+            f"Feature {ref!r} does not exist.{close_matches(name, view.feature_names)}",
+            fix=f"use one of {view_name}'s features: {', '.join(view.feature_names)}.",
+        )
+
+    def resolve(self, refs: Sequence[str] | str) -> dict[str, list[Feature]]:
+        """Group feature references by view in request order, expanding ``view.*``."""
+        if isinstance(refs, str):
+            refs = [refs]
+        if not refs:
+            raise UnknownFeatureError("No features were requested.", fix="pass features=['view.feature', …] or a service.")
+        grouped: dict[str, list[Feature]] = {}
+        for ref in refs:
+            if not isinstance(ref, str):
+                raise UnknownFeatureError(f"Feature reference {ref!r} is not a string.", fix="write `view.feature`.")
+            view_name, dot, name = ref.partition(".")
+            if dot and name == "*":
+                chosen = list(self.view(view_name).features)
+            else:
+                chosen = [self.feature(ref)]
+            bucket = grouped.setdefault(chosen[0].view if chosen else view_name, [])
+            for feature in chosen:
+                if feature not in bucket:
+                    bucket.append(feature)
+        return grouped
+
+    def features(
+        self,
+        *,
+        entity: str | None = None,
+        tag: str | None = None,
+        owner: str | None = None,
+        view: str | None = None,
+    ) -> list[Feature]:
+        """All features, optionally filtered; sorted by view then column order."""
+        if entity is not None:
+            self.entity(entity)
+        if view is not None:
+            self.view(view)
+        out = []
+        for v in sorted(self.views.values(), key=lambda v: v.name):
+            if entity and entity not in v.entities:
+                continue
+            if owner and (v.owner or "").lower() != owner.lower():
+                continue
+            if view and v.name != view:
+                continue
+            for f in v.features:
+                if tag and tag not in v.tags and tag not in f.tags:
+                    continue
+                out.append(f)
+        return out
+
+    def services_using(self, ref: str) -> list[FeatureService]:
+        return [s for s in self.services.values() if ref in s.features]
+
+    def search(
+        self,
+        text: str,
+        *,
+        entity: str | None = None,
+        tag: str | None = None,
+        owner: str | None = None,
+        view: str | None = None,
+        limit: int = 50,
+    ) -> list[SearchHit]:
+        """Ranked search: name matches first, then tags and entities, then descriptions."""
+        from feature_layer.registry.search import search
+
+        return search(self, text, entity=entity, tag=tag, owner=owner, view=view, limit=limit)
+
+    # -- lineage --------------------------------------------------------------------
+    def node(self, unique_id: str) -> DbtNode:
+        return self.nodes[unique_id]
+
+    def parents(self, unique_id: str) -> tuple[str, ...]:
+        return self.parent_map.get(unique_id, ())
+
+    def children(self, unique_id: str) -> tuple[str, ...]:
+        return self.child_map.get(unique_id, ())
+
+    def _tree(self, unique_id: str, step: Any, seen: frozenset[str] = frozenset()) -> LineageNode:
+        node = self.nodes.get(unique_id)
+        kids: Iterable[str] = () if unique_id in seen else step(unique_id)
+        return LineageNode(
+            unique_id=unique_id,
+            name=node.name if node else unique_id,
+            resource_type=node.resource_type if node else "unknown",
+            file_path=node.file_path if node else "",
+            children=tuple(self._tree(k, step, seen | {unique_id}) for k in sorted(kids)),
+        )
+
+    def lineage(self, ref: str) -> Lineage:
+        """Model-level lineage of a feature (or a whole view): upstream to sources, downstream to exposures."""
+        view_name = ref.partition(".")[0]
+        if "." in ref and not ref.endswith(".*"):
+            self.feature(ref)
+        view = self.view(view_name)
+        services = [s.name for s in self.services.values()
+                    if ref in s.features or (ref.endswith(".*") or "." not in ref) and any(
+                        f.startswith(view.name + ".") for f in s.features)]
+        downstream = tuple(self._tree(c, self.children) for c in sorted(self.children(view.unique_id)))
+        return Lineage(
+            feature=ref,
+            upstream=self._tree(view.unique_id, self.parents),
+            downstream=downstream,
+            services=tuple(services),
+        )
+
+    def column_lineage(self, ref: str) -> Any:
+        """Column-level lineage of a feature, from raw source columns to the ML exposures."""
+        from feature_layer.registry.column_lineage import column_lineage
+
+        return column_lineage(self, ref)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "entities": len(self.entities),
+            "feature_views": len(self.views),
+            "features": len(self._features),
+            "feature_services": len(self.services),
+            "models": sum(1 for n in self.nodes.values() if n.resource_type == "model"),
+        }
