@@ -1,0 +1,147 @@
+"""Latest value per entity as of ``end``: the materialization query, as a pure sqlglot tree.
+
+The query ranks a view's rows per entity by event time, then created-at (the tie-break the
+training sets use), and keeps rank 1. One tree serves every dialect; ``to_sql`` renders it.
+
+Incremental runs and late data
+------------------------------
+A run remembers a :class:`Watermark`: the ``end`` it used (every row with an event time at or
+before it was considered) and, when the view declares a created-at column, the largest
+created-at among those rows. The next run reads only rows that are new since then::
+
+    event_time <= end AND (event_time > previous_end OR created_at > previous_max_created)
+
+so a *late-arriving* row (event time older than the watermark, created later) **is** picked
+up, and the online store's server-side rule (an older event time never overwrites a newer
+one) decides whether it wins: it does when it is newer than the stored value for its entity,
+as a training set built now would say. Because the new rows' latest value is merged with the
+stored one under that rule, ``max(stored, latest(new rows))`` equals ``latest(all rows)``.
+
+Views without a created-at column cannot tell a late row from an old one; they are read by
+event time only (``event_time > previous_end``), so rows that land with an event time at or
+before the last ``end`` are not seen until ``--full-refresh`` (or an explicit ``--start``).
+Declare ``created_at`` on views that receive late data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import sqlglot.expressions as exp
+
+from feature_layer.registry.model import FeatureView
+
+EVENT_ALIAS = "__fl_event_time"
+CREATED_ALIAS = "__fl_created_at"
+_RANK = "__fl_rank"
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """What a finished materialization run of one view has covered."""
+
+    event_time: datetime
+    """The run's ``end``: every row with event time <= this was considered."""
+    created_at: datetime | None = None
+    """Largest created-at among the rows considered (views with a created-at column)."""
+
+
+def _col(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table=table, quoted=True)
+
+
+def _ts(value: datetime) -> exp.Expression:
+    """A UTC timestamp literal (naive timestamps in the warehouse are read as UTC)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return exp.cast(exp.Literal.string(value.isoformat(sep=" ", timespec="microseconds")), exp.DataType.build("timestamp"))
+
+
+def relation(view: FeatureView) -> exp.Table:
+    rel = view.relation
+    return exp.table_(rel.identifier, db=rel.schema or None, catalog=rel.database or None, quoted=True)
+
+
+def new_rows_filter(
+    view: FeatureView,
+    *,
+    end: datetime,
+    start: datetime | None = None,
+    watermark: Watermark | None = None,
+) -> exp.Expression:
+    """The WHERE clause choosing the rows a run must look at (see the module docstring)."""
+    event = _col(view.event_time)
+    cond: exp.Expression = exp.and_(event.is_(exp.null()).not_(), exp.LTE(this=event.copy(), expression=_ts(end)))
+    for key in view.join_keys:
+        cond = exp.and_(cond, _col(key).is_(exp.null()).not_())
+    if start is not None:
+        return exp.and_(cond, exp.GTE(this=event.copy(), expression=_ts(start)))
+    if watermark is None:
+        return cond
+    newer = exp.GT(this=event.copy(), expression=_ts(watermark.event_time))
+    if view.created_at and watermark.created_at is not None:
+        later = exp.GT(this=_col(view.created_at), expression=_ts(watermark.created_at))
+        newer = exp.or_(newer, later)
+    return exp.and_(cond, exp.paren(newer))
+
+
+def latest_values(
+    view: FeatureView,
+    *,
+    end: datetime,
+    start: datetime | None = None,
+    watermark: Watermark | None = None,
+) -> exp.Select:
+    """SELECT join keys, event time, created-at and features of each entity's latest row.
+
+    Output columns: the join keys, ``__fl_event_time``, ``__fl_created_at`` (NULL when the
+    view has none), then the features in view order.
+    """
+    order = [exp.Ordered(this=_col(view.event_time), desc=True, nulls_first=False)]
+    if view.created_at:
+        order.append(exp.Ordered(this=_col(view.created_at), desc=True, nulls_first=False))
+    rank = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[_col(k) for k in view.join_keys],
+        order=exp.Order(expressions=order),
+    )
+    created = _col(view.created_at) if view.created_at else exp.cast(exp.null(), exp.DataType.build("timestamp"))
+    inner = (
+        exp.select(
+            *[_col(k) for k in view.join_keys],
+            exp.alias_(_col(view.event_time), EVENT_ALIAS, quoted=True),
+            exp.alias_(created, CREATED_ALIAS, quoted=True),
+            *[_col(f.name) for f in view.features],
+            exp.alias_(rank, _RANK, quoted=True),
+        )
+        .from_(relation(view))
+        .where(new_rows_filter(view, end=end, start=start, watermark=watermark))
+    )
+    outer_cols = [*view.join_keys, EVENT_ALIAS, CREATED_ALIAS, *(f.name for f in view.features)]
+    return (
+        exp.select(*[_col(c, "latest") for c in outer_cols])
+        .from_(exp.alias_(exp.paren(inner), "latest", table=True))
+        .where(exp.EQ(this=_col(_RANK, "latest"), expression=exp.Literal.number(1)))
+    )
+
+
+def max_created(view: FeatureView, *, end: datetime) -> exp.Select | None:
+    """SELECT MAX(created_at) of the rows a run considers — the next created-at watermark.
+
+    Run it *before* :func:`latest_values`: a row landing between the two queries is then read
+    again by the next run (harmless: writes are idempotent) instead of being skipped.
+    """
+    if not view.created_at:
+        return None
+    where = exp.and_(
+        _col(view.event_time).is_(exp.null()).not_(),
+        exp.LTE(this=_col(view.event_time), expression=_ts(end)),
+    )
+    return exp.select(exp.alias_(exp.Max(this=_col(view.created_at)), "max_created", quoted=True)).from_(
+        relation(view)
+    ).where(where)
+
+
+def to_sql(expression: exp.Expression, dialect: str) -> str:
+    return expression.sql(dialect=dialect)

@@ -1,0 +1,259 @@
+"""The durable state dbt does not know: materialization watermarks, leases and statistics.
+
+One SQLite file (WAL mode, every write its own transaction, so a crash never leaves half a
+watermark). Several processes may open it: materializations of the same view coordinate
+through a lease row taken with ``BEGIN IMMEDIATE``; a lease whose holder died expires (or is
+reclaimed at once when the holder was a dead process on this host).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from feature_layer.errors import MaterializationConflictError, OnlineStoreError
+from feature_layer.sql.latest import Watermark
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS watermarks (
+    view TEXT PRIMARY KEY,
+    layout TEXT NOT NULL,
+    event_time_us INTEGER NOT NULL,
+    created_us INTEGER,
+    wall_time_us INTEGER NOT NULL,
+    rows_written INTEGER NOT NULL DEFAULT 0,
+    entities INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS leases (
+    view TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    acquired_us INTEGER NOT NULL,
+    expires_us INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS statistics (
+    feature_ref TEXT PRIMARY KEY,
+    stats TEXT NOT NULL,
+    computed_us INTEGER NOT NULL
+);
+"""
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _dt(us: int | None) -> datetime | None:
+    if us is None:
+        return None
+    return datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc).replace(microsecond=us % 1_000_000)
+
+
+def _us(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    delta = value - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """The last successful materialization of one view."""
+
+    view: str
+    layout: str
+    watermark: Watermark
+    wall_time: datetime
+    rows_written: int
+    entities: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    view: str
+    owner: str
+    expires_us: int
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StateStore:
+    """Watermarks, materialization leases and feature statistics in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise OnlineStoreError(
+                f"Cannot open the state store at {self.path}: {exc}.",
+                fix="check that the folder is writable, or set `state_path` in feature_layer.yml.",
+            ) from exc
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(sql, params)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        with self._lock:
+            return self._db.execute(sql, params).fetchone()
+
+    # -- watermarks --------------------------------------------------------------------------
+    def view_state(self, view: str) -> ViewState | None:
+        row = self._one(
+            "SELECT layout, event_time_us, created_us, wall_time_us, rows_written, entities FROM watermarks WHERE view = ?",
+            (view,),
+        )
+        if row is None:
+            return None
+        layout, ev, cr, wall, rows, entities = row
+        return ViewState(view, layout, Watermark(_dt(ev), _dt(cr)), _dt(wall), rows, entities)  # type: ignore[arg-type]
+
+    def watermark(self, view: str, layout: str | None = None) -> Watermark | None:
+        """The view's watermark, or None when never materialized (or materialized with another layout)."""
+        state = self.view_state(view)
+        if state is None or (layout is not None and state.layout != layout):
+            return None
+        return state.watermark
+
+    def set_watermark(self, view: str, watermark: Watermark, *, layout: str, rows_written: int = 0, entities: int = 0) -> None:
+        """Record a finished run atomically (call only after every write reached the online store)."""
+        self._write(
+            "INSERT INTO watermarks (view, layout, event_time_us, created_us, wall_time_us, rows_written, entities)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(view) DO UPDATE SET layout = excluded.layout,"
+            " event_time_us = excluded.event_time_us, created_us = excluded.created_us,"
+            " wall_time_us = excluded.wall_time_us, rows_written = excluded.rows_written, entities = excluded.entities",
+            (
+                view,
+                layout,
+                _us(watermark.event_time),
+                _us(watermark.created_at) if watermark.created_at else None,
+                _now_us(),
+                rows_written,
+                entities,
+            ),
+        )
+
+    def clear_watermark(self, view: str) -> None:
+        self._write("DELETE FROM watermarks WHERE view = ?", (view,))
+
+    def last_materialized(self, view: str) -> tuple[datetime, datetime] | None:
+        """(event-time watermark, wall-clock time of the run) of the view's last successful run."""
+        state = self.view_state(view)
+        if state is None:
+            return None
+        return state.watermark.event_time, state.wall_time
+
+    # -- leases ------------------------------------------------------------------------------
+    def acquire_lease(self, view: str, *, seconds: float = 60.0, owner: str | None = None) -> Lease:
+        """Take the view's materialization lease, or raise MaterializationConflictError."""
+        owner = owner or uuid.uuid4().hex
+        host, pid, now = socket.gethostname(), os.getpid(), _now_us()
+        expires = now + int(seconds * 1_000_000)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT owner, host, pid, acquired_us, expires_us FROM leases WHERE view = ?", (view,)
+                ).fetchone()
+                if row is not None and row[0] != owner:
+                    other_owner, other_host, other_pid, acquired, other_expires = row
+                    dead = other_host == host and other_pid != pid and not _pid_alive(other_pid)
+                    if other_expires > now and not dead:
+                        self._db.execute("ROLLBACK")
+                        raise MaterializationConflictError(
+                            f"Feature view {view!r} is already being materialized (by pid {other_pid} on "
+                            f"{other_host}, since {_dt(acquired):%Y-%m-%d %H:%M:%S} UTC); two runs of one view "
+                            "must not interleave.",
+                            fix=f"wait for that run to finish and retry; if it crashed, its lease expires at "
+                            f"{_dt(other_expires):%H:%M:%S} UTC.",
+                        )
+                self._db.execute(
+                    "INSERT INTO leases (view, owner, host, pid, acquired_us, expires_us) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT(view) DO UPDATE SET owner = excluded.owner, host = excluded.host,"
+                    " pid = excluded.pid, acquired_us = excluded.acquired_us, expires_us = excluded.expires_us",
+                    (view, owner, host, pid, now, expires),
+                )
+                self._db.execute("COMMIT")
+            except MaterializationConflictError:
+                raise
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return Lease(view, owner, expires)
+
+    def renew_lease(self, lease: Lease, *, seconds: float = 60.0) -> Lease:
+        expires = _now_us() + int(seconds * 1_000_000)
+        self._write("UPDATE leases SET expires_us = ? WHERE view = ? AND owner = ?", (expires, lease.view, lease.owner))
+        return Lease(lease.view, lease.owner, expires)
+
+    def release_lease(self, lease: Lease) -> None:
+        self._write("DELETE FROM leases WHERE view = ? AND owner = ?", (lease.view, lease.owner))
+
+    # -- statistics --------------------------------------------------------------------------
+    def save_statistics(self, feature_ref: str, stats: dict[str, Any]) -> None:
+        self._write(
+            "INSERT INTO statistics (feature_ref, stats, computed_us) VALUES (?, ?, ?)"
+            " ON CONFLICT(feature_ref) DO UPDATE SET stats = excluded.stats, computed_us = excluded.computed_us",
+            (feature_ref, json.dumps(stats, default=str), _now_us()),
+        )
+
+    def save_many_statistics(self, stats: dict[str, dict[str, Any]]) -> None:
+        """Save several features' statistics in one transaction."""
+        now = _now_us()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO statistics (feature_ref, stats, computed_us) VALUES (?, ?, ?)"
+                    " ON CONFLICT(feature_ref) DO UPDATE SET stats = excluded.stats, computed_us = excluded.computed_us",
+                    [(ref, json.dumps(s, default=str), now) for ref, s in stats.items()],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def get_statistics(self, feature_ref: str) -> dict[str, Any] | None:
+        row = self._one("SELECT stats FROM statistics WHERE feature_ref = ?", (feature_ref,))
+        return None if row is None else json.loads(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
