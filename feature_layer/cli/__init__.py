@@ -10,6 +10,6 @@ from __future__ import annotations
 from feature_layer.cli.base import main
 
 # Each module registers its commands on ``main`` when imported.
-from feature_layer.cli import registry_cmds  # noqa: E402,F401
+from feature_layer.cli import demo_cmds, registry_cmds  # noqa: E402,F401
 
 __all__ = ["main"]
