@@ -1,0 +1,312 @@
+"""Entity inputs for training sets: normalise, validate, and place them in the warehouse.
+
+An entity input may be a pandas DataFrame, a pyarrow Table, a polars DataFrame, a Parquet
+path, or a table/query already in the warehouse. In-memory inputs are converted to Arrow
+once (no row loops), their timestamp normalised to naive UTC, a row-position column added,
+and registered with the engine; warehouse inputs are checked through a zero-row query and
+never pulled into Python.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+from sqlglot import exp
+
+from feature_layer.errors import InputError
+from feature_layer.registry.model import FeatureView
+from feature_layer.sql.point_in_time import INTERNAL_PREFIX, ROW, EntitySpine, ident
+from feature_layer.types import logical_type
+
+if TYPE_CHECKING:
+    from feature_layer.offline.engine import Engine
+
+DEFAULT_TIMESTAMP_COLUMN = "event_timestamp"
+_QUERY_START = re.compile(r"^\s*(\(|select\b|with\b|from\b|values\b)", re.IGNORECASE)
+
+
+def arrow_logical_type(arrow_type: pa.DataType) -> str:
+    """The logical type (see ``feature_layer.types``) of an Arrow type."""
+    t = arrow_type
+    if pa.types.is_dictionary(t):
+        return arrow_logical_type(t.value_type)
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int64"
+    if pa.types.is_floating(t):
+        return "float64"
+    if pa.types.is_decimal(t):
+        return "decimal"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    if pa.types.is_date(t):
+        return "date"
+    return "unknown"
+
+
+_ARROW_FOR_LOGICAL = {
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "string": pa.string(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("us"),
+    "date": pa.date32(),
+}
+
+
+@dataclass
+class PreparedEntities:
+    """Entity rows ready to be joined: the spine description and what to clean up afterwards."""
+
+    spine: EntitySpine
+    columns: tuple[str, ...]
+    registered: str | None = None
+    num_rows: int | None = None
+
+
+def _to_arrow(entity_df: Any) -> pa.Table | None:
+    """Arrow for in-memory inputs and Parquet paths; ``None`` for warehouse tables/queries."""
+    if isinstance(entity_df, pa.Table):
+        return entity_df
+    if isinstance(entity_df, pa.RecordBatch):
+        return pa.Table.from_batches([entity_df])
+    if isinstance(entity_df, Path) or (
+        isinstance(entity_df, str) and entity_df.strip().lower().endswith((".parquet", ".pq"))
+    ):
+        path = Path(entity_df)
+        if not path.exists():
+            raise InputError(f"Entity file {path} does not exist.", fix="pass the path of an existing Parquet file.")
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"Could not read {path} as Parquet: {exc}", fix="pass a Parquet file.") from exc
+    if isinstance(entity_df, str):
+        return None
+    module = type(entity_df).__module__
+    if module.startswith("pandas"):
+        if not hasattr(entity_df, "columns"):
+            raise InputError("entity_df is a pandas Series.", fix="pass a DataFrame (series.to_frame()).")
+        try:
+            return pa.Table.from_pandas(entity_df, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise InputError(
+                f"The entity DataFrame cannot be converted to Arrow: {exc}",
+                fix="give each column one type (e.g. no mixed numbers and strings in one column).",
+            ) from exc
+    if module.startswith("polars"):
+        if hasattr(entity_df, "collect"):
+            entity_df = entity_df.collect()
+        return entity_df.to_arrow()
+    raise InputError(
+        f"entity_df has type {type(entity_df).__name__}, which is not a supported entity input.",
+        fix="pass a pandas or polars DataFrame, a pyarrow Table, a Parquet path, or a warehouse table "
+        "name or SQL query.",
+    )
+
+
+def _pick_timestamp(schema: pa.Schema, timestamp_column: str | None) -> str:
+    names = schema.names
+    if timestamp_column is not None:
+        if timestamp_column not in names:
+            raise InputError(
+                f"The entity dataframe has no timestamp column {timestamp_column!r} (columns: {', '.join(names)}).",
+                fix="pass the name of the column holding each row's as-of time as timestamp_column.",
+            )
+        return timestamp_column
+    if DEFAULT_TIMESTAMP_COLUMN in names:
+        return DEFAULT_TIMESTAMP_COLUMN
+    candidates = [f.name for f in schema if arrow_logical_type(f.type) in {"timestamp", "date"}]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise InputError(
+            f"The entity dataframe has no timestamp column (columns: {', '.join(names) or '(none)'}).",
+            fix=f"add a column {DEFAULT_TIMESTAMP_COLUMN!r} with each row's as-of time, or pass "
+            "timestamp_column= naming it.",
+        )
+    raise InputError(
+        f"The entity dataframe has several timestamp columns ({', '.join(candidates)}) and none is "
+        f"named {DEFAULT_TIMESTAMP_COLUMN!r}.",
+        fix="pass timestamp_column= naming the as-of time column.",
+    )
+
+
+def _check_columns(
+    schema: pa.Schema,
+    timestamp: str,
+    views: Sequence[FeatureView],
+    view_key_types: Mapping[tuple[str, str], str],
+) -> None:
+    names = schema.names
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"The entity dataframe has duplicate columns: {', '.join(duplicates)}.", fix="rename them.")
+    reserved = [n for n in names if n.startswith(INTERNAL_PREFIX)]
+    if reserved:
+        raise InputError(
+            f"Entity column(s) {', '.join(reserved)} start with {INTERNAL_PREFIX!r}, which feature_layer reserves.",
+            fix="rename them.",
+        )
+    ts_type = arrow_logical_type(schema.field(timestamp).type)
+    if ts_type not in {"timestamp", "date"}:
+        raise InputError(
+            f"Entity timestamp column {timestamp!r} has type {schema.field(timestamp).type} ({ts_type}), "
+            "not a timestamp.",
+            fix=f"convert it to a timestamp (pandas: pd.to_datetime(df[{timestamp!r}]); SQL: CAST(… AS TIMESTAMP)).",
+        )
+    for view in views:
+        missing = [k for k in view.join_keys if k not in names]
+        if missing:
+            raise InputError(
+                f"The entity dataframe lacks join key column(s) {', '.join(missing)} needed by feature view "
+                f"{view.name!r} (entity columns: {', '.join(names)}).",
+                fix=f"add column(s) {', '.join(missing)} (the join keys of "
+                f"{' / '.join(view.entities) or view.name}).",
+            )
+        for key in view.join_keys:
+            given = arrow_logical_type(schema.field(key).type)
+            expected = view_key_types.get((view.name, key), "unknown")
+            if pa.types.is_null(schema.field(key).type) or "unknown" in (given, expected):
+                continue
+            if given != expected:
+                raise InputError(
+                    f"Join key {key!r} is {given} ({schema.field(key).type}) in the entity dataframe but "
+                    f"{expected} in feature view {view.name!r}; the rows would never match.",
+                    fix=f"cast entity column {key!r} to {expected}.",
+                )
+
+
+def view_key_types(engine: Engine, views: Sequence[FeatureView]) -> dict[tuple[str, str], str]:
+    """Logical type of each view's join keys: from the registry, else from the warehouse."""
+    from feature_layer.sql.point_in_time import relation_table
+
+    types: dict[tuple[str, str], str] = {}
+    for view in views:
+        unknown = []
+        for key in view.join_keys:
+            logical = logical_type(view.column_type(key)) if view.column_type(key) != "unknown" else "unknown"
+            types[(view.name, key)] = logical
+            if logical == "unknown":
+                unknown.append(key)
+        if unknown:
+            query = exp.select(*[exp.column(ident(k)) for k in unknown]).from_(relation_table(view)).limit(0)
+            schema = engine.fetch_arrow(query).schema
+            for key in unknown:
+                types[(view.name, key)] = arrow_logical_type(schema.field(key).type)
+    return types
+
+
+def _normalise_arrow(table: pa.Table, timestamp: str, key_types: Mapping[str, str]) -> pa.Table:
+    """Timestamp → naive UTC microseconds; all-null keys typed; row positions appended."""
+    import pyarrow.compute as pc
+
+    ts_index = table.schema.get_field_index(timestamp)
+    ts = table.column(ts_index)
+    if pa.types.is_dictionary(ts.type):
+        ts = ts.cast(ts.type.value_type)
+    if pa.types.is_timestamp(ts.type):
+        if ts.type.tz is not None:
+            ts = ts.cast(pa.timestamp(ts.type.unit, tz="UTC")).cast(pa.timestamp(ts.type.unit))
+        if ts.type.unit != "us":
+            ts = pc.cast(ts, pa.timestamp("us"), safe=False)
+    else:
+        ts = ts.cast(pa.timestamp("us"))
+    table = table.set_column(ts_index, timestamp, ts)
+    for key, logical in key_types.items():
+        index = table.schema.get_field_index(key)
+        column = table.column(index)
+        if pa.types.is_dictionary(column.type):
+            table = table.set_column(index, key, column.cast(column.type.value_type))
+        elif pa.types.is_null(column.type) and logical in _ARROW_FOR_LOGICAL:
+            table = table.set_column(index, key, column.cast(_ARROW_FOR_LOGICAL[logical]))
+    import numpy as np
+
+    return table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+
+
+def _warehouse_source(entity: str, dialect: str) -> exp.Expression:
+    text = entity.strip().rstrip(";")
+    if _QUERY_START.match(text):
+        import sqlglot
+
+        try:
+            parsed = sqlglot.parse_one(text.strip("()") if text.startswith("(") else text, dialect=dialect)
+        except sqlglot.errors.ParseError as exc:
+            raise InputError(f"The entity query does not parse as {dialect} SQL: {exc}", fix="correct the SQL.") from exc
+        if not isinstance(parsed, exp.Query):
+            raise InputError("The entity SQL is not a query.", fix="pass a SELECT statement or a table name.")
+        return parsed
+    try:
+        table = exp.to_table(text, dialect=dialect)
+    except Exception as exc:  # sqlglot raises several types for bad names
+        raise InputError(f"{entity!r} is not a table name or a query.", fix="pass `schema.table` or a SELECT.") from exc
+    for part in ("this", "db", "catalog"):
+        node = table.args.get(part)
+        if isinstance(node, exp.Identifier):
+            node.set("quoted", True)
+    return table
+
+
+def prepare_entities(
+    engine: Engine,
+    entity_df: Any,
+    views: Sequence[FeatureView],
+    *,
+    timestamp_column: str | None = None,
+) -> PreparedEntities:
+    """Validate ``entity_df`` against the requested views and make it joinable in ``engine``.
+
+    Raises ``InputError`` naming the column and the fix for: missing key or timestamp columns,
+    a timestamp column that is not a timestamp, null timestamps, join keys whose type differs
+    from the view's, reserved or duplicate column names.
+    """
+    key_types = view_key_types(engine, views)
+    table = _to_arrow(entity_df)
+    if table is None:
+        source = _warehouse_source(str(entity_df), engine.dialect)
+        probe = source.copy() if isinstance(source, exp.Query) else exp.select("*").from_(source.copy())
+        schema = engine.schema_of(probe)
+        timestamp = _pick_timestamp(schema, timestamp_column)
+        _check_columns(schema, timestamp, views, key_types)
+        subject = source.subquery("e") if isinstance(source, exp.Query) else source.copy()
+        nulls = engine.fetch_arrow(
+            exp.select(exp.func("count", exp.Star()).as_("n"))
+            .from_(subject)
+            .where(exp.Is(this=exp.column(ident(timestamp)), expression=exp.Null()))
+        ).column(0)[0].as_py()
+        if nulls:
+            raise _null_timestamps(timestamp, nulls)
+        spine = EntitySpine(source=source, timestamp=timestamp, columns=tuple(schema.names))
+        return PreparedEntities(spine=spine, columns=tuple(schema.names))
+
+    timestamp = _pick_timestamp(table.schema, timestamp_column)
+    _check_columns(table.schema, timestamp, views, key_types)
+    nulls = table.column(timestamp).null_count
+    if nulls:
+        raise _null_timestamps(timestamp, nulls)
+    entity_keys = {k: key_types[(v.name, k)] for v in views for k in v.join_keys}
+    normalised = _normalise_arrow(table, timestamp, entity_keys)
+    name = f"__fl_entities_{uuid.uuid4().hex[:12]}"
+    engine.register_arrow(name, normalised)
+    spine = EntitySpine(
+        source=exp.Table(this=ident(name)), timestamp=timestamp, columns=tuple(table.schema.names), row_number=ROW
+    )
+    return PreparedEntities(spine=spine, columns=tuple(table.schema.names), registered=name, num_rows=table.num_rows)
+
+
+def _null_timestamps(column: str, count: int) -> InputError:
+    return InputError(
+        f"{count} entity row(s) have a null timestamp in column {column!r}; a training row needs an as-of time.",
+        fix="drop those rows or fill the timestamps before building the training set.",
+    )

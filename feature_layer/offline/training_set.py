@@ -1,0 +1,205 @@
+"""Training sets: point-in-time-correct features for each row of an entity dataframe.
+
+``get_training_set`` resolves feature references through the registry, prepares the entity
+rows in the warehouse (``feature_layer.offline.entity``) and returns a lazy ``TrainingSet``:
+the SQL is built by the pure builders in ``feature_layer.sql.point_in_time`` and runs only
+when a result is asked for. Semantics: ``docs/training_sets.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+from sqlglot import exp
+
+from feature_layer.errors import InputError
+from feature_layer.offline.entity import PreparedEntities, prepare_entities
+from feature_layer.registry.model import Feature, FeatureView
+from feature_layer.sql.point_in_time import (
+    ViewOutputs,
+    build_training_set_query,
+    plan_outputs,
+)
+
+if TYPE_CHECKING:
+    import pandas
+    import polars
+
+    from feature_layer.client import FeatureStore
+    from feature_layer.offline.engine import Engine
+
+
+class TrainingSet:
+    """A training set not yet computed: its SQL, and ways to get the rows."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        entities: PreparedEntities,
+        outputs: Sequence[ViewOutputs],
+        *,
+        strategy: str | None = None,
+    ) -> None:
+        self._engine = engine
+        self._entities = entities
+        self.outputs = tuple(outputs)
+        self._strategy = strategy
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Output columns: the entity columns unchanged, then the features in request order."""
+        return (*self._entities.columns, *(n for o in self.outputs for n in o.names))
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The ``view.feature`` references in the training set, in column order."""
+        return tuple(f.ref for o in self.outputs for f in o.features)
+
+    def expression(self, dialect: str | None = None) -> exp.Select:
+        """The query as a sqlglot tree for ``dialect`` (default: the engine's)."""
+        dialect = dialect or self._engine.dialect
+        strategy = self._strategy if dialect == self._engine.dialect else None
+        return build_training_set_query(self._entities.spine, self.outputs, dialect, strategy=strategy)
+
+    def sql(self, dialect: str | None = None, *, pretty: bool = True) -> str:
+        """The SQL that computes this training set, in ``dialect`` (default: the engine's)."""
+        dialect = dialect or self._engine.dialect
+        return self.expression(dialect).sql(dialect=dialect, pretty=pretty)
+
+    def to_arrow(self) -> pa.Table:
+        """Run the query and return the rows as an Arrow table (input order)."""
+        return self._engine.fetch_arrow(self.expression())
+
+    def to_batches(self, batch_size: int = 100_000) -> Iterator[pa.RecordBatch]:
+        """Stream the rows in Arrow record batches (bounded memory)."""
+        return self._engine.stream_arrow(self.expression(), batch_size=batch_size)
+
+    def to_pandas(self) -> pandas.DataFrame:
+        return self.to_arrow().to_pandas()
+
+    def to_polars(self) -> polars.DataFrame:
+        try:
+            import polars as pl
+        except ImportError as exc:
+            raise InputError("polars is not installed.", fix="pip install 'feature_layer[polars]'.") from exc
+        return pl.from_arrow(self.to_arrow())
+
+    def to_parquet(self, path: str | Path, *, batch_size: int = 100_000) -> Path:
+        """Write the rows to a Parquet file, streaming batches (never the whole set in memory)."""
+        import pyarrow.parquet as pq
+
+        target = Path(path)
+        writer: pq.ParquetWriter | None = None
+        try:
+            for batch in self.to_batches(batch_size):
+                if writer is None:
+                    writer = pq.ParquetWriter(target, batch.schema)
+                writer.write_batch(batch)
+            if writer is None:
+                pq.write_table(self._engine.fetch_arrow(self.expression().limit(0)), target)
+        finally:
+            if writer is not None:
+                writer.close()
+        return target
+
+    def to_table(self, name: str, *, replace: bool = False) -> str:
+        """Create warehouse table ``name`` from the training set without pulling rows into Python.
+
+        With an in-memory entity dataframe, the table is created in the same session that holds
+        the uploaded entity rows. Returns the table name as given.
+        """
+        table = exp.to_table(name, dialect=self._engine.dialect)
+        for part in ("this", "db", "catalog"):
+            node = table.args.get(part)
+            if isinstance(node, exp.Identifier):
+                node.set("quoted", True)
+        if replace:
+            self._engine.execute(exp.Drop(this=table.copy(), kind="TABLE", exists=True))
+        create = exp.Create(this=table, kind="TABLE", expression=self.expression())
+        self._engine.execute(create)
+        return name
+
+    def close(self) -> None:
+        """Drop the uploaded entity rows from the warehouse session."""
+        if self._entities.registered:
+            self._engine.unregister(self._entities.registered)
+            self._entities.registered = None
+
+    def __repr__(self) -> str:
+        return f"TrainingSet(features={list(self.features)!r}, rows={self._entities.num_rows})"
+
+
+def build_training_set(
+    engine: Engine,
+    entity_df: Any,
+    requested: Mapping[FeatureView, Sequence[Feature]] | Sequence[tuple[FeatureView, Sequence[Feature]]],
+    *,
+    full_feature_names: bool = False,
+    timestamp_column: str | None = None,
+    strategy: str | None = None,
+) -> TrainingSet:
+    """A training set from feature views already resolved (the registry-free core).
+
+    Validation happens here, eagerly, so a bad entity dataframe fails before any query runs.
+    """
+    items = list(requested.items()) if isinstance(requested, Mapping) else list(requested)
+    if not items or not any(features for _, features in items):
+        raise InputError("No features were requested.", fix="pass features=['view.feature', …] or service=….")
+    views = [view for view, features in items if features]
+    entities = prepare_entities(engine, entity_df, views, timestamp_column=timestamp_column)
+    try:
+        outputs = plan_outputs(items, entity_columns=entities.columns, full_feature_names=full_feature_names)
+    except InputError:
+        if entities.registered:
+            engine.unregister(entities.registered)
+        raise
+    return TrainingSet(engine, entities, outputs, strategy=strategy)
+
+
+def resolve_requested(
+    store: FeatureStore, features: Sequence[str] | str | None, service: str | None
+) -> list[tuple[FeatureView, list[Feature]]]:
+    """Feature references (or a service's) → (view, features) pairs in request order."""
+    if features is not None and service is not None:
+        raise InputError("Both features and service were given.", fix="pass one of them, not both.")
+    if features is None and service is None:
+        raise InputError("No features were requested.", fix="pass features=['view.feature', …] or service='…'.")
+    if service is not None:
+        refs: Sequence[str] = list(store.registry.service(service).features)
+    else:
+        refs = [features] if isinstance(features, str) else list(features or [])
+    if not refs:
+        raise InputError("The feature list is empty.", fix="pass at least one 'view.feature' or 'view.*'.")
+    resolved = store.registry.resolve(refs)
+    return [(store.registry.view(name), list(feats)) for name, feats in resolved.items()]
+
+
+def get_training_set(
+    store: FeatureStore,
+    entity_df: Any,
+    *,
+    features: Sequence[str] | str | None = None,
+    service: str | None = None,
+    full_feature_names: bool = False,
+    timestamp_column: str | None = None,
+) -> TrainingSet:
+    """Point-in-time-correct features for each row of ``entity_df`` (see docs/training_sets.md).
+
+    ``entity_df``: a pandas/polars DataFrame, a pyarrow Table, a Parquet path, or a warehouse
+    table name or SQL query. Its timestamp column is ``event_timestamp``, else its only
+    timestamp column, else ``timestamp_column``.
+    """
+    requested = resolve_requested(store, features, service)
+    return build_training_set(
+        store.offline_engine(),
+        entity_df,
+        requested,
+        full_feature_names=full_feature_names,
+        timestamp_column=timestamp_column,
+    )
+
+
+__all__ = ["TrainingSet", "build_training_set", "get_training_set"]

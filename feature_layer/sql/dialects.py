@@ -1,0 +1,91 @@
+"""What each SQL dialect can do, and which point-in-time formulation it gets.
+
+sqlglot happily renders ``ASOF JOIN`` for dialects that have no such thing, so the choice
+of formulation cannot be left to the generator: it is made here, explicitly, per dialect.
+
+* ``asof``: DuckDB's ``ASOF LEFT JOIN`` on a feature table deduplicated per
+  (keys, event time). One sort-merge pass; the fastest formulation where it exists.
+* ``window``: a range join on keys and ``event_time <= ts`` (and the TTL) ranked with
+  ``ROW_NUMBER()``; portable to every engine with window functions (PostgreSQL, Spark,
+  BigQuery, Trino, Snowflake, …).
+
+Both formulations implement the same semantics (``docs/training_sets.md``) and are executed
+against a brute-force reference in the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot.dialects.dialect import Dialect
+
+from feature_layer.errors import InputError
+
+STRATEGIES = ("asof", "window")
+
+
+@dataclass(frozen=True)
+class DialectCapabilities:
+    """The few engine differences the point-in-time builder cares about."""
+
+    name: str
+    pit_strategy: str
+    """``asof`` or ``window`` (see the module docstring)."""
+    asof_join: bool = False
+    """The engine has ``ASOF [LEFT] JOIN … ON keys AND ts >= event_time``."""
+    materialized_cte: bool = False
+    """``WITH x AS MATERIALIZED (…)`` forces a CTE to be computed once."""
+    string_order_collation: str | None = None
+    """Collation that makes string ordering byte-wise (used only for deterministic tie-breaks)."""
+
+
+_KNOWN: dict[str, DialectCapabilities] = {
+    "duckdb": DialectCapabilities("duckdb", "asof", asof_join=True, materialized_cte=True),
+    "postgres": DialectCapabilities("postgres", "window", materialized_cte=True, string_order_collation="C"),
+    "bigquery": DialectCapabilities("bigquery", "window"),
+    "spark": DialectCapabilities("spark", "window"),
+    "databricks": DialectCapabilities("databricks", "window"),
+    "trino": DialectCapabilities("trino", "window"),
+    "presto": DialectCapabilities("presto", "window"),
+    "athena": DialectCapabilities("athena", "window"),
+    # Snowflake has ASOF JOIN (MATCH_CONDITION syntax), which sqlglot does not model yet.
+    "snowflake": DialectCapabilities("snowflake", "window"),
+    "redshift": DialectCapabilities("redshift", "window"),
+}
+
+
+def capabilities(dialect: str | None) -> DialectCapabilities:
+    """Capabilities of ``dialect``; any other dialect sqlglot knows gets the portable formulation.
+
+    >>> capabilities("duckdb").pit_strategy
+    'asof'
+    >>> capabilities("postgres").pit_strategy
+    'window'
+    """
+    name = (dialect or "duckdb").lower()
+    if name in _KNOWN:
+        return _KNOWN[name]
+    try:
+        Dialect.get_or_raise(name)
+    except ValueError as exc:
+        known = ", ".join(sorted(_KNOWN))
+        raise InputError(
+            f"SQL dialect {dialect!r} is not known to sqlglot.",
+            fix=f"use one of: {known} (or another sqlglot dialect name).",
+        ) from exc
+    return DialectCapabilities(name, "window")
+
+
+def pit_strategy(dialect: str | None, strategy: str | None = None) -> str:
+    """The point-in-time formulation for ``dialect``; ``strategy`` overrides it when the engine allows."""
+    caps = capabilities(dialect)
+    if strategy is None:
+        return caps.pit_strategy
+    if strategy not in STRATEGIES:
+        raise InputError(f"Unknown point-in-time strategy {strategy!r}.", fix=f"use one of: {', '.join(STRATEGIES)}.")
+    if strategy == "asof" and not caps.asof_join:
+        raise InputError(
+            f"Dialect {caps.name!r} has no ASOF JOIN, so the `asof` formulation cannot run there.",
+            fix="use the `window` formulation (the default for this dialect).",
+        )
+    return strategy

@@ -1,0 +1,334 @@
+"""Point-in-time-correct training-set SQL, built once as a sqlglot tree for any dialect.
+
+Pure functions from registry objects to sqlglot expressions: no IO, the dialect a parameter.
+The query is assembled in small named passes, each a function you can read on its own:
+
+1. ``plan_outputs``  (resolve) — which features come from which view, under which output
+   column names; name clashes are refused here.
+2. ``build_spine``   — the entity rows, each with its input position (``__fl_row``) and its
+   timestamp as a naive UTC ``TIMESTAMP`` (``__fl_ts``).
+3. ``build_latest_per_event`` (dedupe) — for the ASOF formulation: one row per
+   (keys, event time), the latest created-at winning.
+4. ``build_ranked_matches`` (per-view join) — for the window formulation: every feature row a
+   spine row may see, ranked, the best one kept.
+5. ``build_training_set_query`` (project) — joins the spine to each view and projects the
+   entity columns unchanged, then the features, in input order.
+
+Semantics (``docs/training_sets.md``): for each entity row and view, the matching feature row
+has equal join keys, ``event_time <= ts`` and, with a TTL, ``event_time >= ts - ttl``; the
+latest event time wins, then the latest created-at (nulls oldest), then the larger feature
+values in the view's column order (nulls last). No match gives nulls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlglot import exp
+
+from feature_layer.errors import InputError
+from feature_layer.registry.model import Feature, FeatureView
+from feature_layer.sql.dialects import capabilities, pit_strategy
+
+ROW = "__fl_row"
+"""Spine column holding each entity row's input position; the result is ordered by it."""
+TS = "__fl_ts"
+"""Spine column holding the entity timestamp as a naive UTC TIMESTAMP."""
+RANK = "__fl_rank"
+SPINE = "__fl_spine"
+INTERNAL_PREFIX = "__fl_"
+FULL_NAME_SEPARATOR = "__"
+_ORDERABLE = {"int64", "float64", "bool", "string", "timestamp", "date", "decimal"}
+
+
+@dataclass(frozen=True)
+class EntitySpine:
+    """Where the entity rows are and what they look like.
+
+    ``source`` is a table or a query. ``columns`` are the user's columns in output order
+    (``None`` when unknown: then only keys and timestamp are projected). ``row_number`` names
+    a column of the source that already holds the input position; without it the spine
+    numbers rows with ``ROW_NUMBER() OVER ()`` (the warehouse's scan order).
+    """
+
+    source: exp.Expression
+    timestamp: str
+    columns: tuple[str, ...] | None = None
+    row_number: str | None = None
+
+
+@dataclass(frozen=True)
+class ViewOutputs:
+    """The features one view contributes, and their output column names."""
+
+    view: FeatureView
+    features: tuple[Feature, ...]
+    names: tuple[str, ...]
+
+    @property
+    def alias(self) -> str:
+        return self.view.name
+
+
+def ident(name: str) -> exp.Identifier:
+    """A quoted identifier: names from users and dbt are never pasted in bare."""
+    return exp.to_identifier(name, quoted=True)
+
+
+def col(name: str, table: str | None = None) -> exp.Column:
+    return exp.Column(this=ident(name), table=ident(table) if table else None)
+
+
+def relation_table(view: FeatureView, alias: str | None = None) -> exp.Table:
+    """The warehouse relation of a view as a fully quoted table reference."""
+    rel = view.relation
+    return exp.Table(
+        this=ident(rel.identifier),
+        db=ident(rel.schema) if rel.schema else None,
+        catalog=ident(rel.database) if rel.database else None,
+        alias=exp.TableAlias(this=ident(alias)) if alias else None,
+    )
+
+
+def interval(ttl: timedelta) -> exp.Interval:
+    """``ttl`` as an INTERVAL literal in the largest whole unit (days, hours, minutes, seconds)."""
+    total = ttl.total_seconds()
+    if total != int(total):
+        raise InputError(f"TTL {ttl} has fractions of a second.", fix="use a whole number of seconds.")
+    seconds = int(total)
+    for unit, size in (("DAY", 86400), ("HOUR", 3600), ("MINUTE", 60)):
+        if seconds % size == 0:
+            return exp.Interval(this=exp.Literal.string(str(seconds // size)), unit=exp.var(unit))
+    return exp.Interval(this=exp.Literal.string(str(seconds)), unit=exp.var("SECOND"))
+
+
+# ----------------------------------------------------------------------------- 1. resolve
+
+
+def plan_outputs(
+    requested: Mapping[FeatureView, Sequence[Feature]] | Sequence[tuple[FeatureView, Sequence[Feature]]],
+    *,
+    entity_columns: Sequence[str] = (),
+    full_feature_names: bool = False,
+) -> tuple[ViewOutputs, ...]:
+    """Name each requested feature's output column and refuse clashes.
+
+    Features are named as themselves, or ``view__feature`` with ``full_feature_names``. A name
+    used twice (two views, or a view and an entity column) is an error naming both sources.
+    """
+    items = list(requested.items()) if isinstance(requested, Mapping) else list(requested)
+    taken: dict[str, str] = {c: "the entity dataframe" for c in entity_columns}
+    plans = []
+    seen_views: set[str] = set()
+    for view, features in items:
+        if view.name in seen_views:
+            raise InputError(f"Feature view {view.name!r} is requested twice.", fix="list its features once.")
+        seen_views.add(view.name)
+        names = []
+        for feature in features:
+            name = f"{view.name}{FULL_NAME_SEPARATOR}{feature.name}" if full_feature_names else feature.name
+            if name.startswith(INTERNAL_PREFIX):
+                raise InputError(
+                    f"Output column {name!r} starts with {INTERNAL_PREFIX!r}, which feature_layer reserves.",
+                    fix="rename the feature.",
+                )
+            if name in taken:
+                other = taken[name]
+                fix = (
+                    "pass full_feature_names=True (--full-feature-names) to name columns `view__feature`."
+                    if not full_feature_names
+                    else "rename the entity column or the feature."
+                )
+                if other == f"feature {feature.ref}":
+                    raise InputError(f"Feature {feature.ref} is requested twice.", fix="list it once.")
+                raise InputError(
+                    f"Output column {name!r} would come from both {other} and feature {feature.ref}.", fix=fix
+                )
+            taken[name] = f"feature {feature.ref}"
+            names.append(name)
+        if features:
+            plans.append(ViewOutputs(view, tuple(features), tuple(names)))
+    return tuple(plans)
+
+
+# ----------------------------------------------------------------------------- 2. spine
+
+
+def build_spine(spine: EntitySpine) -> exp.Select:
+    """Entity rows plus their input position and their timestamp as naive UTC."""
+    source = spine.source
+    if isinstance(source, exp.Query):
+        source = source.subquery("src")
+    else:
+        source = source.copy()
+        source.set("alias", exp.TableAlias(this=ident("src")))
+    projections: list[exp.Expression] = [exp.Column(this=exp.Star(), table=ident("src"))]
+    projections.append(exp.alias_(exp.cast(col(spine.timestamp, "src"), exp.DataType.build("TIMESTAMP")), TS, quoted=True))
+    if spine.row_number is None:
+        projections.append(exp.alias_(exp.Window(this=exp.RowNumber()), ROW, quoted=True))
+    elif spine.row_number != ROW:
+        projections.append(exp.alias_(col(spine.row_number, "src"), ROW, quoted=True))
+    return exp.select(*projections).from_(source)
+
+
+# ----------------------------------------------------------------------------- ordering
+
+
+def tie_break_order(view: FeatureView, table: str, dialect: str | None) -> list[exp.Ordered]:
+    """Created-at (latest first, nulls oldest), then every orderable feature (larger first, nulls last).
+
+    The order depends on the view only, never on which features were requested, so the same
+    row wins whatever the request. Strings compare byte-wise on every engine.
+    """
+    caps = capabilities(dialect)
+    order = []
+    if view.created_at:
+        order.append(exp.Ordered(this=col(view.created_at, table), desc=True, nulls_first=False))
+    for feature in view.features:
+        if feature.dtype not in _ORDERABLE:
+            continue
+        key: exp.Expression = col(feature.name, table)
+        if feature.dtype == "string" and caps.string_order_collation:
+            key = exp.Collate(this=key, expression=ident(caps.string_order_collation))
+        order.append(exp.Ordered(this=key, desc=True, nulls_first=False))
+    return order
+
+
+def _not_null(*columns: exp.Expression) -> exp.Expression | None:
+    return exp.and_(*(exp.Not(this=exp.Is(this=c, expression=exp.Null())) for c in columns)) if columns else None
+
+
+# ----------------------------------------------------------------------------- 3. dedupe (ASOF)
+
+
+def build_latest_per_event(outputs: ViewOutputs, dialect: str | None) -> exp.Select:
+    """One feature row per (keys, event time): the one the tie-break order puts first."""
+    view = outputs.view
+    keys = [col(k, "f") for k in view.join_keys]
+    event = col(view.event_time, "f")
+    rank = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[*keys, event.copy()],
+        order=exp.Order(expressions=tie_break_order(view, "f", dialect)) if tie_break_order(view, "f", dialect) else None,
+    )
+    inner = (
+        exp.select(*[k.copy() for k in keys], event.copy(), *[col(f.name, "f") for f in outputs.features])
+        .select(exp.alias_(rank, RANK, quoted=True))
+        .from_(relation_table(view, "f"))
+        .where(_not_null(*[k.copy() for k in keys], event.copy()))
+    )
+    return (
+        exp.select(*[col(c) for c in (*view.join_keys, view.event_time, *(f.name for f in outputs.features))])
+        .from_(inner.subquery(ident("ranked")))
+        .where(exp.EQ(this=col(RANK), expression=exp.Literal.number(1)))
+    )
+
+
+# ----------------------------------------------------------------------------- 4. per-view join (window)
+
+
+def _within_ttl(view: FeatureView, event: exp.Expression, ts: exp.Expression) -> exp.Expression | None:
+    if view.ttl is None:
+        return None
+    return exp.GTE(this=event, expression=exp.Sub(this=ts, expression=interval(view.ttl)))
+
+
+def build_ranked_matches(outputs: ViewOutputs, dialect: str | None) -> exp.Select:
+    """For each spine row, the best feature row it may see (the portable formulation)."""
+    view = outputs.view
+    on = [exp.EQ(this=col(k, "s"), expression=col(k, "f")) for k in view.join_keys]
+    on.append(exp.LTE(this=col(view.event_time, "f"), expression=col(TS, "s")))
+    ttl = _within_ttl(view, col(view.event_time, "f"), col(TS, "s"))
+    if ttl is not None:
+        on.append(ttl)
+    order = [exp.Ordered(this=col(view.event_time, "f"), desc=True, nulls_first=False)]
+    order += tie_break_order(view, "f", dialect)
+    rank = exp.Window(this=exp.RowNumber(), partition_by=[col(ROW, "s")], order=exp.Order(expressions=order))
+    inner = (
+        exp.select(col(ROW, "s"), *[col(f.name, "f") for f in outputs.features])
+        .select(exp.alias_(rank, RANK, quoted=True))
+        .from_(exp.Table(this=ident(SPINE), alias=exp.TableAlias(this=ident("s"))))
+        .join(relation_table(view, "f"), on=exp.and_(*on), join_type="inner")
+    )
+    return (
+        exp.select(col(ROW), *[col(f.name) for f in outputs.features])
+        .from_(inner.subquery(ident("ranked")))
+        .where(exp.EQ(this=col(RANK), expression=exp.Literal.number(1)))
+    )
+
+
+# ----------------------------------------------------------------------------- 5. project
+
+
+def _cte_name(index: int) -> str:
+    return f"__fl_v{index}"
+
+
+def build_training_set_query(
+    spine: EntitySpine,
+    outputs: Sequence[ViewOutputs],
+    dialect: str | None = "duckdb",
+    *,
+    strategy: str | None = None,
+) -> exp.Select:
+    """The whole training-set query: every entity row once, in input order, features appended.
+
+    ``strategy`` overrides the dialect's formulation (``asof`` only where ASOF JOIN exists).
+    """
+    chosen = pit_strategy(dialect, strategy)
+    caps = capabilities(dialect)
+    entity_columns = spine.columns
+    if entity_columns is None:
+        views = [o.view for o in outputs]
+        keys = list(dict.fromkeys(k for v in views for k in v.join_keys))
+        entity_columns = (*keys, spine.timestamp)
+    entity_columns = tuple(c for c in entity_columns if c != spine.row_number)
+
+    projections: list[exp.Expression] = [exp.alias_(col(c, "s"), c, quoted=True) for c in entity_columns]
+    query = exp.select().from_(exp.Table(this=ident(SPINE), alias=exp.TableAlias(this=ident("s"))))
+    query = query.with_(
+        ident(SPINE),
+        as_=build_spine(spine),
+        materialized=True if (spine.row_number is None and chosen == "window" and caps.materialized_cte) else None,
+    )
+
+    for index, out in enumerate(outputs):
+        alias = f"v{index}"
+        cte = _cte_name(index)
+        view = out.view
+        target = exp.Table(this=ident(cte), alias=exp.TableAlias(this=ident(alias)))
+        if chosen == "asof":
+            query = query.with_(ident(cte), as_=build_latest_per_event(out, dialect))
+            on = [exp.EQ(this=col(k, "s"), expression=col(k, alias)) for k in view.join_keys]
+            on.append(exp.GTE(this=col(TS, "s"), expression=col(view.event_time, alias)))
+            query = query.join(target, on=exp.and_(*on), join_type="asof left")
+            ttl = _within_ttl(view, col(view.event_time, alias), col(TS, "s"))
+            for feature, name in zip(out.features, out.names, strict=True):
+                value: exp.Expression = col(feature.name, alias)
+                if ttl is not None:
+                    value = exp.Case(ifs=[exp.If(this=ttl.copy(), true=value)])
+                projections.append(exp.alias_(value, name, quoted=True))
+        else:
+            query = query.with_(ident(cte), as_=build_ranked_matches(out, dialect))
+            query = query.join(
+                target, on=exp.EQ(this=col(ROW, alias), expression=col(ROW, "s")), join_type="left"
+            )
+            for feature, name in zip(out.features, out.names, strict=True):
+                projections.append(exp.alias_(col(feature.name, alias), name, quoted=True))
+
+    return query.select(*projections).order_by(exp.Ordered(this=col(ROW, "s")))
+
+
+def training_set_sql(
+    spine: EntitySpine,
+    outputs: Sequence[ViewOutputs],
+    dialect: str | None = "duckdb",
+    *,
+    strategy: str | None = None,
+    pretty: bool = True,
+) -> str:
+    """The training-set query as SQL text for ``dialect`` (what ``feature-layer sql`` prints)."""
+    name = capabilities(dialect).name
+    return build_training_set_query(spine, outputs, name, strategy=strategy).sql(dialect=name, pretty=pretty)
