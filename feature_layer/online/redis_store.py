@@ -1,0 +1,294 @@
+"""Redis online store: one key per (view, entity), one MGET per lookup, Lua-guarded writes.
+
+Writes go through ``write_latest.lua`` (loaded once with SCRIPT LOAD, called with EVALSHA),
+which takes a whole batch of keys per call and refuses any value older than the stored one —
+atomically, on the server, so overlapping runs and late data cannot race it.
+
+The write path builds each EVALSHA request as RESP bytes straight from Arrow/numpy buffers (no
+per-key Python objects) and keeps two requests in flight: the client encodes batch k+1 while
+Redis runs batch k. Every request is idempotent, so after a connection error the unacknowledged
+ones are simply sent again (with exponential backoff, ``retries`` times).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from feature_layer.config import OnlineStoreSettings
+from feature_layer.errors import OnlineStoreError
+from feature_layer.online.encoding import EncodedBatch
+from feature_layer.online.store import OnlineStore, WriteCounts, Writer
+
+_SCRIPT = resources.files("feature_layer.online").joinpath("write_latest.lua").read_text()
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _bulk_block(values: pa.Array) -> tuple[memoryview, np.ndarray]:
+    """RESP bulk strings (``$len\\r\\nbytes\\r\\n``) of a binary array: one buffer + n+1 offsets."""
+    lengths = pc.binary_length(values).cast(pa.string()).cast(pa.binary())
+    framed = pc.binary_join_element_wise(
+        pa.scalar(b"$"), lengths, pa.scalar(b"\r\n"), values, pa.scalar(b"\r\n"), pa.scalar(b"")
+    )
+    offsets = np.frombuffer(framed.buffers()[1], dtype=np.int32)[framed.offset: framed.offset + len(framed) + 1]
+    offsets = offsets.astype(np.int64)
+    return memoryview(framed.buffers()[2]), offsets
+
+
+def _fixed_block(rows: np.ndarray) -> tuple[memoryview, np.ndarray]:
+    """RESP bulk strings of equal-width values, built with numpy (faster than the Arrow join)."""
+    n, width = rows.shape
+    head = b"$%d\r\n" % width
+    block = np.empty((n, len(head) + width + 2), dtype=np.uint8)
+    block[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
+    block[:, len(head): len(head) + width] = rows
+    block[:, -2:] = np.frombuffer(b"\r\n", dtype=np.uint8)
+    return memoryview(block.reshape(-1)), np.arange(n + 1, dtype=np.int64) * block.shape[1]
+
+
+class RedisOnlineStore(OnlineStore):
+    kind = "redis"
+
+    def __init__(self, client: redis.Redis, namespace: str, *, batch_size: int = 5000, retries: int = 3,
+                 location: str = "redis") -> None:
+        super().__init__(namespace)
+        self.client = client
+        self.batch_size = max(1, batch_size)
+        self.retries = retries
+        self.backoff = ExponentialBackoff(cap=1.0, base=0.05)
+        self._location = location
+        self._sha: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: OnlineStoreSettings, namespace: str) -> RedisOnlineStore:
+        """Connect from settings: ``redis://`` / ``rediss://`` (TLS) / ``unix://`` URL, ACL user, password."""
+        options: dict[str, Any] = {
+            "socket_timeout": settings.socket_timeout,
+            "socket_connect_timeout": settings.socket_timeout,
+            "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), settings.retries),
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+            "health_check_interval": 30,
+        }
+        if settings.username:
+            options["username"] = settings.username
+        if settings.password:
+            options["password"] = settings.password
+        try:
+            client = redis.Redis.from_url(settings.url or "redis://127.0.0.1:6379/0", **options)
+        except ValueError as exc:
+            raise OnlineStoreError(
+                f"The Redis URL in the online_store settings is not valid: {exc}.",
+                fix="use redis://[user:password@]host:port/db, rediss://… for TLS, or unix:///path/redis.sock.",
+            ) from exc
+        kw = client.connection_pool.connection_kwargs
+        location = f"{'rediss' if settings.url and settings.url.startswith('rediss') else 'redis'}://" \
+            f"{kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}/{kw.get('db', 0)}"
+        return cls(client, namespace, batch_size=settings.batch_size, retries=settings.retries, location=location)
+
+    # -- errors -----------------------------------------------------------------------------
+    def _error(self, action: str, exc: Exception) -> OnlineStoreError:
+        if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+            return OnlineStoreError(
+                f"Redis at {self._location} refused the credentials while trying to {action}: {exc}.",
+                fix="set online_store.username / online_store.password (or the URL's user:password) to a valid ACL user.",
+            )
+        if isinstance(exc, _TRANSIENT):
+            return OnlineStoreError(
+                f"Redis at {self._location} is unreachable: could not {action} ({type(exc).__name__}: {exc}), "
+                f"after {self.retries} retries.",
+                fix="start Redis or correct online_store.url, then rerun; a failed materialization did not advance "
+                "its watermark, so the rerun redoes the same work.",
+            )
+        return OnlineStoreError(f"Redis at {self._location} failed to {action}: {exc}.",
+                                fix="check the Redis server's log and version (6.2 or later).")
+
+    def describe(self) -> str:
+        return self._location
+
+    def ping(self) -> None:
+        try:
+            self.client.ping()
+        except RedisError as exc:
+            raise self._error("answer PING", exc) from exc
+
+    # -- reads ------------------------------------------------------------------------------
+    def read(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        if not keys:
+            return []
+        try:
+            return self.client.mget(keys)
+        except RedisError as exc:
+            raise self._error("read feature values", exc) from exc
+
+    # -- writes -----------------------------------------------------------------------------
+    def script_sha(self, refresh: bool = False) -> str:
+        if self._sha is None or refresh:
+            try:
+                self._sha = self.client.script_load(_SCRIPT)
+            except RedisError as exc:
+                raise self._error("load the write script", exc) from exc
+        return self._sha  # type: ignore[return-value]
+
+    def writer(self, *, ttl_us: int | None) -> Writer:
+        return RedisWriter(self, ttl_us)
+
+    def delete_prefix(self, prefix: bytes) -> int:
+        deleted = 0
+        try:
+            batch: list[bytes] = []
+            for key in self.client.scan_iter(match=_glob_escape(prefix) + b"*", count=5000):
+                batch.append(key)
+                if len(batch) >= 5000:
+                    deleted += self.client.unlink(*batch)
+                    batch = []
+            if batch:
+                deleted += self.client.unlink(*batch)
+        except RedisError as exc:
+            raise self._error("delete old keys", exc) from exc
+        return deleted
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _glob_escape(prefix: bytes) -> bytes:
+    out = bytearray()
+    for byte in prefix:
+        if byte in b"*?[]\\":
+            out += b"\\"
+        out.append(byte)
+    return bytes(out)
+
+
+class RedisWriter(Writer):
+    """Sends EVALSHA requests with up to ``window`` of them in flight on one connection."""
+
+    window = 2
+
+    def __init__(self, store: RedisOnlineStore, ttl_us: int | None) -> None:
+        super().__init__(ttl_us)
+        self.store = store
+        self.sha = store.script_sha().encode()
+        self._conn: Any = None
+        self._inflight: deque[list[Any]] = deque()
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self.store.client.connection_pool.get_connection()
+        return self._conn
+
+    def _request(self, batch: EncodedBatch, start: int, stop: int, keys_block: memoryview,
+                 key_offsets: np.ndarray, values_block: memoryview, value_offsets: np.ndarray) -> list[Any]:
+        n = stop - start
+        now = b"%d" % self.store.clock()
+        ttl = b"%d" % (self.ttl_us or 0)
+        head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%d\r\n" % (3 + 2 * n + 2, self.sha, len(b"%d" % n), n)
+        args = b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(now), now, len(ttl), ttl)
+        return [
+            head,
+            keys_block[int(key_offsets[start]): int(key_offsets[stop])],
+            args,
+            values_block[int(value_offsets[start]): int(value_offsets[stop])],
+        ]
+
+    def write(self, batch: EncodedBatch) -> None:
+        n = len(batch)
+        if n == 0:
+            return
+        keys_block, key_offsets = _bulk_block(batch.keys)
+        if batch.fixed_rows is not None:
+            values_block, value_offsets = _fixed_block(batch.fixed_rows)
+        else:
+            values_block, value_offsets = _bulk_block(batch.values)
+        size = self.store.batch_size
+        for start in range(0, n, size):
+            stop = min(n, start + size)
+            request = self._request(batch, start, stop, keys_block, key_offsets, values_block, value_offsets)
+            self._send(request)
+            while len(self._inflight) >= self.window:
+                self._receive()
+
+    def _send(self, request: list[Any]) -> None:
+        self._inflight.append(request)
+        try:
+            self._connection().send_packed_command(request, check_health=False)
+        except _TRANSIENT as exc:
+            self._recover(exc)
+
+    def _receive(self) -> None:
+        try:
+            reply = self._connection().read_response()
+        except NoScriptError:
+            # Redis restarted (or SCRIPT FLUSH): reload and resend everything unacknowledged.
+            self.sha = self.store.script_sha(refresh=True).encode()
+            self._resend_all(fix_sha=True)
+            return
+        except ResponseError as exc:
+            self.abort()
+            raise self.store._error("write feature values", exc) from exc
+        except _TRANSIENT as exc:
+            self._recover(exc)
+            return
+        self._inflight.popleft()
+        self.counts.add(reply)
+
+    def _resend_all(self, fix_sha: bool = False) -> None:
+        pending = list(self._inflight)
+        self._inflight.clear()
+        conn = self._connection()
+        for request in pending:
+            if fix_sha:
+                head = request[0]
+                old = head.split(b"\r\n")[4]
+                request[0] = head.replace(old, self.sha, 1)
+            self._inflight.append(request)
+            conn.send_packed_command(request, check_health=False)
+
+    def _recover(self, first: Exception) -> None:
+        """Reconnect with backoff and resend every unacknowledged request (they are idempotent)."""
+        error: Exception = first
+        for attempt in range(1, self.store.retries + 1):
+            self._drop_connection()
+            time.sleep(self.store.backoff.compute(attempt))
+            try:
+                self.sha = self.store.script_sha(refresh=True).encode()
+                self._resend_all(fix_sha=True)
+                return
+            except (OnlineStoreError, *_TRANSIENT) as exc:  # noqa: PERF203 - retry loop
+                error = exc.__cause__ if isinstance(exc, OnlineStoreError) and exc.__cause__ else exc
+        self.abort()
+        raise self.store._error("write feature values", error) from error
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.disconnect()
+            finally:
+                self.store.client.connection_pool.release(self._conn)
+                self._conn = None
+
+    def close(self) -> WriteCounts:
+        while self._inflight:
+            self._receive()
+        if self._conn is not None:
+            self.store.client.connection_pool.release(self._conn)
+            self._conn = None
+        return self.counts
+
+    def abort(self) -> None:
+        self._inflight.clear()
+        self._drop_connection()
+
