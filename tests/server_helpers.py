@@ -231,7 +231,7 @@ class FakeEngine:
     def fetch_arrow(self, sql: str) -> pa.Table:
         with self._lock:
             self.queries.append(sql)
-            return self.con.execute(sql).to_arrow_table()
+            return self.con.sql(sql).to_arrow_table()
 
     def close(self) -> None:
         self.con.close()
@@ -289,7 +289,8 @@ class FakeStore:
         return self.engine
 
     def get_online_features(self, features=None, entity_rows=None, *, service=None, include_event_times=False):
-        refs = list(features or self._registry.service(service).features)
+        registry = self.registry
+        refs = list(features or registry.service(service).features)
         if not isinstance(entity_rows, list):
             raise InputError("entity_rows must be a list of objects.", fix="pass [{\"user_id\": 1}].")
         out = []
@@ -297,8 +298,8 @@ class FakeStore:
             result = dict(row)
             for ref in refs:
                 view_name, _, name = ref.partition(".")
-                view = self._registry.view(view_name)
-                self._registry.feature(ref)
+                view = registry.view(view_name)
+                registry.feature(ref)
                 key = view.join_keys[0]
                 if key not in row:
                     raise InputError(f"entity row {row!r} lacks join key {key!r} needed by {ref}.",

@@ -1,0 +1,188 @@
+"""The starlette application: one process serves the HTTP API, the metrics and the web UI.
+
+The app layer owns the mapping from domain errors to HTTP status codes (the exception
+classes know nothing of HTTP). Every error body has the same shape::
+
+    {"error": {"type": "InputError", "message": "...", "field": "entity_rows[0]", "fix": "..."}}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from feature_layer.errors import (
+    ConfigError,
+    DeclarationError,
+    FeatureLayerError,
+    InputError,
+    ManifestError,
+    OnlineStoreError,
+    UnknownFeatureError,
+    WarehouseError,
+)
+from feature_layer.server import routes
+from feature_layer.server.metrics import Metrics, MetricsMiddleware
+from feature_layer.server.reload import RegistryHolder, ServingStore, holder_for_store
+from feature_layer.server.requests import RequestFieldError, RequestTooLargeError
+
+log = logging.getLogger("feature_layer.server")
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one request may ask for."""
+
+    max_body_bytes: int = 1 << 20
+    max_entity_rows: int = 1000
+    max_features: int = 500
+    max_query_chars: int = 200
+    max_results: int = 500
+
+
+# Most specific first: the first isinstance match wins.
+STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
+    (RequestTooLargeError, 413),
+    (RequestFieldError, 422),
+    (UnknownFeatureError, 404),
+    (InputError, 422),
+    (DeclarationError, 503),
+    (ManifestError, 503),
+    (ConfigError, 503),
+    (OnlineStoreError, 503),
+    (WarehouseError, 502),
+    (FeatureLayerError, 400),
+)
+
+
+def json_response(payload: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(payload, default=_default, option=orjson.OPT_SERIALIZE_NUMPY),
+                    status_code=status_code, media_type="application/json")
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "as_py"):
+        return value.as_py()
+    return str(value)
+
+
+def error_body(exc: FeatureLayerError) -> dict[str, Any]:
+    return {"error": {"type": type(exc).__name__, "message": exc.message,
+                      "field": getattr(exc, "field", None), "fix": exc.fix}}
+
+
+def status_for(exc: Exception) -> int:
+    for cls, status in STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FeatureLayerError)
+    status = status_for(exc)
+    if status >= 500:
+        log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
+    return json_response(error_body(exc), status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    fixes = {404: "see GET /v1/features for the API, or / for the UI.",
+             405: "check the HTTP method: POST /v1/online-features, GET for everything else."}
+    body = {"error": {"type": "HTTPError", "message": exc.detail or "", "field": None,
+                      "fix": fixes.get(exc.status_code)}}
+    return json_response(body, exc.status_code)
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = {"error": {"type": "InternalError", "message": f"{type(exc).__name__}: {exc}", "field": None,
+                      "fix": "this is a bug in feature_layer; please report it with the server log."}}
+    return json_response(body, 500)
+
+
+async def _index(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def create_app(
+    store: Any,
+    *,
+    reload_interval: float | None = 2.0,
+    limits: Limits | None = None,
+    holder: RegistryHolder | None = None,
+) -> Starlette:
+    """The feature server for ``store`` (a :class:`~feature_layer.client.FeatureStore`).
+
+    ``reload_interval``: seconds between checks of the dbt artifacts (None: never reload).
+    """
+    holder = holder or holder_for_store(store)
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(holder.watch(reload_interval)) if reload_interval else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = Starlette(
+        routes=[
+            Route("/v1/online-features", routes.online_features, methods=["POST"]),
+            Route("/v1/features", routes.list_features, methods=["GET"]),
+            Route("/v1/features/{name}", routes.get_feature, methods=["GET"]),
+            Route("/v1/features/{name}/statistics", routes.get_statistics, methods=["GET"]),
+            Route("/v1/lineage/{name}", routes.get_lineage, methods=["GET"]),
+            Route("/v1/entities/{name}", routes.get_entity, methods=["GET"]),
+            Route("/v1/views/{name}", routes.get_view, methods=["GET"]),
+            Route("/v1/catalog", routes.get_catalog, methods=["GET"]),
+            Route("/healthz", routes.healthz, methods=["GET"]),
+            Route("/metrics", routes.metrics, methods=["GET"]),
+            Route("/", _index, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        ],
+        exception_handlers={FeatureLayerError: _domain_error, HTTPException: _http_error, Exception: _crash},
+        lifespan=lifespan,
+    )
+    app.state.store = ServingStore(store, holder)
+    app.state.holder = holder
+    app.state.metrics = metrics
+    app.state.limits = limits or Limits()
+    app.state.stats_lock = asyncio.Lock()
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory (``--factory``) for multi-worker serving: settings from the environment.
+
+    ``FEATURE_LAYER_PROJECT_DIR``, ``FEATURE_LAYER_TARGET`` and ``FEATURE_LAYER_RELOAD_INTERVAL``.
+    """
+    from feature_layer.client import FeatureStore
+
+    store = FeatureStore(os.environ.get("FEATURE_LAYER_PROJECT_DIR", "."),
+                         target=os.environ.get("FEATURE_LAYER_TARGET") or None)
+    interval = float(os.environ.get("FEATURE_LAYER_RELOAD_INTERVAL", "2") or 0)
+    return create_app(store, reload_interval=interval or None)

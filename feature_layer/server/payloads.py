@@ -1,0 +1,181 @@
+"""JSON shapes of registry objects for the API and the UI (pure, apart from reading state)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from feature_layer.errors import FeatureLayerError
+from feature_layer.registry.model import Feature, FeatureView
+
+
+def _human(delta: timedelta | None) -> str | None:
+    if delta is None:
+        return None
+    seconds = int(delta.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def feature_summary(registry: Any, feature: Feature, *, score: float | None = None,
+                    matched: tuple[str, ...] = ()) -> dict[str, Any]:
+    view = registry.views[feature.view]
+    out: dict[str, Any] = {
+        "ref": feature.ref,
+        "name": feature.name,
+        "view": feature.view,
+        "dtype": feature.dtype,
+        "description": feature.description,
+        "tags": list(feature.tags),
+        "view_tags": list(view.tags),
+        "entities": list(view.entities),
+        "owner": view.owner,
+    }
+    if score is not None:
+        out["score"] = score
+        out["matched"] = list(matched)
+    return out
+
+
+def node_ref(registry: Any, unique_id: str) -> dict[str, Any]:
+    node = getattr(registry, "nodes", {}).get(unique_id)
+    return {
+        "unique_id": unique_id,
+        "name": getattr(node, "name", unique_id),
+        "resource_type": getattr(node, "resource_type", "unknown"),
+        "file_path": getattr(node, "file_path", ""),
+    }
+
+
+def python_snippet(view: FeatureView, feature: Feature, project_dir: str = ".") -> str:
+    keys = ", ".join(f'"{k}": {_example_key(k)}' for k in view.join_keys)
+    ref = feature.ref
+    return (
+        "from feature_layer import FeatureStore\n"
+        "\n"
+        f'store = FeatureStore("{project_dir}")\n'
+        "\n"
+        "# Online: the latest value for one entity\n"
+        "response = store.get_online_features(\n"
+        f'    features=["{ref}"],\n'
+        f"    entity_rows=[{{{keys}}}],\n"
+        ")\n"
+        "print(response.to_dict())\n"
+        "\n"
+        f"# Offline: point-in-time-correct training set; entity_df has {', '.join(view.join_keys)}\n"
+        "# and an event_timestamp column (a pandas/polars DataFrame, Arrow table or Parquet path)\n"
+        f'training = store.get_training_set(entity_df, features=["{ref}"])\n'
+    )
+
+
+def _example_key(key: str) -> str:
+    return "1001" if key.endswith("_id") or key == "id" else '"…"'
+
+
+def feature_detail(registry: Any, view: FeatureView, feature: Feature, *, project_dir: str = ".") -> dict[str, Any]:
+    entities = [registry.entities[e] for e in view.entities if e in registry.entities]
+    services = [s for s in registry.services.values() if feature.ref in s.features]
+    out = feature_summary(registry, feature)
+    out.update({
+        "sql_type": feature.sql_type,
+        "entities": [{"name": e.name, "join_keys": list(e.join_keys), "description": e.description} for e in entities],
+        "join_keys": list(view.join_keys),
+        "ttl": _human(view.ttl),
+        "ttl_seconds": view.ttl.total_seconds() if view.ttl else None,
+        "online": view.online,
+        "view_info": {
+            "name": view.name,
+            "description": view.description,
+            "unique_id": view.unique_id,
+            "file_path": view.file_path,
+            "materialized": view.materialized,
+            "relation": ".".join(view.relation.parts()) if view.relation else None,
+            "event_time": view.event_time,
+            "created_at": view.created_at,
+            "features": list(view.feature_names),
+        },
+        "compiled_sql": view.compiled_sql,
+        "raw_sql": view.raw_sql,
+        "services": [{"name": s.name, "owner": s.owner, "description": s.description} for s in services],
+        "snippet": python_snippet(view, feature, project_dir),
+    })
+    return out
+
+
+def _last_materialized(store: Any, view_name: str) -> tuple[datetime | None, datetime | None]:
+    try:
+        value = store.state.last_materialized(view_name)
+    except (FeatureLayerError, OSError):
+        return None, None
+    if value is None:
+        return None, None
+    if isinstance(value, tuple):
+        return value[0], (value[1] if len(value) > 1 else None)
+    return value, None
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def freshness(store: Any, view: FeatureView, now: datetime | None = None) -> dict[str, Any]:
+    """Last materialized event time, its lag behind now, and whether it exceeds the TTL."""
+    now = now or datetime.now(UTC)
+    event_time, run_time = _last_materialized(store, view.name)
+    ttl = view.ttl.total_seconds() if view.ttl else None
+    if event_time is None:
+        return {"last_event_time": None, "materialized_at": None, "lag_seconds": None, "ttl_seconds": ttl,
+                "status": "never", "online": view.online}
+    lag = (now - _aware(event_time)).total_seconds()
+    return {
+        "last_event_time": _aware(event_time).isoformat(),
+        "materialized_at": _aware(run_time).isoformat() if run_time else None,
+        "lag_seconds": lag,
+        "ttl_seconds": ttl,
+        "status": "stale" if ttl is not None and lag > ttl else "fresh",
+        "online": view.online,
+    }
+
+
+def view_summary(store: Any, view: FeatureView) -> dict[str, Any]:
+    return {
+        "name": view.name,
+        "description": view.description,
+        "entities": list(view.entities),
+        "join_keys": list(view.join_keys),
+        "event_time": view.event_time,
+        "ttl": _human(view.ttl),
+        "owner": view.owner,
+        "tags": list(view.tags),
+        "online": view.online,
+        "file_path": view.file_path,
+        "materialized": view.materialized,
+        "relation": ".".join(view.relation.parts()) if view.relation else None,
+        "feature_count": len(view.features),
+        "freshness": freshness(store, view),
+    }
+
+
+def freshness_gauges(store: Any, registry: Any) -> list[tuple[str, str, dict[str, str], float]]:
+    now = datetime.now(UTC)
+    out: list[tuple[str, str, dict[str, str], float]] = []
+    for view in sorted(registry.views.values(), key=lambda v: v.name):
+        if view.ttl:
+            out.append(("feature_layer_feature_view_ttl_seconds", "TTL of each feature view.",
+                        {"view": view.name}, view.ttl.total_seconds()))
+        event_time, run_time = _last_materialized(store, view.name)
+        if event_time is None:
+            continue
+        out.append(("feature_layer_feature_view_last_event_timestamp_seconds",
+                    "Newest event time materialized to the online store, per feature view.",
+                    {"view": view.name}, _aware(event_time).timestamp()))
+        out.append(("feature_layer_feature_view_freshness_lag_seconds",
+                    "Seconds between now and the newest materialized event time, per feature view.",
+                    {"view": view.name}, (now - _aware(event_time)).total_seconds()))
+        if run_time is not None:
+            out.append(("feature_layer_feature_view_materialized_timestamp_seconds",
+                        "Wall-clock time of the last successful materialization, per feature view.",
+                        {"view": view.name}, _aware(run_time).timestamp()))
+    return out

@@ -1,0 +1,212 @@
+"""Request parsing and validation: bounded bodies, strict keys, errors that name the field.
+
+Kept apart from the handlers so the checks are plain functions, testable without HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from feature_layer.errors import InputError, UnknownFeatureError
+from feature_layer.registry.declarations import close_matches
+
+ONLINE_KEYS = ("features", "service", "entity_rows", "entities", "include_event_times")
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class RequestFieldError(InputError):
+    """One field of a request is missing or malformed (HTTP 422)."""
+
+    def __init__(self, field: str, message: str, *, fix: str) -> None:
+        self.field = field
+        super().__init__(message, fix=fix)
+
+
+class RequestTooLargeError(InputError):
+    """A request body is larger than the server accepts (HTTP 413)."""
+
+    def __init__(self, limit: int) -> None:
+        self.field = "body"
+        super().__init__(f"The request body is larger than {limit} bytes.",
+                         fix="split the entity rows over several requests.")
+
+
+def unknown_feature(field: str, message: str, fix: str) -> UnknownFeatureError:
+    exc = UnknownFeatureError(message, fix=fix)
+    exc.field = field  # type: ignore[attr-defined]
+    return exc
+
+
+async def read_json_body(request: Request, limit: int) -> Any:
+    """The JSON body, refusing anything over ``limit`` bytes before reading it all."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            if int(length) > limit:
+                raise RequestTooLargeError(limit)
+        except ValueError:
+            raise RequestFieldError("Content-Length", f"Content-Length {length!r} is not a number.",
+                                    fix="send a valid Content-Length header.") from None
+        body = await request.body()
+    else:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLargeError(limit)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    if len(body) > limit:
+        raise RequestTooLargeError(limit)
+    if not body:
+        raise RequestFieldError("body", "The request body is empty.",
+                                fix='send JSON such as {"features": ["view.feature"], "entity_rows": [{"user_id": 1}]}.')
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestFieldError("body", f"The request body is not valid JSON ({exc}).",
+                                fix="send a JSON object with Content-Type: application/json.") from None
+
+
+@dataclass(frozen=True)
+class OnlineRequest:
+    features: list[str] | None
+    service: str | None
+    entity_rows: list[dict[str, Any]]
+    include_event_times: bool
+
+
+def parse_online_request(payload: Any, registry: Any, refs: frozenset[str], *, max_rows: int,
+                         max_features: int) -> OnlineRequest:
+    """Validate a ``POST /v1/online-features`` body against the registry."""
+    if not isinstance(payload, dict):
+        raise RequestFieldError("body", f"The body must be a JSON object, not {type(payload).__name__}.",
+                                fix='send {"features": [...], "entity_rows": [{...}]}.')
+    unknown = [k for k in payload if k not in ONLINE_KEYS]
+    if unknown:
+        raise RequestFieldError(unknown[0], f"Unknown field {unknown[0]!r}.{close_matches(unknown[0], ONLINE_KEYS)}",
+                                fix=f"use only: {', '.join(ONLINE_KEYS)}.")
+    features = payload.get("features")
+    service = payload.get("service")
+    if (features is None) == (service is None):
+        raise RequestFieldError("features", "Give exactly one of `features` and `service`.",
+                                fix='pass "features": ["view.feature", ...] or "service": "<ml exposure name>".')
+    if features is not None:
+        features = _features(features, registry, refs, max_features)
+    if service is not None:
+        if not isinstance(service, str):
+            raise RequestFieldError("service", "`service` must be a string.", fix='pass "service": "fraud_model_v1".')
+        if service not in registry.services:
+            raise unknown_feature("service", f"Feature service {service!r} does not exist."
+                                  f"{close_matches(service, registry.services)}",
+                                  fix=f"use one of: {', '.join(sorted(registry.services)) or '(none declared)'}.")
+    rows = _entity_rows(payload, max_rows)
+    include = payload.get("include_event_times", False)
+    if not isinstance(include, bool):
+        raise RequestFieldError("include_event_times", "`include_event_times` must be true or false.",
+                                fix='pass "include_event_times": true.')
+    return OnlineRequest(features, service, rows, include)
+
+
+def _features(features: Any, registry: Any, refs: frozenset[str], max_features: int) -> list[str]:
+    if not isinstance(features, list) or not features:
+        raise RequestFieldError("features", "`features` must be a non-empty list of `view.feature` strings.",
+                                fix='pass "features": ["user_txn_features.amount_sum_7d"].')
+    if len(features) > max_features:
+        raise RequestFieldError("features", f"{len(features)} features requested; at most {max_features} per request.",
+                                fix="request fewer features, or use a feature service.")
+    for i, ref in enumerate(features):
+        if not isinstance(ref, str):
+            raise RequestFieldError(f"features[{i}]", f"features[{i}] is {type(ref).__name__}, not a string.",
+                                    fix="write each feature as `view.feature`.")
+        if ref in refs:
+            continue
+        view_name, dot, name = ref.partition(".")
+        if dot and name == "*" and view_name in registry.views:
+            continue
+        if not dot:
+            raise RequestFieldError(f"features[{i}]", f"{ref!r} is not a feature reference.",
+                                    fix="write `view.feature` (or `view.*`).")
+        if view_name not in registry.views:
+            raise unknown_feature(f"features[{i}]", f"Feature view {view_name!r} does not exist."
+                                  f"{close_matches(view_name, registry.views)}",
+                                  fix="GET /v1/features lists every feature.")
+        names = registry.views[view_name].feature_names
+        raise unknown_feature(f"features[{i}]", f"Feature {ref!r} does not exist.{close_matches(name, names)}",
+                              fix=f"use one of {view_name}'s features: {', '.join(names)}.")
+    return features
+
+
+def _entity_rows(payload: Mapping[str, Any], max_rows: int) -> list[dict[str, Any]]:
+    rows = payload.get("entity_rows")
+    columns = payload.get("entities")
+    if (rows is None) == (columns is None):
+        raise RequestFieldError("entity_rows", "Give exactly one of `entity_rows` and `entities`.",
+                                fix='pass "entity_rows": [{"user_id": 1}] (or columnar "entities": {"user_id": [1]}).')
+    if columns is not None:
+        if not isinstance(columns, dict) or not columns:
+            raise RequestFieldError("entities", "`entities` must be an object of join key → list of values.",
+                                    fix='pass "entities": {"user_id": [1, 2]}.')
+        lengths = set()
+        for key, values in columns.items():
+            if not isinstance(values, list):
+                raise RequestFieldError(f"entities.{key}", f"entities.{key} must be a list.",
+                                        fix=f'pass "entities": {{"{key}": [1, 2]}}.')
+            lengths.add(len(values))
+        if len(lengths) != 1:
+            raise RequestFieldError("entities", "The lists in `entities` have different lengths.",
+                                    fix="give every join key one value per entity.")
+        n = lengths.pop()
+        rows = [{k: v[i] for k, v in columns.items()} for i in range(min(n, max_rows + 1))]
+        field = "entities"
+    else:
+        field = "entity_rows"
+    if not isinstance(rows, list) or not rows:
+        raise RequestFieldError(field, f"`{field}` must be a non-empty list.", fix='pass "entity_rows": [{"user_id": 1}].')
+    if len(rows) > max_rows:
+        raise RequestFieldError(field, f"More than {max_rows} entity rows in one request.",
+                                fix=f"send at most {max_rows} rows per request.")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not row:
+            raise RequestFieldError(f"{field}[{i}]", f"{field}[{i}] must be a non-empty object of join key → value.",
+                                    fix='write each row as {"user_id": 1}.')
+        for key, value in row.items():
+            if not isinstance(value, _SCALARS):
+                raise RequestFieldError(f"{field}[{i}].{key}", f"{field}[{i}].{key} is a {type(value).__name__}; "
+                                        "join key values must be strings, numbers or booleans.",
+                                        fix=f'write "{key}": 1 or "{key}": "abc".')
+    return rows
+
+
+def query_params(request: Request, allowed: tuple[str, ...], max_chars: int) -> dict[str, str]:
+    """The query string as a dict, refusing unknown or overlong parameters."""
+    out: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        if key not in allowed:
+            raise RequestFieldError(key, f"Unknown query parameter {key!r}.{close_matches(key, allowed)}",
+                                    fix=f"use only: {', '.join(allowed)}.")
+        if len(value) > max_chars:
+            raise RequestFieldError(key, f"Query parameter {key!r} is longer than {max_chars} characters.",
+                                    fix="shorten it.")
+        if value != "":
+            out[key] = value
+    return out
+
+
+def int_param(params: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
+    raw = params.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise RequestFieldError(key, f"{key}={raw!r} is not an integer.", fix=f"pass {key}={default}.") from None
+    if not low <= value <= high:
+        raise RequestFieldError(key, f"{key}={value} is out of range.", fix=f"pass a value from {low} to {high}.")
+    return value

@@ -1,0 +1,246 @@
+"""HTTP handlers. Thin: validate, call the store or registry, shape JSON.
+
+``POST /v1/online-features`` is the hot path: no thread hop, no pydantic, orjson both ways,
+and membership checks against a precomputed set of feature references. Everything slower
+(lineage, statistics in the warehouse) runs in a worker thread so lookups never wait on it.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from feature_layer.errors import FeatureLayerError
+from feature_layer.registry import column_lineage as column_lineage_mod
+from feature_layer.registry.declarations import close_matches
+from feature_layer.registry.model import Feature, FeatureView
+from feature_layer.registry.search import search
+from feature_layer.server import payloads
+from feature_layer.server.requests import (
+    int_param,
+    parse_online_request,
+    query_params,
+    read_json_body,
+    unknown_feature,
+)
+from feature_layer.server.stats import compute_statistics, normalize_statistics
+
+SEARCH_PARAMS = ("q", "entity", "tag", "owner", "view", "limit")
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    from feature_layer.server.app import json_response
+
+    return json_response(payload, status)
+
+
+async def online_features(request: Request) -> Response:
+    state = request.app.state
+    limits = state.limits
+    payload = await read_json_body(request, limits.max_body_bytes)
+    holder = state.holder
+    parsed = parse_online_request(payload, holder.registry, holder.refs,
+                                  max_rows=limits.max_entity_rows, max_features=limits.max_features)
+    response = state.store.get_online_features(
+        features=parsed.features,
+        entity_rows=parsed.entity_rows,
+        service=parsed.service,
+        include_event_times=parsed.include_event_times,
+    )
+    state.metrics.inc("feature_layer_online_entity_rows_total", len(parsed.entity_rows))
+    return _json(response.to_dict())
+
+
+def _resolve_feature(registry: Any, ref: str) -> tuple[FeatureView, Feature]:
+    view_name, dot, name = ref.partition(".")
+    if not dot:
+        raise unknown_feature("name", f"{ref!r} is not a feature reference.",
+                              fix="address features as `view.feature`, e.g. /v1/features/user_txn_features.amount_sum_7d.")
+    view = registry.views.get(view_name)
+    if view is None:
+        raise unknown_feature("name", f"Feature view {view_name!r} does not exist.{close_matches(view_name, registry.views)}",
+                              fix="GET /v1/features lists every feature.")
+    for feature in view.features:
+        if feature.name == name:
+            return view, feature
+    raise unknown_feature("name", f"Feature {ref!r} does not exist.{close_matches(name, view.feature_names)}",
+                          fix=f"use one of {view_name}'s features: {', '.join(view.feature_names)}.")
+
+
+async def list_features(request: Request) -> Response:
+    state = request.app.state
+    limits = state.limits
+    params = query_params(request, SEARCH_PARAMS, limits.max_query_chars)
+    registry = state.holder.registry
+    if "entity" in params and params["entity"] not in registry.entities:
+        raise unknown_feature("entity", f"Entity {params['entity']!r} does not exist."
+                              f"{close_matches(params['entity'], registry.entities)}",
+                              fix=f"use one of: {', '.join(sorted(registry.entities))}.")
+    if "view" in params and params["view"] not in registry.views:
+        raise unknown_feature("view", f"Feature view {params['view']!r} does not exist."
+                              f"{close_matches(params['view'], registry.views)}",
+                              fix="GET /v1/catalog lists the feature views.")
+    limit = int_param(params, "limit", 50, 1, limits.max_results)
+    start = time.perf_counter()
+    hits = search(registry, params.get("q", ""), entity=params.get("entity"), tag=params.get("tag"),
+                  owner=params.get("owner"), view=params.get("view"), limit=None)
+    took_ms = (time.perf_counter() - start) * 1000
+    return _json({
+        "query": params.get("q", ""),
+        "total": len(hits),
+        "took_ms": round(took_ms, 3),
+        "features": [payloads.feature_summary(registry, h.feature, score=h.score, matched=h.matched)
+                     for h in hits[:limit]],
+    })
+
+
+async def get_feature(request: Request) -> Response:
+    state = request.app.state
+    registry = state.holder.registry
+    view, feature = _resolve_feature(registry, request.path_params["name"])
+    body = payloads.feature_detail(registry, view, feature, project_dir=_project_dir(state.store))
+    body["freshness"] = payloads.freshness(state.store, view)
+    body["statistics"] = _stored_statistics(state.store, feature.ref)
+    return _json(body)
+
+
+def _project_dir(store: Any) -> str:
+    settings = getattr(store, "settings", None)
+    return str(getattr(settings, "project_dir", ".")) if settings is not None else "."
+
+
+def _stored_statistics(store: Any, ref: str) -> dict[str, Any] | None:
+    try:
+        return normalize_statistics(store.state.get_statistics(ref))
+    except FeatureLayerError:
+        return None
+
+
+async def get_statistics(request: Request) -> Response:
+    """Stored statistics, or computed now in the warehouse (and stored) when there are none."""
+    state = request.app.state
+    registry = state.holder.registry
+    view, feature = _resolve_feature(registry, request.path_params["name"])
+    params = query_params(request, ("refresh",), 10)
+    refresh = params.get("refresh", "false").lower() in ("1", "true", "yes")
+    stats = None if refresh else _stored_statistics(state.store, feature.ref)
+    if stats is None:
+        stats = await run_in_threadpool(_compute_and_save, state.store, view, feature)
+    return _json({"feature": feature.ref, "statistics": stats})
+
+
+def _compute_and_save(store: Any, view: FeatureView, feature: Feature) -> dict[str, Any]:
+    stats = compute_statistics(store.offline_engine(), view, feature)
+    try:
+        store.state.save_statistics(feature.ref, stats)
+    except FeatureLayerError:
+        pass  # read-only state: still show what was computed
+    return stats
+
+
+async def get_lineage(request: Request) -> Response:
+    state = request.app.state
+    registry = state.holder.registry
+    view, feature = _resolve_feature(registry, request.path_params["name"])
+    params = query_params(request, ("level",), 10)
+    level = params.get("level", "column")
+    if level not in ("column", "model"):
+        from feature_layer.server.requests import RequestFieldError
+
+        raise RequestFieldError("level", f"level={level!r} is not known.", fix="pass level=column or level=model.")
+    if level == "model":
+        return _json(registry.lineage(feature.ref).to_dict())
+    graph = await run_in_threadpool(column_lineage_mod.column_lineage, registry, feature.ref)
+    body = graph.to_dict()
+    depth = column_lineage_mod.depth_of(graph)
+    for node in body["nodes"]:
+        node["depth"] = depth[node["id"]]
+    return _json(body)
+
+
+async def get_entity(request: Request) -> Response:
+    registry = request.app.state.holder.registry
+    name = request.path_params["name"]
+    entity = registry.entities.get(name)
+    if entity is None:
+        raise unknown_feature("name", f"Entity {name!r} does not exist.{close_matches(name, registry.entities)}",
+                              fix=f"use one of: {', '.join(sorted(registry.entities))}.")
+    views = [v for v in sorted(registry.views.values(), key=lambda v: v.name) if name in v.entities]
+    return _json({
+        "name": entity.name,
+        "join_keys": list(entity.join_keys),
+        "description": entity.description,
+        "views": [payloads.view_summary(request.app.state.store, v) for v in views],
+        "features": [payloads.feature_summary(registry, f) for v in views for f in v.features],
+    })
+
+
+async def get_view(request: Request) -> Response:
+    state = request.app.state
+    registry = state.holder.registry
+    name = request.path_params["name"]
+    view = registry.views.get(name)
+    if view is None:
+        raise unknown_feature("name", f"Feature view {name!r} does not exist.{close_matches(name, registry.views)}",
+                              fix="GET /v1/catalog lists the feature views.")
+    body = payloads.view_summary(state.store, view)
+    body.update({
+        "features": [payloads.feature_summary(registry, f) for f in view.features],
+        "compiled_sql": view.compiled_sql,
+        "raw_sql": view.raw_sql,
+        "columns": [{"name": c, "dtype": t} for c, t in view.column_types],
+        "services": [s.name for s in registry.services.values()
+                     if any(r.startswith(view.name + ".") for r in s.features)],
+        "upstream": [payloads.node_ref(registry, uid) for uid in view.depends_on],
+    })
+    return _json(body)
+
+
+async def get_catalog(request: Request) -> Response:
+    """Everything the UI needs for its filters, in one small response."""
+    registry = request.app.state.holder.registry
+    views = sorted(registry.views.values(), key=lambda v: v.name)
+    tags = sorted({t for v in views for t in v.tags} | {t for v in views for f in v.features for t in f.tags})
+    return _json({
+        "entities": [{"name": e.name, "join_keys": list(e.join_keys), "description": e.description,
+                      "views": sum(1 for v in views if e.name in v.entities)}
+                     for e in sorted(registry.entities.values(), key=lambda e: e.name)],
+        "views": [{"name": v.name, "entities": list(v.entities), "owner": v.owner, "tags": list(v.tags),
+                   "features": len(v.features), "description": v.description} for v in views],
+        "owners": sorted({v.owner for v in views if v.owner}),
+        "tags": tags,
+        "services": [{"name": s.name, "features": list(s.features), "owner": s.owner, "description": s.description}
+                     for s in sorted(registry.services.values(), key=lambda s: s.name)],
+        "features": sum(len(v.features) for v in views),
+    })
+
+
+async def healthz(request: Request) -> Response:
+    holder = request.app.state.holder
+    return _json({
+        "status": "ok" if holder.last_error is None else "degraded",
+        "features": len(holder.refs),
+        "views": len(holder.registry.views),
+        "registry_loaded_at": datetime.fromtimestamp(holder.loaded_at, UTC).isoformat(timespec="seconds"),
+        "reloads": holder.reloads,
+        "reload_error": holder.last_error,
+    })
+
+
+async def metrics(request: Request) -> Response:
+    state = request.app.state
+    holder = state.holder
+    gauges: list[tuple[str, str, dict[str, str], float]] = [
+        ("feature_layer_registry_features", "Features in the registry being served.", {}, float(len(holder.refs))),
+        ("feature_layer_registry_reloads", "Successful registry reloads since start.", {}, float(holder.reloads)),
+        ("feature_layer_registry_reload_failures", "Failed registry reloads since start.", {}, float(holder.failures)),
+        ("feature_layer_registry_loaded_timestamp_seconds", "When the served registry was loaded.", {},
+         holder.loaded_at),
+    ]
+    gauges += await run_in_threadpool(payloads.freshness_gauges, state.store, holder.registry)
+    return Response(state.metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8")
