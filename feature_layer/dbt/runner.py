@@ -10,6 +10,7 @@ a fix; dbt's own console output stays visible unless ``quiet=True``.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,27 @@ def _inside(project_dir: Path, env: dict[str, str]) -> Iterator[None]:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+def _release_duckdb() -> None:
+    """Close the DuckDB database dbt-duckdb keeps open for the whole process.
+
+    dbt-duckdb caches one database handle per process across invocations; left open, it
+    blocks every later ``duckdb.connect`` to the same file with another configuration (for
+    example ``read_only=True``) and holds the file lock against other processes.
+    """
+    if "dbt.adapters.duckdb.connections" not in sys.modules:
+        return
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        env = DuckDBConnectionManager._ENV
+        DuckDBConnectionManager._ENV = None
+        if env is not None:
+            try:
+                env.close()
+            except Exception:  # noqa: BLE001 - best effort: the file is released either way
+                pass
 
 
 def _profiles_dir(project_dir: Path, profiles_dir: Path | None) -> Path:
@@ -81,6 +103,20 @@ def _failed_nodes(result: Any) -> list[str]:
     return lines
 
 
+def _exception_chain(exc: BaseException) -> str:
+    """The messages of ``exc`` and its causes: dbt often wraps the useful one."""
+    messages: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).strip()
+        if text and text not in messages:
+            messages.append(text)
+        current = current.__cause__ or current.__context__
+    return "\n".join(messages)
+
+
 def run_dbt(
     args: list[str],
     project_dir: Path,
@@ -116,6 +152,8 @@ def run_dbt(
                 f"`{shown}` crashed in {project}: {type(exc).__name__}: {exc}",
                 fix="run the same command with the dbt CLI in that directory to see the full log.",
             ) from exc
+        finally:
+            _release_duckdb()
     if outcome.success:
         return
     failed = _failed_nodes(outcome.result)
@@ -126,7 +164,7 @@ def run_dbt(
             fix="fix the SQL or data of the nodes listed above (dbt's log is in "
             f"{project / 'logs' / 'dbt.log'}), then run the command again.",
         )
-    reason = str(outcome.exception).strip() if outcome.exception else "dbt reported failure"
+    reason = _exception_chain(outcome.exception) if outcome.exception else "dbt reported failure"
     raise FeatureLayerError(
         f"`{shown}` failed in {project}: {reason}",
         fix="check dbt_project.yml, profiles.yml (profiles dir: "
