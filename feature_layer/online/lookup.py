@@ -1,0 +1,325 @@
+"""Online lookup: latest feature values for a batch of entities, in one round trip.
+
+A request (features or a service) compiles once into a ``LookupPlan`` — per view its layout,
+key prefix and the slots to decode — cached per registry. Executing a plan builds every key
+of every view for every entity row, reads them all with one ``MGET`` (any batch size, any
+number of views), and decodes each view's values vectorised (numpy for large batches, one
+``struct.unpack`` per value for small ones). Values whose event time is older than the view's
+TTL, as of now, come back as None: the lookup serves what a training set built now would.
+
+Output column names are the feature names; a name requested from two views (or equal to a
+join key) is qualified as ``view__feature``. With ``include_event_times`` each feature gets a
+``<name>__event_time`` column (the event time of the value served).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from feature_layer.errors import InputError, OnlineStoreError, UnknownFeatureError
+from feature_layer.online.encoding import (
+    Decoded,
+    ViewLayout,
+    arrow_type,
+    decode_values,
+    entity_key,
+    from_micros,
+    key_column,
+    key_text,
+    python_value,
+    view_layout,
+)
+from feature_layer.online.store import OnlineStore
+
+
+@dataclass(frozen=True)
+class _ViewPlan:
+    layout: ViewLayout
+    outputs: tuple[tuple[str, int, str], ...]  # (output name, slot index, logical dtype)
+
+
+class _Column:
+    """One output column: raw decoded values + validity, converted only when asked for."""
+
+    __slots__ = ("dtype", "values", "valid")
+
+    def __init__(self, dtype: str, values: Any, valid: Any) -> None:
+        self.dtype = dtype
+        self.values = values
+        self.valid = valid
+
+    def to_list(self) -> list[Any]:
+        values, valid, dtype = self.values, self.valid, self.dtype
+        if isinstance(values, np.ndarray):
+            out = values.tolist()
+            for i in np.flatnonzero(~valid).tolist():
+                out[i] = None
+        else:
+            out = list(values)
+        if dtype in ("timestamp", "date", "bool"):
+            out = [python_value(dtype, v) for v in out]
+        return out
+
+    def to_arrow(self) -> pa.Array:
+        target = arrow_type(self.dtype)
+        values, valid = self.values, self.valid
+        if isinstance(values, np.ndarray):
+            mask = ~np.asarray(valid, dtype=bool)
+            if self.dtype == "timestamp":
+                return pa.array(values.astype(np.int64), type=pa.int64(), mask=mask).cast(target)
+            if self.dtype == "date":
+                return pa.array(values.astype(np.int32), type=pa.int32(), mask=mask).cast(target)
+            if self.dtype == "bool":
+                return pa.array(values.astype(bool), type=pa.bool_(), mask=mask)
+            return pa.array(values, type=target, mask=mask)
+        if self.dtype == "timestamp":
+            return pa.array(values, type=pa.int64()).cast(target)
+        if self.dtype == "date":
+            return pa.array(values, type=pa.int32()).cast(target)
+        if self.dtype == "bool":
+            return pa.array([None if v is None else bool(v) for v in values], type=pa.bool_())
+        return pa.array(values, type=target)
+
+
+class OnlineResponse:
+    """Columnar lookup result: entity key columns, then feature columns (None = missing/expired)."""
+
+    def __init__(self, entity_columns: dict[str, Any], feature_columns: dict[str, _Column]) -> None:
+        self._entities = entity_columns
+        self._features = feature_columns
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self._entities, *self._features]
+
+    def __len__(self) -> int:
+        for values in self._entities.values():
+            return len(values)
+        return 0
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        for name, values in self._entities.items():
+            out[name] = values.to_pylist() if isinstance(values, (pa.Array, pa.ChunkedArray)) else list(values)
+        for name, column in self._features.items():
+            out[name] = column.to_list()
+        return out
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        columns = self.to_dict()
+        return [dict(zip(columns, row)) for row in zip(*columns.values())]
+
+    def to_arrow(self) -> pa.Table:
+        arrays: dict[str, Any] = {}
+        for name, values in self._entities.items():
+            arrays[name] = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(list(values))
+        for name, column in self._features.items():
+            arrays[name] = column.to_arrow()
+        return pa.table(arrays)
+
+    def to_pandas(self) -> Any:
+        return self.to_arrow().to_pandas()
+
+    def __repr__(self) -> str:
+        return f"OnlineResponse({len(self)} rows, columns={self.columns})"
+
+
+class LookupPlan:
+    """A compiled request: which keys to read and how to decode them into named columns."""
+
+    def __init__(self, views: list[_ViewPlan]) -> None:
+        self.views = views
+        join_keys: list[str] = []
+        for plan in views:
+            for key in plan.layout.join_keys:
+                if key not in join_keys:
+                    join_keys.append(key)
+        self.join_keys = tuple(join_keys)
+
+    @classmethod
+    def build(cls, registry: Any, namespace: str, features: Sequence[str] | None, service: str | None) -> LookupPlan:
+        if service is not None and features:
+            raise InputError("Pass either features or a service, not both.", fix="drop one of the two arguments.")
+        if service is not None:
+            refs: Sequence[str] = registry.service(service).features
+        elif features:
+            refs = [features] if isinstance(features, str) else list(features)
+        else:
+            raise UnknownFeatureError("No features were requested.", fix="pass features=['view.feature', …] or service=….")
+        grouped = registry.resolve(refs)
+        views = {name: registry.view(name) for name in grouped}
+        join_keys = {k for v in views.values() for k in v.join_keys}
+        counts: dict[str, int] = {}
+        for feats in grouped.values():
+            for f in feats:
+                counts[f.name] = counts.get(f.name, 0) + 1
+        plans: list[_ViewPlan] = []
+        for name, feats in grouped.items():
+            view = views[name]
+            if not view.online:
+                raise InputError(
+                    f"Feature view {name!r} is declared `online: false`; its features are not in the online store.",
+                    fix=f"set `online: true` on {view.file_path or name} and run `feature-layer materialize`, "
+                    "or read these features with get_training_set.",
+                )
+            layout = view_layout(view, namespace)
+            index = {s.name: s for s in layout.slots}
+            outputs = []
+            for f in feats:
+                out = f.name if counts[f.name] == 1 and f.name not in join_keys else f"{name}__{f.name}"
+                slot = index[f.name]
+                outputs.append((out, slot.index, slot.dtype))
+            plans.append(_ViewPlan(layout, tuple(outputs)))
+        return cls(plans)
+
+    # -- keys --------------------------------------------------------------------------------
+    def _entity_columns(self, entity_rows: Any) -> tuple[int, dict[str, Any], bool]:
+        """(row count, {join key: column}, columnar?) from any accepted entity-rows shape."""
+        if entity_rows is None:
+            raise InputError("No entity rows were given.", fix=f"pass entity_rows=[{{{', '.join(repr(k) + ': …' for k in self.join_keys)}}}].")
+        if isinstance(entity_rows, Mapping):
+            return self._from_mapping(entity_rows)
+        if isinstance(entity_rows, (pa.Table, pa.RecordBatch)):
+            missing = [k for k in self.join_keys if k not in entity_rows.schema.names]
+            self._raise_missing(missing, entity_rows.schema.names)
+            return entity_rows.num_rows, {k: entity_rows.column(k) for k in self.join_keys}, True
+        if hasattr(entity_rows, "columns") and hasattr(entity_rows, "to_dict") and not isinstance(entity_rows, list):
+            missing = [k for k in self.join_keys if k not in entity_rows.columns]
+            self._raise_missing(missing, list(entity_rows.columns))
+            table = pa.Table.from_pandas(entity_rows[list(self.join_keys)], preserve_index=False)
+            return table.num_rows, {k: table.column(k) for k in self.join_keys}, True
+        if isinstance(entity_rows, Sequence) and not isinstance(entity_rows, (str, bytes)):
+            columns: dict[str, list[Any]] = {k: [] for k in self.join_keys}
+            try:
+                for row in entity_rows:
+                    for k in self.join_keys:
+                        columns[k].append(row[k])
+            except KeyError as exc:
+                raise InputError(
+                    f"Entity row {row!r} has no join key {exc.args[0]!r}.",
+                    fix=f"give every entity row the join keys {', '.join(self.join_keys)}.",
+                ) from None
+            except TypeError:
+                raise InputError(
+                    f"Entity rows must be mappings of join key to value; got {type(row).__name__}.",
+                    fix="pass a list of dicts, a dict of columns, a pyarrow table or a pandas DataFrame.",
+                ) from None
+            return len(entity_rows), columns, False
+        raise InputError(
+            f"Entity rows of type {type(entity_rows).__name__} are not supported.",
+            fix="pass a list of dicts, a dict of columns, a pyarrow table or a pandas DataFrame.",
+        )
+
+    def _from_mapping(self, mapping: Mapping[str, Any]) -> tuple[int, dict[str, Any], bool]:
+        missing = [k for k in self.join_keys if k not in mapping]
+        self._raise_missing(missing, list(mapping))
+        columns = {}
+        n = None
+        for k in self.join_keys:
+            col = mapping[k]
+            if isinstance(col, (str, bytes)) or not hasattr(col, "__len__"):
+                raise InputError(f"Column {k!r} of the entity rows is not a list of values.", fix="pass {key: [v1, v2, …]}.")
+            if n is not None and len(col) != n:
+                raise InputError("The entity-row columns have different lengths.", fix="give every column one value per entity.")
+            n = len(col)
+            columns[k] = col if isinstance(col, (pa.Array, pa.ChunkedArray)) else list(col.tolist() if isinstance(col, np.ndarray) else col)
+        return n or 0, columns, False
+
+    def _raise_missing(self, missing: list[str], present: Sequence[str]) -> None:
+        if missing:
+            raise InputError(
+                f"The entity rows have no column {', '.join(repr(m) for m in missing)} "
+                f"(they have: {', '.join(map(str, present)) or 'none'}).",
+                fix=f"add the join key(s) {', '.join(self.join_keys)} the requested features need.",
+            )
+
+    def keys(self, n: int, columns: dict[str, Any], columnar: bool) -> list[bytes]:
+        keys: list[bytes] = []
+        for plan in self.views:
+            layout = plan.layout
+            if columnar:
+                table = pa.table({k: columns[k] for k in layout.join_keys})
+                col = key_column(layout, table)
+                if col.null_count:
+                    raise InputError("An entity row has a null join key.", fix="drop rows with null keys before the lookup.")
+                keys.extend(col.to_pylist())
+                continue
+            try:
+                if len(layout.join_keys) == 1:
+                    prefix = layout.key_prefix
+                    kt = layout.key_types[0]
+                    keys.extend([prefix + key_text(v, kt).encode() for v in columns[layout.join_keys[0]]])
+                else:
+                    parts = [columns[k] for k in layout.join_keys]
+                    keys.extend([entity_key(layout, values) for values in zip(*parts)])
+            except (ValueError, TypeError) as exc:
+                raise InputError(
+                    f"An entity row has a join key that cannot be used ({exc}).",
+                    fix=f"give non-null values of the right type for {', '.join(layout.join_keys)}.",
+                ) from None
+        return keys
+
+    # -- execution ---------------------------------------------------------------------------
+    def execute(self, online: OnlineStore, entity_rows: Any, *, include_event_times: bool = False,
+                now_us: int | None = None) -> OnlineResponse:
+        n, columns, columnar = self._entity_columns(entity_rows)
+        keys = self.keys(n, columns, columnar)
+        raw = online.read(keys) if keys else []
+        if len(raw) != len(keys):
+            raise OnlineStoreError("The online store returned a different number of values than keys asked.",
+                                   fix="report this as a bug.")
+        now = online.clock() if now_us is None else now_us
+        features: dict[str, _Column] = {}
+        for i, plan in enumerate(self.views):
+            decoded: Decoded = decode_values(plan.layout, raw[i * n:(i + 1) * n], now)
+            for name, slot, dtype in plan.outputs:
+                features[name] = _Column(dtype, decoded.columns[slot], decoded.valid[slot])
+            if include_event_times:
+                event = _Column("timestamp", decoded.event_us, decoded.present) if isinstance(decoded.event_us, np.ndarray) \
+                    else _Column("timestamp", decoded.event_us, None)
+                for name, _slot, _dtype in plan.outputs:
+                    features[f"{name}__event_time"] = event
+        return OnlineResponse(columns, features)
+
+
+_PLANS: dict[tuple[int, str, tuple[str, ...] | str | None, str | None], tuple[Any, LookupPlan]] = {}
+
+
+def lookup_plan(registry: Any, namespace: str, features: Sequence[str] | str | None, service: str | None) -> LookupPlan:
+    """The compiled plan for a request, cached per registry object (a reloaded registry recompiles)."""
+    feats = features if isinstance(features, str) or features is None else tuple(features)
+    key = (id(registry), namespace, feats, service)
+    hit = _PLANS.get(key)
+    if hit is not None and hit[0] is registry:
+        return hit[1]
+    plan = LookupPlan.build(registry, namespace, features, service)
+    if len(_PLANS) > 256:
+        _PLANS.clear()
+    _PLANS[key] = (registry, plan)
+    return plan
+
+
+def get_online_features(
+    store: Any,
+    *,
+    features: Sequence[str] | None = None,
+    service: str | None = None,
+    entity_rows: Any = None,
+    include_event_times: bool = False,
+) -> OnlineResponse:
+    """Latest values of ``features`` (or a ``service``'s) for each entity row, one round trip.
+
+    ``entity_rows``: a list of dicts, a dict of columns, a pyarrow table or a pandas DataFrame
+    holding the join keys of the requested views. Missing and expired values are None.
+    """
+    online = store.online_store()
+    plan = lookup_plan(store.registry, online.namespace, features, service)
+    return plan.execute(online, entity_rows, include_event_times=include_event_times)
+
+
+__all__ = ["LookupPlan", "OnlineResponse", "from_micros", "get_online_features", "lookup_plan"]

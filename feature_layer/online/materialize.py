@@ -1,0 +1,335 @@
+"""Materialization: push each online view's latest values per entity into the online store.
+
+Per view, in order:
+
+1. take the view's lease in the state store (a second run of the same view fails with
+   ``MaterializationConflictError`` instead of interleaving);
+2. read the watermark; compute ``MAX(created_at)`` (the next watermark) *before* the main query;
+3. stream the latest-per-entity query (``feature_layer.sql.latest``) from the warehouse as Arrow
+   record batches, encode each batch vectorised and hand it to the store's pipelined writer —
+   memory stays bounded by the batch size whatever the table size;
+4. wait for every write to be acknowledged, compute statistics, and only then advance the
+   watermark (one SQLite transaction). A failure anywhere leaves the watermark where it was, and
+   since writes are idempotent under "older never overwrites newer", a rerun converges to exactly
+   the state an uninterrupted run would have left.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from feature_layer.errors import InputError, OnlineStoreError
+from feature_layer.online.encoding import encode_batch, view_layout
+from feature_layer.online.store import OnlineStore, WriteCounts
+from feature_layer.registry.model import FeatureView
+from feature_layer.sql.latest import CREATED_ALIAS, EVENT_ALIAS, Watermark, latest_values, max_created
+
+STREAM_BATCH_ROWS = 100_000
+LEASE_SECONDS = 60.0
+STATISTICS_MAX_AGE = timedelta(hours=24)
+
+
+@dataclass
+class ViewResult:
+    """What materializing one view did."""
+
+    view: str
+    rows_written: int
+    entities: int
+    seconds: float
+    watermark: datetime | None
+    kept_newer: int = 0
+    expired: int = 0
+    full_refresh: bool = False
+    incremental_from: datetime | None = None
+    statistics: bool = False
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("watermark", "incremental_from"):
+            if out[key] is not None:
+                out[key] = out[key].isoformat()
+        return out
+
+
+@dataclass
+class MaterializeResult:
+    """Per-view results of one ``materialize`` call."""
+
+    views: list[ViewResult]
+    end: datetime
+    seconds: float
+
+    @property
+    def rows_written(self) -> int:
+        return sum(v.rows_written for v in self.views)
+
+    @property
+    def entities(self) -> int:
+        return sum(v.entities for v in self.views)
+
+    def __getitem__(self, view: str) -> ViewResult:
+        for result in self.views:
+            if result.view == view:
+                return result
+        raise KeyError(view)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"end": self.end.isoformat(), "seconds": self.seconds, "views": [v.to_dict() for v in self.views]}
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def select_views(registry: Any, select: Sequence[str] | str | None) -> list[FeatureView]:
+    """The online views to materialize: all of them, or those named in ``select``."""
+    if isinstance(select, str):
+        select = [select]
+    if not select:
+        return [v for v in registry.views.values() if v.online]
+    chosen: list[FeatureView] = []
+    for name in select:
+        view = registry.view(name)
+        if not view.online:
+            raise InputError(
+                f"Feature view {name!r} is declared `online: false`, so it is never materialized.",
+                fix=f"set `online: true` in the feature_layer meta of {view.file_path or name}, or drop it from --select.",
+            )
+        if view not in chosen:
+            chosen.append(view)
+    return chosen
+
+
+def materialize(
+    store: Any,
+    *,
+    select: Sequence[str] | str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    full_refresh: bool = False,
+    progress: bool = False,
+    statistics: bool | None = None,
+) -> MaterializeResult:
+    """Materialize the selected online views of ``store`` (a ``FeatureStore``) up to ``end`` (default now).
+
+    Incremental from each view's watermark unless ``full_refresh`` (which first deletes the
+    view's keys) or an explicit ``start`` (re-read rows with event time in [start, end]).
+    ``statistics``: True always computes feature statistics, False never, None (default) when
+    the view is read in full or its statistics are older than a day.
+    """
+    began = time.perf_counter()
+    end = _utc(end) or datetime.now(timezone.utc)
+    start = _utc(start)
+    if start is not None and start > end:
+        raise InputError(f"--start {start.isoformat()} is after --end {end.isoformat()}.", fix="swap them.")
+    views = select_views(store.registry, select)
+    engine = store.offline_engine()
+    online = store.online_store()
+    state = store.state
+    results: list[ViewResult] = []
+    with _Progress(progress) as bar:
+        for view in views:
+            results.append(
+                materialize_view(
+                    view,
+                    engine=engine,
+                    online=online,
+                    state=state,
+                    start=start,
+                    end=end,
+                    full_refresh=full_refresh,
+                    statistics=statistics,
+                    on_rows=bar.tracker(view.name),
+                )
+            )
+    return MaterializeResult(results, end, time.perf_counter() - began)
+
+
+def materialize_view(
+    view: FeatureView,
+    *,
+    engine: Any,
+    online: OnlineStore,
+    state: Any,
+    end: datetime,
+    start: datetime | None = None,
+    full_refresh: bool = False,
+    statistics: bool | None = None,
+    on_rows: Callable[[int], None] | None = None,
+    batch_rows: int = STREAM_BATCH_ROWS,
+) -> ViewResult:
+    """Materialize one view (see the module docstring for the steps and their guarantees)."""
+    began = time.perf_counter()
+    stages: dict[str, float] = {}
+    layout = view_layout(view, online.namespace)
+    lease = state.acquire_lease(view.name, seconds=LEASE_SECONDS)
+    try:
+        prior = state.view_state(view.name)
+        layout_changed = prior is not None and prior.layout != layout.fingerprint
+        watermark = None if (full_refresh or layout_changed or prior is None or start is not None) else prior.watermark
+        if full_refresh:
+            online.delete_prefix(layout.key_prefix)
+
+        t = time.perf_counter()
+        created_sql = max_created(view, end=end)
+        next_created = None
+        if created_sql is not None:
+            value = engine.fetch_arrow(created_sql).column(0)[0].as_py()
+            next_created = _utc(value) if isinstance(value, datetime) else None
+        sql = latest_values(view, end=end, start=start, watermark=watermark, dialect=engine.dialect)
+        stages["max_created"] = time.perf_counter() - t
+
+        entities = 0
+        counts = WriteCounts()
+        query_s = encode_s = 0.0
+        renew_at = time.monotonic() + LEASE_SECONDS / 3
+        with online.writer(ttl_us=layout.ttl_us) as writer:
+            t = time.perf_counter()
+            for batch in engine.stream_arrow(sql, batch_size=batch_rows):
+                t1 = time.perf_counter()
+                query_s += t1 - t
+                encoded = encode_batch(
+                    layout,
+                    batch,
+                    event_column=EVENT_ALIAS,
+                    created_column=CREATED_ALIAS if view.created_at else None,
+                    now_us=online.clock(),
+                )
+                counts.expired += batch.num_rows - len(encoded)
+                writer.write(encoded)
+                entities += batch.num_rows
+                if on_rows is not None:
+                    on_rows(batch.num_rows)
+                if time.monotonic() > renew_at:
+                    lease = state.renew_lease(lease, seconds=LEASE_SECONDS)
+                    renew_at = time.monotonic() + LEASE_SECONDS / 3
+                t = time.perf_counter()
+                encode_s += t - t1
+            t1 = time.perf_counter()
+            query_s += t1 - t
+            counts.add(writer.close())
+            stages["write_tail"] = time.perf_counter() - t1
+        stages["query"] = query_s
+        stages["encode_write"] = encode_s
+
+        if layout_changed and prior is not None:
+            old_prefix = layout.key_prefix.rsplit(b":", 2)[0] + b":" + prior.layout.encode() + b":"
+            online.delete_prefix(old_prefix)
+
+        t = time.perf_counter()
+        did_stats = _maybe_statistics(engine, state, view, end, statistics, read_everything=watermark is None)
+        stages["statistics"] = time.perf_counter() - t
+
+        new_watermark = _next_watermark(prior.watermark if prior and not layout_changed else None,
+                                        end=end, start=start, created=next_created, full=full_refresh)
+        if new_watermark is not None:
+            state.set_watermark(view.name, new_watermark, layout=layout.fingerprint,
+                                rows_written=counts.written, entities=entities)
+    except OnlineStoreError as exc:
+        raise OnlineStoreError(
+            f"Materializing feature view {view.name!r} failed; its watermark was not advanced. {exc.message}",
+            fix=exc.fix,
+        ) from exc
+    finally:
+        state.release_lease(lease)
+    return ViewResult(
+        view=view.name,
+        rows_written=counts.written,
+        entities=entities,
+        seconds=time.perf_counter() - began,
+        watermark=new_watermark.event_time if new_watermark else (prior.watermark.event_time if prior else None),
+        kept_newer=counts.kept_newer,
+        expired=counts.expired,
+        full_refresh=watermark is None,
+        incremental_from=watermark.event_time if watermark else None,
+        statistics=did_stats,
+        stage_seconds=stages,
+    )
+
+
+def _next_watermark(
+    prior: Watermark | None, *, end: datetime, start: datetime | None, created: datetime | None, full: bool
+) -> Watermark | None:
+    """The watermark after a successful run, or None to keep the old one.
+
+    The watermark claims "every row with event time <= W (and created-at <= C) was read". It
+    only moves when this run makes that true: a backfill window that starts after the old
+    watermark, or ends before it, leaves it alone.
+    """
+    if prior is None or full:
+        return Watermark(end, created)
+    if start is not None and start > prior.event_time:
+        return None
+    if end < prior.event_time:
+        return None
+    if created is None or (prior.created_at is not None and prior.created_at > created):
+        created = prior.created_at
+    return Watermark(end, created)
+
+
+def _maybe_statistics(engine: Any, state: Any, view: FeatureView, end: datetime, wanted: bool | None,
+                      *, read_everything: bool) -> bool:
+    if not view.features or wanted is False:
+        return False
+    if wanted is None and not read_everything:
+        previous = state.get_statistics(view.features[0].ref)
+        computed = previous.get("computed_at") if previous else None
+        if computed and datetime.now(timezone.utc) - datetime.fromisoformat(computed) < STATISTICS_MAX_AGE:
+            return False
+    from feature_layer.online import statistics as stats
+
+    state.save_many_statistics(stats.compute(engine, view, end=end))
+    return True
+
+
+class _Progress:
+    """A rich progress display (rows, rows/s per view), or nothing when disabled."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("[bold]{task.description}"),
+                TextColumn("{task.completed:>12,.0f} rows"),
+                TextColumn("{task.fields[rate]:>10} rows/s"),
+                TimeElapsedColumn(),
+                transient=False,
+            )
+            self._progress.__enter__()
+        return self
+
+    def tracker(self, name: str) -> Callable[[int], None] | None:
+        if self._progress is None:
+            return None
+        progress = self._progress
+        task = progress.add_task(name, total=None, rate="-")
+        began = time.perf_counter()
+        done = [0]
+
+        def advance(rows: int) -> None:
+            done[0] += rows
+            elapsed = max(time.perf_counter() - began, 1e-9)
+            progress.update(task, advance=rows, rate=f"{done[0] / elapsed:,.0f}")
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
