@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 EXAMPLE_FILES = ("dbt_project.yml", "profiles.yml")
 EXAMPLE_DIRS = ("models", "macros")
 EXAMPLE_ROWS = 10_000
