@@ -1,0 +1,89 @@
+"""``feature-layer serve`` (HTTP API + web UI) and ``feature-layer column-lineage``."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from feature_layer.cli.base import Context, echo_json, handle_errors, main
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 for all).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
+@click.option("--reload-interval", default=2.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds between checks of target/manifest.json for a new registry (0: never reload).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="uvicorn worker processes (one per core for throughput).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.pass_obj
+@handle_errors
+def serve(ctx: Context, host: str, port: int, reload_interval: float, workers: int, log_level: str) -> None:
+    """Serve the HTTP API (online features, search, lineage, metrics) and the web UI."""
+    import uvicorn
+
+    store = ctx.store
+    summary = len(store.registry.views)  # load now: a broken project fails here, with its message
+    click.echo(f"feature_layer: {summary} feature views; UI and API on http://{host}:{port}/", err=True)
+    loop = "uvloop" if _has("uvloop") else "asyncio"
+    http = "httptools" if _has("httptools") else "h11"
+    if workers > 1:
+        os.environ["FEATURE_LAYER_PROJECT_DIR"] = str(store.project_dir)
+        if ctx.target:
+            os.environ["FEATURE_LAYER_TARGET"] = ctx.target
+        os.environ["FEATURE_LAYER_RELOAD_INTERVAL"] = str(reload_interval)
+        store.close()
+        uvicorn.run("feature_layer.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    loop=loop, http=http, log_level=log_level, access_log=False)
+        return
+    from feature_layer.server.app import create_app
+
+    app = create_app(store, reload_interval=reload_interval or None)
+    uvicorn.run(app, host=host, port=port, loop=loop, http=http, log_level=log_level, access_log=False)
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@main.command("column-lineage")
+@click.argument("feature")
+@click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON (nodes and edges).")
+@click.pass_obj
+@handle_errors
+def column_lineage(ctx: Context, feature: str, as_json: bool) -> None:
+    """Column-level lineage of FEATURE (view.feature): source columns → models → feature → ML models."""
+    from feature_layer.registry.column_lineage import column_lineage as build
+
+    graph = build(ctx.store.registry, feature)
+    if as_json:
+        echo_json(graph.to_dict())
+        return
+    click.secho(graph.feature, bold=True)
+    _print_upstream(graph, graph.root, prefix="", seen=set())
+    for exposure in graph.exposures:
+        click.echo(f"  ↳ used by ML model {exposure.name} ({exposure.unique_id})")
+    for warning in graph.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+
+
+def _label(node) -> str:  # noqa: ANN001 - ColumnNode
+    kind = {"source": "source", "external": "table", "model": "model", "feature": "feature"}.get(node.kind, node.kind)
+    typ = f" {node.sql_type}" if node.sql_type else ""
+    expr = f"  = {node.expression}" if node.expression else ""
+    return f"{node.name}.{node.column} [{kind}{typ}]{expr}"
+
+
+def _print_upstream(graph, node_id: str, prefix: str, seen: set[str]) -> None:  # noqa: ANN001
+    parents = graph.upstream(node_id)
+    for i, parent in enumerate(parents):
+        last = i == len(parents) - 1
+        click.echo(f"{prefix}{'└── ' if last else '├── '}{_label(parent)}")
+        if parent.id in seen:
+            continue
+        seen.add(parent.id)
+        _print_upstream(graph, parent.id, prefix + ("    " if last else "│   "), seen)
