@@ -224,7 +224,7 @@ def test_loading_into_postgres_copies_every_row(demo_20k: dict[str, Path]) -> No
                     cur.execute(f'select count(*) from "{schema}"."{name}"')
                     assert cur.fetchone()[0] == counts[name] == pq.ParquetFile(path).metadata.num_rows
                 cur.execute(
-                    f'select sum(amount), min(occurred_at), max(created_at), sum(is_online::int) '
+                    f"select sum(amount), min(occurred_at), max(created_at), sum(is_online::int) "
                     f'from "{schema}".transactions'
                 )
                 pg_sum, pg_min, pg_max, pg_online = cur.fetchone()

@@ -181,7 +181,9 @@ def test_merchant_chargebacks_count_only_once_reported(built_example_project: Pa
             where f.chargeback_count_30d != e.cb30 or f.fraud_chargeback_count_90d != e.fraud90
             """,
         )
-        latest_rows = _rows(conn, "select count(*) from main.merchant_risk_features where as_of != date_trunc('day', as_of)")
+        latest_rows = _rows(
+            conn, "select count(*) from main.merchant_risk_features where as_of != date_trunc('day', as_of)"
+        )
     finally:
         conn.close()
     assert mismatches == [(0,)]
@@ -228,13 +230,17 @@ def test_postgres_build_matches_duckdb_values(
     try:
         for view, keys in FEATURE_VIEWS.items():
             columns = [c for c in manifest["nodes"][f"model.feature_layer.{view}"]["columns"]]
-            event_time = "as_of" if view == "merchant_risk_features" else (
-                "signup_at" if view == "user_profile_features" else "occurred_at"
+            event_time = (
+                "as_of"
+                if view == "merchant_risk_features"
+                else ("signup_at" if view == "user_profile_features" else "occurred_at")
             )
             order = ", ".join([*keys, event_time])
             select = f"select {', '.join(columns)} from {{}}.{view} order by {order}"
             on_duckdb = _rows(conn, select.format("main"))
-            on_postgres = _postgres_rows(postgres_example_project, select.format(f'"{postgres_example_project.schema}"'))
+            on_postgres = _postgres_rows(
+                postgres_example_project, select.format(f'"{postgres_example_project.schema}"')
+            )
             assert _same(on_duckdb, on_postgres), view
     finally:
         conn.close()

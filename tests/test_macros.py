@@ -256,9 +256,9 @@ def parsed_harness(harness: Path, duckdb_sql: str) -> Path:
 @pytest.mark.parametrize(
     ("call", "named"),
     [
-        ("rolling_agg('median', 'v', ['k'], 'ts', '1h')", ["agg=\"median\"", "count, sum, avg, min, max"]),
-        ("rolling_agg('sum', 'v', ['k'], 'ts', '24x')", ["window=\"24x\"", "'1h', '24h', '7d'"]),
-        ("rolling_agg('sum', 'v', ['k'], 'ts', '0h')", ["window=\"0h\"", "longer than zero"]),
+        ("rolling_agg('median', 'v', ['k'], 'ts', '1h')", ['agg="median"', "count, sum, avg, min, max"]),
+        ("rolling_agg('sum', 'v', ['k'], 'ts', '24x')", ['window="24x"', "'1h', '24h', '7d'"]),
+        ("rolling_agg('sum', 'v', ['k'], 'ts', '0h')", ['window="0h"', "longer than zero"]),
         ("rolling_agg('sum', '*', ['k'], 'ts', '1h')", ["column='*'", "agg='count'"]),
         ("rolling_agg('sum', 'v', {'a': 1}, 'ts', '1h')", ["partition_by=", "list of column names"]),
         ("rolling_agg('sum', 'v', ['k'], '', '1h')", ["order_by=", "event-time column"]),

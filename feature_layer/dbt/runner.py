@@ -159,8 +159,7 @@ def run_dbt(
     failed = _failed_nodes(outcome.result)
     if failed:
         raise FeatureLayerError(
-            f"`{shown}` failed in {project}; {len(failed)} node(s) did not pass:\n"
-            + "\n".join(failed),
+            f"`{shown}` failed in {project}; {len(failed)} node(s) did not pass:\n" + "\n".join(failed),
             fix="fix the SQL or data of the nodes listed above (dbt's log is in "
             f"{project / 'logs' / 'dbt.log'}), then run the command again.",
         )

@@ -47,9 +47,7 @@ _CURRENCY_OF = {
     "BR": "BRL", "IN": "INR",
 }  # fmt: skip
 _CURRENCIES = np.array(sorted(set(_CURRENCY_OF.values())))
-_COUNTRY_CURRENCY = np.array(
-    [np.searchsorted(_CURRENCIES, _CURRENCY_OF[c]) for c in _COUNTRIES], dtype=np.int64
-)
+_COUNTRY_CURRENCY = np.array([np.searchsorted(_CURRENCIES, _CURRENCY_OF[c]) for c in _COUNTRIES], dtype=np.int64)
 
 _CATEGORIES = np.array(
     ["grocery", "restaurants", "fuel", "travel", "electronics", "digital_goods", "fashion", "gambling"]
@@ -363,17 +361,13 @@ def load_demo_data_into_postgres(data_dir: Path, dsn: str, schema: str = "raw") 
                 parquet = pq.ParquetFile(data / f"{name}.parquet")
                 arrow_schema = parquet.schema_arrow
                 table = f"{_quote_ident(schema)}.{_quote_ident(name)}"
-                columns = ", ".join(
-                    f"{_quote_ident(f.name)} {_PG_TYPES.get(f.type, 'TEXT')}" for f in arrow_schema
-                )
+                columns = ", ".join(f"{_quote_ident(f.name)} {_PG_TYPES.get(f.type, 'TEXT')}" for f in arrow_schema)
                 cur.execute(f"DROP TABLE IF EXISTS {table}")
                 cur.execute(f"CREATE TABLE {table} ({columns})")
                 counts[name] = 0
                 for batch in parquet.iter_batches(batch_size=200_000):
                     buffer = io.BytesIO()
-                    pacsv.write_csv(
-                        batch, buffer, write_options=pacsv.WriteOptions(include_header=False)
-                    )
+                    pacsv.write_csv(batch, buffer, write_options=pacsv.WriteOptions(include_header=False))
                     buffer.seek(0)
                     cur.copy_expert(f"COPY {table} FROM STDIN WITH (FORMAT csv)", buffer)
                     counts[name] += batch.num_rows
