@@ -137,6 +137,7 @@ class _LineageIndex:
         self.nodes: Mapping[str, Any] = getattr(registry, "nodes", {}) or {}
         self.dialect = str(getattr(registry, "dialect", None) or DEFAULT_DIALECT)
         self.by_relation: dict[tuple[str, ...], str] = {}
+        self.by_file_stem: dict[str, list[str]] = {}
         schema: dict[str, Any] = {}
         three_level = all(
             n.relation.database for n in self.nodes.values() if getattr(n, "relation", None) is not None
@@ -148,6 +149,10 @@ class _LineageIndex:
             key = _table_key(relation.parts())
             for i in range(len(key)):
                 self.by_relation.setdefault(key[i:], uid)
+            location = _external_location(node)
+            if location:
+                self.by_relation.setdefault((location.lower(),), uid)
+                self.by_file_stem.setdefault(relation.identifier.lower(), []).append(uid)
             columns = node_column_types(node)
             if not columns:
                 continue
@@ -166,7 +171,10 @@ class _LineageIndex:
             uid = self.by_relation.get(key[i:])
             if uid is not None:
                 return uid
-        return None
+        # an external file read directly (dbt-duckdb sources with external_location)
+        stem = key[-1].replace("\\", "/").rsplit("/", 1)[-1].split(".", 1)[0] if key else ""
+        candidates = self.by_file_stem.get(stem, [])
+        return candidates[0] if len(candidates) == 1 else None
 
     def model_columns(self, unique_id: str) -> _ModelColumns:
         with self._lock:
@@ -187,9 +195,14 @@ class _LineageIndex:
             return out
         try:
             roots = sqlglot_lineage(None, sql, schema=self.schema, dialect=self.dialect)
-        except (SqlglotError, ValueError, KeyError, AttributeError, RecursionError) as exc:
-            out.error = f"sqlglot could not read the compiled SQL of {unique_id}: {str(exc).splitlines()[0][:200]}"
-            return out
+        except (SqlglotError, ValueError, KeyError, AttributeError, RecursionError):
+            # Tables without known columns (external files, sources missing from the catalog)
+            # make alias references ambiguous; resolving names literally still gives lineage.
+            try:
+                roots = sqlglot_lineage(None, sql, schema=self.schema, dialect=self.dialect, expand_alias_refs=False)
+            except (SqlglotError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+                out.error = f"sqlglot could not read the compiled SQL of {unique_id}: {str(exc).splitlines()[0][:200]}"
+                return out
         assert isinstance(roots, dict)
         for column, root in roots.items():
             inputs: list[tuple[tuple[str, ...], str]] = []
@@ -198,7 +211,7 @@ class _LineageIndex:
                     continue
                 table = lnode.source
                 key = _table_key((table.catalog, table.db, table.name))
-                upstream_column = lnode.name.rsplit(".", 1)[-1].lower()
+                upstream_column = lnode.name.rsplit(".", 1)[-1].strip('"`[]').lower()
                 if (key, upstream_column) not in inputs:
                     inputs.append((key, upstream_column))
             name = str(column).lower()
@@ -209,6 +222,22 @@ class _LineageIndex:
             if not isinstance(expression, exp.Column):
                 out.expressions[name] = expression.sql(dialect=self.dialect)
         return out
+
+
+def _external_location(node: Any) -> str | None:
+    """Where a dbt-duckdb source reads its file from (``meta``/``config`` ``external_location``)."""
+    if getattr(node, "resource_type", "") != "source":
+        return None
+    meta = getattr(node, "meta", None) or {}
+    config = getattr(node, "config", None) or {}
+    location = meta.get("external_location") or config.get("external_location")
+    if not isinstance(location, str) or getattr(node, "relation", None) is None:
+        return None
+    identifier = node.relation.identifier
+    try:
+        return location.format(name=identifier, identifier=identifier)
+    except (KeyError, IndexError, ValueError):
+        return location
 
 
 def _safe_type(sql_type: str, dialect: str) -> str:
@@ -368,12 +397,3 @@ def depth_of(lineage: ColumnLineage) -> dict[str, int]:
     for node in lineage.nodes:
         depth[node.id] = max((depth.get(p, 0) + 1 for p in parents.get(node.id, [])), default=0)
     return depth
-
-
-def parse_ok(sql: str, dialect: str = DEFAULT_DIALECT) -> bool:
-    """Whether sqlglot can parse ``sql`` (used by the CLI to explain a thin graph)."""
-    try:
-        sqlglot.parse_one(sql, dialect=dialect)
-    except SqlglotError:
-        return False
-    return True

@@ -4,7 +4,7 @@
 (function () {
   "use strict";
   const esc = (s) => String(s == null ? "" : s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
-  const CARD_W = 236, HEAD_H = 30, ROW_H = 24, PAD_B = 6, GAP_X = 84, GAP_Y = 18, MARGIN = 8;
+  const CARD_W = 250, HEAD_H = 30, ROW_H = 24, PAD_B = 6, GAP_X = 84, GAP_Y = 18, MARGIN = 8;
   const KIND_LABEL = { source: "source", external: "table", model: "model", feature: "feature view", exposure: "ML model" };
 
   function trunc(s, n) { s = String(s || ""); return s.length > n ? s.slice(0, n - 1) + "…" : s; }
@@ -102,8 +102,11 @@
       parts.push(`<g class="lin-card kind-${esc(c.kind)}" data-unique-id="${esc(c.id)}" transform="translate(${c.x},${c.y})">`);
       parts.push(`<rect class="lin-box" width="${CARD_W}" height="${c.h}" rx="8"/>`);
       parts.push(`<path class="lin-head" d="M0,8 a8,8 0 0 1 8,-8 h${CARD_W - 16} a8,8 0 0 1 8,8 v${HEAD_H - 8} h-${CARD_W} z"/>`);
-      parts.push(`<text class="lin-kind" x="${CARD_W - 10}" y="19" text-anchor="end">${esc(KIND_LABEL[c.kind] || c.kind)}</text>`);
-      const title = `<text class="lin-name" x="10" y="19">${esc(trunc(c.name, 24))}<title>${esc(c.id)}</title></text>`;
+      const kindLabel = KIND_LABEL[c.kind] || c.kind;
+      const room = Math.floor((CARD_W - 26 - kindLabel.length * 7.2) / 7.4);
+      // a long name takes the whole header; the card's colour (and the legend) still tell the kind
+      if (c.name.length <= room) parts.push(`<text class="lin-kind" x="${CARD_W - 10}" y="19" text-anchor="end">${esc(kindLabel)}</text>`);
+      const title = `<text class="lin-name" x="10" y="19">${esc(trunc(c.name, c.name.length <= room ? room : 31))}<title>${esc(c.id)} (${esc(kindLabel)})</title></text>`;
       parts.push(href && c.kind !== "feature" ? `<a href="${href}">${title}</a>` : title);
       if (!c.rows.length) {
         parts.push(`<text class="lin-col muted-col" x="10" y="${HEAD_H + 16}">uses this feature</text>`);
