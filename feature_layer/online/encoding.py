@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from functools import cached_property
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -69,15 +70,15 @@ class ViewLayout:
     fingerprint: str
     ttl_us: int | None
 
-    @property
+    @cached_property
     def key_prefix(self) -> bytes:
         return b"%s:%s:%s:%s:" % (KEY_VERSION, self.namespace.encode(), self.view.encode(), self.fingerprint.encode())
 
-    @property
+    @cached_property
     def null_bytes(self) -> int:
         return (len(self.slots) + 7) // 8
 
-    @property
+    @cached_property
     def fixed_dtype(self) -> np.dtype:
         """numpy struct of the fixed part of a value (header, bitmap, fixed slots)."""
         fields: list[tuple[str, Any]] = [("__v", "u1"), ("__ev", "<i8"), ("__cr", "<i8")]
@@ -86,19 +87,19 @@ class ViewLayout:
         fields += [(f"f{s.index}", _FIXED[s.dtype][0]) for s in self.slots if s.fixed]
         return np.dtype(fields)
 
-    @property
+    @cached_property
     def has_var(self) -> bool:
         return any(not s.fixed for s in self.slots)
 
-    @property
+    @cached_property
     def fixed_width(self) -> int:
         return self.fixed_dtype.itemsize
 
-    @property
+    @cached_property
     def struct(self) -> struct.Struct:
         """Per-value decoder of the fixed part (used for small batches, where numpy's setup costs more)."""
         codes = {"float64": "d", "int64": "q", "bool": "B", "timestamp": "q", "date": "i", "decimal": "d"}
-        fmt = "<Bqq" + "B" * self.null_bytes + "".join(codes[s.dtype] for s in self.slots if s.fixed)
+        fmt = "<Bqq" + f"{self.null_bytes}x" + "".join(codes[s.dtype] for s in self.slots if s.fixed)
         return struct.Struct(fmt)
 
 
@@ -375,47 +376,60 @@ def _decode_numpy(layout: ViewLayout, raw: Sequence[bytes | None], now_us: int) 
 
 
 def _decode_rows(layout: ViewLayout, raw: Sequence[bytes | None], now_us: int) -> Decoded:
+    """Per-value ``struct`` decode, transposed with ``zip``: the fast path for a few values.
+
+    Columns come back as tuples holding None for null/absent values (validity is implied).
+    """
     unpack = layout.struct.unpack_from
-    fixed_size = layout.struct.size
+    size = layout.struct.size
     nb = layout.null_bytes
     slots = layout.slots
-    fixed_slots = [s for s in slots if s.fixed]
+    k = len(slots)
     var_slots = [s for s in slots if not s.fixed]
+    order = [s.index for s in slots if s.fixed] + [s.index for s in var_slots]
+    reorder = var_slots and order != list(range(k))
     horizon = now_us - layout.ttl_us if layout.ttl_us is not None else None
-    columns: dict[int, list[Any]] = {s.index: [] for s in slots}
-    valid: dict[int, list[bool]] = {s.index: [] for s in slots}
-    event_us: list[int | None] = []
-    present: list[bool] = []
+    empty = (None,) * k
+    rows: list[tuple[Any, ...]] = []
+    events: list[int | None] = []
     for value in raw:
-        fields = None
-        if value is not None and len(value) >= fixed_size and value[0] == VERSION:
-            fields = unpack(value)
-            if horizon is not None and fields[1] <= horizon:
-                fields = None
-        if fields is None:
-            present.append(False)
-            event_us.append(None)
-            for s in slots:
-                columns[s.index].append(None)
-                valid[s.index].append(False)
+        if value is None or len(value) < size or value[0] != VERSION:
+            rows.append(empty)
+            events.append(None)
             continue
-        present.append(True)
-        event_us.append(fields[1])
-        bitmap = int.from_bytes(bytes(fields[3:3 + nb]), "little") if nb else 0
-        for s, v in zip(fixed_slots, fields[3 + nb:]):
-            ok = not (bitmap >> s.index) & 1
-            columns[s.index].append(v if ok else None)
-            valid[s.index].append(ok)
+        fields = unpack(value)
+        event = fields[1]
+        if horizon is not None and event <= horizon:
+            rows.append(empty)
+            events.append(None)
+            continue
+        events.append(event)
+        row = fields[3:]
         if var_slots:
-            pos = fixed_size
-            for s in var_slots:
-                (length,) = struct.unpack_from("<I", value, pos)
-                pos += 4
-                ok = not (bitmap >> s.index) & 1
-                columns[s.index].append(value[pos:pos + length].decode("utf-8") if ok else None)
-                valid[s.index].append(ok)
-                pos += length
-    return Decoded(columns, valid, event_us, present)
+            pos = size
+            texts = []
+            for _ in var_slots:
+                (length,) = _U32.unpack_from(value, pos)
+                texts.append(value[pos + 4: pos + 4 + length].decode("utf-8"))
+                pos += 4 + length
+            row = row + tuple(texts)
+            if reorder:
+                ordered: list[Any] = [None] * k
+                for position, v in zip(order, row):
+                    ordered[position] = v
+                row = tuple(ordered)
+        if nb:
+            bitmap = int.from_bytes(value[17:17 + nb], "little")
+            if bitmap:
+                row = tuple(None if (bitmap >> i) & 1 else v for i, v in enumerate(row))
+        rows.append(row)
+    transposed = list(zip(*rows)) if rows else [() for _ in range(k)]
+    columns = {s.index: transposed[s.index] for s in slots}
+    present = [e is not None for e in events]
+    return Decoded(columns, {s.index: None for s in slots}, events, present)  # type: ignore[arg-type]
+
+
+_U32 = struct.Struct("<I")
 
 
 def python_value(dtype: str, value: Any) -> Any:

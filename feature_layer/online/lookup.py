@@ -194,19 +194,18 @@ class LookupPlan:
             table = pa.Table.from_pandas(entity_rows[list(self.join_keys)], preserve_index=False)
             return table.num_rows, {k: table.column(k) for k in self.join_keys}, True
         if isinstance(entity_rows, Sequence) and not isinstance(entity_rows, (str, bytes)):
-            columns: dict[str, list[Any]] = {k: [] for k in self.join_keys}
             try:
-                for row in entity_rows:
-                    for k in self.join_keys:
-                        columns[k].append(row[k])
+                columns = {k: [row[k] for row in entity_rows] for k in self.join_keys}
             except KeyError as exc:
+                bad = next(r for r in entity_rows if exc.args[0] not in r)
                 raise InputError(
-                    f"Entity row {row!r} has no join key {exc.args[0]!r}.",
+                    f"Entity row {bad!r} has no join key {exc.args[0]!r}.",
                     fix=f"give every entity row the join keys {', '.join(self.join_keys)}.",
                 ) from None
             except TypeError:
+                bad = next((r for r in entity_rows if not isinstance(r, Mapping)), entity_rows[0])
                 raise InputError(
-                    f"Entity rows must be mappings of join key to value; got {type(row).__name__}.",
+                    f"Entity rows must be mappings of join key to value; got {type(bad).__name__}.",
                     fix="pass a list of dicts, a dict of columns, a pyarrow table or a pandas DataFrame.",
                 ) from None
             return len(entity_rows), columns, False
@@ -253,7 +252,11 @@ class LookupPlan:
                 if len(layout.join_keys) == 1:
                     prefix = layout.key_prefix
                     kt = layout.key_types[0]
-                    keys.extend([prefix + key_text(v, kt).encode() for v in columns[layout.join_keys[0]]])
+                    values = columns[layout.join_keys[0]]
+                    if kt == "int64" and all(type(v) is int for v in values):
+                        keys.extend([prefix + b"%d" % v for v in values])
+                    else:
+                        keys.extend([prefix + key_text(v, kt).encode() for v in values])
                 else:
                     parts = [columns[k] for k in layout.join_keys]
                     keys.extend([entity_key(layout, values) for values in zip(*parts)])

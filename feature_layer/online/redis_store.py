@@ -126,12 +126,40 @@ class RedisOnlineStore(OnlineStore):
 
     # -- reads ------------------------------------------------------------------------------
     def read(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """One GET/MGET, sent as pre-packed RESP on a pooled connection.
+
+        This skips redis-py's per-command machinery (argument encoding, callbacks), which is
+        most of a single lookup's client time; connection errors are retried with backoff.
+        """
         if not keys:
             return []
-        try:
-            return self.client.mget(keys)
-        except RedisError as exc:
-            raise self._error("read feature values", exc) from exc
+        if len(keys) == 1:
+            key = keys[0]
+            packed = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)
+        else:
+            packed = b"*%d\r\n$4\r\nMGET\r\n%s" % (
+                len(keys) + 1, b"".join([b"$%d\r\n%s\r\n" % (len(k), k) for k in keys])
+            )
+        pool = self.client.connection_pool
+        attempt = 0
+        while True:
+            conn = pool.get_connection()
+            try:
+                conn.send_packed_command([packed], check_health=False)
+                reply = conn.read_response()
+            except _TRANSIENT as exc:
+                conn.disconnect()
+                pool.release(conn)
+                attempt += 1
+                if attempt > self.retries:
+                    raise self._error("read feature values", exc) from exc
+                time.sleep(self.backoff.compute(attempt))
+                continue
+            except RedisError as exc:
+                pool.release(conn)
+                raise self._error("read feature values", exc) from exc
+            pool.release(conn)
+            return [reply] if len(keys) == 1 else reply
 
     # -- writes -----------------------------------------------------------------------------
     def script_sha(self, refresh: bool = False) -> str:
