@@ -190,6 +190,19 @@ def test_merchant_chargebacks_count_only_once_reported(built_example_project: Pa
     assert latest_rows == [(0,)]
 
 
+def test_raw_data_directory_comes_from_the_environment(tmp_path: Path) -> None:
+    project = copy_example_project(tmp_path / "project")
+    elsewhere = tmp_path / "elsewhere" / "raw"
+    with clean_project_env(FEATURE_LAYER_DATA_DIR=str(elsewhere)):
+        run_dbt(["parse"], project, target="duckdb", quiet=True)
+    sources = _manifest(project)["sources"]
+    assert sources["source.feature_layer.raw.transactions"]["relation_name"] == f"'{elsewhere}/transactions.parquet'"
+    with clean_project_env():
+        run_dbt(["parse"], project, target="duckdb", quiet=True)
+    sources = _manifest(project)["sources"]
+    assert sources["source.feature_layer.raw.users"]["relation_name"] == "'data/raw/users.parquet'"
+
+
 # --- PostgreSQL build --------------------------------------------------------------------
 
 
