@@ -1,0 +1,151 @@
+"""Private redis-server instances for the online-store tests (never the shared one on :6379).
+
+``RedisServer`` starts ``redis-server`` on a free port in a temporary directory and can be
+stopped and restarted on the same port (the fault tests do). A missing binary FAILS the test
+with the install command, it never skips.
+
+Fixtures (import them into a test module with ``from tests.redis_helpers import *``):
+
+``redis_server``   one private server per test session (xdist worker); tests use unique namespaces
+``private_redis``  a fresh server for one test, free to stop and restart
+``redis_online``   a ``RedisOnlineStore`` on ``redis_server`` with a unique namespace
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+__all__ = ["RedisServer", "private_redis", "redis_binary", "redis_online", "redis_server"]
+
+INSTALL_HINT = (
+    "redis-server is not installed, and the online-store tests need a real one. "
+    "Install it with `sudo apt-get install redis-server` (or `make system-deps`), then rerun."
+)
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    if not found:
+        pytest.fail(INSTALL_HINT, pytrace=False)
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server process we own: start, stop (SIGKILL-like abrupt or clean), restart."""
+
+    def __init__(self, directory: Path, *, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
+        self.binary = redis_binary()
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = port or _free_port()
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    def start(self) -> RedisServer:
+        args = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(self.directory), "--daemonize", "no", "--protected-mode", "no", *self.extra,
+        ]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return self
+            except redis.RedisError:
+                time.sleep(0.02)
+            if self.process.poll() is not None:
+                break
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self, *, kill: bool = True) -> None:
+        if self.process is not None and self.process.poll() is None:
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_online(redis_server: RedisServer) -> Iterator[object]:
+    from feature_layer.online.redis_store import RedisOnlineStore
+
+    store = RedisOnlineStore(redis_server.client(), f"t{uuid.uuid4().hex[:8]}", retries=2)
+    yield store
+    store.close()
+
+
+class StubStore:
+    """The parts of ``FeatureStore`` that materialize/lookup use, wired to given objects.
+
+    Lets the online tests build small views in DuckDB without a dbt project; the end-to-end
+    tests use the real ``FeatureStore`` on the built example project.
+    """
+
+    def __init__(self, engine: object, online: object, state: object, views: list, services: list | None = None) -> None:
+        from feature_layer.registry.registry import Registry
+
+        self.registry = Registry(
+            entities={},
+            views={v.name: v for v in views},
+            services={s.name: s for s in services or []},
+            nodes={},
+            parent_map={},
+            child_map={},
+        )
+        self._engine, self._online, self.state = engine, online, state
+
+    def offline_engine(self) -> object:
+        return self._engine
+
+    def online_store(self) -> object:
+        return self._online
+
+
+__all__ += ["StubStore"]
