@@ -143,20 +143,23 @@ class RedisOnlineStore(OnlineStore):
         pool = self.client.connection_pool
         attempt = 0
         while True:
-            conn = pool.get_connection()
+            conn = None
             try:
+                conn = pool.get_connection()
                 conn.send_packed_command([packed], check_health=False)
                 reply = conn.read_response()
             except _TRANSIENT as exc:
-                conn.disconnect()
-                pool.release(conn)
+                if conn is not None:
+                    conn.disconnect()
+                    pool.release(conn)
                 attempt += 1
                 if attempt > self.retries:
                     raise self._error("read feature values", exc) from exc
                 time.sleep(self.backoff.compute(attempt))
                 continue
             except RedisError as exc:
-                pool.release(conn)
+                if conn is not None:
+                    pool.release(conn)
                 raise self._error("read feature values", exc) from exc
             pool.release(conn)
             return [reply] if len(keys) == 1 else reply

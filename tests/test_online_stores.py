@@ -1,0 +1,151 @@
+"""One contract, two stores: the same tests run on Redis (a private server) and on SQLite."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from feature_layer.config import OnlineStoreSettings
+from feature_layer.errors import OnlineStoreError
+from feature_layer.online.encoding import decode_values, encode_batch, to_micros, view_layout
+from feature_layer.online.redis_store import RedisOnlineStore
+from feature_layer.online.sqlite_store import SqliteOnlineStore
+from feature_layer.online.store import connect_online_store
+from tests.redis_helpers import RedisServer, private_redis, redis_server  # noqa: F401
+from tests.test_online_encoding import make_view
+
+T0 = datetime(2025, 6, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def online(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        store = RedisOnlineStore(server.client(), f"t{uuid.uuid4().hex[:8]}", retries=1)
+    else:
+        store = SqliteOnlineStore(tmp_path / "online.sqlite", "p")
+    store.clock = lambda: to_micros(T0)
+    yield store
+    store.close()
+
+
+def batch(layout, ids, events, values, created=None):  # noqa: ANN001, ANN201
+    table = pa.table({
+        "user_id": ids,
+        "__ev": pa.array(events, pa.timestamp("us", tz="UTC")),
+        "__cr": pa.array(created or events, pa.timestamp("us", tz="UTC")),
+        "a": pa.array(values, pa.float64()),
+    })
+    return encode_batch(layout, table, event_column="__ev", created_column="__cr", now_us=to_micros(T0))
+
+
+def write(online, layout, *batches):  # noqa: ANN001, ANN201
+    with online.writer(ttl_us=layout.ttl_us) as writer:
+        for b in batches:
+            writer.write(b)
+    return writer.counts
+
+
+def read_a(online, layout, ids):  # noqa: ANN001, ANN201
+    raw = online.read([layout.key_prefix + str(i).encode() for i in ids])
+    dec = decode_values(layout, raw, online.clock())
+    return [v if ok else None for v, ok in zip(list(dec.columns[0]), dec.present)]
+
+
+def test_late_value_never_overwrites_newer(online) -> None:  # noqa: ANN001
+    layout = view_layout(make_view([("a", "float64")]), online.namespace)
+    write(online, layout, batch(layout, [1, 2], [T0, T0], [10.0, 20.0]))
+    counts = write(online, layout, batch(layout, [1, 2], [T0 - timedelta(hours=1), T0 + timedelta(hours=1)], [-1.0, 21.0]))
+    assert read_a(online, layout, [1, 2]) == [10.0, 21.0]
+    assert (counts.written, counts.kept_newer) == (1, 1)
+
+
+def test_equal_event_times_are_decided_by_created_at(online) -> None:  # noqa: ANN001
+    layout = view_layout(make_view([("a", "float64")]), online.namespace)
+    write(online, layout, batch(layout, [1], [T0], [1.0], created=[T0 + timedelta(seconds=30)]))
+    write(online, layout, batch(layout, [1], [T0], [2.0], created=[T0 + timedelta(seconds=10)]))
+    assert read_a(online, layout, [1]) == [1.0]
+    write(online, layout, batch(layout, [1], [T0], [3.0], created=[T0 + timedelta(seconds=30)]))  # a rerun: same pair
+    assert read_a(online, layout, [1]) == [3.0]
+
+
+def test_ttl_is_enforced_at_read_from_the_stored_event_time(online) -> None:  # noqa: ANN001
+    layout = view_layout(make_view([("a", "float64")], ttl=timedelta(hours=1)), online.namespace)
+    write(online, layout, batch(layout, [1, 2], [T0 - timedelta(minutes=50), T0 - timedelta(minutes=5)], [1.0, 2.0]))
+    assert read_a(online, layout, [1, 2]) == [1.0, 2.0]
+    online.clock = lambda: to_micros(T0 + timedelta(minutes=20))
+    assert read_a(online, layout, [1, 2, 3]) == [None, 2.0, None]
+
+
+def test_missing_keys_read_as_none_in_order(online) -> None:  # noqa: ANN001
+    layout = view_layout(make_view([("a", "float64")]), online.namespace)
+    write(online, layout, batch(layout, list(range(0, 3000, 2)), [T0] * 1500, [float(i) for i in range(0, 3000, 2)]))
+    got = read_a(online, layout, list(range(3000)))
+    assert got == [float(i) if i % 2 == 0 else None for i in range(3000)]
+
+
+def test_delete_prefix_removes_only_that_views_keys(online) -> None:  # noqa: ANN001
+    a = view_layout(make_view([("a", "float64")]), online.namespace)
+    b = view_layout(make_view([("a", "float64")], ttl=timedelta(days=9999)), online.namespace)
+    b = type(b)(view="w", namespace=b.namespace, join_keys=b.join_keys, key_types=b.key_types, slots=b.slots,
+                fingerprint=b.fingerprint, ttl_us=None)
+    write(online, a, batch(a, [1, 2], [T0, T0], [1.0, 2.0]))
+    write(online, b, batch(b, [1], [T0], [5.0]))
+    assert online.delete_prefix(a.key_prefix) == 2
+    assert read_a(online, a, [1, 2]) == [None, None]
+    assert read_a(online, b, [1]) == [5.0]
+
+
+def test_redis_keys_expire_with_their_values(redis_server: RedisServer) -> None:  # noqa: F811
+    online = RedisOnlineStore(redis_server.client(), "exp" + uuid.uuid4().hex[:6])
+    now = datetime.now(timezone.utc)
+    layout = view_layout(make_view([("a", "float64")], ttl=timedelta(hours=1)), online.namespace)
+    table = pa.table({"user_id": [1], "__ev": pa.array([now - timedelta(minutes=30)], pa.timestamp("us", tz="UTC")),
+                      "__cr": pa.array([now], pa.timestamp("us", tz="UTC")), "a": [1.0]})
+    write(online, layout, encode_batch(layout, table, event_column="__ev", created_column="__cr"))
+    pttl = online.client.pttl(layout.key_prefix + b"1")
+    assert 29 * 60_000 < pttl <= 30 * 60_000
+
+
+def test_one_lookup_is_one_command_whatever_the_batch_size(private_redis: RedisServer) -> None:  # noqa: F811
+    online = RedisOnlineStore(private_redis.client(), "p")
+    layout = view_layout(make_view([("a", "float64")]), "p")
+    write(online, layout, batch(layout, list(range(5000)), [T0] * 5000, [1.0] * 5000))
+    private_redis.client().config_resetstat()
+    online.read([layout.key_prefix + str(i).encode() for i in range(5000)])
+    stats = private_redis.client().info("commandstats")
+    assert stats["cmdstat_mget"]["calls"] == 1
+    setup = ("cmdstat_info", "cmdstat_config|resetstat", "cmdstat_hello", "cmdstat_client|setinfo", "cmdstat_select")
+    assert [k for k in stats if k not in setup] == ["cmdstat_mget"]
+
+
+def test_settings_connect_with_acl_user_and_password(private_redis: RedisServer) -> None:  # noqa: F811
+    admin = private_redis.client()
+    admin.acl_setuser("feature_writer", enabled=True, passwords=["+s3cret"], keys=["*"], commands=["+@all"])
+    settings = OnlineStoreSettings(type="redis", url=private_redis.url, username="feature_writer", password="s3cret")
+    store = connect_online_store(settings, "acl")
+    store.ping()
+    store.close()
+    bad = connect_online_store(OnlineStoreSettings(type="redis", url=private_redis.url, username="feature_writer",
+                                                   password="wrong", retries=0), "acl")
+    with pytest.raises(OnlineStoreError, match="refused the credentials"):
+        bad.ping()
+
+
+def test_unreachable_redis_fails_with_a_clear_message() -> None:
+    settings = OnlineStoreSettings(type="redis", url="redis://127.0.0.1:1/0", retries=1, socket_timeout=0.2)
+    store = connect_online_store(settings, "p")
+    with pytest.raises(OnlineStoreError, match="unreachable") as info:
+        store.read([b"x", b"y"])
+    assert "To fix this" in str(info.value)
+
+
+def test_rediss_url_configures_tls() -> None:
+    store = connect_online_store(OnlineStoreSettings(type="redis", url="rediss://cache.example:6380/2"), "p")
+    pool = store.client.connection_pool
+    assert pool.connection_class.__name__ == "SSLConnection"
+    assert store.describe() == "rediss://cache.example:6380/2"
