@@ -38,7 +38,7 @@ def format_duration(value: timedelta) -> str:
     """Render a timedelta in the shortest unit form (the inverse of ``parse_duration``)."""
     seconds = int(value.total_seconds())
     parts = []
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):  # days, not weeks: "30d" reads better
         count, seconds = divmod(seconds, size)
         if count:
             parts.append(f"{count}{unit}")

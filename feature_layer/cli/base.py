@@ -79,8 +79,12 @@ def render_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: s
     from rich.table import Table
 
     table = Table(title=title, show_lines=False, header_style="bold")
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    for index, column in enumerate(columns):
+        # The first column is the name people copy: never wrap it.
+        table.add_column(column, overflow="fold", no_wrap=index == 0)
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    Console(width=max(120, Console().width)).print(table)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: wide enough to keep rows on one line
+        console = Console(width=200)
+    console.print(table)
