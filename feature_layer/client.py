@@ -95,12 +95,22 @@ class FeatureStore:
         *,
         service: str | None = None,
         full_feature_names: bool = False,
+        timestamp_column: str | None = None,
     ) -> TrainingSet:
-        """Point-in-time-correct features for each row of ``entity_df`` (see the README)."""
+        """Point-in-time-correct features for each row of ``entity_df`` (docs/training_sets.md).
+
+        ``timestamp_column`` names the as-of time column; by default ``event_timestamp``, or
+        the entity dataframe's only timestamp column.
+        """
         from feature_layer.offline.training_set import get_training_set
 
         return get_training_set(
-            self, entity_df, features=features, service=service, full_feature_names=full_feature_names
+            self,
+            entity_df,
+            features=features,
+            service=service,
+            full_feature_names=full_feature_names,
+            timestamp_column=timestamp_column,
         )
 
     def materialize(
