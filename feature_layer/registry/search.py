@@ -23,9 +23,12 @@ Pure: no IO.
 
 from __future__ import annotations
 
+import heapq
 import re
 import threading
 import weakref
+from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,52 +47,154 @@ class SearchHit:
     matched: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class _Entry:
-    feature: Feature
-    ref: str
-    name: str
-    name_words: tuple[str, ...]
-    view: str
-    tags: frozenset[str]
-    entities: frozenset[str]
-    owner: str
-    description: str
-    description_words: frozenset[str]
+_SEP = "\x02"
 
 
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(_WORD.findall(text.lower()))
+class _Column:
+    """One field of every feature joined into one string, so ``str.find`` scans them all in C."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.blob = _SEP + _SEP.join(texts) + _SEP
+        starts, offset = [], 1
+        for text in texts:
+            starts.append(offset)
+            offset += len(text) + 1
+        self.starts = starts
+
+    def containing(self, needle: str) -> list[int]:
+        """Indices of the texts containing ``needle`` (each once, ascending).
+
+        A needle starting with the separator matches at the start of a text (a prefix test).
+        """
+        blob, starts, found = self.blob, self.starts, []
+        shift = 1 if needle.startswith(_SEP) else 0
+        n = len(starts)
+        end = len(blob)
+        pos = blob.find(needle)
+        while pos != -1:
+            i = bisect_right(starts, pos + shift) - 1
+            found.append(i)
+            nxt = starts[i + 1] if i + 1 < n else end
+            pos = blob.find(needle, nxt - shift)
+        return found
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _joined(values: Iterable[str]) -> str:
+    return "\x00" + "\x00".join(sorted({v.lower() for v in values})) + "\x00"
 
 
 class SearchIndex:
-    """Everything a query needs, lower-cased and split once."""
+    """Every searchable field of every feature, lower-cased and laid out for fast scans.
+
+    Each field is one long string (``_Column``); a query word is scored tier by tier, best
+    first, by scanning only the field of that tier, so the cost is a few C-speed scans plus
+    Python work proportional to the number of matches, never to the registry's size.
+    """
 
     def __init__(self, registry: Any) -> None:
-        entries: list[_Entry] = []
+        rows: list[tuple[Feature, str, str, str, str, str, str, str, frozenset[str]]] = []
         for view in _views(registry):
-            view_tags = {t.lower() for t in view.tags}
-            entities = frozenset(e.lower() for e in view.entities)
+            entities = _joined(view.entities)
             owner = (view.owner or "").lower()
+            view_description = view.description.lower()
             for feature in view.features:
                 description = (feature.description or "").lower()
-                entries.append(_Entry(
-                    feature=feature,
-                    ref=feature.ref.lower(),
-                    name=feature.name.lower(),
-                    name_words=_words(feature.name),
-                    view=view.name.lower(),
-                    tags=frozenset({t.lower() for t in feature.tags} | view_tags),
-                    entities=entities,
-                    owner=owner,
-                    description=description,
-                    description_words=frozenset(_WORD.findall(description) + _WORD.findall(view.description.lower())),
+                rows.append((
+                    feature, feature.ref.lower(), feature.name.lower(), view.name.lower(),
+                    _joined((*feature.tags, *view.tags)), entities, owner,
+                    description + " " + view_description,
+                    frozenset(_words(description) + _words(view_description)),
                 ))
-        entries.sort(key=lambda e: e.ref)
-        self.entries: tuple[_Entry, ...] = tuple(entries)
+        rows.sort(key=lambda r: r[1])
+        self.features: tuple[Feature, ...] = tuple(r[0] for r in rows)
+        self.refs = [r[1] for r in rows]
+        self.names = [r[2] for r in rows]
+        self.views = [r[3] for r in rows]
+        self.tags = [r[4] for r in rows]
+        self.entities = [r[5] for r in rows]
+        self.owners = [r[6] for r in rows]
+        self._ref_col = _Column(self.refs)
+        self._name_col = _Column(self.names)
+        self._view_col = _Column(self.views)
+        self._tag_col = _Column(self.tags)
+        self._entity_col = _Column(self.entities)
+        self._owner_col = _Column(self.owners)
+        self.descriptions = [r[7] for r in rows]
+        self.word_sets = [r[8] for r in rows]
+        self._description_col = _Column(self.descriptions)
+        self._exact: dict[str, list[int]] = {}
+        self._words: dict[str, list[int]] = {}
+        for i, r in enumerate(rows):
+            self._exact.setdefault(r[2], []).append(i)
+            self._exact.setdefault(r[1], []).append(i)
+            for word in r[8]:
+                self._words.setdefault(word, []).append(i)
+        self._filter_cache: dict[tuple[str | None, ...], frozenset[int]] = {}
+        self._order_key = [(len(name), ref) for name, ref in zip(self.names, self.refs, strict=True)]
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.features)
+
+    def _tiers(self, term: str) -> list[tuple[float, str, list[int]]]:
+        """The features matching one query word, grouped by score, best tier first.
+
+        A feature appears once, in the best tier it reaches. Lower tiers are not scanned
+        once every feature has been placed.
+        """
+        n = len(self.features)
+        placed = bytearray(n)
+        count = 0
+        tiers: list[tuple[float, str, list[int]]] = []
+        sources = (
+            (100.0, "name", lambda: self._exact.get(term, ())),
+            (80.0, "name", lambda: self._name_col.containing(_SEP + term) + self._ref_col.containing(_SEP + term)),
+            (60.0, "name", lambda: self._name_col.containing(term)),
+            (45.0, "view", lambda: self._view_col.containing(term)),
+            (40.0, "tag", lambda: self._tag_col.containing(f"\x00{term}\x00")),
+            (40.0, "entity", lambda: self._entity_col.containing(f"\x00{term}\x00")),
+            (30.0, "tag", lambda: self._tag_col.containing(f"\x00{term}")),
+            (30.0, "entity", lambda: self._entity_col.containing(f"\x00{term}")),
+            (20.0, "owner", lambda: self._owner_col.containing(term)),
+            (10.0, "description", lambda: self._words.get(term, ())),
+            (5.0, "description", lambda: self._description_col.containing(term)),
+        )
+        for score, where, find in sources:
+            if count == n:
+                break
+            fresh = []
+            for i in find():
+                if not placed[i]:
+                    placed[i] = 1
+                    fresh.append(i)
+            if fresh:
+                count += len(fresh)
+                tiers.append((score, where, fresh))
+        return tiers
+
+    def _filtered(self, entity: str | None, tag: str | None, owner: str | None, view: str | None) -> frozenset[int] | None:
+        if entity is None and tag is None and owner is None and view is None:
+            return None
+        key = (entity, tag, owner, view)
+        cached = self._filter_cache.get(key)
+        if cached is not None:
+            return cached
+        entity_k = f"\x00{entity}\x00" if entity else None
+        tag_k = f"\x00{tag}\x00" if tag else None
+        out = frozenset(
+            i for i in range(len(self.features))
+            if (entity_k is None or entity_k in self.entities[i])
+            and (tag_k is None or tag_k in self.tags[i])
+            and (owner is None or owner == self.owners[i])
+            and (view is None or view == self.views[i])
+        )
+        if len(self._filter_cache) > 256:
+            self._filter_cache.clear()
+        self._filter_cache[key] = out
+        return out
 
     def search(
         self,
@@ -101,75 +206,109 @@ class SearchIndex:
         view: str | None = None,
         limit: int | None = 50,
     ) -> list[SearchHit]:
-        terms = _terms(text)
-        entity_f = entity.lower() if entity else None
-        tag_f = tag.lower() if tag else None
-        owner_f = owner.lower() if owner else None
-        view_f = view.lower() if view else None
-        phrase = " ".join(terms)
-        hits: list[SearchHit] = []
-        for entry in self.entries:
-            if entity_f is not None and entity_f not in entry.entities:
-                continue
-            if tag_f is not None and tag_f not in entry.tags:
-                continue
-            if owner_f is not None and owner_f != entry.owner:
-                continue
-            if view_f is not None and view_f != entry.view:
-                continue
-            if not terms:
-                hits.append(SearchHit(entry.feature, 0.0, ()))
-                continue
-            total = 0.0
-            matched: list[str] = []
-            for term in terms:
-                score, where = _score_term(entry, term)
-                if not score:
-                    break
-                total += score
-                if where not in matched:
-                    matched.append(where)
-            else:
-                if len(terms) > 1 and (phrase.replace(" ", "_") in entry.name or phrase in entry.description):
-                    total += 15  # the words appear together, in order
-                hits.append(SearchHit(entry.feature, total, tuple(matched)))
-        if terms:
-            hits.sort(key=lambda h: (-h.score, len(h.feature.name), h.feature.ref))
-        return hits if limit is None else hits[:limit]
+        return self.search_with_total(text, entity=entity, tag=tag, owner=owner, view=view, limit=limit)[0]
 
+    def search_with_total(
+        self,
+        text: str = "",
+        *,
+        entity: str | None = None,
+        tag: str | None = None,
+        owner: str | None = None,
+        view: str | None = None,
+        limit: int | None = 50,
+    ) -> tuple[list[SearchHit], int]:
+        """The best ``limit`` hits and how many features matched in all."""
+        terms = list(dict.fromkeys(_terms(text)))
+        allowed = self._filtered(*(v.lower() if v else None for v in (entity, tag, owner, view)))
+        if not terms:
+            chosen = range(len(self.features)) if allowed is None else sorted(allowed)
+            picked = chosen if limit is None else chosen[:limit]
+            return [SearchHit(self.features[i], 0.0, ()) for i in picked], len(chosen)
+        order = self._order_key
+        if len(terms) == 1:
+            return self._single(self._tiers(terms[0]), allowed, limit)
+        # Several words: place the rarest word by scanning (tiers), then test the others only
+        # on those candidates, with plain string tests per feature.
+        rarest = min(terms, key=self._frequency)
+        others = [t for t in terms if t is not rarest]
+        phrase = " ".join(terms)
+        snake = phrase.replace(" ", "_")
+        names = self.names
+        scored: list[tuple[float, tuple[int, str], int, tuple[str, ...]]] = []
+        for first_score, first_where, indices in self._tiers(rarest):
+            for i in indices:
+                if allowed is not None and i not in allowed:
+                    continue
+                total = first_score
+                matched = [first_where]
+                for term in others:
+                    score, where = self._score_one(i, term)
+                    if not score:
+                        break
+                    total += score
+                    if where not in matched:
+                        matched.append(where)
+                else:
+                    if snake in names[i] or phrase in self.descriptions[i]:
+                        total += 15  # the words appear together, in order
+                    scored.append((-total, order[i], i, tuple(matched)))
+        best = sorted(scored) if limit is None or limit >= len(scored) else heapq.nsmallest(limit, scored)
+        return [SearchHit(self.features[i], -neg, matched) for neg, _, i, matched in best], len(scored)
+
+    def _frequency(self, term: str) -> int:
+        """How often ``term`` occurs anywhere (C-speed counts): picks the word to scan first."""
+        return sum(col.blob.count(term) for col in (self._name_col, self._view_col, self._tag_col,
+                                                      self._entity_col, self._owner_col, self._description_col))
+
+    def _score_one(self, i: int, term: str) -> tuple[float, str]:
+        """Best score of one word against feature ``i`` (same tiers as ``_tiers``)."""
+        name, ref = self.names[i], self.refs[i]
+        if term == name or term == ref:
+            return 100.0, "name"
+        if name.startswith(term) or ref.startswith(term):
+            return 80.0, "name"
+        if term in name:
+            return 60.0, "name"
+        if term in self.views[i]:
+            return 45.0, "view"
+        tags, entities = self.tags[i], self.entities[i]
+        if f"\x00{term}\x00" in tags:
+            return 40.0, "tag"
+        if f"\x00{term}\x00" in entities:
+            return 40.0, "entity"
+        if f"\x00{term}" in tags:
+            return 30.0, "tag"
+        if f"\x00{term}" in entities:
+            return 30.0, "entity"
+        if term in self.owners[i]:
+            return 20.0, "owner"
+        if term in self.word_sets[i]:
+            return 10.0, "description"
+        if term in self.descriptions[i]:
+            return 5.0, "description"
+        return 0.0, ""
+
+    def _single(self, tiers: list[tuple[float, str, list[int]]], allowed: frozenset[int] | None,
+                limit: int | None) -> tuple[list[SearchHit], int]:
+        """One query word: tiers are already in score order, so only ties need sorting."""
+        order = self._order_key
+        hits: list[SearchHit] = []
+        total = 0
+        for score, where, indices in tiers:
+            if allowed is not None:
+                indices = [i for i in indices if i in allowed]
+            total += len(indices)
+            room = None if limit is None else limit - len(hits)
+            if room is not None and room <= 0:
+                continue
+            chosen = sorted(indices, key=order.__getitem__) if room is None or room >= len(indices) \
+                else heapq.nsmallest(room, indices, key=order.__getitem__)
+            hits.extend(SearchHit(self.features[i], score, (where,)) for i in chosen)
+        return hits, total
 
 def _terms(text: str) -> list[str]:
-    return [t for t in re.split(r"[\s,]+", (text or "").strip().lower()) if t]
-
-
-def _score_term(entry: _Entry, term: str) -> tuple[float, str]:
-    """Best score of one query word against one feature, and where it matched."""
-    name = entry.name
-    if term == name or term == entry.ref:
-        return 100.0, "name"
-    if name.startswith(term) or entry.ref.startswith(term):
-        return 80.0, "name"
-    if term in name or any(w.startswith(term) for w in entry.name_words):
-        return 60.0, "name"
-    if term in entry.view:
-        return 45.0, "view"
-    if term in entry.tags:
-        return 40.0, "tag"
-    if term in entry.entities:
-        return 40.0, "entity"
-    for tag in entry.tags:
-        if tag.startswith(term):
-            return 30.0, "tag"
-    for ent in entry.entities:
-        if ent.startswith(term):
-            return 30.0, "entity"
-    if entry.owner and term in entry.owner:
-        return 20.0, "owner"
-    if term in entry.description_words:
-        return 10.0, "description"
-    if term in entry.description:
-        return 5.0, "description"
-    return 0.0, ""
+    return [t for t in re.split(r"[\s,\x00-\x02]+", (text or "").strip().lower()) if t]
 
 
 def _views(registry: Any) -> list[Any]:

@@ -19,7 +19,7 @@ from feature_layer.errors import FeatureLayerError
 from feature_layer.registry import column_lineage as column_lineage_mod
 from feature_layer.registry.declarations import close_matches
 from feature_layer.registry.model import Feature, FeatureView
-from feature_layer.registry.search import search
+from feature_layer.registry.search import index_for
 from feature_layer.server import payloads
 from feature_layer.server.requests import (
     int_param,
@@ -87,15 +87,15 @@ async def list_features(request: Request) -> Response:
                               fix="GET /v1/catalog lists the feature views.")
     limit = int_param(params, "limit", 50, 1, limits.max_results)
     start = time.perf_counter()
-    hits = search(registry, params.get("q", ""), entity=params.get("entity"), tag=params.get("tag"),
-                  owner=params.get("owner"), view=params.get("view"), limit=None)
+    hits, total = index_for(registry).search_with_total(
+        params.get("q", ""), entity=params.get("entity"), tag=params.get("tag"), owner=params.get("owner"),
+        view=params.get("view"), limit=limit)
     took_ms = (time.perf_counter() - start) * 1000
     return _json({
         "query": params.get("q", ""),
-        "total": len(hits),
+        "total": total,
         "took_ms": round(took_ms, 3),
-        "features": [payloads.feature_summary(registry, h.feature, score=h.score, matched=h.matched)
-                     for h in hits[:limit]],
+        "features": [payloads.feature_summary(registry, h.feature, score=h.score, matched=h.matched) for h in hits],
     })
 
 
