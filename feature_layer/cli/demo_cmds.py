@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from feature_layer.cli.base import Context, handle_errors, main, render_table
+from feature_layer.durations import format_duration
 
 DEMO_SERVICE = "fraud_model_v1"
 
@@ -65,7 +66,7 @@ def demo(ctx: Context, rows: int, skip_dbt: bool) -> None:
     click.echo(", ".join(f"{v} {k.replace('_', ' ')}" for k, v in summary.items()))
     render_table(
         ["feature view", "entities", "features", "ttl", "owner"],
-        [(v.name, ", ".join(v.entities), len(v.features), str(v.ttl or "-"), v.owner or "-")
+        [(v.name, ", ".join(v.entities), len(v.features), format_duration(v.ttl) if v.ttl else "-", v.owner or "-")
          for v in sorted(registry.views.values(), key=lambda v: v.name)],
     )
     hits = registry.search("amount")[:5]
@@ -76,14 +77,19 @@ def demo(ctx: Context, rows: int, skip_dbt: bool) -> None:
     engine = store.offline_engine()
     labels = engine.fetch_arrow(_labels_query(store))
     start = time.perf_counter()
-    training = store.get_training_set(labels, service=service.name)
+    training = store.get_training_set(labels, service=service.name, full_feature_names=True,
+                                      timestamp_column="occurred_at")
     table = training.to_arrow()
     click.echo(f"{table.num_rows:,} rows x {table.num_columns} columns in {time.perf_counter() - start:.2f}s")
     click.echo(table.slice(0, 5).to_pandas().to_string(max_cols=10, max_colwidth=18))
 
     _step(f"Materializing online features into {store.settings.online_store.type}")
     result = store.materialize(progress=True)
-    click.echo(str(result))
+    render_table(
+        ["feature view", "entities", "written", "kept newer", "expired (ttl)", "seconds"],
+        [(v.view, f"{v.entities:,}", f"{v.rows_written:,}", f"{v.kept_newer:,}", f"{v.expired:,}", f"{v.seconds:.2f}")
+         for v in result.views],
+    )
     users = labels.column("user_id").unique().slice(0, 3).to_pylist()
     merchants = labels.column("merchant_id").unique().slice(0, 3).to_pylist()
     rows_in = [{"user_id": u, "merchant_id": m} for u, m in zip(users, merchants, strict=False)]

@@ -34,6 +34,7 @@ from feature_layer.registry.model import FeatureView
 VERSION = 1
 KEY_VERSION = b"fl1"
 HEADER = struct.Struct("<Bqq")  # version, event_us, created_us
+NULL_CREATED = -(2**62)  # created_us stored for a NULL created-at
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EPOCH_DATE = date(1970, 1, 1)
 
@@ -289,7 +290,8 @@ def encode_batch(
     n = batch.num_rows
     created_us = time_column_micros(batch.column(created_column)) if created_column else event_us
     if created_column is not None:
-        created_us = np.where(created_us == np.iinfo(np.int64).min, event_us, created_us)
+        # A NULL created-at loses every tie, as ``ORDER BY created DESC NULLS LAST`` says.
+        created_us = np.where(created_us == np.iinfo(np.int64).min, NULL_CREATED, created_us)
 
     rows = np.zeros(n, dtype=layout.fixed_dtype)
     rows["__v"] = VERSION

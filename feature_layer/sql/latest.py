@@ -80,8 +80,13 @@ def new_rows_filter(
     if watermark is None:
         return cond
     newer = exp.GT(this=event.copy(), expression=_ts(watermark.event_time))
-    if view.created_at and watermark.created_at is not None:
-        later = exp.GT(this=_col(view.created_at), expression=_ts(watermark.created_at))
+    if view.created_at:
+        # No created-at seen yet (the last run read no rows): any row with one is new.
+        later = (
+            exp.GT(this=_col(view.created_at), expression=_ts(watermark.created_at))
+            if watermark.created_at is not None
+            else _col(view.created_at).is_(exp.null()).not_()
+        )
         newer = exp.or_(newer, later)
     return exp.and_(cond, exp.paren(newer))
 
@@ -163,7 +168,7 @@ def _latest_by_window(
     outer_cols = [*view.join_keys, EVENT_ALIAS, CREATED_ALIAS, *(f.name for f in view.features)]
     return (
         exp.select(*[_col(c, "latest") for c in outer_cols])
-        .from_(exp.alias_(exp.paren(inner), "latest", table=True))
+        .from_(inner.subquery("latest"))
         .where(exp.EQ(this=_col(_RANK, "latest"), expression=exp.Literal.number(1)))
     )
 

@@ -1,0 +1,66 @@
+"""StateStore: durable watermarks, leases that exclude a second run, statistics."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from feature_layer.errors import MaterializationConflictError
+from feature_layer.sql.latest import Watermark
+from feature_layer.state import StateStore
+
+T = datetime(2025, 3, 1, 12, 30, tzinfo=timezone.utc)
+
+
+def test_watermark_survives_reopening_and_is_scoped_to_the_layout(tmp_path: Path) -> None:
+    with StateStore(tmp_path / "s.sqlite") as state:
+        assert state.watermark("v") is None and state.last_materialized("v") is None
+        state.set_watermark("v", Watermark(T, T.replace(hour=13)), layout="abcd", rows_written=5, entities=7)
+    with StateStore(tmp_path / "s.sqlite") as state:
+        assert state.watermark("v") == Watermark(T, T.replace(hour=13))
+        assert state.watermark("v", layout="other") is None
+        event_time, wall = state.last_materialized("v")
+        assert event_time == T and (datetime.now(timezone.utc) - wall).total_seconds() < 60
+        assert state.view_state("v").rows_written == 5
+
+
+def test_second_lease_on_a_view_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    a, b = StateStore(tmp_path / "s.sqlite"), StateStore(tmp_path / "s.sqlite")
+    lease = a.acquire_lease("v")
+    with pytest.raises(MaterializationConflictError, match="already being materialized") as info:
+        b.acquire_lease("v")
+    assert "To fix this, wait" in str(info.value)
+    b.acquire_lease("other_view")  # other views are independent
+    a.release_lease(lease)
+    b.release_lease(b.acquire_lease("v"))
+
+
+def test_expired_lease_can_be_taken_over(tmp_path: Path) -> None:
+    state = StateStore(tmp_path / "s.sqlite")
+    state.acquire_lease("v", seconds=-1)
+    state.acquire_lease("v")
+
+
+def _hold_lease(path: str) -> None:
+    StateStore(path).acquire_lease("v", seconds=3600)
+    os._exit(0)  # die holding it, like a crashed run
+
+
+def test_lease_of_a_dead_process_on_this_host_is_reclaimed(tmp_path: Path) -> None:
+    proc = multiprocessing.get_context("fork").Process(target=_hold_lease, args=(str(tmp_path / "s.sqlite"),))
+    proc.start()
+    proc.join(10)
+    StateStore(tmp_path / "s.sqlite").acquire_lease("v")
+
+
+def test_statistics_round_trip(tmp_path: Path) -> None:
+    state = StateStore(tmp_path / "s.sqlite")
+    assert state.get_statistics("v.a") is None
+    state.save_statistics("v.a", {"null_pct": 1.5, "histogram": {"counts": [1, 2]}})
+    state.save_many_statistics({"v.b": {"distinct": 3}, "v.a": {"null_pct": 0.0}})
+    assert state.get_statistics("v.a") == {"null_pct": 0.0}
+    assert state.get_statistics("v.b") == {"distinct": 3}
