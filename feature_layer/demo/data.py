@@ -259,7 +259,7 @@ SCHEMAS = {
 
 
 def _writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
-    # no statistics on write time, no dictionary surprises: stable bytes for a stable input
+    # nothing time- or host-dependent is written: the same input gives the same bytes
     return pq.ParquetWriter(path, schema, compression="zstd", write_statistics=True)
 
 
