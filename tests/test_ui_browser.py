@@ -1,0 +1,149 @@
+"""The web UI in headless Chromium (Debian's, through Playwright): search, feature page, copy.
+
+A missing Chromium fails these tests with the install command; they never skip.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+import pytest
+from server_helpers import FakeStore, LiveServer, launch_chromium
+
+from feature_layer.server.app import create_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
+
+
+@pytest.fixture(scope="module")
+def server():
+    store = FakeStore()
+    with LiveServer(create_app(store, reload_interval=None)) as live:
+        live.store = store
+        yield live
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+    page = context.new_page()
+    problems: list[str] = []
+    foreign: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    # API 4xx answers are part of the UI's flow (shown to the user); a failing asset is not
+    page.on("console", lambda m: problems.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+    page.on("response", lambda r: problems.append(f"{r.status} {r.url}")
+            if r.status >= 400 and "/v1/" not in r.url else None)
+
+    def only_local(route):
+        host = urlparse(route.request.url).hostname
+        if route.request.url.startswith(("data:", "blob:")) or host == "127.0.0.1":
+            route.continue_()
+        else:  # the UI must work offline: no CDN, no fonts, no analytics
+            foreign.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    yield page
+    context.close()
+    assert not problems, problems
+    assert not foreign, foreign
+
+
+def wait_for_names(page, names: list[str]) -> None:
+    """Wait until the result list shows exactly ``names`` (in order)."""
+    page.wait_for_function(
+        "expected => JSON.stringify([...document.querySelectorAll('#results .r-name')].map(e => e.innerText))"
+        " === JSON.stringify(expected)", arg=names)
+
+
+def test_search_as_you_type_ranks_and_filters(page, server):
+    page.goto(server.url + "/")
+    page.wait_for_selector("#results .result")
+    assert page.locator("#results .result").count() == 5
+    page.locator("#q").press_sequentially("amou", delay=20)
+    wait_for_names(page, ["amount_sum_7d", "avg_amount_7d"])  # name prefix first, then a word inside a name
+    assert page.locator("#results mark").first.inner_text().lower() == "amou"
+    page.fill("#q", "velocity")
+    wait_for_names(page, ["txn_count_7d", "amount_sum_7d"])  # tag matches
+    assert page.locator("#results .why").first.inner_text().lower() == "tag"
+    page.fill("#q", "")
+    page.select_option("#filter-entity", "merchant")
+    wait_for_names(page, ["chargeback_rate", "foreign_share"])
+    page.select_option("#filter-tag", "spend")
+    page.wait_for_selector("#results .empty")
+    page.select_option("#filter-entity", "")
+    wait_for_names(page, ["amount_sum_7d", "avg_amount_7d"])
+    assert "2 features" in page.locator("#count").inner_text()
+
+
+def test_open_a_feature_and_see_lineage_statistics_and_freshness(page, server):
+    page.goto(server.url + "/")
+    page.fill("#q", "amount sum")
+    page.wait_for_function("document.querySelector('#results .r-name')?.innerText === 'amount_sum_7d'")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#feature-title")
+    assert page.locator("#feature-title").inner_text() == "amount_sum_7d"
+    assert "Total amount spent" in page.locator(".lead").inner_text()
+    # column-level lineage as inline SVG: raw column → staging → feature → ML model
+    page.wait_for_selector("#lineage[data-loaded] svg.lineage")
+    svg = page.locator("#lineage svg.lineage")
+    assert svg.locator('[data-node-id="source.fraud.raw.transactions:amount"]').count() == 1
+    assert svg.locator('[data-node-id="model.fraud.stg_transactions:amount"]').count() == 1
+    assert svg.locator(".lin-row.root").text_content().strip().startswith("ƒ amount_sum_7d")
+    assert svg.locator('[data-unique-id="exposure.fraud.fraud_model_v1"]').count() == 1
+    assert svg.locator("path.lin-edge").count() == 3
+    # statistics computed on demand in the warehouse, with a histogram
+    page.wait_for_selector("#stats[data-loaded] svg.histogram")
+    stats = page.locator("#stats .stats-grid").inner_text()
+    assert "442.3" in stats and "2,000" in stats and "0%" in stats
+    assert page.locator("#stats svg.histogram rect").count() == 20
+    # freshness and highlighted SQL
+    assert "stale" in page.locator(".fresh-big").inner_text()
+    assert page.locator("#sql .tk-kw").count() > 5
+    page.click(".tab[data-sql=raw]")
+    assert "{{ ref('stg_transactions') }}" in page.locator("#sql").inner_text()
+
+
+def test_copy_the_python_snippet(page, server):
+    page.goto(server.url + "/#/feature/merchant_risk.chargeback_rate")
+    page.wait_for_selector("#copy-snippet")
+    page.click("#copy-snippet")
+    page.wait_for_function("document.getElementById('copy-snippet').innerText.startsWith('Copied')")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert 'features=["merchant_risk.chargeback_rate"]' in copied
+    assert 'entity_rows=[{"merchant_id": 1001}]' in copied
+    compile(copied, "snippet", "exec")
+
+
+def test_entity_and_feature_view_pages(page, server):
+    page.goto(server.url + "/#/entity/user")
+    page.wait_for_selector("#entity-title")
+    assert "user_id" in page.locator(".head-pills").inner_text()
+    page.click("text=user_txn_features >> nth=0")
+    page.wait_for_selector("#view-title")
+    assert page.locator("#view-title").inner_text() == "user_txn_features"
+    assert page.locator(".table tbody tr").count() == 3
+    assert "fraud_model_v1" in page.locator(".meta-grid").inner_text()
+    page.click("text=user_txn_features.txn_count_7d")
+    page.wait_for_selector("#feature-title")
+    assert page.locator("#feature-title").inner_text() == "txn_count_7d"
+
+
+def test_unknown_feature_page_explains_the_fix(page, server):
+    page.goto(server.url + "/#/feature/user_txn_features.amount_sum_7")
+    page.wait_for_selector(".error")
+    assert "Did you mean 'amount_sum_7d'" in page.locator(".error").inner_text()
