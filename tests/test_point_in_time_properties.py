@@ -1,0 +1,178 @@
+"""Property tests: every formulation on every engine equals the brute-force reference.
+
+Random feature tables and entity rows drawn from tiny domains, so ties on event time and on
+created-at, null keys, null created-at and null feature values, exact TTL boundaries,
+composite keys, duplicate entity rows and empty inputs all occur often.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from feature_layer.offline.training_set import build_training_set
+from tests.offline_helpers import (
+    ViewData,
+    duckdb_engine,
+    load_table,
+    make_view,
+    postgres_engine,
+    reference_training_set,
+)
+
+BASE = datetime(2025, 3, 1)
+SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    database=None,
+)
+
+hours = st.integers(min_value=0, max_value=4).map(lambda h: BASE + timedelta(hours=h))
+entity_times = st.tuples(st.integers(0, 6), st.sampled_from([0, 0, 30])).map(
+    lambda t: BASE + timedelta(hours=t[0], minutes=t[1])
+)
+created = st.one_of(st.none(), st.integers(0, 1).map(lambda m: BASE + timedelta(minutes=m)))
+user_ids = st.integers(min_value=1, max_value=2)
+regions = st.sampled_from(["a", "B"])
+amounts = st.one_of(st.none(), st.integers(-1, 1).map(float))
+names = st.one_of(st.none(), st.sampled_from(["", "x", "y", "Z"]))
+counts = st.one_of(st.none(), st.integers(0, 2))
+ttls = st.sampled_from([None, timedelta(hours=1), timedelta(hours=1), timedelta(hours=2), timedelta(minutes=30)])
+
+ACTIVITY = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("region", pa.string()),
+        ("event_ts", pa.timestamp("us")),
+        ("created_ts", pa.timestamp("us")),
+        ("amount", pa.float64()),
+        ("name", pa.string()),
+    ]
+)
+PROFILE = pa.schema(
+    [("user_id", pa.int64()), ("event_ts", pa.timestamp("us")), ("created_ts", pa.timestamp("us")), ("n", pa.int64())]
+)
+ENTITIES = pa.schema(
+    [("user_id", pa.int64()), ("region", pa.string()), ("event_timestamp", pa.timestamp("us")), ("label", pa.int64())]
+)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> dict:
+    composite = draw(st.booleans())
+    # A few (keys, event time) points, each shared by several rows: ties are the common case.
+    points = draw(
+        st.lists(st.tuples(st.one_of(user_ids, user_ids, st.none()), regions, st.one_of(hours, hours, st.none())),
+                 min_size=1, max_size=4)
+    )
+    size = draw(st.integers(0, 16))
+    activity = [
+        {"user_id": u, "region": r, "event_ts": e, "created_ts": c, "amount": a, "name": n}
+        for (u, r, e), c, a, n in draw(
+            st.lists(st.tuples(st.sampled_from(points), created, amounts, names), min_size=size, max_size=size)
+        )
+    ]
+    size = draw(st.integers(0, 6))
+    profile = draw(
+        st.lists(
+            st.fixed_dictionaries({"user_id": user_ids, "event_ts": hours, "created_ts": created, "n": counts}),
+            min_size=size,
+            max_size=size,
+        )
+    )
+    size = draw(st.integers(0, 8))
+    # Entity rows mostly aim at a point, at, just after, or a TTL away from its event time.
+    aims = st.tuples(st.sampled_from(points), st.sampled_from([0, 0, 30, 60, 120, 180]), st.integers(0, 1))
+    entities = []
+    for (u, r, e), offset, label in draw(st.lists(aims, min_size=size, max_size=size)):
+        stray = draw(st.integers(0, 4)) == 0
+        entities.append(
+            {
+                "user_id": draw(st.one_of(user_ids, st.none())) if stray else u,
+                "region": draw(st.one_of(regions, st.none())) if stray else r,
+                "event_timestamp": (e or BASE) + timedelta(minutes=offset) if not stray else draw(entity_times),
+                "label": label,
+            }
+        )
+    if entities and draw(st.booleans()):  # exact duplicate entity rows
+        entities = entities + entities[: draw(st.integers(1, len(entities)))]
+    return {
+        "composite": composite,
+        "activity": activity,
+        "profile": profile,
+        "entities": entities,
+        "ttl_activity": draw(ttls),
+        "ttl_profile": draw(ttls),
+        "with_created": draw(st.booleans()),
+        "full_names": draw(st.booleans()),
+    }
+
+
+def run_scenario(engine, scenario: dict, strategy: str | None) -> None:
+    activity_rel = load_table(engine, "activity", pa.Table.from_pylist(scenario["activity"], schema=ACTIVITY))
+    profile_rel = load_table(engine, "profile", pa.Table.from_pylist(scenario["profile"], schema=PROFILE))
+    keys = ("user_id", "region") if scenario["composite"] else ("user_id",)
+    activity = make_view(
+        "activity",
+        activity_rel,
+        keys=keys,
+        key_types=["int64", "string"][: len(keys)],
+        features=(("amount", "float64"), ("name", "string")),
+        created_at="created_ts" if scenario["with_created"] else None,
+        ttl=scenario["ttl_activity"],
+    )
+    profile = make_view("profile", profile_rel, features=(("n", "int64"),), ttl=scenario["ttl_profile"])
+    requested = [(activity, list(reversed(activity.features))), (profile, list(profile.features))]
+    entity_table = pa.Table.from_pylist(scenario["entities"], schema=ENTITIES)
+    result = build_training_set(
+        engine, entity_table, requested, full_feature_names=scenario["full_names"], strategy=strategy
+    )
+    try:
+        got = result.to_arrow().to_pylist()
+    finally:
+        result.close()
+    expected = reference_training_set(
+        scenario["entities"],
+        [ViewData(activity, scenario["activity"], requested[0][1]), ViewData(profile, scenario["profile"], requested[1][1])],
+        "event_timestamp",
+        full_feature_names=scenario["full_names"],
+    )
+    assert got == expected
+
+
+@pytest.fixture(scope="module")
+def duck():
+    engine = duckdb_engine()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def pg():
+    engine = postgres_engine()
+    yield engine
+    engine.close()
+
+
+@SETTINGS
+@given(scenario=scenarios())
+def test_duckdb_asof_formulation_matches_reference(duck, scenario):
+    run_scenario(duck, scenario, "asof")
+
+
+@SETTINGS
+@given(scenario=scenarios())
+def test_duckdb_window_formulation_matches_reference(duck, scenario):
+    run_scenario(duck, scenario, "window")
+
+
+@pytest.mark.postgres
+@SETTINGS
+@given(scenario=scenarios())
+def test_postgres_window_formulation_matches_reference(pg, scenario):
+    run_scenario(pg, scenario, None)
