@@ -61,7 +61,12 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        """A client with short backoff (redis-py's default waits seconds before giving up)."""
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2,
+                           retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 2))
 
     def start(self) -> RedisServer:
         args = [

@@ -173,6 +173,15 @@ class RedisOnlineStore(OnlineStore):
                 raise self._error("load the write script", exc) from exc
         return self._sha  # type: ignore[return-value]
 
+    def script_loaded(self) -> bool:
+        """Whether the server still has the write script (it forgets it on restart)."""
+        if self._sha is None:
+            return False
+        try:
+            return bool(self.client.script_exists(self._sha)[0])
+        except RedisError as exc:
+            raise self._error("check the write script", exc) from exc
+
     def writer(self, *, ttl_us: int | None) -> Writer:
         return RedisWriter(self, ttl_us)
 
@@ -204,6 +213,13 @@ def _glob_escape(prefix: bytes) -> bytes:
     return bytes(out)
 
 
+def _with_sha(request: list[Any], sha: bytes) -> list[Any]:
+    """The same EVALSHA request naming script ``sha`` (the header holds it at a fixed place)."""
+    head = request[0]
+    start = head.index(b"$40\r\n") + 5
+    return [head[:start] + sha + head[start + 40:], *request[1:]]
+
+
 class RedisWriter(Writer):
     """Sends EVALSHA requests with up to ``window`` of them in flight on one connection."""
 
@@ -212,7 +228,7 @@ class RedisWriter(Writer):
     def __init__(self, store: RedisOnlineStore, ttl_us: int | None) -> None:
         super().__init__(ttl_us)
         self.store = store
-        self.sha = store.script_sha().encode()
+        self.sha = store.script_sha(refresh=not store.script_loaded()).encode()
         self._conn: Any = None
         self._inflight: deque[list[Any]] = deque()
 
@@ -263,9 +279,12 @@ class RedisWriter(Writer):
         try:
             reply = self._connection().read_response()
         except NoScriptError:
-            # Redis restarted (or SCRIPT FLUSH): reload and resend everything unacknowledged.
+            # Redis restarted or ran SCRIPT FLUSH. Only this request failed: the ones behind it
+            # are still in flight and answer for themselves, so reload the script and send this
+            # one again at the back of the queue (order does not matter: writes commute).
+            request = self._inflight.popleft()
             self.sha = self.store.script_sha(refresh=True).encode()
-            self._resend_all(fix_sha=True)
+            self._send(_with_sha(request, self.sha))
             return
         except ResponseError as exc:
             self.abort()
@@ -276,15 +295,12 @@ class RedisWriter(Writer):
         self._inflight.popleft()
         self.counts.add(reply)
 
-    def _resend_all(self, fix_sha: bool = False) -> None:
+    def _resend_all(self) -> None:
         pending = list(self._inflight)
         self._inflight.clear()
         conn = self._connection()
         for request in pending:
-            if fix_sha:
-                head = request[0]
-                old = head.split(b"\r\n")[4]
-                request[0] = head.replace(old, self.sha, 1)
+            request = _with_sha(request, self.sha)
             self._inflight.append(request)
             conn.send_packed_command(request, check_health=False)
 
@@ -296,7 +312,7 @@ class RedisWriter(Writer):
             time.sleep(self.store.backoff.compute(attempt))
             try:
                 self.sha = self.store.script_sha(refresh=True).encode()
-                self._resend_all(fix_sha=True)
+                self._resend_all()
                 return
             except (OnlineStoreError, *_TRANSIENT) as exc:  # noqa: PERF203 - retry loop
                 error = exc.__cause__ if isinstance(exc, OnlineStoreError) and exc.__cause__ else exc
