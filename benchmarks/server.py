@@ -1,0 +1,229 @@
+"""Feature-server benchmark: single-entity ``POST /v1/online-features`` on loopback.
+
+Builds the example project (demo data → ``dbt build`` → ``dbt docs generate`` →
+``materialize``), starts ``feature-layer serve --workers N`` (N = cores) in a subprocess and
+drives it with ``wrk`` (Debian: ``apt-get install wrk``) and a Lua script that POSTs one
+entity row per request, a random user each time. The load generator runs on the same
+machine, so the figures include its CPU. Without wrk, an asyncio httpx load generator is
+used instead (slower itself; the report says which one ran).
+
+    python -m benchmarks.server [--duration 15] [--connections 8,32] [--workers N]
+                                [--online-store redis://127.0.0.1:6379/0] [--out docs/bench_server.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+FEATURES = [
+    "user_profile_features.country",
+    "user_profile_features.is_verified",
+    "user_profile_features.age_at_signup",
+    "user_transaction_features.amount_avg_7d",
+    "user_transaction_features.txn_count_24h",
+]
+USERS = 500
+
+LUA = """
+math.randomseed(os.time())
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local features = '%(features)s'
+request = function()
+  local body = '{"features":' .. features .. ',"entity_rows":[{"user_id":' .. math.random(1, %(users)d) .. '}]}'
+  return wrk.format(nil, "/v1/online-features", nil, body)
+end
+"""
+
+
+def build_project(root: Path, rows: int) -> Path:
+    from feature_layer.client import FeatureStore
+    from feature_layer.dbt.runner import run_dbt
+    from feature_layer.demo.data import generate_demo_data
+
+    for name in ("dbt_project.yml", "profiles.yml"):
+        shutil.copy2(REPO / name, root / name)
+    for name in ("models", "macros"):
+        shutil.copytree(REPO / name, root / name)
+    generate_demo_data(root / "data" / "raw", rows=rows, seed=7)
+    env_backup = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("FEATURE_LAYER_", "DBT_"))}
+    try:
+        run_dbt(["build"], root, target="duckdb", quiet=True)
+        run_dbt(["docs", "generate"], root, target="duckdb", quiet=True)
+    finally:
+        os.environ.update(env_backup)
+    with FeatureStore(root) as store:
+        store.materialize()
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(project: Path, port: int, workers: int, online_store: str | None) -> subprocess.Popen:
+    env = dict(os.environ)
+    if online_store:
+        env["FEATURE_LAYER_ONLINE_STORE"] = online_store
+    cmd = [sys.executable, "-c", "from feature_layer.cli import main; main()", "--project-dir", str(project), "serve", "--port", str(port),
+           "--workers", str(workers), "--log-level", "warning", "--reload-interval", "2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the server did not start within 60 s")
+
+
+def _seconds(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(us|ms|s|m)", value).groups()
+    return float(number) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def run_wrk(url: str, connections: int, threads: int, duration: int, script: Path) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {p: _seconds(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M)}
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p50": lat["50"], "p90": lat["90"], "p99": lat["99"], "requests": total,
+            "non2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(1) if errors else ""}
+
+
+async def _httpx_load(url: str, connections: int, duration: float) -> dict[str, float]:
+    import random
+
+    latencies: list[float] = []
+    bad = 0
+    stop = time.perf_counter() + duration
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
+        async def worker() -> None:
+            nonlocal bad
+            while time.perf_counter() < stop:
+                body = {"features": FEATURES, "entity_rows": [{"user_id": random.randint(1, USERS)}]}
+                start = time.perf_counter()
+                r = await client.post("/v1/online-features", json=body)
+                latencies.append(time.perf_counter() - start)
+                bad += r.status_code != 200
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - t0
+    latencies.sort()
+    q = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))]  # noqa: E731
+    return {"rps": len(latencies) / elapsed, "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "requests": len(latencies),
+            "non2xx": bad, "socket_errors": ""}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=15, help="Seconds per run.")
+    parser.add_argument("--connections", default="8,32", help="Comma-separated concurrent connections per run.")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="uvicorn workers (default: cores).")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads.")
+    parser.add_argument("--rows", type=int, default=20_000, help="Demo transactions to build the project from.")
+    parser.add_argument("--project", type=Path, default=None, help="Reuse a built and materialized project.")
+    parser.add_argument("--online-store", default=None, help="Online store URL (default: the embedded SQLite store).")
+    parser.add_argument("--out", type=Path, default=None, help="Write the markdown report here too.")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_server_"))
+    try:
+        if args.project is None:
+            print("building the example project …", file=sys.stderr)
+            project = build_project(tmp, args.rows)
+            if args.online_store:
+                from feature_layer.client import FeatureStore
+
+                with FeatureStore(project, online_store=args.online_store) as store:
+                    store.materialize()
+        else:
+            project = args.project
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = start_server(project, port, args.workers, args.online_store)
+        try:
+            sample = httpx.post(f"{url}/v1/online-features",
+                                json={"features": FEATURES, "entity_rows": [{"user_id": 7}]}).json()
+            use_wrk = shutil.which("wrk") is not None
+            script = tmp / "post.lua"
+            script.write_text(LUA % {"features": json.dumps(FEATURES), "users": USERS})
+            results = []
+            for connections in [int(c) for c in args.connections.split(",")]:
+                if use_wrk:
+                    run_wrk(url, connections, args.threads, 2, script)  # warm-up
+                    result = run_wrk(url, connections, args.threads, args.duration, script)
+                else:
+                    asyncio.run(_httpx_load(url, connections, 2))
+                    result = asyncio.run(_httpx_load(url, connections, args.duration))
+                results.append((connections, result))
+                print(f"{connections} connections: {result}", file=sys.stderr)
+            metrics = httpx.get(f"{url}/metrics").text
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    generator = f"wrk {args.threads} thread(s), Lua POST script" if use_wrk else "asyncio httpx client"
+    lines = [
+        "### Feature server: single-entity `POST /v1/online-features`",
+        "",
+        f"`python -m benchmarks.server --duration {args.duration} --connections {args.connections}` — "
+        f"{os.cpu_count()} cores, `feature-layer serve --workers {args.workers}` (uvicorn"
+        f"{', uvloop + httptools' if _has('uvloop') and _has('httptools') else ''}), "
+        f"online store: {args.online_store or 'embedded SQLite'}, load generator on the same machine: {generator}. "
+        f"Each request: {len(FEATURES)} features of 2 feature views for one random user of {USERS}.",
+        "",
+        "| connections | requests/s | p50 ms | p90 ms | p99 ms | requests | non-2xx |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for connections, r in results:
+        lines.append(f"| {connections} | {r['rps']:,.0f} | {r['p50'] * 1000:.2f} | {r['p90'] * 1000:.2f} | "
+                     f"{r['p99'] * 1000:.2f} | {r['requests']:,} | {r['non2xx']} |")
+    lines += ["", f"Targets: ≥ 2,500 requests/s with p99 < 10 ms on 2 cores. "
+              f"Sample response: `{json.dumps(sample)}`"]
+    served = sum(int(float(m)) for m in re.findall(
+        r'feature_layer_http_requests_total\{method="POST",route="/v1/online-features",status="200"\} (\S+)', metrics))
+    lines.append(f"(`/metrics` of the worker that answered the scrape counted {served:,} successful lookups.)")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+if __name__ == "__main__":
+    main()
