@@ -1,0 +1,264 @@
+"""Every clause of the training-set semantics (docs/training_sets.md), on every formulation.
+
+Each test runs on DuckDB with the ASOF formulation, on DuckDB with the portable window
+formulation, and on PostgreSQL (window), with small hand-made tables whose answer is obvious.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from feature_layer.errors import InputError
+from feature_layer.offline.training_set import build_training_set
+from tests.offline_helpers import duckdb_engine, load_table, make_view, postgres_engine
+
+T0 = datetime(2025, 6, 1)
+
+
+def h(hours: float) -> datetime:
+    return T0 + timedelta(hours=hours)
+
+
+FEATURES = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("event_ts", pa.timestamp("us")),
+        ("created_ts", pa.timestamp("us")),
+        ("amount", pa.float64()),
+        ("name", pa.string()),
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def _duck():
+    engine = duckdb_engine()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def _pg():
+    engine = postgres_engine()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(("duckdb", "asof"), id="duckdb-asof"),
+        pytest.param(("duckdb", "window"), id="duckdb-window"),
+        pytest.param(("postgres", None), id="postgres-window", marks=pytest.mark.postgres),
+    ]
+)
+def run(request):
+    """``run(feature_rows, entity_rows, **view_options)`` → list of result dicts."""
+    kind, strategy = request.param
+    engine = request.getfixturevalue("_duck" if kind == "duckdb" else "_pg")
+
+    def _run(feature_rows, entities, *, features=("amount",), ttl=None, created_at="created_ts", keys=("user_id",),
+             schema=FEATURES, extra_views=(), full_feature_names=False, **kwargs):
+        rel = load_table(engine, "features", pa.Table.from_pylist(feature_rows, schema=schema))
+        view = make_view(
+            "activity",
+            rel,
+            keys=keys,
+            key_types=[logical(schema.field(k).type) for k in keys],
+            features=tuple((f.name, logical(f.type)) for f in schema if f.name in {"amount", "name", "n"}),
+            created_at=created_at,
+            ttl=ttl,
+        )
+        requested = [(view, [view.feature(f) for f in features]), *(extra_views(engine) if extra_views else ())]
+        ts = build_training_set(
+            engine, entities, requested, strategy=strategy, full_feature_names=full_feature_names, **kwargs
+        )
+        try:
+            return ts.to_arrow().to_pylist()
+        finally:
+            ts.close()
+
+    _run.engine = engine
+    _run.strategy = strategy
+    return _run
+
+
+def logical(arrow_type: pa.DataType) -> str:
+    from feature_layer.offline.entity import arrow_logical_type
+
+    return arrow_logical_type(arrow_type)
+
+
+def entities(*rows: tuple) -> pa.Table:
+    return pa.Table.from_pylist(
+        [{"user_id": u, "event_timestamp": ts, "label": i} for i, (u, ts) in enumerate(rows)],
+        schema=pa.schema([("user_id", pa.int64()), ("event_timestamp", pa.timestamp("us")), ("label", pa.int64())]),
+    )
+
+
+def amounts(result: list[dict]) -> list:
+    return [r["amount"] for r in result]
+
+
+def row(user_id, event, created=None, amount=None, name=None) -> dict:
+    return {"user_id": user_id, "event_ts": event, "created_ts": created, "amount": amount, "name": name}
+
+
+def test_latest_event_at_or_before_the_timestamp_wins(run):
+    data = [row(1, h(0), amount=1.0), row(1, h(2), amount=2.0), row(1, h(4), amount=4.0)]
+    result = run(data, entities((1, h(1)), (1, h(2)), (1, h(3.5)), (1, h(9))))
+    assert amounts(result) == [1.0, 2.0, 2.0, 4.0]
+
+
+def test_a_training_row_never_sees_its_future(run):
+    data = [row(1, h(5), amount=5.0)]
+    assert amounts(run(data, entities((1, h(4)), (1, h(4.999))))) == [None, None]
+
+
+def test_ttl_boundary_is_inclusive(run):
+    data = [row(1, h(0), amount=1.0)]
+    result = run(
+        data,
+        entities((1, h(2)), (1, h(2) + timedelta(microseconds=1)), (1, h(1))),
+        ttl=timedelta(hours=2),
+    )
+    assert amounts(result) == [1.0, None, 1.0]
+
+
+def test_expired_latest_row_is_not_replaced_by_an_older_one(run):
+    data = [row(1, h(0), amount=0.0), row(1, h(1), amount=1.0)]
+    assert amounts(run(data, entities((1, h(4))), ttl=timedelta(hours=2))) == [None]
+
+
+def test_created_at_breaks_event_time_ties(run):
+    data = [
+        row(1, h(1), created=h(1.2), amount=2.0),
+        row(1, h(1), created=h(1.5), amount=1.0),
+        row(1, h(1), created=h(1.1), amount=3.0),
+    ]
+    assert amounts(run(data, entities((1, h(2))))) == [1.0]
+
+
+def test_null_created_at_counts_as_oldest(run):
+    data = [row(1, h(1), created=None, amount=9.0), row(1, h(1), created=h(1), amount=1.0)]
+    assert amounts(run(data, entities((1, h(2))))) == [1.0]
+
+
+def test_full_ties_go_to_larger_feature_values_nulls_last(run):
+    data = [
+        row(1, h(1), created=h(1), amount=None, name="z"),
+        row(1, h(1), created=h(1), amount=2.0, name="a"),
+        row(1, h(1), created=h(1), amount=2.0, name="b"),
+        row(1, h(1), created=h(1), amount=1.0, name="zz"),
+    ]
+    result = run(data, entities((1, h(2))), features=("name", "amount"))
+    assert [(r["name"], r["amount"]) for r in result] == [("b", 2.0)]
+
+
+def test_string_tie_break_is_bytewise_on_every_engine(run):
+    data = [row(1, h(1), amount=1.0, name="B"), row(1, h(1), amount=1.0, name="a")]
+    assert [r["name"] for r in run(data, entities((1, h(2))), features=("name",))] == ["a"]
+
+
+def test_tie_break_does_not_depend_on_which_features_are_requested(run):
+    data = [row(1, h(1), amount=1.0, name="late"), row(1, h(1), amount=2.0, name="early")]
+    assert [r["name"] for r in run(data, entities((1, h(2))), features=("name",))] == ["early"]
+
+
+def test_no_match_gives_null(run):
+    data = [row(1, h(1), amount=1.0)]
+    assert amounts(run(data, entities((2, h(5)), (1, h(0))))) == [None, None]
+
+
+def test_null_entity_key_keeps_the_row_with_null_features(run):
+    data = [row(1, h(1), amount=1.0), row(None, h(1), amount=7.0)]
+    result = run(data, entities((None, h(5)), (1, h(5))))
+    assert [(r["user_id"], r["label"], r["amount"]) for r in result] == [(None, 0, None), (1, 1, 1.0)]
+
+
+def test_feature_rows_with_null_event_time_never_match(run):
+    data = [row(1, None, amount=5.0)]
+    assert amounts(run(data, entities((1, h(5))))) == [None]
+
+
+def test_every_entity_row_comes_back_once_in_input_order_with_labels(run):
+    data = [row(u, h(t), amount=float(10 * u + t)) for u in (1, 2, 3) for t in range(5)]
+    order = [(3, h(4)), (1, h(0.5)), (2, h(9)), (1, h(0.5)), (3, h(4)), (1, h(-1)), (2, h(1))]
+    result = run(data, entities(*order))
+    assert [(r["user_id"], r["event_timestamp"], r["label"]) for r in result] == [
+        (u, ts, i) for i, (u, ts) in enumerate(order)
+    ]
+    assert amounts(result) == [34.0, 10.0, 24.0, 10.0, 34.0, None, 21.0]
+
+
+def test_composite_keys_must_all_match(run):
+    schema = pa.schema(
+        [("user_id", pa.int64()), ("region", pa.string()), ("event_ts", pa.timestamp("us")),
+         ("created_ts", pa.timestamp("us")), ("amount", pa.float64())]
+    )
+    data = [
+        {"user_id": 1, "region": "eu", "event_ts": h(1), "created_ts": None, "amount": 1.0},
+        {"user_id": 1, "region": "us", "event_ts": h(2), "created_ts": None, "amount": 2.0},
+    ]
+    ents = pa.Table.from_pylist(
+        [{"user_id": 1, "region": "eu", "event_timestamp": h(3)}, {"user_id": 1, "region": "xx", "event_timestamp": h(3)}]
+    )
+    assert amounts(run(data, ents, keys=("user_id", "region"), schema=schema)) == [1.0, None]
+
+
+def test_view_without_created_at_still_resolves_ties_deterministically(run):
+    data = [row(1, h(1), amount=1.0), row(1, h(1), amount=3.0), row(1, h(1), amount=2.0)]
+    assert amounts(run(data, entities((1, h(1))), created_at=None)) == [3.0]
+
+
+def test_naive_timestamps_are_utc_and_aware_ones_are_converted(run):
+    data = [row(1, h(0), amount=0.0), row(1, h(1), amount=1.0), row(1, h(2), amount=2.0)]
+    paris = ZoneInfo("Europe/Paris")  # UTC+2 in June
+    frame = pd.DataFrame(
+        {
+            "user_id": [1, 1],
+            "event_timestamp": pd.to_datetime([h(1.5).replace(tzinfo=timezone.utc), h(1.5).replace(tzinfo=timezone.utc)])
+            .tz_convert(paris),
+        }
+    )
+    result = run(data, frame)
+    assert amounts(result) == [1.0, 1.0]
+    assert result[0]["event_timestamp"] == h(1.5)  # returned as naive UTC
+    naive = pd.DataFrame({"user_id": [1], "event_timestamp": [h(2)]})
+    assert amounts(run(data, naive)) == [2.0]
+
+
+def test_empty_entity_dataframe_gives_an_empty_typed_result(run):
+    result = run([row(1, h(1), amount=1.0)], entities())
+    assert result == []
+
+
+def test_empty_feature_table_gives_nulls(run):
+    assert amounts(run([], entities((1, h(1)), (2, h(2))))) == [None, None]
+
+
+def test_a_second_view_with_the_same_feature_name_needs_full_feature_names(run):
+    engine = run.engine
+
+    def other(engine_=engine):
+        rel = load_table(engine_, "other", pa.Table.from_pylist([row(1, h(0), amount=100.0)], schema=FEATURES))
+        view = make_view("other", rel, features=(("amount", "float64"),))
+        return [(view, list(view.features))]
+
+    data = [row(1, h(1), amount=1.0)]
+    with pytest.raises(InputError) as info:
+        run(data, entities((1, h(2))), extra_views=lambda e: other())
+    assert "'amount' would come from both feature activity.amount and feature other.amount" in str(info.value)
+    assert "full_feature_names=True" in str(info.value)
+    result = run(data, entities((1, h(2))), extra_views=lambda e: other(), full_feature_names=True)
+    assert [(r["activity__amount"], r["other__amount"]) for r in result] == [(1.0, 100.0)]
+
+
+def test_feature_name_clashing_with_an_entity_column_is_an_error(run):
+    frame = pd.DataFrame({"user_id": [1], "event_timestamp": [h(2)], "amount": [3.0]})
+    with pytest.raises(InputError, match="'amount' would come from both the entity dataframe and feature activity.amount"):
+        run([row(1, h(1), amount=1.0)], frame)
