@@ -286,3 +286,55 @@ def test_registry_reloads_when_the_manifest_changes_without_dropping_requests(tm
             t.join()
     assert holder.reloads == 2
     assert len(statuses) > 50 and not failures, failures[:3]
+
+
+# -- the example project, built by dbt and materialized -------------------------------------
+
+def test_example_project_served_end_to_end_with_reload(built_example_project: Path, tmp_path: Path):
+    import shutil
+
+    from feature_layer import FeatureStore
+
+    project = tmp_path / "project"
+    shutil.copytree(built_example_project, project, ignore=shutil.ignore_patterns(".feature_layer", "logs"))
+    store = FeatureStore(project)
+    store.materialize(select=["user_profile_features", "user_transaction_features"])
+    refs = ["user_profile_features.country", "user_profile_features.age_at_signup", "user_transaction_features.amount"]
+    rows = [{"user_id": 7}, {"user_id": 8}]
+    expected = store.get_online_features(features=refs, entity_rows=rows).to_dict()
+    app = create_app(store, reload_interval=0.05)
+    try:
+        with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+            response = http.post("/v1/online-features", json={"features": refs, "entity_rows": rows})
+            assert response.status_code == 200, response.text
+            assert response.json() == json.loads(json.dumps(expected, default=str))
+            assert response.json()["country"][0] is not None
+            # statistics written at materialization, shown as stored
+            stats = http.get("/v1/features/user_transaction_features.amount/statistics").json()["statistics"]
+            assert stats["source"] == "materialization" and stats["histogram_kind"] == "bins"
+            assert sum(b["count"] for b in stats["histogram"]) == stats["rows"] * (1 - stats["null_pct"] / 100)
+            # a view never materialized: statistics computed on demand in DuckDB, then stored
+            stats = http.get("/v1/features/merchant_risk_features.chargeback_rate_30d/statistics").json()["statistics"]
+            assert stats["source"] == "on-demand" and stats["rows"] > 0
+            assert store.state.get_statistics("merchant_risk_features.chargeback_rate_30d")["rows"] == stats["rows"]
+            feature = http.get("/v1/features/user_transaction_features.amount").json()
+            assert feature["freshness"]["status"] in ("fresh", "stale") and feature["freshness"]["last_event_time"]
+            lineage = http.get("/v1/lineage/user_transaction_features.amount").json()
+            assert "source.feature_layer.raw.transactions:amount" in {n["id"] for n in lineage["nodes"]}
+            assert 'feature_layer_feature_view_freshness_lag_seconds{view="user_profile_features"}' in http.get("/metrics").text
+            # dbt rewrites the manifest: the server picks the change up while serving
+            manifest = project / "target" / "manifest.json"
+            raw = json.loads(manifest.read_text())
+            uid = next(u for u, n in raw["nodes"].items() if n.get("name") == "user_profile_features")
+            column = raw["nodes"][uid]["columns"].setdefault("country", {"name": "country", "meta": {}, "tags": []})
+            column["description"] = "Country of residence (reloaded)."
+            (project / "target" / "manifest.tmp").write_text(json.dumps(raw))
+            (project / "target" / "manifest.tmp").replace(manifest)
+            deadline = time.monotonic() + 10
+            while http.get("/v1/features/user_profile_features.country").json()["description"] != "Country of residence (reloaded).":
+                assert time.monotonic() < deadline, "the registry was not reloaded"
+                assert http.post("/v1/online-features", json={"features": refs, "entity_rows": rows}).status_code == 200
+                time.sleep(0.05)
+            assert http.get("/healthz").json()["reloads"] == 1
+    finally:
+        store.close()
