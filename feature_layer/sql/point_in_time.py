@@ -156,8 +156,14 @@ def plan_outputs(
 # ----------------------------------------------------------------------------- 2. spine
 
 
-def build_spine(spine: EntitySpine) -> exp.Select:
-    """Entity rows plus their input position and their timestamp as naive UTC."""
+def build_spine(spine: EntitySpine, *, stable_numbering: bool = False) -> exp.Select:
+    """Entity rows plus their input position and their timestamp as naive UTC.
+
+    Without a row-number column, rows are numbered in the warehouse's scan order. Where the
+    spine CTE cannot be materialized (it may then be evaluated once per reference),
+    ``stable_numbering`` numbers rows in the order of all their columns instead: identical
+    rows may swap numbers, which changes nothing in the result.
+    """
     source = spine.source
     if isinstance(source, exp.Query):
         source = source.subquery("src")
@@ -167,7 +173,11 @@ def build_spine(spine: EntitySpine) -> exp.Select:
     projections: list[exp.Expression] = [exp.Column(this=exp.Star(), table=ident("src"))]
     projections.append(exp.alias_(exp.cast(col(spine.timestamp, "src"), exp.DataType.build("TIMESTAMP")), TS, quoted=True))
     if spine.row_number is None:
-        projections.append(exp.alias_(exp.Window(this=exp.RowNumber()), ROW, quoted=True))
+        order = None
+        if stable_numbering:
+            names = spine.columns or (spine.timestamp,)
+            order = exp.Order(expressions=[exp.Ordered(this=col(c, "src"), nulls_first=True) for c in names])
+        projections.append(exp.alias_(exp.Window(this=exp.RowNumber(), order=order), ROW, quoted=True))
     elif spine.row_number != ROW:
         projections.append(exp.alias_(col(spine.row_number, "src"), ROW, quoted=True))
     return exp.select(*projections).from_(source)
@@ -288,10 +298,11 @@ def build_training_set_query(
 
     projections: list[exp.Expression] = [exp.alias_(col(c, "s"), c, quoted=True) for c in entity_columns]
     query = exp.select().from_(exp.Table(this=ident(SPINE), alias=exp.TableAlias(this=ident("s"))))
+    numbered_here = spine.row_number is None and chosen == "window"
     query = query.with_(
         ident(SPINE),
-        as_=build_spine(spine),
-        materialized=True if (spine.row_number is None and chosen == "window" and caps.materialized_cte) else None,
+        as_=build_spine(spine, stable_numbering=numbered_here and not caps.materialized_cte),
+        materialized=True if numbered_here and caps.materialized_cte else None,
     )
 
     for index, out in enumerate(outputs):

@@ -1,0 +1,49 @@
+-- snapshot: tests/test_point_in_time_sql.py::one_view_ttl_created_at [duckdb]
+-- regenerate: FEATURE_LAYER_UPDATE_SNAPSHOTS=1 pytest tests/test_point_in_time_sql.py
+WITH "__fl_spine" AS (
+  SELECT
+    "src".*,
+    CAST("src"."event_timestamp" AS TIMESTAMP) AS "__fl_ts",
+    ROW_NUMBER() OVER () AS "__fl_row"
+  FROM "fl_snapshot"."entities" AS "src"
+), "__fl_v0" AS (
+  SELECT
+    "user_id",
+    "event_ts",
+    "amount",
+    "merchant"
+  FROM (
+    SELECT
+      "f"."user_id",
+      "f"."event_ts",
+      "f"."amount",
+      "f"."merchant",
+      ROW_NUMBER() OVER (
+        PARTITION BY "f"."user_id", "f"."event_ts"
+        ORDER BY "f"."created_ts" DESC, "f"."amount" DESC, "f"."merchant" DESC
+      ) AS "__fl_rank"
+    FROM "fl_snapshot"."user_activity" AS "f"
+    WHERE
+      NOT "f"."user_id" IS NULL AND NOT "f"."event_ts" IS NULL
+  ) AS "ranked"
+  WHERE
+    "__fl_rank" = 1
+)
+SELECT
+  "s"."user_id" AS "user_id",
+  "s"."merchant_id" AS "merchant_id",
+  "s"."event_timestamp" AS "event_timestamp",
+  "s"."label" AS "label",
+  CASE
+    WHEN "v0"."event_ts" >= "s"."__fl_ts" - INTERVAL '30' DAY
+    THEN "v0"."amount"
+  END AS "amount",
+  CASE
+    WHEN "v0"."event_ts" >= "s"."__fl_ts" - INTERVAL '30' DAY
+    THEN "v0"."merchant"
+  END AS "merchant"
+FROM "__fl_spine" AS "s"
+ASOF LEFT JOIN "__fl_v0" AS "v0"
+  ON "s"."user_id" = "v0"."user_id" AND "s"."__fl_ts" >= "v0"."event_ts"
+ORDER BY
+  "s"."__fl_row"
