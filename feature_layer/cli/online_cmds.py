@@ -1,0 +1,130 @@
+"""Online commands: materialize, online-get, online-status."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+from feature_layer.cli.base import Context, echo_json, handle_errors, main, render_table
+from feature_layer.errors import InputError
+
+
+class _Timestamp(click.ParamType):
+    """An ISO-8601 time (``2025-06-01``, ``2025-06-01T12:00:00Z``); naive means UTC."""
+
+    name = "timestamp"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO-8601 time such as 2025-06-01 or 2025-06-01T12:00:00Z", param, ctx)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+TIMESTAMP = _Timestamp()
+
+
+@main.command()
+@click.option("--select", "-s", multiple=True, metavar="VIEW", help="Only these feature views (repeatable).")
+@click.option("--start", type=TIMESTAMP, help="Re-read rows with event time from here (default: the watermark).")
+@click.option("--end", type=TIMESTAMP, help="Latest values as of this time (default: now).")
+@click.option("--full-refresh", is_flag=True, help="Delete the views' online keys and rewrite them from all rows.")
+@click.option("--no-progress", is_flag=True, help="Do not draw the progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+@handle_errors
+def materialize(obj: Context, select: tuple[str, ...], start: datetime | None, end: datetime | None,
+                full_refresh: bool, no_progress: bool, as_json: bool) -> None:
+    """Push the latest feature values per entity into the online store (incremental by default)."""
+    store = obj.store
+    result = store.materialize(list(select) or None, start=start, end=end, full_refresh=full_refresh,
+                               progress=not no_progress and not as_json)
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    rows = [
+        (v.view, "full" if v.full_refresh else f"since {v.incremental_from:%Y-%m-%d %H:%M:%S}", f"{v.entities:,}",
+         f"{v.rows_written:,}", f"{v.kept_newer:,}", f"{v.expired:,}", f"{v.seconds:.2f}",
+         f"{v.watermark:%Y-%m-%d %H:%M:%S}" if v.watermark else "")
+        for v in result.views
+    ]
+    render_table(["view", "read", "entities", "written", "kept newer", "expired", "seconds", "watermark (UTC)"], rows,
+                 title=f"Materialized into {store.online_store().describe()}")
+
+
+def _parse_rows(entities: tuple[str, ...], rows_json: str | None) -> list[dict[str, Any]]:
+    if rows_json:
+        try:
+            rows = json.loads(rows_json)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--rows is not valid JSON: {exc}.", fix="pass e.g. --rows '[{\"user_id\": 1}]'.") from exc
+        if isinstance(rows, dict):
+            rows = [rows]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise InputError("--rows must be a JSON object or a list of objects.", fix="pass e.g. --rows '[{\"user_id\": 1}]'.")
+        return rows
+    if not entities:
+        raise InputError("No entity given.", fix="pass --entity user_id=42 (repeat for composite keys) or --rows JSON.")
+    row: dict[str, Any] = {}
+    for item in entities:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise InputError(f"--entity {item!r} is not KEY=VALUE.", fix="write it as --entity user_id=42.")
+        row[key] = int(value) if value.lstrip("-").isdigit() else value
+    return [row]
+
+
+@main.command("online-get")
+@click.argument("features", nargs=-1)
+@click.option("--service", help="Read the features of this feature service instead.")
+@click.option("--entity", "-e", "entities", multiple=True, metavar="KEY=VALUE", help="A join key value (repeatable).")
+@click.option("--rows", "rows_json", metavar="JSON", help="Entity rows as JSON: an object or a list of objects.")
+@click.option("--event-times", is_flag=True, help="Also show each value's event time.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@handle_errors
+def online_get(obj: Context, features: tuple[str, ...], service: str | None, entities: tuple[str, ...],
+               rows_json: str | None, event_times: bool, as_json: bool) -> None:
+    """Look up online values: feature-layer online-get users.score -e user_id=42."""
+    rows = _parse_rows(entities, rows_json)
+    response = obj.store.get_online_features(list(features) or None, rows, service=service,
+                                             include_event_times=event_times)
+    if as_json:
+        echo_json(response.to_rows())
+        return
+    data = response.to_dict()
+    render_table(list(data), [list(r) for r in zip(*data.values())])
+
+
+@main.command("online-status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@handle_errors
+def online_status(obj: Context, as_json: bool) -> None:
+    """Freshness of every online view: watermark, when it ran, rows written."""
+    store = obj.store
+    out = []
+    for view in store.registry.views.values():
+        if not view.online:
+            continue
+        state = store.state.view_state(view.name)
+        out.append({
+            "view": view.name,
+            "watermark": state.watermark.event_time.isoformat() if state else None,
+            "materialized_at": state.wall_time.isoformat() if state else None,
+            "rows_written": state.rows_written if state else 0,
+            "entities": state.entities if state else 0,
+            "ttl": str(view.ttl) if view.ttl else None,
+        })
+    if as_json:
+        echo_json({"online_store": store.online_store().describe(), "views": out})
+        return
+    render_table(["view", "watermark", "materialized at", "entities", "written", "ttl"],
+                 [(o["view"], o["watermark"] or "never", o["materialized_at"] or "", o["entities"], o["rows_written"],
+                   o["ttl"] or "") for o in out], title=f"Online store {store.online_store().describe()}")

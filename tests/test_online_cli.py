@@ -1,0 +1,120 @@
+"""End to end on the built example project: FeatureStore + CLI, embedded store and Redis."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+
+import pytest
+from click.testing import CliRunner
+
+from feature_layer.cli import main
+from feature_layer.client import FeatureStore
+from feature_layer.online.encoding import to_micros
+from tests.redis_helpers import RedisServer, private_redis, redis_server  # noqa: F401
+
+
+@pytest.fixture
+def project(built_example_project: Path, tmp_path: Path) -> Path:
+    """A private copy of the built project, so online state never leaks between tests."""
+    dest = tmp_path / "project"
+    shutil.copytree(built_example_project, dest, ignore=shutil.ignore_patterns(".feature_layer"))
+    return dest
+
+
+def first_entity_row(store: FeatureStore, view_name: str) -> dict:
+    view = store.registry.view(view_name)
+    cols = ", ".join(f'"{k}"' for k in view.join_keys)
+    rel = ".".join(f'"{p}"' for p in view.relation.parts())
+    row = store.offline_engine().fetch_arrow(f"SELECT {cols} FROM {rel} ORDER BY \"{view.event_time}\" DESC LIMIT 1")
+    return row.to_pylist()[0]
+
+
+def sample_entities(store: FeatureStore, view_name: str, n: int = 25) -> list[dict]:
+    view = store.registry.view(view_name)
+    cols = ", ".join(f'"{k}"' for k in view.join_keys)
+    rel = ".".join(f'"{p}"' for p in view.relation.parts())
+    return store.offline_engine().fetch_arrow(f"SELECT DISTINCT {cols} FROM {rel} ORDER BY {cols} LIMIT {n}").to_pylist()
+
+
+def comparable(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(timezone.utc).replace(tzinfo=None)
+    if isinstance(value, float):
+        return round(value, 9)
+    return value
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_online_lookup_equals_a_training_set_built_now(
+    project: Path, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend == "redis":
+        monkeypatch.setenv("FEATURE_LAYER_ONLINE_STORE", request.getfixturevalue("redis_server").url)
+    store = FeatureStore(project)
+    try:
+        assert store.online_store().kind == backend
+        online_views = [v for v in store.registry.views.values() if v.online]
+        # "Now" is the end of the example data, so TTLs leave some values live and expire others.
+        rel = lambda v: ".".join(f'"{p}"' for p in v.relation.parts())  # noqa: E731
+        latest = max(store.offline_engine().fetch_arrow(f'SELECT max("{v.event_time}") FROM {rel(v)}').column(0)[0].as_py()
+                     for v in online_views)
+        now = (latest if latest.tzinfo else latest.replace(tzinfo=timezone.utc)) + timedelta(hours=1)
+        store.online_store().clock = lambda: to_micros(now)
+        result = store.materialize(end=now)
+        assert {r.view for r in result.views} == {v.name for v in online_views}
+        checked = 0
+        for view in online_views:
+            assert store.state.last_materialized(view.name)[0] == now
+            assert store.state.get_statistics(view.features[0].ref) is not None
+            rows = sample_entities(store, view.name)
+            online = store.get_online_features([f"{view.name}.*"], rows).to_rows()
+            spine = pa.table({**{k: [r[k] for r in rows] for k in view.join_keys},
+                              "event_timestamp": pa.array([now.replace(tzinfo=None)] * len(rows), pa.timestamp("us"))})
+            offline = store.get_training_set(spine, [f"{view.name}.*"]).to_arrow().to_pylist()
+            by_key = {tuple(r[k] for k in view.join_keys): r for r in offline}
+            for got in online:
+                want = by_key[tuple(got[k] for k in view.join_keys)]
+                for f in view.features:
+                    assert comparable(got[f.name]) == comparable(want[f.name]), (f.ref, got, want)
+                    checked += got[f.name] is not None
+        assert checked > 0
+    finally:
+        store.close()
+
+
+def test_cli_materialize_get_and_status(project: Path) -> None:
+    runner = CliRunner()
+    base = ["--project-dir", str(project)]
+    out = runner.invoke(main, [*base, "materialize", "--json"])
+    assert out.exit_code == 0, out.output
+    views = json.loads(out.output)["views"]
+    assert views and all(v["entities"] >= 0 for v in views)
+    store = FeatureStore(project)
+    view = next(v for v in store.registry.views.values() if v.online and len(v.join_keys) == 1)
+    row = first_entity_row(store, view.name)
+    store.close()
+    key, value = next(iter(row.items()))
+    got = runner.invoke(main, [*base, "online-get", f"{view.name}.{view.features[0].name}", "-e", f"{key}={value}",
+                               "--json"])
+    assert got.exit_code == 0, got.output
+    assert json.loads(got.output)[0][key] == value
+    status = runner.invoke(main, [*base, "online-status", "--json"])
+    assert status.exit_code == 0 and json.loads(status.output)["views"][0]["watermark"]
+    again = runner.invoke(main, [*base, "materialize", "--no-progress"])
+    assert again.exit_code == 0 and "since" in again.output
+    bad = runner.invoke(main, [*base, "online-get", "nope.x", "-e", "a=1"])
+    assert bad.exit_code == 1 and "To fix this" in bad.output
+    bad_time = runner.invoke(main, [*base, "materialize", "--end", "yesterday"])
+    assert bad_time.exit_code == 2
+
+
+def test_cli_reports_an_unreachable_redis_clearly(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEATURE_LAYER_ONLINE_STORE", "redis://127.0.0.1:1/0")
+    out = CliRunner().invoke(main, ["--project-dir", str(project), "materialize", "--no-progress"])
+    assert out.exit_code == 1
+    assert "unreachable" in out.output and "watermark was not advanced" in out.output
