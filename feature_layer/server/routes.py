@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -110,8 +111,16 @@ async def get_feature(request: Request) -> Response:
 
 
 def _project_dir(store: Any) -> str:
+    """The project folder as the snippet should name it: relative to where the server runs."""
     settings = getattr(store, "settings", None)
-    return str(getattr(settings, "project_dir", ".")) if settings is not None else "."
+    if settings is None:
+        return "."
+    path = Path(getattr(settings, "project_dir", "."))
+    try:
+        relative = path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return str(path)
+    return str(relative) if str(relative) != "." else "."
 
 
 def _stored_statistics(store: Any, ref: str) -> dict[str, Any] | None:

@@ -247,7 +247,7 @@
     }
     const pct = f.ttl_seconds ? Math.min(100, (100 * f.lag_seconds) / f.ttl_seconds) : null;
     return `<div class="fresh-big">
-      <div class="fresh-row"><div><div class="k">last event time</div><div class="v mono">${fmtTime(f.last_event_time)}</div></div>${freshnessPill(f)}</div>
+      <div class="fresh-row"><div><div class="k">materialized up to (event time)</div><div class="v mono">${fmtTime(f.last_event_time)}</div></div>${freshnessPill(f)}</div>
       <div class="fresh-row"><div><div class="k">lag</div><div class="v">${fmtDuration(f.lag_seconds)}</div></div>
       <div><div class="k">TTL</div><div class="v">${f.ttl_seconds ? fmtDuration(f.ttl_seconds) : "none"}</div></div>
       <div><div class="k">materialized at</div><div class="v small">${fmtTime(f.materialized_at)}</div></div></div>
@@ -292,13 +292,13 @@
       <section class="card"><div class="card-head"><h2>SQL</h2>
           <div class="tabs"><button class="tab on" data-sql="compiled" type="button">compiled</button><button class="tab" data-sql="raw" type="button">source</button></div>
           <span class="muted small mono">${esc(f.view_info.file_path)}</span></div>
-        <pre class="code sql" id="sql"><code>${H.sql(f.compiled_sql || f.raw_sql || "-- no SQL in the manifest; run dbt compile")}</code></pre></section>`;
+        <pre class="code sql" id="sql"><code>${H.sql((f.compiled_sql || f.raw_sql || "-- no SQL in the manifest; run dbt compile").trim())}</code></pre></section>`;
     document.getElementById("copy-snippet").addEventListener("click", () => copyText(f.snippet));
     for (const tab of app.querySelectorAll(".tab")) {
       tab.addEventListener("click", () => {
         app.querySelectorAll(".tab").forEach((t) => t.classList.toggle("on", t === tab));
         const sql = tab.dataset.sql === "raw" ? f.raw_sql : f.compiled_sql;
-        document.querySelector("#sql code").innerHTML = H.sql(sql || "-- not available");
+        document.querySelector("#sql code").innerHTML = H.sql((sql || "-- not available").trim());
       });
     }
     loadLineage(f.ref);
@@ -381,7 +381,7 @@
       <section class="card"><div class="card-head"><h2>Columns</h2></div>
         <div class="cols">${v.columns.map((c) => `<span class="col mono">${esc(c.name)} <i>${esc(c.dtype)}</i></span>`).join("")}</div></section>
       <section class="card"><div class="card-head"><h2>SQL</h2><span class="muted small mono">${esc(v.file_path)}</span></div>
-        <pre class="code sql"><code>${H.sql(v.compiled_sql || v.raw_sql || "-- not available")}</code></pre></section>`;
+        <pre class="code sql"><code>${H.sql((v.compiled_sql || v.raw_sql || "-- not available").trim())}</code></pre></section>`;
   }
 
   // ---------------------------------------------------------------- router
