@@ -36,6 +36,7 @@ from feature_layer.errors import (
     WarehouseError,
 )
 from feature_layer.server import routes
+from feature_layer.server.fastpath import OnlineFastPath
 from feature_layer.server.metrics import Metrics, MetricsMiddleware
 from feature_layer.server.reload import RegistryHolder, ServingStore, holder_for_store
 from feature_layer.server.requests import RequestFieldError, RequestTooLargeError
@@ -148,9 +149,10 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    online_route = Route("/v1/online-features", routes.online_features, methods=["POST"])
     app = Starlette(
         routes=[
-            Route("/v1/online-features", routes.online_features, methods=["POST"]),
+            online_route,
             Route("/v1/features", routes.list_features, methods=["GET"]),
             Route("/v1/features/{name}", routes.get_feature, methods=["GET"]),
             Route("/v1/features/{name}/statistics", routes.get_statistics, methods=["GET"]),
@@ -171,7 +173,8 @@ def create_app(
     app.state.metrics = metrics
     app.state.limits = limits or Limits()
     app.state.stats_lock = asyncio.Lock()
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(OnlineFastPath, state=app.state, route=online_route)  # inner: answers the hot path
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outer: times every request, fast path included
     return app
 
 
