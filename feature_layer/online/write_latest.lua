@@ -5,36 +5,40 @@
 -- is >= the stored pair, so late data, reruns and overlapping runs can never move a key back
 -- in time. With a TTL the key expires when its value does (event_us + ttl on the writer's
 -- clock); values already expired are not written. Returns {written, kept_newer, expired}.
+--
+-- Each key costs one SET ... GET: the common case (the new value is newer) is then a single
+-- call, and in the rare case that the stored value was newer it is put back, with the expiry
+-- its own event time gives it. The script runs atomically, so no reader sees the swap.
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
-local n = #KEYS
+local call, unpack_, byte, floor = redis.call, struct.unpack, string.byte, math.floor
 local written, kept, expired = 0, 0, 0
-for s = 1, n, 1000 do
-  local e = math.min(s + 999, n)
-  local olds = redis.call('MGET', unpack(KEYS, s, e))
-  for i = s, e do
-    local new = ARGV[i + 2]
-    local nev, ncr = struct.unpack('<i8i8', new, 2)
-    local old = olds[i - s + 1]
-    local ok = true
-    if old and string.byte(old, 1) == 1 then
-      local oev, ocr = struct.unpack('<i8i8', old, 2)
-      if oev > nev or (oev == nev and ocr > ncr) then ok = false end
-    end
-    if not ok then
+for i = 1, #KEYS do
+  local key, new = KEYS[i], ARGV[i + 2]
+  local nev, ncr = unpack_('<i8i8', new, 2)
+  local old
+  if ttl > 0 then
+    local px = floor((nev + ttl - now) / 1000)
+    if px > 0 then old = call('SET', key, new, 'PX', px, 'GET') end
+  else
+    old = call('SET', key, new, 'GET')
+  end
+  if old == nil then
+    expired = expired + 1
+  elseif old and byte(old, 1) == 1 then
+    local oev, ocr = unpack_('<i8i8', old, 2)
+    if oev > nev or (oev == nev and ocr > ncr) then
       kept = kept + 1
-    elseif ttl > 0 then
-      local px = math.floor((nev + ttl - now) / 1000)
-      if px > 0 then
-        redis.call('SET', KEYS[i], new, 'PX', px)
-        written = written + 1
+      if ttl > 0 then
+        call('SET', key, old, 'PX', math.max(1, floor((oev + ttl - now) / 1000)))
       else
-        expired = expired + 1
+        call('SET', key, old)
       end
     else
-      redis.call('SET', KEYS[i], new)
       written = written + 1
     end
+  else
+    written = written + 1
   end
 end
 return {written, kept, expired}
