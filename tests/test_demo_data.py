@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import time
+from datetime import date
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from conftest import drop_postgres_schemas, require_postgres
@@ -173,12 +174,25 @@ def test_more_rows_than_one_chunk_stay_consistent(tmp_path: Path, monkeypatch: p
     assert ids == list(range(1, 3_501))
 
 
-def test_a_million_rows_take_seconds(tmp_path: Path) -> None:
-    started = time.perf_counter()
-    paths = generate_demo_data(tmp_path, rows=1_000_000)
-    elapsed = time.perf_counter() - started
-    assert pq.ParquetFile(paths["transactions"]).metadata.num_rows == 1_000_000
-    assert elapsed < 6, f"1M rows took {elapsed:.1f}s; 10M must stay well under a minute"
+def test_end_moves_every_timestamp_by_whole_days_and_nothing_else(tmp_path: Path) -> None:
+    base = generate_demo_data(tmp_path / "base", rows=3_000)
+    moved = generate_demo_data(tmp_path / "moved", rows=3_000, end=date(2026, 11, 27))
+    for name in base:
+        a, b = pq.read_table(base[name]), pq.read_table(moved[name])
+        assert a.column_names == b.column_names
+        for column in a.column_names:
+            if pa.types.is_timestamp(a.schema.field(column).type):
+                delta = set(pc.subtract(b[column], a[column]).to_pylist())
+                assert len(delta) == 1 and next(iter(delta)).total_seconds() % 86_400 == 0
+            else:
+                assert a[column].equals(b[column])
+    last = pc.max(pq.read_table(moved["transactions"])["occurred_at"]).as_py()
+    assert last.date() <= date(2026, 11, 27) and (date(2026, 11, 27) - last.date()).days <= 1
+
+
+def test_end_must_be_a_date(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="end must be a date"):
+        generate_demo_data(tmp_path, rows=100, end="2026-01-01")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
 from feature_layer.cli.base import Context, handle_errors, main, render_table
+from feature_layer.config import warehouse_settings
 from feature_layer.durations import format_duration
 
 DEMO_SERVICE = "fraud_model_v1"
@@ -53,7 +55,17 @@ def demo(ctx: Context, rows: int, skip_dbt: bool) -> None:
     data_dir = Path(os.environ.get("FEATURE_LAYER_DATA_DIR", project / "data" / "raw"))
     if not skip_dbt:
         _step(f"Generating {rows:,} card transactions into {data_dir}")
-        generate_demo_data(data_dir, rows=rows)
+        # Data ending today, so the online store serves values within their TTL.
+        generate_demo_data(data_dir, rows=rows, end=datetime.now(UTC).date())
+        warehouse = warehouse_settings(ctx.store.settings)
+        if warehouse.type == "postgres":
+            from feature_layer.demo.data import load_demo_data_into_postgres
+
+            raw_schema = os.environ.get("FEATURE_LAYER_PG_RAW_SCHEMA", "raw")
+            dsn = (f"host={warehouse.host} port={warehouse.port} user={warehouse.user} dbname={warehouse.dbname}"
+                   + (f" password={warehouse.password}" if warehouse.password else ""))
+            counts = load_demo_data_into_postgres(data_dir, dsn, schema=raw_schema)
+            click.echo(f"Loaded {sum(counts.values()):,} raw rows into PostgreSQL schema {raw_schema!r}.")
         _step("dbt build (models + data tests), then dbt docs generate (column types)")
         run_dbt(["build"], project, target=ctx.target, quiet=True)
         run_dbt(["docs", "generate"], project, target=ctx.target, quiet=True)
@@ -90,9 +102,8 @@ def demo(ctx: Context, rows: int, skip_dbt: bool) -> None:
         [(v.view, f"{v.entities:,}", f"{v.rows_written:,}", f"{v.kept_newer:,}", f"{v.expired:,}", f"{v.seconds:.2f}")
          for v in result.views],
     )
-    users = labels.column("user_id").unique().slice(0, 3).to_pylist()
-    merchants = labels.column("merchant_id").unique().slice(0, 3).to_pylist()
-    rows_in = [{"user_id": u, "merchant_id": m} for u, m in zip(users, merchants, strict=False)]
+    recent = labels.slice(max(0, labels.num_rows - 3))  # the latest payments: their features are fresh
+    rows_in = [{"user_id": r["user_id"], "merchant_id": r["merchant_id"]} for r in recent.to_pylist()]
     _step(f"Online lookup for {rows_in}")
     response = store.get_online_features(service=service.name, entity_rows=rows_in)
     click.echo(response.to_pandas().to_string(max_cols=12, max_colwidth=18))
@@ -108,5 +119,7 @@ def _labels_query(store) -> str:  # noqa: ANN001 - FeatureStore
     node = next(n for n in store.registry.nodes.values() if n.name == "fraud_training_labels")
     relation = node.relation
     table = exp.table_(relation.identifier, db=relation.schema, catalog=relation.database, quoted=True)
-    query = exp.select("user_id", "merchant_id", "occurred_at", "is_fraud").from_(table).order_by("occurred_at").limit(5000)
+    latest = (exp.select("user_id", "merchant_id", "occurred_at", "is_fraud").from_(table)
+              .order_by(exp.column("occurred_at").desc()).limit(5000).subquery("latest"))
+    query = exp.select("*").from_(latest).order_by("occurred_at")
     return query.sql(dialect=store.offline_engine().dialect)

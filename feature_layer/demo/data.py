@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,8 @@ def _rng(seed: int, table: int, chunk: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, table, chunk])
 
 
-def _timestamps(micros: np.ndarray) -> pa.Array:
-    return pa.array(micros.astype("datetime64[us]"), type=pa.timestamp("us"))
+def _timestamps(micros: np.ndarray, shift: int = 0) -> pa.Array:
+    return pa.array((micros + shift).astype("datetime64[us]"), type=pa.timestamp("us"))
 
 
 def _sizes(rows: int) -> tuple[int, int]:
@@ -141,7 +142,7 @@ def _merchants(n: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def _transaction_chunks(
-    rows: int, seed: int, users: dict[str, np.ndarray], merchants: dict[str, np.ndarray]
+    rows: int, seed: int, users: dict[str, np.ndarray], merchants: dict[str, np.ndarray], shift: int = 0
 ) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
     """Yield (transactions, chargebacks) batches, one pair per chunk of CHUNK_ROWS."""
     n_users = len(users["user_id"])
@@ -204,14 +205,14 @@ def _transaction_chunks(
                 "amount": pa.array(amount, pa.float64()),
                 "currency": pa.array(_CURRENCIES[currency], pa.string()),
                 "is_online": pa.array(is_online, pa.bool_()),
-                "occurred_at": _timestamps(occurred),
-                "created_at": _timestamps(created),
+                "occurred_at": _timestamps(occurred, shift),
+                "created_at": _timestamps(created, shift),
             }
         )
         chargebacks = pa.record_batch(
             {
                 "transaction_id": pa.array(txn_id[has_chargeback], pa.int64()),
-                "reported_at": _timestamps(reported[has_chargeback]),
+                "reported_at": _timestamps(reported[has_chargeback], shift),
                 "reason": pa.array(reason[has_chargeback], pa.string()),
             }
         )
@@ -263,12 +264,16 @@ def _writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
     return pq.ParquetWriter(path, schema, compression="zstd", write_statistics=True)
 
 
-def generate_demo_data(out_dir: Path, rows: int = 10_000, seed: int = 7) -> dict[str, Path]:
+def generate_demo_data(out_dir: Path, rows: int = 10_000, seed: int = 7, *, end: date | None = None) -> dict[str, Path]:
     """Write users, merchants, transactions and chargebacks Parquet files into ``out_dir``.
 
     ``rows`` is the number of transactions; there are about rows/20 users (at least 100)
     and rows/200 merchants (at least 20). The same ``seed`` and ``rows`` always produce
     identical files. Returns the path of each file by table name.
+
+    ``end`` moves every timestamp by whole days so the last payment falls on that date
+    instead of 2025-12-01 (the demo passes today, so TTLs have not expired what it serves;
+    chargebacks may then be reported up to 30 days after ``end``).
 
     >>> paths = generate_demo_data(Path("data/raw"), rows=1_000)  # doctest: +SKIP
     >>> sorted(paths)  # doctest: +SKIP
@@ -276,6 +281,12 @@ def generate_demo_data(out_dir: Path, rows: int = 10_000, seed: int = 7) -> dict
     """
     out = _validate(out_dir, rows, seed)
     rows, seed = int(rows), int(seed)
+    shift = 0
+    if end is not None:
+        if not isinstance(end, date):
+            raise InputError(f"end must be a date, got {end!r}.", fix="pass datetime.date(2026, 1, 1) or leave it out.")
+        day = end.date() if isinstance(end, datetime) else end
+        shift = (day - date(2025, 12, 1)).days * 86_400_000_000  # the last payment lands on `end`
     out.mkdir(parents=True, exist_ok=True)
     n_users, n_merchants = _sizes(rows)
     users = _users(n_users, seed)
@@ -285,7 +296,7 @@ def generate_demo_data(out_dir: Path, rows: int = 10_000, seed: int = 7) -> dict
     users_table = pa.table(
         {
             "user_id": pa.array(users["user_id"], pa.int64()),
-            "signup_at": _timestamps(users["signup_at"]),
+            "signup_at": _timestamps(users["signup_at"], shift),
             "country": pa.array(_COUNTRIES[users["country"]], pa.string()),
             "birth_year": pa.array(users["birth_year"], pa.int32()),
             "is_verified": pa.array(users["is_verified"], pa.bool_()),
@@ -297,7 +308,7 @@ def generate_demo_data(out_dir: Path, rows: int = 10_000, seed: int = 7) -> dict
             "merchant_id": pa.array(merchants["merchant_id"], pa.int64()),
             "category": pa.array(_CATEGORIES[merchants["category"]], pa.string()),
             "country": pa.array(_COUNTRIES[merchants["country"]], pa.string()),
-            "created_at": _timestamps(merchants["created_at"]),
+            "created_at": _timestamps(merchants["created_at"], shift),
         },
         schema=MERCHANTS_SCHEMA,
     )
@@ -309,7 +320,7 @@ def generate_demo_data(out_dir: Path, rows: int = 10_000, seed: int = 7) -> dict
         _writer(paths["transactions"], TRANSACTIONS_SCHEMA) as txn_writer,
         _writer(paths["chargebacks"], CHARGEBACKS_SCHEMA) as cb_writer,
     ):
-        for transactions, chargebacks in _transaction_chunks(rows, seed, users, merchants):
+        for transactions, chargebacks in _transaction_chunks(rows, seed, users, merchants, shift):
             txn_writer.write_batch(transactions, row_group_size=CHUNK_ROWS)
             cb_writer.write_batch(chargebacks, row_group_size=CHUNK_ROWS)
     return paths
