@@ -174,6 +174,7 @@ def main() -> None:
             use_wrk = shutil.which("wrk") is not None
             script = tmp / "post.lua"
             script.write_text(LUA % {"features": json.dumps(FEATURES), "users": USERS})
+            load_before = os.getloadavg()[0]
             results = []
             for connections in [int(c) for c in args.connections.split(",")]:
                 if use_wrk:
@@ -199,7 +200,8 @@ def main() -> None:
         f"{os.cpu_count()} cores, `feature-layer serve --workers {args.workers}` (uvicorn"
         f"{', uvloop + httptools' if _has('uvloop') and _has('httptools') else ''}), "
         f"online store: {args.online_store or 'embedded SQLite'}, load generator on the same machine: {generator}. "
-        f"Each request: {len(FEATURES)} features of 2 feature views for one random user of {USERS}.",
+        f"Each request: {len(FEATURES)} features of 2 feature views for one random user of {USERS}. "
+        f"1-minute load average before the run (other processes on the machine): {load_before:.2f}.",
         "",
         "| connections | requests/s | p50 ms | p90 ms | p99 ms | requests | non-2xx |",
         "|---|---|---|---|---|---|---|",

@@ -1,0 +1,60 @@
+"""``feature-layer serve`` as users start it: a real process, one worker and several."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_starts_the_api_and_the_ui(built_example_project: Path, tmp_path: Path, workers: int):
+    project = tmp_path / "p"
+    shutil.copytree(built_example_project, project, ignore=shutil.ignore_patterns(".feature_layer", "logs"))
+    port = _free_port()
+    cmd = [sys.executable, "-c", "from feature_layer.cli import main; main()", "--project-dir", str(project),
+           "serve", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "feature-layer serve did not start"
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/healthz").json()["features"] > 20
+        assert "<title>feature_layer" in httpx.get(f"{url}/").text
+        hits = httpx.get(f"{url}/v1/features", params={"q": "amount"}).json()["features"]
+        assert hits[0]["name"].startswith("amount")
+        response = httpx.post(f"{url}/v1/online-features",
+                              json={"features": ["user_profile_features.country"], "entity_rows": [{"user_id": 1}]})
+        assert response.status_code == 200 and list(response.json()) == ["user_id", "country"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_serve_fails_with_the_fix_when_the_project_is_not_built(tmp_path: Path):
+    (tmp_path / "dbt_project.yml").write_text("name: empty\nversion: '1.0'\nconfig-version: 2\nprofile: empty\n")
+    result = subprocess.run([sys.executable, "-c", "from feature_layer.cli import main; main()", "--project-dir",
+                             str(tmp_path), "serve", "--port", str(_free_port())], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert "dbt parse" in result.stderr
