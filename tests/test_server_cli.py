@@ -46,6 +46,12 @@ def test_serve_starts_the_api_and_the_ui(built_example_project: Path, tmp_path: 
         response = httpx.post(f"{url}/v1/online-features",
                               json={"features": ["user_profile_features.country"], "entity_rows": [{"user_id": 1}]})
         assert response.status_code == 200 and list(response.json()) == ["user_id", "country"]
+        stats = httpx.get(f"{url}/v1/features/merchant_risk_features.txn_count_30d/statistics", timeout=30)
+        assert stats.status_code == 200 and stats.json()["statistics"]["source"] == "on-demand"
+        # the server let go of the warehouse file: dbt (another process) can write to it again
+        import duckdb
+
+        duckdb.connect(str(project / "target" / "feature_layer.duckdb")).close()
     finally:
         proc.terminate()
         proc.wait(timeout=20)

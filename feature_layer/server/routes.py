@@ -7,6 +7,7 @@ and membership checks against a precomputed set of feature references. Everythin
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,8 +144,20 @@ async def get_statistics(request: Request) -> Response:
     return _json({"feature": feature.ref, "statistics": stats})
 
 
+def _warehouse(store: Any) -> Any:
+    """A short-lived warehouse connection: a server holding DuckDB's file lock would block `dbt run`."""
+    settings = getattr(store, "settings", None)
+    if settings is not None and hasattr(settings, "profiles_dir"):
+        from feature_layer.config import warehouse_settings
+        from feature_layer.offline.engine import connect
+
+        return contextlib.closing(connect(warehouse_settings(settings)))
+    return contextlib.nullcontext(store.offline_engine())
+
+
 def _compute_and_save(store: Any, view: FeatureView, feature: Feature) -> dict[str, Any]:
-    stats = compute_statistics(store.offline_engine(), view, feature)
+    with _warehouse(store) as engine:
+        stats = compute_statistics(engine, view, feature)
     try:
         store.state.save_statistics(feature.ref, stats)
     except FeatureLayerError:
