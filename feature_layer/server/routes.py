@@ -180,8 +180,10 @@ async def get_lineage(request: Request) -> Response:
     graph = await run_in_threadpool(column_lineage_mod.column_lineage, registry, feature.ref)
     body = graph.to_dict()
     depth = column_lineage_mod.depth_of(graph)
+    view_by_uid = {v.unique_id: v.name for v in registry.views.values()}
     for node in body["nodes"]:
         node["depth"] = depth[node["id"]]
+        node["feature_view"] = view_by_uid.get(node["unique_id"])
     return _json(body)
 
 

@@ -16,7 +16,7 @@
       let card = cards.get(n.unique_id);
       if (!card) {
         const kind = n.kind === "feature" ? "feature" : n.kind;
-        card = { id: n.unique_id, name: n.name, kind, resourceType: n.resource_type, rows: [], parents: new Set(), layer: 0 };
+        card = { id: n.unique_id, name: n.name, kind, resourceType: n.resource_type, view: n.feature_view, rows: [], parents: new Set(), layer: 0 };
         cards.set(n.unique_id, card);
       }
       if (n.kind === "feature") card.kind = "feature";
@@ -98,7 +98,7 @@
     }
     parts.push("</g>");
     for (const c of L.cards) {
-      const href = c.kind === "feature" || (c.kind === "model" && c.resourceType === "model") ? `#/view/${encodeURIComponent(c.name)}` : null;
+      const href = c.view ? `#/view/${encodeURIComponent(c.view)}` : null;
       parts.push(`<g class="lin-card kind-${esc(c.kind)}" data-unique-id="${esc(c.id)}" transform="translate(${c.x},${c.y})">`);
       parts.push(`<rect class="lin-box" width="${CARD_W}" height="${c.h}" rx="8"/>`);
       parts.push(`<path class="lin-head" d="M0,8 a8,8 0 0 1 8,-8 h${CARD_W - 16} a8,8 0 0 1 8,8 v${HEAD_H - 8} h-${CARD_W} z"/>`);
@@ -107,7 +107,7 @@
       // a long name takes the whole header; the card's colour (and the legend) still tell the kind
       if (c.name.length <= room) parts.push(`<text class="lin-kind" x="${CARD_W - 10}" y="19" text-anchor="end">${esc(kindLabel)}</text>`);
       const title = `<text class="lin-name" x="10" y="19">${esc(trunc(c.name, c.name.length <= room ? room : 31))}<title>${esc(c.id)} (${esc(kindLabel)})</title></text>`;
-      parts.push(href && c.kind !== "feature" ? `<a href="${href}">${title}</a>` : title);
+      parts.push(href ? `<a class="lin-link" href="${href}">${title}</a>` : title);
       if (!c.rows.length) {
         parts.push(`<text class="lin-col muted-col" x="10" y="${HEAD_H + 16}">uses this feature</text>`);
       }
