@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "bench"
 ENTITIES = 100_000
 FEATURES = [f"f{i}" for i in range(10)]
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 # -- workload -------------------------------------------------------------------------------
@@ -57,8 +57,11 @@ def generate(path: Path, rows: int, *, entities: int = ENTITIES, seed: int = 7, 
     tmp = path.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     con = duckdb.connect(str(tmp))
-    con.execute("CREATE TABLE features (entity_id BIGINT, event_time TIMESTAMP, created_at TIMESTAMP, "
-                + ", ".join(f"{f} DOUBLE" for f in FEATURES) + ")")
+    con.execute(
+        "CREATE TABLE features (entity_id BIGINT, event_time TIMESTAMP, created_at TIMESTAMP, "
+        + ", ".join(f"{f} DOUBLE" for f in FEATURES)
+        + ")"
+    )
     rng = np.random.default_rng(seed)
     start = np.datetime64("2025-01-01T00:00:00", "us").astype(np.int64)
     span = 365 * 86_400 * 1_000_000
@@ -83,10 +86,16 @@ def workload_view(ttl: timedelta | None = timedelta(days=30)):  # noqa: ANN201
     from feature_layer.registry.model import Feature, FeatureView, Relation
 
     return FeatureView(
-        name="standard", unique_id="model.bench.standard", entities=("entity",), join_keys=("entity_id",),
-        event_time="event_time", created_at="created_at",
+        name="standard",
+        unique_id="model.bench.standard",
+        entities=("entity",),
+        join_keys=("entity_id",),
+        event_time="event_time",
+        created_at="created_at",
         features=tuple(Feature(f, "standard", "float64") for f in FEATURES),
-        relation=Relation(None, "main", "features"), ttl=ttl, column_types=(("entity_id", "int64"),),
+        relation=Relation(None, "main", "features"),
+        ttl=ttl,
+        column_types=(("entity_id", "int64"),),
     )
 
 
@@ -101,8 +110,22 @@ class PrivateRedis:
             self.port = sock.getsockname()[1]
         self.dir = tempfile.mkdtemp(prefix="fl-bench-redis-")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         import redis
 
         for _ in range(200):
@@ -130,8 +153,9 @@ class BenchStore:
     def __init__(self, engine, online, state, views) -> None:  # noqa: ANN001
         from feature_layer.registry.registry import Registry
 
-        self.registry = Registry(entities={}, views={v.name: v for v in views}, services={}, nodes={}, parent_map={},
-                                 child_map={})
+        self.registry = Registry(
+            entities={}, views={v.name: v for v in views}, services={}, nodes={}, parent_map={}, child_map={}
+        )
         self._engine, self._online, self.state = engine, online, state
 
     def offline_engine(self):  # noqa: ANN201
@@ -168,8 +192,14 @@ def bench_materialize(db: Path, redis_server: PrivateRedis, repeat: int) -> dict
         client.flushall()
         with tempfile.TemporaryDirectory() as tmp:
             state = StateStore(Path(tmp) / "state.sqlite")
-            result = materialize_view(view, engine=engine, online=online, state=state, end=NOW,
-                                      statistics_engine=lambda: DuckDBEngine(db, read_only=True))
+            result = materialize_view(
+                view,
+                engine=engine,
+                online=online,
+                state=state,
+                end=NOW,
+                statistics_engine=lambda: DuckDBEngine(db, read_only=True),
+            )
             state.close()
         runs.append(result)
     best = min(runs, key=lambda r: r.seconds)
@@ -185,8 +215,9 @@ def bench_materialize(db: Path, redis_server: PrivateRedis, repeat: int) -> dict
         client.flushall()
         with tempfile.TemporaryDirectory() as tmp:
             state = StateStore(Path(tmp) / "state.sqlite")
-            runs_nostats.append(materialize_view(view, engine=engine, online=online, state=state, end=NOW,
-                                                 statistics=False).seconds)
+            runs_nostats.append(
+                materialize_view(view, engine=engine, online=online, state=state, end=NOW, statistics=False).seconds
+            )
             state.close()
     out["e2e_nostats_seconds"] = min(runs_nostats)
 
@@ -194,9 +225,11 @@ def bench_materialize(db: Path, redis_server: PrivateRedis, repeat: int) -> dict
     # keeps every value live, so all 100k keys are written).
     latest = engine.fetch_arrow(latest_values(view, end=NOW, dialect="duckdb"))
     layout = view_layout(view, "bench")
-    early = to_micros(datetime(2025, 1, 1, tzinfo=timezone.utc))
-    encoded = [encode_batch(layout, b, event_column=EVENT_ALIAS, created_column=CREATED_ALIAS, now_us=early)
-               for b in latest.to_batches(100_000)]
+    early = to_micros(datetime(2025, 1, 1, tzinfo=UTC))
+    encoded = [
+        encode_batch(layout, b, event_column=EVENT_ALIAS, created_column=CREATED_ALIAS, now_us=early)
+        for b in latest.to_batches(100_000)
+    ]
     n_keys = sum(len(e) for e in encoded)
     writer_online = RedisOnlineStore(client, "bench")
     writer_online.clock = lambda: early
@@ -214,7 +247,7 @@ def bench_materialize(db: Path, redis_server: PrivateRedis, repeat: int) -> dict
         client.flushall()
         start = time.perf_counter()
         for i in range(0, n_keys, 5000):
-            client.mset(dict(zip(keys[i:i + 5000], values[i:i + 5000])))
+            client.mset(dict(zip(keys[i : i + 5000], values[i : i + 5000], strict=False)))
         floor_times.append(time.perf_counter() - start)
     out["write_keys"] = n_keys
     out["write_seconds"] = min(write_times)
@@ -266,10 +299,12 @@ def bench_lookup(db: Path, redis_server: PrivateRedis, calls: int) -> dict:
     for round_ in range(3):
         part = slice(round_ * calls // 3, (round_ + 1) * calls // 3)
         sub_keys, sub_rows = single_keys[part], rows_single[part]
-        floor += timed(lambda i: raw.get(sub_keys[i]), len(sub_keys))
-        ours += timed(lambda i: get_online_features(store, features=feats, entity_rows=sub_rows[i]), len(sub_rows))
-        ours_dict += timed(lambda i: get_online_features(store, features=feats, entity_rows=sub_rows[i]).to_dict(),
-                           len(sub_rows))
+        floor += timed(lambda i: raw.get(sub_keys[i]), len(sub_keys))  # noqa: B023
+        ours += timed(lambda i: get_online_features(store, features=feats, entity_rows=sub_rows[i]), len(sub_rows))  # noqa: B023
+        ours_dict += timed(
+            lambda i: get_online_features(store, features=feats, entity_rows=sub_rows[i]).to_dict(),  # noqa: B023
+            len(sub_rows),
+        )
     out["single"] = {"ours": percentiles(ours), "ours_to_dict": percentiles(ours_dict), "floor": percentiles(floor)}
 
     for size, n in ((100, 1000), (1000, 300)):
@@ -280,12 +315,17 @@ def bench_lookup(db: Path, redis_server: PrivateRedis, calls: int) -> dict:
         for round_ in range(3):
             part = slice(round_ * n // 3, (round_ + 1) * n // 3)
             kb, rb = key_batches[part], row_batches[part]
-            floor += timed(lambda i: raw.mget(kb[i]), len(kb))
-            ours += timed(lambda i: get_online_features(store, features=feats, entity_rows=rb[i]), len(rb))
-            ours_dict += timed(lambda i: get_online_features(store, features=feats, entity_rows=rb[i]).to_dict(),
-                               len(rb))
-        out[f"batch_{size}"] = {"ours": percentiles(ours), "ours_to_dict": percentiles(ours_dict),
-                                "floor": percentiles(floor)}
+            floor += timed(lambda i: raw.mget(kb[i]), len(kb))  # noqa: B023
+            ours += timed(lambda i: get_online_features(store, features=feats, entity_rows=rb[i]), len(rb))  # noqa: B023
+            ours_dict += timed(
+                lambda i: get_online_features(store, features=feats, entity_rows=rb[i]).to_dict(),  # noqa: B023
+                len(rb),
+            )
+        out[f"batch_{size}"] = {
+            "ours": percentiles(ours),
+            "ours_to_dict": percentiles(ours_dict),
+            "floor": percentiles(floor),
+        }
     state.close()
     engine.close()
     return out
@@ -320,17 +360,22 @@ def _memory_child(db: str, port: int, limit: str | None) -> None:
     base = _high_water_mb()
     tracemalloc.start()
     with tempfile.TemporaryDirectory() as tmp:
-        result = materialize_view(workload_view(), engine=engine, online=online, state=StateStore(Path(tmp) / "s"),
-                                  end=NOW, statistics=False)
+        result = materialize_view(
+            workload_view(), engine=engine, online=online, state=StateStore(Path(tmp) / "s"), end=NOW, statistics=False
+        )
     _, py_peak = tracemalloc.get_traced_memory()
-    print(json.dumps({
-        "peak_rss_mb": _high_water_mb(),
-        "baseline_rss_mb": base,
-        "arrow_peak_mb": pa.default_memory_pool().max_memory() / 2**20,
-        "python_peak_mb": py_peak / 2**20,
-        "seconds": result.seconds,
-        "entities": result.entities,
-    }))
+    print(
+        json.dumps(
+            {
+                "peak_rss_mb": _high_water_mb(),
+                "baseline_rss_mb": base,
+                "arrow_peak_mb": pa.default_memory_pool().max_memory() / 2**20,
+                "python_peak_mb": py_peak / 2**20,
+                "seconds": result.seconds,
+                "entities": result.entities,
+            }
+        )
+    )
 
 
 def bench_memory(dbs: dict[str, Path], redis_server: PrivateRedis) -> dict:
@@ -339,8 +384,20 @@ def bench_memory(dbs: dict[str, Path], redis_server: PrivateRedis) -> dict:
         for limit in (None, "256MB"):
             redis_server.client().flushall()
             proc = subprocess.run(
-                [sys.executable, "-m", "benchmarks.online", "--memory-child", str(db), str(redis_server.port),
-                 limit or ""], capture_output=True, text=True, cwd=ROOT, check=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.online",
+                    "--memory-child",
+                    str(db),
+                    str(redis_server.port),
+                    limit or "",
+                ],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                check=True,
+            )
             out[(label, limit or "default")] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out
 
@@ -351,23 +408,44 @@ def report(mat: dict, look: dict, mem: dict, meta: dict) -> str:
     write_rate = mat["write_keys"] / mat["write_seconds"]
     floor_rate = mat["write_keys"] / mat["mset_seconds"]
     rows = [
-        ["materialization end to end (1M rows → 100k entities, with statistics)",
-         f"{mat['e2e_seconds']:.3f} s = {e2e_rate:,.0f} entities/s", "—", "target < 1 s"],
-        ["materialization end to end, statistics skipped",
-         f"{mat['e2e_nostats_seconds']:.3f} s = {mat['e2e_entities'] / mat['e2e_nostats_seconds']:,.0f} entities/s",
-         "—", ""],
-        [f"Redis-writing stage alone ({mat['write_keys']:,} keys)", f"{write_rate:,.0f} keys/s",
-         f"{floor_rate:,.0f} keys/s (MSET, 5,000/call)", f"{write_rate / floor_rate:.0%} of floor (target ≥ 50%)"],
+        [
+            "materialization end to end (1M rows → 100k entities, with statistics)",
+            f"{mat['e2e_seconds']:.3f} s = {e2e_rate:,.0f} entities/s",
+            "—",
+            "target < 1 s",
+        ],
+        [
+            "materialization end to end, statistics skipped",
+            f"{mat['e2e_nostats_seconds']:.3f} s = {mat['e2e_entities'] / mat['e2e_nostats_seconds']:,.0f} entities/s",
+            "—",
+            "",
+        ],
+        [
+            f"Redis-writing stage alone ({mat['write_keys']:,} keys)",
+            f"{write_rate:,.0f} keys/s",
+            f"{floor_rate:,.0f} keys/s (MSET, 5,000/call)",
+            f"{write_rate / floor_rate:.0%} of floor (target ≥ 50%)",
+        ],
     ]
     for label, key in (("single entity", "single"), ("batch of 100", "batch_100"), ("batch of 1,000", "batch_1000")):
         r = look[key]
         floor_name = "GET" if key == "single" else "MGET"
-        rows.append([f"lookup, 10 features, {label}: p50 / p99",
-                     f"{r['ours'][0]:.3f} / {r['ours'][1]:.3f} ms",
-                     f"{r['floor'][0]:.3f} / {r['floor'][1]:.3f} ms ({floor_name})",
-                     f"{r['ours'][0] / r['floor'][0]:.2f}× at p50"])
-        rows.append([f"  … including `.to_dict()`", f"{r['ours_to_dict'][0]:.3f} / {r['ours_to_dict'][1]:.3f} ms", "",
-                     f"{r['ours_to_dict'][0] / r['floor'][0]:.2f}× at p50"])
+        rows.append(
+            [
+                f"lookup, 10 features, {label}: p50 / p99",
+                f"{r['ours'][0]:.3f} / {r['ours'][1]:.3f} ms",
+                f"{r['floor'][0]:.3f} / {r['floor'][1]:.3f} ms ({floor_name})",
+                f"{r['ours'][0] / r['floor'][0]:.2f}× at p50",
+            ]
+        )
+        rows.append(
+            [
+                "  … including `.to_dict()`",
+                f"{r['ours_to_dict'][0]:.3f} / {r['ours_to_dict'][1]:.3f} ms",
+                "",
+                f"{r['ours_to_dict'][0] / r['floor'][0]:.2f}× at p50",
+            ]
+        )
     lines = [
         "# Online store benchmark",
         "",
@@ -381,16 +459,33 @@ def report(mat: dict, look: dict, mem: dict, meta: dict) -> str:
         markdown_table(["measure", "feature_layer", "floor (raw redis-py)", "ratio"], rows),
         "",
         "Materialization stages of the best end-to-end run (seconds): "
-        + ", ".join(f"{k} {v:.3f}" for k, v in mat["e2e_stages"].items()) + ".",
+        + ", ".join(f"{k} {v:.3f}" for k, v in mat["e2e_stages"].items())
+        + ".",
         "",
         "## Peak memory of materialization (fresh process per run)",
         "",
         markdown_table(
-            ["table", "DuckDB memory_limit", "peak RSS", "RSS before the run", "Arrow pool peak", "Python heap peak",
-             "seconds"],
-            [[label, limit, f"{m['peak_rss_mb']:.0f} MB", f"{m['baseline_rss_mb']:.0f} MB",
-              f"{m['arrow_peak_mb']:.0f} MB", f"{m['python_peak_mb']:.1f} MB", f"{m['seconds']:.2f}"]
-             for (label, limit), m in mem.items()],
+            [
+                "table",
+                "DuckDB memory_limit",
+                "peak RSS",
+                "RSS before the run",
+                "Arrow pool peak",
+                "Python heap peak",
+                "seconds",
+            ],
+            [
+                [
+                    label,
+                    limit,
+                    f"{m['peak_rss_mb']:.0f} MB",
+                    f"{m['baseline_rss_mb']:.0f} MB",
+                    f"{m['arrow_peak_mb']:.0f} MB",
+                    f"{m['python_peak_mb']:.1f} MB",
+                    f"{m['seconds']:.2f}",
+                ]
+                for (label, limit), m in mem.items()
+            ],
         ),
         "",
         "feature_layer's own memory (Arrow pool + Python heap) is bounded by one streamed batch and the number of "
@@ -421,8 +516,11 @@ def main() -> None:
         mem = bench_memory(dbs, server)
     finally:
         server.stop()
-    meta = {"when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{os.cpu_count()} CPUs, {platform.machine()}", "redis": server.version}
+    meta = {
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}",
+        "redis": server.version,
+    }
     text = report(mat, look, mem, meta)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

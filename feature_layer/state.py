@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +56,13 @@ def _now_us() -> int:
 def _dt(us: int | None) -> datetime | None:
     if us is None:
         return None
-    return datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc).replace(microsecond=us % 1_000_000)
+    return datetime.fromtimestamp(us // 1_000_000, tz=UTC).replace(microsecond=us % 1_000_000)
 
 
 def _us(value: datetime) -> int:
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    delta = value - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
+    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -146,7 +146,9 @@ class StateStore:
             return None
         return state.watermark
 
-    def set_watermark(self, view: str, watermark: Watermark, *, layout: str, rows_written: int = 0, entities: int = 0) -> None:
+    def set_watermark(
+        self, view: str, watermark: Watermark, *, layout: str, rows_written: int = 0, entities: int = 0
+    ) -> None:
         """Record a finished run atomically (call only after every write reached the online store)."""
         self._write(
             "INSERT INTO watermarks (view, layout, event_time_us, created_us, wall_time_us, rows_written, entities)"

@@ -33,7 +33,9 @@ INSTALL_HINT = (
 
 
 def redis_binary() -> str:
-    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
     if not found:
         pytest.fail(INSTALL_HINT, pytrace=False)
     return found
@@ -65,13 +67,28 @@ class RedisServer:
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
 
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2,
-                           retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 2))
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=2, retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 2)
+        )
 
     def start(self) -> RedisServer:
         args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(self.directory), "--daemonize", "no", "--protected-mode", "no", *self.extra,
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.directory),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+            *self.extra,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -133,7 +150,9 @@ class StubStore:
     tests use the real ``FeatureStore`` on the built example project.
     """
 
-    def __init__(self, engine: object, online: object, state: object, views: list, services: list | None = None) -> None:
+    def __init__(
+        self, engine: object, online: object, state: object, views: list, services: list | None = None
+    ) -> None:
         from feature_layer.registry.registry import Registry
 
         self.registry = Registry(

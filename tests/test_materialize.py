@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests.redis_helpers are used as arguments)
 """Materialization into a real redis-server (private instances) and the embedded store.
 
 The fault tests stop and restart Redis in the middle of a run, kill client connections, and
@@ -8,14 +9,14 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from feature_layer.errors import InputError, MaterializationConflictError, OnlineStoreError, UnknownFeatureError
 from feature_layer.offline.engine import DuckDBEngine
-from feature_layer.online.encoding import to_micros, view_layout
+from feature_layer.online.encoding import to_micros
 from feature_layer.online.lookup import get_online_features
 from feature_layer.online.materialize import materialize, materialize_view
 from feature_layer.online.redis_store import RedisOnlineStore
@@ -24,12 +25,13 @@ from feature_layer.registry.model import Feature, FeatureView, Relation
 from feature_layer.state import StateStore
 from tests.redis_helpers import RedisServer, StubStore, private_redis, redis_server  # noqa: F401
 
-BASE = datetime(2025, 1, 1, tzinfo=timezone.utc)
-END = datetime(2025, 2, 1, tzinfo=timezone.utc)
+BASE = datetime(2025, 1, 1, tzinfo=UTC)
+END = datetime(2025, 2, 1, tzinfo=UTC)
 
 
-def make_view(name: str = "user_stats", *, ttl: timedelta | None = None, extra: tuple[Feature, ...] = (),
-              online: bool = True) -> FeatureView:
+def make_view(
+    name: str = "user_stats", *, ttl: timedelta | None = None, extra: tuple[Feature, ...] = (), online: bool = True
+) -> FeatureView:
     return FeatureView(
         name=name,
         unique_id=f"model.p.{name}",
@@ -83,7 +85,7 @@ def snapshot(online: RedisOnlineStore) -> dict[bytes, bytes]:
     """Every key of the store's namespace (namespace stripped) -> value."""
     prefix = b"fl1:" + online.namespace.encode() + b":"
     keys = sorted(online.client.scan_iter(match=prefix + b"*", count=10_000))
-    return {k[len(prefix):]: v for k, v in zip(keys, online.client.mget(keys) if keys else [])}
+    return {k[len(prefix) :]: v for k, v in zip(keys, online.client.mget(keys) if keys else [], strict=False)}
 
 
 def lookup(store: StubStore, users: list[int], feats: tuple[str, ...] = ("user_stats.x", "user_stats.label")) -> dict:
@@ -92,10 +94,17 @@ def lookup(store: StubStore, users: list[int], feats: tuple[str, ...] = ("user_s
 
 @pytest.mark.parametrize("kind", ["redis", "sqlite"])
 def test_materialize_writes_each_entitys_latest_value_and_advances_the_watermark(
-    kind: str, engine, state, tmp_path: Path, request: pytest.FixtureRequest  # noqa: ANN001
+    kind: str,
+    engine,
+    state,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,  # noqa: ANN001
 ) -> None:
-    online = redis_store(request.getfixturevalue("redis_server")) if kind == "redis" else SqliteOnlineStore(
-        tmp_path / "o.sqlite", "p")
+    online = (
+        redis_store(request.getfixturevalue("redis_server"))
+        if kind == "redis"
+        else SqliteOnlineStore(tmp_path / "o.sqlite", "p")
+    )
     online.clock = lambda: to_micros(END)
     load_events(engine, users=50)
     store = StubStore(engine, online, state, [make_view()])
@@ -110,7 +119,9 @@ def test_materialize_writes_each_entitys_latest_value_and_advances_the_watermark
 
 
 def test_incremental_run_takes_late_rows_that_are_newer_and_never_lets_older_ones_win(
-    redis_server: RedisServer, engine, state  # noqa: ANN001, F811
+    redis_server: RedisServer,
+    engine,
+    state,  # noqa: ANN001, F811
 ) -> None:
     online = redis_store(redis_server)
     load_events(engine, users=3)  # latest per user: day 2
@@ -127,7 +138,10 @@ def test_incremental_run_takes_late_rows_that_are_newer_and_never_lets_older_one
 
 
 def test_redis_stopped_mid_run_fails_clearly_keeps_the_watermark_and_a_rerun_converges(
-    private_redis: RedisServer, engine, state, tmp_path: Path  # noqa: ANN001, F811
+    private_redis: RedisServer,
+    engine,
+    state,
+    tmp_path: Path,  # noqa: ANN001, F811
 ) -> None:
     # A server that persists every write, so the keys written before the crash survive it.
     server = RedisServer(tmp_path / "aof", extra=("--appendonly", "yes", "--appendfsync", "always")).start()
@@ -147,8 +161,15 @@ def test_redis_stopped_mid_run_fails_clearly_keeps_the_watermark_and_a_rerun_con
                 server.stop()
 
         with pytest.raises(OnlineStoreError) as info:
-            materialize_view(view, engine=engine, online=online, state=state, end=END, on_rows=crash_after_first_batch,
-                             batch_rows=2_000)
+            materialize_view(
+                view,
+                engine=engine,
+                online=online,
+                state=state,
+                end=END,
+                on_rows=crash_after_first_batch,
+                batch_rows=2_000,
+            )
         message = str(info.value)
         assert "user_stats" in message and "watermark was not advanced" in message and "To fix this" in message
         assert state.watermark("user_stats") == first_watermark
@@ -179,8 +200,9 @@ def test_connection_blips_are_retried_without_losing_writes(private_redis: Redis
     def blip(rows: int) -> None:
         kills.append(admin.client_kill_filter(_type="normal", skipme=True))
 
-    result = materialize_view(make_view(), engine=engine, online=online, state=state, end=END, on_rows=blip,
-                              batch_rows=1_000)
+    result = materialize_view(
+        make_view(), engine=engine, online=online, state=state, end=END, on_rows=blip, batch_rows=1_000
+    )
     assert sum(kills) >= 3 and result.rows_written == 5_000
     assert len(snapshot(online)) == 5_000
     admin.client_kill_filter(_type="normal", skipme=True)
@@ -192,13 +214,22 @@ def test_a_flushed_write_script_is_reloaded_mid_run(private_redis: RedisServer, 
     load_events(engine, users=3_000, per_user=1)
     online = redis_store(private_redis, batch_size=200)
     admin = private_redis.client()
-    result = materialize_view(make_view(), engine=engine, online=online, state=state, end=END,
-                              on_rows=lambda rows: admin.script_flush(), batch_rows=500)
+    result = materialize_view(
+        make_view(),
+        engine=engine,
+        online=online,
+        state=state,
+        end=END,
+        on_rows=lambda rows: admin.script_flush(),
+        batch_rows=500,
+    )
     assert result.rows_written == 3_000 and len(snapshot(online)) == 3_000
 
 
 def test_two_concurrent_materializations_of_one_view_one_fails_clearly(
-    redis_server: RedisServer, engine, tmp_path: Path  # noqa: ANN001, F811
+    redis_server: RedisServer,
+    engine,
+    tmp_path: Path,  # noqa: ANN001, F811
 ) -> None:
     load_events(engine, users=2_000, per_user=1)
     online = redis_store(redis_server)
@@ -211,8 +242,15 @@ def test_two_concurrent_materializations_of_one_view_one_fails_clearly(
 
     def first_run() -> None:
         try:
-            materialize_view(make_view(), engine=engine, online=online, state=StateStore(tmp_path / "s.sqlite"),
-                             end=END, on_rows=slow, batch_rows=500)
+            materialize_view(
+                make_view(),
+                engine=engine,
+                online=online,
+                state=StateStore(tmp_path / "s.sqlite"),
+                end=END,
+                on_rows=slow,
+                batch_rows=500,
+            )
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -221,8 +259,9 @@ def test_two_concurrent_materializations_of_one_view_one_fails_clearly(
     assert first_started.wait(10)
     other_engine = DuckDBEngine(":memory:")
     with pytest.raises(MaterializationConflictError, match="already being materialized") as info:
-        materialize_view(make_view(), engine=other_engine, online=online, state=StateStore(tmp_path / "s.sqlite"),
-                         end=END)
+        materialize_view(
+            make_view(), engine=other_engine, online=online, state=StateStore(tmp_path / "s.sqlite"), end=END
+        )
     assert "To fix this, wait for that run to finish" in str(info.value)
     release.set()
     thread.join(20)
@@ -271,8 +310,9 @@ def test_statistics_are_computed_in_the_warehouse_and_saved(redis_server: RedisS
 def test_expired_values_are_not_written(redis_server: RedisServer, engine, state) -> None:  # noqa: ANN001, F811
     load_events(engine, users=4)
     online = redis_store(redis_server)
-    result = materialize(StubStore(engine, online, state, [make_view(ttl=timedelta(days=1))]),
-                         end=BASE + timedelta(days=10))
+    result = materialize(
+        StubStore(engine, online, state, [make_view(ttl=timedelta(days=1))]), end=BASE + timedelta(days=10)
+    )
     online.clock = lambda: to_micros(BASE + timedelta(days=10))
     assert result["user_stats"].expired == 4 and not snapshot(online)
 

@@ -1,14 +1,14 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests.redis_helpers are used as arguments)
 """End to end on the built example project: FeatureStore + CLI, embedded store and Redis."""
 
 from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
-
 import pytest
 from click.testing import CliRunner
 
@@ -30,7 +30,7 @@ def first_entity_row(store: FeatureStore, view_name: str) -> dict:
     view = store.registry.view(view_name)
     cols = ", ".join(f'"{k}"' for k in view.join_keys)
     rel = ".".join(f'"{p}"' for p in view.relation.parts())
-    row = store.offline_engine().fetch_arrow(f"SELECT {cols} FROM {rel} ORDER BY \"{view.event_time}\" DESC LIMIT 1")
+    row = store.offline_engine().fetch_arrow(f'SELECT {cols} FROM {rel} ORDER BY "{view.event_time}" DESC LIMIT 1')
     return row.to_pylist()[0]
 
 
@@ -38,12 +38,14 @@ def sample_entities(store: FeatureStore, view_name: str, n: int = 25) -> list[di
     view = store.registry.view(view_name)
     cols = ", ".join(f'"{k}"' for k in view.join_keys)
     rel = ".".join(f'"{p}"' for p in view.relation.parts())
-    return store.offline_engine().fetch_arrow(f"SELECT DISTINCT {cols} FROM {rel} ORDER BY {cols} LIMIT {n}").to_pylist()
+    return (
+        store.offline_engine().fetch_arrow(f"SELECT DISTINCT {cols} FROM {rel} ORDER BY {cols} LIMIT {n}").to_pylist()
+    )
 
 
 def comparable(value: object) -> object:
     if isinstance(value, datetime):
-        return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
     if isinstance(value, float):
         return round(value, 9)
     return value
@@ -61,9 +63,11 @@ def test_online_lookup_equals_a_training_set_built_now(
         online_views = [v for v in store.registry.views.values() if v.online]
         # "Now" is the end of the example data, so TTLs leave some values live and expire others.
         rel = lambda v: ".".join(f'"{p}"' for p in v.relation.parts())  # noqa: E731
-        latest = max(store.offline_engine().fetch_arrow(f'SELECT max("{v.event_time}") FROM {rel(v)}').column(0)[0].as_py()
-                     for v in online_views)
-        now = (latest if latest.tzinfo else latest.replace(tzinfo=timezone.utc)) + timedelta(hours=1)
+        latest = max(
+            store.offline_engine().fetch_arrow(f'SELECT max("{v.event_time}") FROM {rel(v)}').column(0)[0].as_py()
+            for v in online_views
+        )
+        now = (latest if latest.tzinfo else latest.replace(tzinfo=UTC)) + timedelta(hours=1)
         store.online_store().clock = lambda: to_micros(now)
         result = store.materialize(end=now)
         assert {r.view for r in result.views} == {v.name for v in online_views}
@@ -73,8 +77,12 @@ def test_online_lookup_equals_a_training_set_built_now(
             assert store.state.get_statistics(view.features[0].ref) is not None
             rows = sample_entities(store, view.name)
             online = store.get_online_features([f"{view.name}.*"], rows).to_rows()
-            spine = pa.table({**{k: [r[k] for r in rows] for k in view.join_keys},
-                              "event_timestamp": pa.array([now.replace(tzinfo=None)] * len(rows), pa.timestamp("us"))})
+            spine = pa.table(
+                {
+                    **{k: [r[k] for r in rows] for k in view.join_keys},
+                    "event_timestamp": pa.array([now.replace(tzinfo=None)] * len(rows), pa.timestamp("us")),
+                }
+            )
             offline = store.get_training_set(spine, [f"{view.name}.*"]).to_arrow().to_pylist()
             by_key = {tuple(r[k] for k in view.join_keys): r for r in offline}
             for got in online:
@@ -99,8 +107,9 @@ def test_cli_materialize_get_and_status(project: Path) -> None:
     row = first_entity_row(store, view.name)
     store.close()
     key, value = next(iter(row.items()))
-    got = runner.invoke(main, [*base, "online-get", f"{view.name}.{view.features[0].name}", "-e", f"{key}={value}",
-                               "--json"])
+    got = runner.invoke(
+        main, [*base, "online-get", f"{view.name}.{view.features[0].name}", "-e", f"{key}={value}", "--json"]
+    )
     assert got.exit_code == 0, got.output
     assert json.loads(got.output)[0][key] == value
     status = runner.invoke(main, [*base, "online-status", "--json"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -24,11 +24,16 @@ from feature_layer.online.encoding import (
 )
 from feature_layer.registry.model import Feature, FeatureView, Relation
 
-T0 = datetime(2025, 6, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
 
-def make_view(features: list[tuple[str, str]], *, keys: tuple[str, ...] = ("user_id",), key_types=("int64",),
-              ttl: timedelta | None = None) -> FeatureView:
+def make_view(
+    features: list[tuple[str, str]],
+    *,
+    keys: tuple[str, ...] = ("user_id",),
+    key_types=("int64",),
+    ttl: timedelta | None = None,
+) -> FeatureView:
     return FeatureView(
         name="v",
         unique_id="model.p.v",
@@ -39,7 +44,7 @@ def make_view(features: list[tuple[str, str]], *, keys: tuple[str, ...] = ("user
         features=tuple(Feature(n, "v", t) for n, t in features),
         relation=Relation(None, "main", "v"),
         ttl=ttl,
-        column_types=tuple(zip(keys, key_types)),
+        column_types=tuple(zip(keys, key_types, strict=False)),
     )
 
 
@@ -49,13 +54,15 @@ ALL_TYPES = [("f", "float64"), ("i", "int64"), ("b", "bool"), ("s", "string"), (
 def test_value_layout_is_the_documented_struct() -> None:
     view = make_view([("a", "float64"), ("b", "float64")])
     layout = view_layout(view, "proj")
-    batch = pa.table({
-        "user_id": [7],
-        "__ev": pa.array([T0], pa.timestamp("us", tz="UTC")),
-        "__cr": pa.array([T0 + timedelta(seconds=5)], pa.timestamp("us", tz="UTC")),
-        "a": [1.5],
-        "b": pa.array([None], pa.float64()),
-    })
+    batch = pa.table(
+        {
+            "user_id": [7],
+            "__ev": pa.array([T0], pa.timestamp("us", tz="UTC")),
+            "__cr": pa.array([T0 + timedelta(seconds=5)], pa.timestamp("us", tz="UTC")),
+            "a": [1.5],
+            "b": pa.array([None], pa.float64()),
+        }
+    )
     enc = encode_batch(layout, batch, event_column="__ev", created_column="__cr")
     value = enc.values[0].as_py()
     version, ev, cr, nulls, a, b = struct.unpack("<BqqBdd", value)
@@ -67,15 +74,17 @@ def test_value_layout_is_the_documented_struct() -> None:
 @st.composite
 def rows(draw):  # noqa: ANN001, ANN201
     n = draw(st.integers(1, 40))
+
     def col(strategy):  # noqa: ANN001, ANN202
         return draw(st.lists(st.one_of(st.none(), strategy), min_size=n, max_size=n))
+
     return {
         "user_id": list(range(n)),
         "f": col(st.floats(allow_nan=False, width=64)),
         "i": col(st.integers(-(2**63), 2**63 - 1)),
         "b": col(st.booleans()),
         "s": col(st.text(max_size=12)),
-        "t": col(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(timezone.utc))),
+        "t": col(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))),
         "d": col(st.dates(min_value=date(1971, 1, 1), max_value=date(2200, 1, 1))),
         "ev": draw(st.lists(st.integers(0, 10**6), min_size=n, max_size=n)),
     }
@@ -87,16 +96,18 @@ def test_every_type_round_trips_with_nulls(data: dict) -> None:
     view = make_view(ALL_TYPES)
     layout = view_layout(view, "p")
     n = len(data["user_id"])
-    table = pa.table({
-        "user_id": data["user_id"],
-        "__ev": pa.array([T0 + timedelta(seconds=s) for s in data["ev"]], pa.timestamp("us", tz="UTC")),
-        "f": pa.array(data["f"], pa.float64()),
-        "i": pa.array(data["i"], pa.int64()),
-        "b": pa.array(data["b"], pa.bool_()),
-        "s": pa.array(data["s"], pa.string()),
-        "t": pa.array(data["t"], pa.timestamp("us", tz="UTC")),
-        "d": pa.array(data["d"], pa.date32()),
-    })
+    table = pa.table(
+        {
+            "user_id": data["user_id"],
+            "__ev": pa.array([T0 + timedelta(seconds=s) for s in data["ev"]], pa.timestamp("us", tz="UTC")),
+            "f": pa.array(data["f"], pa.float64()),
+            "i": pa.array(data["i"], pa.int64()),
+            "b": pa.array(data["b"], pa.bool_()),
+            "s": pa.array(data["s"], pa.string()),
+            "t": pa.array(data["t"], pa.timestamp("us", tz="UTC")),
+            "d": pa.array(data["d"], pa.date32()),
+        }
+    )
     enc = encode_batch(layout, table, event_column="__ev", created_column=None)
     raw = enc.values.to_pylist()
     decoded = decode_values(layout, raw, now_us=to_micros(T0))
@@ -114,13 +125,15 @@ def test_numpy_and_row_decoders_agree_and_ttl_hides_expired_values() -> None:
     layout = view_layout(view, "p")
     n = 50
     events = [T0 - timedelta(minutes=3 * k) for k in range(n)]  # 0..147 minutes old
-    table = pa.table({
-        "user_id": list(range(n)),
-        "__ev": pa.array(events, pa.timestamp("us", tz="UTC")),
-        "a": pa.array([float(k) if k % 7 else None for k in range(n)], pa.float64()),
-        "n": list(range(n)),
-        "t": pa.array(events, pa.timestamp("us", tz="UTC")),
-    })
+    table = pa.table(
+        {
+            "user_id": list(range(n)),
+            "__ev": pa.array(events, pa.timestamp("us", tz="UTC")),
+            "a": pa.array([float(k) if k % 7 else None for k in range(n)], pa.float64()),
+            "n": list(range(n)),
+            "t": pa.array(events, pa.timestamp("us", tz="UTC")),
+        }
+    )
     raw = encode_batch(layout, table, event_column="__ev", created_column=None).values.to_pylist()
     raw[3] = None  # a missing key
     now = to_micros(T0)
@@ -129,17 +142,19 @@ def test_numpy_and_row_decoders_agree_and_ttl_hides_expired_values() -> None:
     assert [k for k in range(n) if big.present[k]] == live
     assert [k for k in range(n) if small.present[k]] == live
     for slot in layout.slots:
-        b = [v if ok else None for v, ok in zip(big.columns[slot.index].tolist(), big.valid[slot.index])]
+        b = [v if ok else None for v, ok in zip(big.columns[slot.index].tolist(), big.valid[slot.index], strict=False)]
         assert b == list(small.columns[slot.index])
 
 
 def test_expired_rows_are_not_encoded() -> None:
     layout = view_layout(make_view([("a", "float64")], ttl=timedelta(days=1)), "p")
-    table = pa.table({
-        "user_id": [1, 2],
-        "__ev": pa.array([T0 - timedelta(days=2), T0], pa.timestamp("us", tz="UTC")),
-        "a": [1.0, 2.0],
-    })
+    table = pa.table(
+        {
+            "user_id": [1, 2],
+            "__ev": pa.array([T0 - timedelta(days=2), T0], pa.timestamp("us", tz="UTC")),
+            "a": [1.0, 2.0],
+        }
+    )
     enc = encode_batch(layout, table, event_column="__ev", created_column=None, now_us=to_micros(T0))
     assert enc.keys.to_pylist() == [layout.key_prefix + b"2"]
 

@@ -43,12 +43,16 @@ ROW = st.tuples(
 
 
 def as_table(rows: list[tuple]) -> pa.Table:
-    return pa.table({
-        "k": pa.array([r[0] for r in rows], pa.int64()),
-        "ts": pa.array([BASE + timedelta(hours=r[1]) for r in rows], pa.timestamp("us")),
-        "cr": pa.array([None if r[2] is None else BASE + timedelta(hours=r[1] + r[2]) for r in rows], pa.timestamp("us")),
-        "x": pa.array([r[3] for r in rows], pa.int64()),
-    })
+    return pa.table(
+        {
+            "k": pa.array([r[0] for r in rows], pa.int64()),
+            "ts": pa.array([BASE + timedelta(hours=r[1]) for r in rows], pa.timestamp("us")),
+            "cr": pa.array(
+                [None if r[2] is None else BASE + timedelta(hours=r[1] + r[2]) for r in rows], pa.timestamp("us")
+            ),
+            "x": pa.array([r[3] for r in rows], pa.int64()),
+        }
+    )
 
 
 def order_key(row: tuple) -> tuple:
@@ -61,8 +65,10 @@ def reference(rows: list[tuple], end_hour: int) -> dict[int, set[int]]:
     for r in rows:
         if r[1] <= end_hour and (r[0] not in best or order_key(r) > order_key(best[r[0]])):
             best[r[0]] = r
-    return {k: {r[3] for r in rows if r[0] == k and r[1] <= end_hour and order_key(r) == order_key(b)}
-            for k, b in best.items()}
+    return {
+        k: {r[3] for r in rows if r[0] == k and r[1] <= end_hour and order_key(r) == order_key(b)}
+        for k, b in best.items()
+    }
 
 
 def run(engine: DuckDBEngine, rows: list[tuple], sql: str) -> dict[int, tuple]:
@@ -82,7 +88,9 @@ def engine():  # noqa: ANN201
 @pytest.mark.parametrize("dialect_form", ["duckdb", "postgres"], ids=["arg_max", "window"])
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(ROW, max_size=25), end_hour=st.integers(0, 7))
-def test_latest_value_per_entity_matches_brute_force(engine, dialect_form: str, rows: list[tuple], end_hour: int) -> None:  # noqa: ANN001
+def test_latest_value_per_entity_matches_brute_force(
+    engine, dialect_form: str, rows: list[tuple], end_hour: int
+) -> None:  # noqa: ANN001
     # The window form is rendered for postgres but is plain SQL DuckDB runs too.
     tree = latest_values(view(), end=BASE + timedelta(hours=end_hour), dialect=dialect_form)
     got = run(engine, rows, to_sql(tree, "duckdb"))
@@ -93,7 +101,9 @@ def test_latest_value_per_entity_matches_brute_force(engine, dialect_form: str, 
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(first=st.lists(ROW, max_size=15), late=st.lists(ROW, max_size=15), end1=st.integers(0, 7), end2=st.integers(0, 7))
+@given(
+    first=st.lists(ROW, max_size=15), late=st.lists(ROW, max_size=15), end1=st.integers(0, 7), end2=st.integers(0, 7)
+)
 def test_incremental_run_merged_with_never_older_equals_a_full_run(engine, first, late, end1, end2) -> None:  # noqa: ANN001
     end2 = max(end1, end2)
     v = view()
@@ -112,7 +122,13 @@ def test_incremental_run_merged_with_never_older_equals_a_full_run(engine, first
     max_cr = engine.fetch_arrow(to_sql(max_created(v, end=BASE + timedelta(hours=end1)), "duckdb")).column(0)[0].as_py()
     watermark = Watermark(BASE + timedelta(hours=end1), max_cr)
     everything = first + late
-    merge(run(engine, everything, to_sql(latest_values(v, end=BASE + timedelta(hours=end2), watermark=watermark), "duckdb")))
+    merge(
+        run(
+            engine,
+            everything,
+            to_sql(latest_values(v, end=BASE + timedelta(hours=end2), watermark=watermark), "duckdb"),
+        )
+    )
     expected = reference(everything, end2)
     assert set(stored) == set(expected)
     for key, (_, _, x) in stored.items():
@@ -125,8 +141,15 @@ def test_without_created_at_the_incremental_filter_is_by_event_time_only() -> No
 
 
 def test_identifiers_are_quoted_in_every_dialect() -> None:
-    v = FeatureView(name="v", unique_id="m", entities=("e",), join_keys=("select",), event_time="order",
-                    features=(Feature("from", "v", "float64"),), relation=Relation("db", "my schema", "t-1"))
+    v = FeatureView(
+        name="v",
+        unique_id="m",
+        entities=("e",),
+        join_keys=("select",),
+        event_time="order",
+        features=(Feature("from", "v", "float64"),),
+        relation=Relation("db", "my schema", "t-1"),
+    )
     for dialect in ("duckdb", "postgres", "snowflake", "bigquery"):
         sql = to_sql(latest_values(v, end=BASE, dialect=dialect), dialect)
-        assert "select" in sql.lower() and ("\"my schema\"" in sql or "`my schema`" in sql)
+        assert "select" in sql.lower() and ('"my schema"' in sql or "`my schema`" in sql)

@@ -1,9 +1,10 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests.redis_helpers are used as arguments)
 """get_online_features: input shapes, typed columnar output, TTL, naming, one round trip."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,25 +23,47 @@ from feature_layer.registry.model import Feature, FeatureService, FeatureView, R
 from feature_layer.state import StateStore
 from tests.redis_helpers import RedisServer, StubStore, private_redis, redis_server  # noqa: F401
 
-NOW = datetime(2025, 3, 1, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 1, tzinfo=UTC)
 
 
 def views() -> list[FeatureView]:
     users = FeatureView(
-        name="users", unique_id="model.p.users", entities=("user",), join_keys=("user_id",), event_time="ts",
-        features=(Feature("score", "users", "float64"), Feature("n", "users", "int64"), Feature("vip", "users", "bool"),
-                  Feature("name", "users", "string"), Feature("seen", "users", "timestamp"),
-                  Feature("born", "users", "date")),
-        relation=Relation(None, "main", "users"), ttl=timedelta(days=30), column_types=(("user_id", "int64"),),
+        name="users",
+        unique_id="model.p.users",
+        entities=("user",),
+        join_keys=("user_id",),
+        event_time="ts",
+        features=(
+            Feature("score", "users", "float64"),
+            Feature("n", "users", "int64"),
+            Feature("vip", "users", "bool"),
+            Feature("name", "users", "string"),
+            Feature("seen", "users", "timestamp"),
+            Feature("born", "users", "date"),
+        ),
+        relation=Relation(None, "main", "users"),
+        ttl=timedelta(days=30),
+        column_types=(("user_id", "int64"),),
     )
     pairs = FeatureView(
-        name="pairs", unique_id="model.p.pairs", entities=("user", "merchant"), join_keys=("user_id", "merchant"),
-        event_time="ts", features=(Feature("n", "pairs", "int64"),), relation=Relation(None, "main", "pairs"),
+        name="pairs",
+        unique_id="model.p.pairs",
+        entities=("user", "merchant"),
+        join_keys=("user_id", "merchant"),
+        event_time="ts",
+        features=(Feature("n", "pairs", "int64"),),
+        relation=Relation(None, "main", "pairs"),
         column_types=(("user_id", "int64"), ("merchant", "string")),
     )
     hidden = FeatureView(
-        name="hidden", unique_id="model.p.hidden", entities=("user",), join_keys=("user_id",), event_time="ts",
-        features=(Feature("h", "hidden", "float64"),), relation=Relation(None, "main", "users"), online=False,
+        name="hidden",
+        unique_id="model.p.hidden",
+        entities=("user",),
+        join_keys=("user_id",),
+        event_time="ts",
+        features=(Feature("h", "hidden", "float64"),),
+        relation=Relation(None, "main", "users"),
+        online=False,
         column_types=(("user_id", "int64"),),
     )
     return [users, pairs, hidden]
@@ -69,23 +92,29 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
 
 
 def test_values_are_typed_and_missing_or_expired_ones_are_none(store) -> None:  # noqa: ANN001
-    got = get_online_features(store, features=["users.*"], entity_rows=[{"user_id": u} for u in (1, 2, 3, 4)],
-                              include_event_times=True).to_dict()
+    got = get_online_features(
+        store, features=["users.*"], entity_rows=[{"user_id": u} for u in (1, 2, 3, 4)], include_event_times=True
+    ).to_dict()
     assert got["user_id"] == [1, 2, 3, 4]
     assert got["score"] == [0.5, None, None, None]  # user 2 is older than the 30-day TTL
     assert got["n"] == [10, None, None, None]
     assert got["vip"] == [True, None, None, None]
     assert got["name"] == ["ann", None, None, None]
-    assert got["seen"] == [datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc), None, None, None]
+    assert got["seen"] == [datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC), None, None, None]
     assert got["born"] == [date(1990, 5, 6), None, None, None]
-    assert got["score__event_time"] == [datetime(2025, 2, 27, tzinfo=timezone.utc), None,
-                                        datetime(2025, 2, 28, tzinfo=timezone.utc), None]
+    assert got["score__event_time"] == [
+        datetime(2025, 2, 27, tzinfo=UTC),
+        None,
+        datetime(2025, 2, 28, tzinfo=UTC),
+        None,
+    ]
 
 
 def test_arrow_and_pandas_outputs_keep_types(store) -> None:  # noqa: ANN001
     rows = [{"user_id": u} for u in range(1, 40)]  # > 16 rows: the vectorised decoder
-    resp = get_online_features(store, features=["users.score", "users.n", "users.vip", "users.seen", "users.born"],
-                               entity_rows=rows)
+    resp = get_online_features(
+        store, features=["users.score", "users.n", "users.vip", "users.seen", "users.born"], entity_rows=rows
+    )
     table = resp.to_arrow()
     assert table.schema.field("score").type == pa.float64()
     assert table.schema.field("n").type == pa.int64()
@@ -126,10 +155,14 @@ def test_a_name_requested_from_two_views_is_qualified(store) -> None:  # noqa: A
 
 def test_many_views_and_entities_are_one_round_trip(private_redis: RedisServer, tmp_path: Path) -> None:  # noqa: F811
     engine = DuckDBEngine(":memory:")
-    engine.execute("CREATE TABLE main.users AS SELECT range AS user_id, TIMESTAMP '2025-02-27' AS ts, 1.0 AS score, "
-                   "1 AS n, true AS vip, 'x' AS name, NULL::TIMESTAMP AS seen, NULL::DATE AS born FROM range(3000)")
-    engine.execute("CREATE TABLE main.pairs AS SELECT range AS user_id, 'm' AS merchant, TIMESTAMP '2025-02-01' AS ts, "
-                   "2 AS n FROM range(3000)")
+    engine.execute(
+        "CREATE TABLE main.users AS SELECT range AS user_id, TIMESTAMP '2025-02-27' AS ts, 1.0 AS score, "
+        "1 AS n, true AS vip, 'x' AS name, NULL::TIMESTAMP AS seen, NULL::DATE AS born FROM range(3000)"
+    )
+    engine.execute(
+        "CREATE TABLE main.pairs AS SELECT range AS user_id, 'm' AS merchant, TIMESTAMP '2025-02-01' AS ts, "
+        "2 AS n FROM range(3000)"
+    )
     online = RedisOnlineStore(private_redis.client(), "p")
     online.clock = lambda: to_micros(NOW)
     s = StubStore(engine, online, StateStore(tmp_path / "s.sqlite"), views()[:2])

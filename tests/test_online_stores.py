@@ -1,9 +1,10 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests.redis_helpers are used as arguments)
 """One contract, two stores: the same tests run on Redis (a private server) and on SQLite."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +19,7 @@ from feature_layer.online.store import connect_online_store
 from tests.redis_helpers import RedisServer, private_redis, redis_server  # noqa: F401
 from tests.test_online_encoding import make_view
 
-T0 = datetime(2025, 6, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
 
 @pytest.fixture(params=["redis", "sqlite"])
@@ -34,12 +35,14 @@ def online(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
 
 
 def batch(layout, ids, events, values, created=None):  # noqa: ANN001, ANN201
-    table = pa.table({
-        "user_id": ids,
-        "__ev": pa.array(events, pa.timestamp("us", tz="UTC")),
-        "__cr": pa.array(created or events, pa.timestamp("us", tz="UTC")),
-        "a": pa.array(values, pa.float64()),
-    })
+    table = pa.table(
+        {
+            "user_id": ids,
+            "__ev": pa.array(events, pa.timestamp("us", tz="UTC")),
+            "__cr": pa.array(created or events, pa.timestamp("us", tz="UTC")),
+            "a": pa.array(values, pa.float64()),
+        }
+    )
     return encode_batch(layout, table, event_column="__ev", created_column="__cr", now_us=to_micros(T0))
 
 
@@ -53,13 +56,15 @@ def write(online, layout, *batches):  # noqa: ANN001, ANN201
 def read_a(online, layout, ids):  # noqa: ANN001, ANN201
     raw = online.read([layout.key_prefix + str(i).encode() for i in ids])
     dec = decode_values(layout, raw, online.clock())
-    return [v if ok else None for v, ok in zip(list(dec.columns[0]), dec.present)]
+    return [v if ok else None for v, ok in zip(list(dec.columns[0]), dec.present, strict=False)]
 
 
 def test_late_value_never_overwrites_newer(online) -> None:  # noqa: ANN001
     layout = view_layout(make_view([("a", "float64")]), online.namespace)
     write(online, layout, batch(layout, [1, 2], [T0, T0], [10.0, 20.0]))
-    counts = write(online, layout, batch(layout, [1, 2], [T0 - timedelta(hours=1), T0 + timedelta(hours=1)], [-1.0, 21.0]))
+    counts = write(
+        online, layout, batch(layout, [1, 2], [T0 - timedelta(hours=1), T0 + timedelta(hours=1)], [-1.0, 21.0])
+    )
     assert read_a(online, layout, [1, 2]) == [10.0, 21.0]
     assert (counts.written, counts.kept_newer) == (1, 1)
 
@@ -91,8 +96,15 @@ def test_missing_keys_read_as_none_in_order(online) -> None:  # noqa: ANN001
 def test_delete_prefix_removes_only_that_views_keys(online) -> None:  # noqa: ANN001
     a = view_layout(make_view([("a", "float64")]), online.namespace)
     b = view_layout(make_view([("a", "float64")], ttl=timedelta(days=9999)), online.namespace)
-    b = type(b)(view="w", namespace=b.namespace, join_keys=b.join_keys, key_types=b.key_types, slots=b.slots,
-                fingerprint=b.fingerprint, ttl_us=None)
+    b = type(b)(
+        view="w",
+        namespace=b.namespace,
+        join_keys=b.join_keys,
+        key_types=b.key_types,
+        slots=b.slots,
+        fingerprint=b.fingerprint,
+        ttl_us=None,
+    )
     write(online, a, batch(a, [1, 2], [T0, T0], [1.0, 2.0]))
     write(online, b, batch(b, [1], [T0], [5.0]))
     assert online.delete_prefix(a.key_prefix) == 2
@@ -102,10 +114,16 @@ def test_delete_prefix_removes_only_that_views_keys(online) -> None:  # noqa: AN
 
 def test_redis_keys_expire_with_their_values(redis_server: RedisServer) -> None:  # noqa: F811
     online = RedisOnlineStore(redis_server.client(), "exp" + uuid.uuid4().hex[:6])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     layout = view_layout(make_view([("a", "float64")], ttl=timedelta(hours=1)), online.namespace)
-    table = pa.table({"user_id": [1], "__ev": pa.array([now - timedelta(minutes=30)], pa.timestamp("us", tz="UTC")),
-                      "__cr": pa.array([now], pa.timestamp("us", tz="UTC")), "a": [1.0]})
+    table = pa.table(
+        {
+            "user_id": [1],
+            "__ev": pa.array([now - timedelta(minutes=30)], pa.timestamp("us", tz="UTC")),
+            "__cr": pa.array([now], pa.timestamp("us", tz="UTC")),
+            "a": [1.0],
+        }
+    )
     write(online, layout, encode_batch(layout, table, event_column="__ev", created_column="__cr"))
     pttl = online.client.pttl(layout.key_prefix + b"1")
     assert 29 * 60_000 < pttl <= 30 * 60_000
@@ -130,8 +148,12 @@ def test_settings_connect_with_acl_user_and_password(private_redis: RedisServer)
     store = connect_online_store(settings, "acl")
     store.ping()
     store.close()
-    bad = connect_online_store(OnlineStoreSettings(type="redis", url=private_redis.url, username="feature_writer",
-                                                   password="wrong", retries=0), "acl")
+    bad = connect_online_store(
+        OnlineStoreSettings(
+            type="redis", url=private_redis.url, username="feature_writer", password="wrong", retries=0
+        ),
+        "acl",
+    )
     with pytest.raises(OnlineStoreError, match="refused the credentials"):
         bad.ping()
 

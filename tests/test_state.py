@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from feature_layer.errors import MaterializationConflictError
 from feature_layer.sql.latest import Watermark
 from feature_layer.state import StateStore
 
-T = datetime(2025, 3, 1, 12, 30, tzinfo=timezone.utc)
+T = datetime(2025, 3, 1, 12, 30, tzinfo=UTC)
 
 
 def test_watermark_survives_reopening_and_is_scoped_to_the_layout(tmp_path: Path) -> None:
@@ -24,7 +24,7 @@ def test_watermark_survives_reopening_and_is_scoped_to_the_layout(tmp_path: Path
         assert state.watermark("v") == Watermark(T, T.replace(hour=13))
         assert state.watermark("v", layout="other") is None
         event_time, wall = state.last_materialized("v")
-        assert event_time == T and (datetime.now(timezone.utc) - wall).total_seconds() < 60
+        assert event_time == T and (datetime.now(UTC) - wall).total_seconds() < 60
         assert state.view_state("v").rows_written == 5
 
 

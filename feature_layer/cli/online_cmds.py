@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -24,7 +24,7 @@ class _Timestamp(click.ParamType):
             parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError:
             self.fail(f"{value!r} is not an ISO-8601 time such as 2025-06-01 or 2025-06-01T12:00:00Z", param, ctx)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 TIMESTAMP = _Timestamp()
@@ -39,23 +39,41 @@ TIMESTAMP = _Timestamp()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 @handle_errors
-def materialize(obj: Context, select: tuple[str, ...], start: datetime | None, end: datetime | None,
-                full_refresh: bool, no_progress: bool, as_json: bool) -> None:
+def materialize(
+    obj: Context,
+    select: tuple[str, ...],
+    start: datetime | None,
+    end: datetime | None,
+    full_refresh: bool,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
     """Push the latest feature values per entity into the online store (incremental by default)."""
     store = obj.store
-    result = store.materialize(list(select) or None, start=start, end=end, full_refresh=full_refresh,
-                               progress=not no_progress and not as_json)
+    result = store.materialize(
+        list(select) or None, start=start, end=end, full_refresh=full_refresh, progress=not no_progress and not as_json
+    )
     if as_json:
         echo_json(result.to_dict())
         return
     rows = [
-        (v.view, "full" if v.full_refresh else f"since {v.incremental_from:%Y-%m-%d %H:%M:%S}", f"{v.entities:,}",
-         f"{v.rows_written:,}", f"{v.kept_newer:,}", f"{v.expired:,}", f"{v.seconds:.2f}",
-         f"{v.watermark:%Y-%m-%d %H:%M:%S}" if v.watermark else "")
+        (
+            v.view,
+            "full" if v.full_refresh else f"since {v.incremental_from:%Y-%m-%d %H:%M:%S}",
+            f"{v.entities:,}",
+            f"{v.rows_written:,}",
+            f"{v.kept_newer:,}",
+            f"{v.expired:,}",
+            f"{v.seconds:.2f}",
+            f"{v.watermark:%Y-%m-%d %H:%M:%S}" if v.watermark else "",
+        )
         for v in result.views
     ]
-    render_table(["view", "read", "entities", "written", "kept newer", "expired", "seconds", "watermark (UTC)"], rows,
-                 title=f"Materialized into {store.online_store().describe()}")
+    render_table(
+        ["view", "read", "entities", "written", "kept newer", "expired", "seconds", "watermark (UTC)"],
+        rows,
+        title=f"Materialized into {store.online_store().describe()}",
+    )
 
 
 def _parse_rows(entities: tuple[str, ...], rows_json: str | None) -> list[dict[str, Any]]:
@@ -67,7 +85,9 @@ def _parse_rows(entities: tuple[str, ...], rows_json: str | None) -> list[dict[s
         if isinstance(rows, dict):
             rows = [rows]
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise InputError("--rows must be a JSON object or a list of objects.", fix="pass e.g. --rows '[{\"user_id\": 1}]'.")
+            raise InputError(
+                "--rows must be a JSON object or a list of objects.", fix="pass e.g. --rows '[{\"user_id\": 1}]'."
+            )
         return rows
     if not entities:
         raise InputError("No entity given.", fix="pass --entity user_id=42 (repeat for composite keys) or --rows JSON.")
@@ -89,17 +109,25 @@ def _parse_rows(entities: tuple[str, ...], rows_json: str | None) -> list[dict[s
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 @handle_errors
-def online_get(obj: Context, features: tuple[str, ...], service: str | None, entities: tuple[str, ...],
-               rows_json: str | None, event_times: bool, as_json: bool) -> None:
+def online_get(
+    obj: Context,
+    features: tuple[str, ...],
+    service: str | None,
+    entities: tuple[str, ...],
+    rows_json: str | None,
+    event_times: bool,
+    as_json: bool,
+) -> None:
     """Look up online values: feature-layer online-get users.score -e user_id=42."""
     rows = _parse_rows(entities, rows_json)
-    response = obj.store.get_online_features(list(features) or None, rows, service=service,
-                                             include_event_times=event_times)
+    response = obj.store.get_online_features(
+        list(features) or None, rows, service=service, include_event_times=event_times
+    )
     if as_json:
         echo_json(response.to_rows())
         return
     data = response.to_dict()
-    render_table(list(data), [list(r) for r in zip(*data.values())])
+    render_table(list(data), [list(r) for r in zip(*data.values(), strict=False)])
 
 
 @main.command("online-status")
@@ -114,17 +142,31 @@ def online_status(obj: Context, as_json: bool) -> None:
         if not view.online:
             continue
         state = store.state.view_state(view.name)
-        out.append({
-            "view": view.name,
-            "watermark": state.watermark.event_time.isoformat() if state else None,
-            "materialized_at": state.wall_time.isoformat() if state else None,
-            "rows_written": state.rows_written if state else 0,
-            "entities": state.entities if state else 0,
-            "ttl": str(view.ttl) if view.ttl else None,
-        })
+        out.append(
+            {
+                "view": view.name,
+                "watermark": state.watermark.event_time.isoformat() if state else None,
+                "materialized_at": state.wall_time.isoformat() if state else None,
+                "rows_written": state.rows_written if state else 0,
+                "entities": state.entities if state else 0,
+                "ttl": str(view.ttl) if view.ttl else None,
+            }
+        )
     if as_json:
         echo_json({"online_store": store.online_store().describe(), "views": out})
         return
-    render_table(["view", "watermark", "materialized at", "entities", "written", "ttl"],
-                 [(o["view"], o["watermark"] or "never", o["materialized_at"] or "", o["entities"], o["rows_written"],
-                   o["ttl"] or "") for o in out], title=f"Online store {store.online_store().describe()}")
+    render_table(
+        ["view", "watermark", "materialized at", "entities", "written", "ttl"],
+        [
+            (
+                o["view"],
+                o["watermark"] or "never",
+                o["materialized_at"] or "",
+                o["entities"],
+                o["rows_written"],
+                o["ttl"] or "",
+            )
+            for o in out
+        ],
+        title=f"Online store {store.online_store().describe()}",
+    )

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from functools import cached_property
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ VERSION = 1
 KEY_VERSION = b"fl1"
 HEADER = struct.Struct("<Bqq")  # version, event_us, created_us
 NULL_CREATED = -(2**62)  # created_us stored for a NULL created-at
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_DATE = date(1970, 1, 1)
 
 # logical type -> (numpy dtype of the fixed slot, arrow type of decoded values); None = var slot
@@ -150,8 +150,10 @@ def _key_text_column(col: pa.Array, key_type: str) -> pa.Array:
 def key_column(layout: ViewLayout, table: pa.Table | pa.RecordBatch, columns: Sequence[str] | None = None) -> pa.Array:
     """Full Redis keys (binary) for every row, vectorised; rows with a null key part give null."""
     names = columns or layout.join_keys
-    parts = [_key_text_column(table.column(n) if isinstance(table, pa.Table) else table.column(n), t)
-             for n, t in zip(names, layout.key_types)]
+    parts = [
+        _key_text_column(table.column(n) if isinstance(table, pa.Table) else table.column(n), t)
+        for n, t in zip(names, layout.key_types, strict=False)
+    ]
     if isinstance(table, pa.Table):
         parts = [p.combine_chunks() if isinstance(p, pa.ChunkedArray) else p for p in parts]
     if len(parts) > 1:
@@ -183,7 +185,9 @@ def key_text(value: Any, key_type: str) -> str:
 def entity_key(layout: ViewLayout, values: Sequence[Any]) -> bytes:
     if len(values) == 1:
         return layout.key_prefix + key_text(values[0], layout.key_types[0]).encode()
-    texts = [key_text(v, t).replace("\\", "\\\\").replace("|", "\\|") for v, t in zip(values, layout.key_types)]
+    texts = [
+        key_text(v, t).replace("\\", "\\\\").replace("|", "\\|") for v, t in zip(values, layout.key_types, strict=False)
+    ]
     return layout.key_prefix + "|".join(texts).encode()
 
 
@@ -194,13 +198,13 @@ def entity_key(layout: ViewLayout, values: Sequence[Any]) -> bytes:
 
 def to_micros(value: datetime) -> int:
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     delta = value - _EPOCH
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def from_micros(value: int) -> datetime:
-    return datetime.fromtimestamp(value // 1_000_000, tz=timezone.utc).replace(microsecond=value % 1_000_000)
+    return datetime.fromtimestamp(value // 1_000_000, tz=UTC).replace(microsecond=value % 1_000_000)
 
 
 def time_column_micros(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -214,15 +218,20 @@ def time_column_micros(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if col.type.unit != "us":
         col = col.cast(pa.timestamp("us", tz=col.type.tz))
     ints = col.view(pa.int64()) if col.type.tz is None else col.cast(pa.timestamp("us")).view(pa.int64())
-    return ints.to_numpy(zero_copy_only=False) if ints.null_count == 0 else \
-        pc.fill_null(ints, np.iinfo(np.int64).min).to_numpy(zero_copy_only=False)
+    return (
+        ints.to_numpy(zero_copy_only=False)
+        if ints.null_count == 0
+        else pc.fill_null(ints, np.iinfo(np.int64).min).to_numpy(zero_copy_only=False)
+    )
 
 
 def _fixed_values(col: pa.Array, dtype: str) -> np.ndarray:
     """A column's values as numpy for its fixed slot (nulls filled with zero; the bitmap says null)."""
     if dtype == "timestamp":
         if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
-            return time_column_micros(pc.fill_null(col, pa.scalar(0, pa.int64()).cast(col.type)) if col.null_count else col)
+            return time_column_micros(
+                pc.fill_null(col, pa.scalar(0, pa.int64()).cast(col.type)) if col.null_count else col
+            )
         return pc.fill_null(col.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
     if dtype == "date":
         col = col.cast(pa.date32())
@@ -274,7 +283,11 @@ def encode_batch(
     Rows with a null join key or event time are dropped too: they cannot be looked up.
     """
     if isinstance(batch, pa.Table):
-        batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist([], schema=batch.schema)
+        batch = (
+            batch.combine_chunks().to_batches()[0]
+            if batch.num_rows
+            else pa.RecordBatch.from_pylist([], schema=batch.schema)
+        )
     event_us = time_column_micros(batch.column(event_column))
     keep = event_us != np.iinfo(np.int64).min
     for name in layout.join_keys:
@@ -412,20 +425,20 @@ def _decode_rows(layout: ViewLayout, raw: Sequence[bytes | None], now_us: int) -
             texts = []
             for _ in var_slots:
                 (length,) = _U32.unpack_from(value, pos)
-                texts.append(value[pos + 4: pos + 4 + length].decode("utf-8"))
+                texts.append(value[pos + 4 : pos + 4 + length].decode("utf-8"))
                 pos += 4 + length
             row = row + tuple(texts)
             if reorder:
                 ordered: list[Any] = [None] * k
-                for position, v in zip(order, row):
+                for position, v in zip(order, row, strict=False):
                     ordered[position] = v
                 row = tuple(ordered)
         if nb:
-            bitmap = int.from_bytes(value[17:17 + nb], "little")
+            bitmap = int.from_bytes(value[17 : 17 + nb], "little")
             if bitmap:
                 row = tuple(None if (bitmap >> i) & 1 else v for i, v in enumerate(row))
         rows.append(row)
-    transposed = list(zip(*rows)) if rows else [() for _ in range(k)]
+    transposed = list(zip(*rows, strict=False)) if rows else [() for _ in range(k)]
     columns = {s.index: transposed[s.index] for s in slots}
     present = [e is not None for e in events]
     return Decoded(columns, {s.index: None for s in slots}, events, present)  # type: ignore[arg-type]

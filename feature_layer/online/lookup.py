@@ -112,7 +112,7 @@ class OnlineResponse:
 
     def to_rows(self) -> list[dict[str, Any]]:
         columns = self.to_dict()
-        return [dict(zip(columns, row)) for row in zip(*columns.values())]
+        return [dict(zip(columns, row, strict=False)) for row in zip(*columns.values(), strict=False)]
 
     def to_arrow(self) -> pa.Table:
         arrays: dict[str, Any] = {}
@@ -150,7 +150,9 @@ class LookupPlan:
         elif features:
             refs = [features] if isinstance(features, str) else list(features)
         else:
-            raise UnknownFeatureError("No features were requested.", fix="pass features=['view.feature', …] or service=….")
+            raise UnknownFeatureError(
+                "No features were requested.", fix="pass features=['view.feature', …] or service=…."
+            )
         grouped = registry.resolve(refs)
         views = {name: registry.view(name) for name in grouped}
         join_keys = {k for v in views.values() for k in v.join_keys}
@@ -181,7 +183,10 @@ class LookupPlan:
     def _entity_columns(self, entity_rows: Any) -> tuple[int, dict[str, Any], bool]:
         """(row count, {join key: column}, columnar?) from any accepted entity-rows shape."""
         if entity_rows is None:
-            raise InputError("No entity rows were given.", fix=f"pass entity_rows=[{{{', '.join(repr(k) + ': …' for k in self.join_keys)}}}].")
+            raise InputError(
+                "No entity rows were given.",
+                fix=f"pass entity_rows=[{{{', '.join(repr(k) + ': …' for k in self.join_keys)}}}].",
+            )
         if isinstance(entity_rows, Mapping):
             return self._from_mapping(entity_rows)
         if isinstance(entity_rows, (pa.Table, pa.RecordBatch)):
@@ -222,11 +227,19 @@ class LookupPlan:
         for k in self.join_keys:
             col = mapping[k]
             if isinstance(col, (str, bytes)) or not hasattr(col, "__len__"):
-                raise InputError(f"Column {k!r} of the entity rows is not a list of values.", fix="pass {key: [v1, v2, …]}.")
+                raise InputError(
+                    f"Column {k!r} of the entity rows is not a list of values.", fix="pass {key: [v1, v2, …]}."
+                )
             if n is not None and len(col) != n:
-                raise InputError("The entity-row columns have different lengths.", fix="give every column one value per entity.")
+                raise InputError(
+                    "The entity-row columns have different lengths.", fix="give every column one value per entity."
+                )
             n = len(col)
-            columns[k] = col if isinstance(col, (pa.Array, pa.ChunkedArray)) else list(col.tolist() if isinstance(col, np.ndarray) else col)
+            columns[k] = (
+                col
+                if isinstance(col, (pa.Array, pa.ChunkedArray))
+                else list(col.tolist() if isinstance(col, np.ndarray) else col)
+            )
         return n or 0, columns, False
 
     def _raise_missing(self, missing: list[str], present: Sequence[str]) -> None:
@@ -245,7 +258,9 @@ class LookupPlan:
                 table = pa.table({k: columns[k] for k in layout.join_keys})
                 col = key_column(layout, table)
                 if col.null_count:
-                    raise InputError("An entity row has a null join key.", fix="drop rows with null keys before the lookup.")
+                    raise InputError(
+                        "An entity row has a null join key.", fix="drop rows with null keys before the lookup."
+                    )
                 keys.extend(col.to_pylist())
                 continue
             try:
@@ -259,7 +274,7 @@ class LookupPlan:
                         keys.extend([prefix + key_text(v, kt).encode() for v in values])
                 else:
                     parts = [columns[k] for k in layout.join_keys]
-                    keys.extend([entity_key(layout, values) for values in zip(*parts)])
+                    keys.extend([entity_key(layout, values) for values in zip(*parts, strict=False)])
             except (ValueError, TypeError) as exc:
                 raise InputError(
                     f"An entity row has a join key that cannot be used ({exc}).",
@@ -268,23 +283,28 @@ class LookupPlan:
         return keys
 
     # -- execution ---------------------------------------------------------------------------
-    def execute(self, online: OnlineStore, entity_rows: Any, *, include_event_times: bool = False,
-                now_us: int | None = None) -> OnlineResponse:
+    def execute(
+        self, online: OnlineStore, entity_rows: Any, *, include_event_times: bool = False, now_us: int | None = None
+    ) -> OnlineResponse:
         n, columns, columnar = self._entity_columns(entity_rows)
         keys = self.keys(n, columns, columnar)
         raw = online.read(keys) if keys else []
         if len(raw) != len(keys):
-            raise OnlineStoreError("The online store returned a different number of values than keys asked.",
-                                   fix="report this as a bug.")
+            raise OnlineStoreError(
+                "The online store returned a different number of values than keys asked.", fix="report this as a bug."
+            )
         now = online.clock() if now_us is None else now_us
         features: dict[str, _Column] = {}
         for i, plan in enumerate(self.views):
-            decoded: Decoded = decode_values(plan.layout, raw[i * n:(i + 1) * n], now)
+            decoded: Decoded = decode_values(plan.layout, raw[i * n : (i + 1) * n], now)
             for name, slot, dtype in plan.outputs:
                 features[name] = _Column(dtype, decoded.columns[slot], decoded.valid[slot])
             if include_event_times:
-                event = _Column("timestamp", decoded.event_us, decoded.present) if isinstance(decoded.event_us, np.ndarray) \
+                event = (
+                    _Column("timestamp", decoded.event_us, decoded.present)
+                    if isinstance(decoded.event_us, np.ndarray)
                     else _Column("timestamp", decoded.event_us, None)
+                )
                 for name, _slot, _dtype in plan.outputs:
                     features[f"{name}__event_time"] = event
         return OnlineResponse(columns, features)

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from feature_layer.errors import InputError, OnlineStoreError
@@ -88,8 +88,8 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def select_views(registry: Any, select: Sequence[str] | str | None) -> list[FeatureView]:
@@ -129,7 +129,7 @@ def materialize(
     the view is read in full or its statistics are older than a day.
     """
     began = time.perf_counter()
-    end = _utc(end) or datetime.now(timezone.utc)
+    end = _utc(end) or datetime.now(UTC)
     start = _utc(start)
     if start is not None and start > end:
         raise InputError(f"--start {start.isoformat()} is after --end {end.isoformat()}.", fix="swap them.")
@@ -187,8 +187,13 @@ def materialize_view(
         watermark = None if (full_refresh or layout_changed or prior is None or start is not None) else prior.watermark
         if full_refresh:
             online.delete_prefix(layout.key_prefix)
-        stats_job = _StatisticsJob.start(engine, statistics_engine, state, view, end, statistics,
-                                         read_everything=watermark is None)
+
+        def start_statistics() -> _StatisticsJob:
+            return _StatisticsJob.start(
+                engine, statistics_engine, state, view, end, statistics, read_everything=watermark is None
+            )
+
+        stats_job: _StatisticsJob | None = None
 
         t = time.perf_counter()
         created_sql = max_created(view, end=end)
@@ -208,6 +213,10 @@ def materialize_view(
             for batch in engine.stream_arrow(sql, batch_size=batch_rows):
                 t1 = time.perf_counter()
                 query_s += t1 - t
+                if stats_job is None:
+                    # The warehouse has finished the aggregate once the first batch arrives; from
+                    # here the online store is the busy side, so statistics overlap the writes.
+                    stats_job = start_statistics()
                 encoded = encode_batch(
                     layout,
                     batch,
@@ -237,14 +246,20 @@ def materialize_view(
             online.delete_prefix(old_prefix)
 
         t = time.perf_counter()
-        did_stats = stats_job.finish()
+        did_stats = (stats_job or start_statistics()).finish()
         stages["statistics_wait"] = time.perf_counter() - t
 
-        new_watermark = _next_watermark(prior.watermark if prior and not layout_changed else None,
-                                        end=end, start=start, created=next_created, full=full_refresh)
+        new_watermark = _next_watermark(
+            prior.watermark if prior and not layout_changed else None,
+            end=end,
+            start=start,
+            created=next_created,
+            full=full_refresh,
+        )
         if new_watermark is not None:
-            state.set_watermark(view.name, new_watermark, layout=layout.fingerprint,
-                                rows_written=counts.written, entities=entities)
+            state.set_watermark(
+                view.name, new_watermark, layout=layout.fingerprint, rows_written=counts.written, entities=entities
+            )
     except OnlineStoreError as exc:
         raise OnlineStoreError(
             f"Materializing feature view {view.name!r} failed; its watermark was not advanced. {exc.message}",
@@ -308,7 +323,7 @@ def _want_statistics(state: Any, view: FeatureView, wanted: bool | None, *, read
     if wanted is None and not read_everything:
         previous = state.get_statistics(view.features[0].ref)
         computed = previous.get("computed_at") if previous else None
-        if computed and datetime.now(timezone.utc) - datetime.fromisoformat(computed) < STATISTICS_MAX_AGE:
+        if computed and datetime.now(UTC) - datetime.fromisoformat(computed) < STATISTICS_MAX_AGE:
             return False
     return True
 
@@ -316,8 +331,7 @@ def _want_statistics(state: Any, view: FeatureView, wanted: bool | None, *, read
 class _StatisticsJob:
     """Feature statistics for one view: in a background thread on a second connection, or inline."""
 
-    def __init__(self, state: Any, compute: Callable[[], dict[str, dict[str, Any]]] | None,
-                 threaded: bool) -> None:
+    def __init__(self, state: Any, compute: Callable[[], dict[str, dict[str, Any]]] | None, threaded: bool) -> None:
         self.state = state
         self.compute = compute
         self.result: dict[str, dict[str, Any]] | None = None
@@ -328,8 +342,17 @@ class _StatisticsJob:
             self.thread.start()
 
     @classmethod
-    def start(cls, engine: Any, factory: Callable[[], Any] | None, state: Any, view: FeatureView, end: datetime,
-              wanted: bool | None, *, read_everything: bool) -> _StatisticsJob:
+    def start(
+        cls,
+        engine: Any,
+        factory: Callable[[], Any] | None,
+        state: Any,
+        view: FeatureView,
+        end: datetime,
+        wanted: bool | None,
+        *,
+        read_everything: bool,
+    ) -> _StatisticsJob:
         if not _want_statistics(state, view, wanted, read_everything=read_everything):
             return cls(state, None, False)
         from feature_layer.online import statistics as stats
@@ -406,4 +429,3 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
-

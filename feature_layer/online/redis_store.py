@@ -43,7 +43,7 @@ def _bulk_block(values: pa.Array) -> tuple[memoryview, np.ndarray]:
     framed = pc.binary_join_element_wise(
         pa.scalar(b"$"), lengths, pa.scalar(b"\r\n"), values, pa.scalar(b"\r\n"), pa.scalar(b"")
     )
-    offsets = np.frombuffer(framed.buffers()[1], dtype=np.int32)[framed.offset: framed.offset + len(framed) + 1]
+    offsets = np.frombuffer(framed.buffers()[1], dtype=np.int32)[framed.offset : framed.offset + len(framed) + 1]
     offsets = offsets.astype(np.int64)
     return memoryview(framed.buffers()[2]), offsets
 
@@ -54,7 +54,7 @@ def _fixed_block(rows: np.ndarray) -> tuple[memoryview, np.ndarray]:
     head = b"$%d\r\n" % width
     block = np.empty((n, len(head) + width + 2), dtype=np.uint8)
     block[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
-    block[:, len(head): len(head) + width] = rows
+    block[:, len(head) : len(head) + width] = rows
     block[:, -2:] = np.frombuffer(b"\r\n", dtype=np.uint8)
     return memoryview(block.reshape(-1)), np.arange(n + 1, dtype=np.int64) * block.shape[1]
 
@@ -62,8 +62,9 @@ def _fixed_block(rows: np.ndarray) -> tuple[memoryview, np.ndarray]:
 class RedisOnlineStore(OnlineStore):
     kind = "redis"
 
-    def __init__(self, client: redis.Redis, namespace: str, *, batch_size: int = 5000, retries: int = 3,
-                 location: str = "redis") -> None:
+    def __init__(
+        self, client: redis.Redis, namespace: str, *, batch_size: int = 5000, retries: int = 3, location: str = "redis"
+    ) -> None:
         super().__init__(namespace)
         self.client = client
         self.batch_size = max(1, batch_size)
@@ -94,8 +95,10 @@ class RedisOnlineStore(OnlineStore):
                 fix="use redis://[user:password@]host:port/db, rediss://… for TLS, or unix:///path/redis.sock.",
             ) from exc
         kw = client.connection_pool.connection_kwargs
-        location = f"{'rediss' if settings.url and settings.url.startswith('rediss') else 'redis'}://" \
+        location = (
+            f"{'rediss' if settings.url and settings.url.startswith('rediss') else 'redis'}://"
             f"{kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}/{kw.get('db', 0)}"
+        )
         return cls(client, namespace, batch_size=settings.batch_size, retries=settings.retries, location=location)
 
     # -- errors -----------------------------------------------------------------------------
@@ -112,8 +115,10 @@ class RedisOnlineStore(OnlineStore):
                 fix="start Redis or correct online_store.url, then rerun; a failed materialization did not advance "
                 "its watermark, so the rerun redoes the same work.",
             )
-        return OnlineStoreError(f"Redis at {self._location} failed to {action}: {exc}.",
-                                fix="check the Redis server's log and version (6.2 or later).")
+        return OnlineStoreError(
+            f"Redis at {self._location} failed to {action}: {exc}.",
+            fix="check the Redis server's log and version (6.2 or later).",
+        )
 
     def describe(self) -> str:
         return self._location
@@ -138,7 +143,8 @@ class RedisOnlineStore(OnlineStore):
             packed = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)
         else:
             packed = b"*%d\r\n$4\r\nMGET\r\n%s" % (
-                len(keys) + 1, b"".join([b"$%d\r\n%s\r\n" % (len(k), k) for k in keys])
+                len(keys) + 1,
+                b"".join([b"$%d\r\n%s\r\n" % (len(k), k) for k in keys]),
             )
         pool = self.client.connection_pool
         attempt = 0
@@ -217,7 +223,7 @@ def _with_sha(request: list[Any], sha: bytes) -> list[Any]:
     """The same EVALSHA request naming script ``sha`` (the header holds it at a fixed place)."""
     head = request[0]
     start = head.index(b"$40\r\n") + 5
-    return [head[:start] + sha + head[start + 40:], *request[1:]]
+    return [head[:start] + sha + head[start + 40 :], *request[1:]]
 
 
 class RedisWriter(Writer):
@@ -237,8 +243,16 @@ class RedisWriter(Writer):
             self._conn = self.store.client.connection_pool.get_connection()
         return self._conn
 
-    def _request(self, batch: EncodedBatch, start: int, stop: int, keys_block: memoryview,
-                 key_offsets: np.ndarray, values_block: memoryview, value_offsets: np.ndarray) -> list[Any]:
+    def _request(
+        self,
+        batch: EncodedBatch,
+        start: int,
+        stop: int,
+        keys_block: memoryview,
+        key_offsets: np.ndarray,
+        values_block: memoryview,
+        value_offsets: np.ndarray,
+    ) -> list[Any]:
         n = stop - start
         now = b"%d" % self.store.clock()
         ttl = b"%d" % (self.ttl_us or 0)
@@ -246,9 +260,9 @@ class RedisWriter(Writer):
         args = b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(now), now, len(ttl), ttl)
         return [
             head,
-            keys_block[int(key_offsets[start]): int(key_offsets[stop])],
+            keys_block[int(key_offsets[start]) : int(key_offsets[stop])],
             args,
-            values_block[int(value_offsets[start]): int(value_offsets[stop])],
+            values_block[int(value_offsets[start]) : int(value_offsets[stop])],
         ]
 
     def write(self, batch: EncodedBatch) -> None:
@@ -338,4 +352,3 @@ class RedisWriter(Writer):
     def abort(self) -> None:
         self._inflight.clear()
         self._drop_connection()
-

@@ -68,7 +68,7 @@ class SqliteOnlineStore(OnlineStore):
         now = self.clock()
         with self._lock:
             for start in range(0, len(keys), _MAX_VARS):
-                chunk = keys[start: start + _MAX_VARS]
+                chunk = keys[start : start + _MAX_VARS]
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(
                     f"SELECT key, value FROM online_values WHERE key IN ({marks}) AND (expires_us IS NULL OR expires_us > ?)",
@@ -112,8 +112,13 @@ class SqliteWriter(Writer):
         rows = [
             (k, v, int(e), int(c), None if x is None else int(x))
             for k, v, e, c, x, ok in zip(
-                batch.keys.to_pylist(), batch.values.to_pylist(), ev.tolist(), batch.created_us.tolist(),
-                expires.tolist(), live.tolist(),
+                batch.keys.to_pylist(),
+                batch.values.to_pylist(),
+                ev.tolist(),
+                batch.created_us.tolist(),
+                expires.tolist(),
+                live.tolist(),
+                strict=False,
             )
             if ok
         ]
@@ -137,6 +142,7 @@ class SqliteWriter(Writer):
 
     def close(self) -> WriteCounts:
         with self.store._lock:
-            self.store._db.execute("DELETE FROM online_values WHERE expires_us IS NOT NULL AND expires_us <= ?",
-                                   (self.store.clock(),))
+            self.store._db.execute(
+                "DELETE FROM online_values WHERE expires_us IS NOT NULL AND expires_us <= ?", (self.store.clock(),)
+            )
         return self.counts

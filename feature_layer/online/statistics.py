@@ -9,7 +9,7 @@ them and returns ``{feature_ref: stats}`` for ``StateStore.save_statistics``.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlglot.expressions as exp
@@ -56,7 +56,9 @@ def histogram_sql(view: FeatureView, ranges: dict[int, tuple[float, float]], *, 
             this=exp.paren(exp.Sub(this=value, expression=exp.Literal.number(repr(lo)))),
             expression=exp.Literal.number(repr((hi - lo) / BINS)),
         )
-        bin_ = exp.func("LEAST", exp.cast(exp.Floor(this=scaled), exp.DataType.build("int")), exp.Literal.number(BINS - 1))
+        bin_ = exp.func(
+            "LEAST", exp.cast(exp.Floor(this=scaled), exp.DataType.build("int")), exp.Literal.number(BINS - 1)
+        )
         parts.append(
             exp.select(
                 exp.alias_(exp.Literal.number(i), "f"),
@@ -85,7 +87,7 @@ def compute(engine: Any, view: FeatureView, *, end: datetime) -> dict[str, dict[
     """Run the statistics queries on ``engine``; return ``{"view.feature": stats}``."""
     row = engine.fetch_arrow(summary_sql(view, end=end)).to_pylist()[0]
     total = int(row["__n"] or 0)
-    computed = datetime.now(timezone.utc).isoformat()
+    computed = datetime.now(UTC).isoformat()
     out: dict[str, dict[str, Any]] = {}
     ranges: dict[int, tuple[float, float]] = {}
     for i, f in enumerate(view.features):

@@ -67,7 +67,7 @@ class Writer(ABC):
         else:
             self.abort()
 
-    def abort(self) -> None:
+    def abort(self) -> None:  # noqa: B027 - optional hook
         """Give up in-flight writes after an error (they are idempotent, a rerun redoes them)."""
 
 

@@ -26,7 +26,7 @@ Declare ``created_at`` on views that receive late data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlglot.expressions as exp
 
@@ -54,8 +54,10 @@ def _col(name: str, table: str | None = None) -> exp.Column:
 def _ts(value: datetime) -> exp.Expression:
     """A UTC timestamp literal (naive timestamps in the warehouse are read as UTC)."""
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return exp.cast(exp.Literal.string(value.isoformat(sep=" ", timespec="microseconds")), exp.DataType.build("timestamp"))
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return exp.cast(
+        exp.Literal.string(value.isoformat(sep=" ", timespec="microseconds")), exp.DataType.build("timestamp")
+    )
 
 
 def relation(view: FeatureView) -> exp.Table:
@@ -124,16 +126,23 @@ def _latest_by_arg_max(
     fields = [(EVENT_ALIAS, _col(view.event_time)), (CREATED_ALIAS, created)]
     fields += [(f.name, _col(f.name)) for f in view.features]
     row = exp.Struct(
-        expressions=[exp.PropertyEQ(this=exp.to_identifier(name, quoted=True), expression=value) for name, value in fields]
+        expressions=[
+            exp.PropertyEQ(this=exp.to_identifier(name, quoted=True), expression=value) for name, value in fields
+        ]
     )
     # NULL created-at sorts lowest, as NULLS LAST does in the window form.
     tie = (
-        exp.func("COALESCE", _col(view.created_at), exp.cast(exp.Literal.string("-infinity"), exp.DataType.build("timestamp")))
+        exp.func(
+            "COALESCE",
+            _col(view.created_at),
+            exp.cast(exp.Literal.string("-infinity"), exp.DataType.build("timestamp")),
+        )
         if view.created_at
         else None
     )
-    order = exp.Tuple(expressions=[_col(view.event_time), tie] if tie is not None else [_col(view.event_time),
-                                                                                        exp.Literal.number(0)])
+    order = exp.Tuple(
+        expressions=[_col(view.event_time), tie] if tie is not None else [_col(view.event_time), exp.Literal.number(0)]
+    )
     return (
         exp.select(*[_col(k) for k in view.join_keys], exp.Unnest(expressions=[exp.ArgMax(this=row, expression=order)]))
         .from_(relation(view))
@@ -185,9 +194,11 @@ def max_created(view: FeatureView, *, end: datetime) -> exp.Select | None:
         _col(view.event_time).is_(exp.null()).not_(),
         exp.LTE(this=_col(view.event_time), expression=_ts(end)),
     )
-    return exp.select(exp.alias_(exp.Max(this=_col(view.created_at)), "max_created", quoted=True)).from_(
-        relation(view)
-    ).where(where)
+    return (
+        exp.select(exp.alias_(exp.Max(this=_col(view.created_at)), "max_created", quoted=True))
+        .from_(relation(view))
+        .where(where)
+    )
 
 
 def to_sql(expression: exp.Expression, dialect: str) -> str:
