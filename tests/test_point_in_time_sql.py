@@ -80,6 +80,7 @@ UPLOADED_SPINE = EntitySpine(
     timestamp="event_timestamp",
     columns=("user_id", "event_timestamp", "is_fraud"),
     row_number=ROW,
+    naive_utc=True,
 )
 
 SCENARIOS = {

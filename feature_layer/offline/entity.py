@@ -287,7 +287,9 @@ def prepare_entities(
         ).column(0)[0].as_py()
         if nulls:
             raise _null_timestamps(timestamp, nulls)
-        spine = EntitySpine(source=source, timestamp=timestamp, columns=tuple(schema.names))
+        ts_type = schema.field(timestamp).type
+        naive = pa.types.is_timestamp(ts_type) and ts_type.tz is None
+        spine = EntitySpine(source=source, timestamp=timestamp, columns=tuple(schema.names), naive_utc=naive)
         return PreparedEntities(spine=spine, columns=tuple(schema.names))
 
     timestamp = _pick_timestamp(table.schema, timestamp_column)
@@ -300,7 +302,11 @@ def prepare_entities(
     name = f"__fl_entities_{uuid.uuid4().hex[:12]}"
     engine.register_arrow(name, normalised)
     spine = EntitySpine(
-        source=exp.Table(this=ident(name)), timestamp=timestamp, columns=tuple(table.schema.names), row_number=ROW
+        source=exp.Table(this=ident(name)),
+        timestamp=timestamp,
+        columns=tuple(table.schema.names),
+        row_number=ROW,
+        naive_utc=True,
     )
     return PreparedEntities(spine=spine, columns=tuple(table.schema.names), registered=name, num_rows=table.num_rows)
 

@@ -57,6 +57,13 @@ class EntitySpine:
     timestamp: str
     columns: tuple[str, ...] | None = None
     row_number: str | None = None
+    naive_utc: bool = False
+    """The timestamp column is already a naive UTC TIMESTAMP: compare it as is (no cast)."""
+
+    @property
+    def as_of(self) -> str:
+        """The spine column compared with event times."""
+        return self.timestamp if self.naive_utc else TS
 
 
 @dataclass(frozen=True)
@@ -171,7 +178,9 @@ def build_spine(spine: EntitySpine, *, stable_numbering: bool = False) -> exp.Se
         source = source.copy()
         source.set("alias", exp.TableAlias(this=ident("src")))
     projections: list[exp.Expression] = [exp.Column(this=exp.Star(), table=ident("src"))]
-    projections.append(exp.alias_(exp.cast(col(spine.timestamp, "src"), exp.DataType.build("TIMESTAMP")), TS, quoted=True))
+    if not spine.naive_utc:
+        cast = exp.cast(col(spine.timestamp, "src"), exp.DataType.build("TIMESTAMP"))
+        projections.append(exp.alias_(cast, TS, quoted=True))
     if spine.row_number is None:
         order = None
         if stable_numbering:
@@ -245,12 +254,12 @@ def _within_ttl(view: FeatureView, event: exp.Expression, ts: exp.Expression) ->
     return exp.GTE(this=event, expression=exp.Sub(this=ts, expression=interval(view.ttl)))
 
 
-def build_ranked_matches(outputs: ViewOutputs, dialect: str | None) -> exp.Select:
+def build_ranked_matches(outputs: ViewOutputs, dialect: str | None, as_of: str = TS) -> exp.Select:
     """For each spine row, the best feature row it may see (the portable formulation)."""
     view = outputs.view
     on = [exp.EQ(this=col(k, "s"), expression=col(k, "f")) for k in view.join_keys]
-    on.append(exp.LTE(this=col(view.event_time, "f"), expression=col(TS, "s")))
-    ttl = _within_ttl(view, col(view.event_time, "f"), col(TS, "s"))
+    on.append(exp.LTE(this=col(view.event_time, "f"), expression=col(as_of, "s")))
+    ttl = _within_ttl(view, col(view.event_time, "f"), col(as_of, "s"))
     if ttl is not None:
         on.append(ttl)
     order = [exp.Ordered(this=col(view.event_time, "f"), desc=True, nulls_first=False)]
@@ -313,16 +322,16 @@ def build_training_set_query(
         if chosen == "asof":
             query = query.with_(ident(cte), as_=build_latest_per_event(out, dialect))
             on = [exp.EQ(this=col(k, "s"), expression=col(k, alias)) for k in view.join_keys]
-            on.append(exp.GTE(this=col(TS, "s"), expression=col(view.event_time, alias)))
+            on.append(exp.GTE(this=col(spine.as_of, "s"), expression=col(view.event_time, alias)))
             query = query.join(target, on=exp.and_(*on), join_type="asof left")
-            ttl = _within_ttl(view, col(view.event_time, alias), col(TS, "s"))
+            ttl = _within_ttl(view, col(view.event_time, alias), col(spine.as_of, "s"))
             for feature, name in zip(out.features, out.names, strict=True):
                 value: exp.Expression = col(feature.name, alias)
                 if ttl is not None:
                     value = exp.Case(ifs=[exp.If(this=ttl.copy(), true=value)])
                 projections.append(exp.alias_(value, name, quoted=True))
         else:
-            query = query.with_(ident(cte), as_=build_ranked_matches(out, dialect))
+            query = query.with_(ident(cte), as_=build_ranked_matches(out, dialect, spine.as_of))
             query = query.join(
                 target, on=exp.EQ(this=col(ROW, alias), expression=col(ROW, "s")), join_type="left"
             )

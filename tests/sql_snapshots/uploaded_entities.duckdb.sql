@@ -2,8 +2,7 @@
 -- regenerate: FEATURE_LAYER_UPDATE_SNAPSHOTS=1 pytest tests/test_point_in_time_sql.py
 WITH "__fl_spine" AS (
   SELECT
-    "src".*,
-    CAST("src"."event_timestamp" AS TIMESTAMP) AS "__fl_ts"
+    "src".*
   FROM "__fl_entities_0" AS "src"
 ), "__fl_v0" AS (
   SELECT
@@ -30,6 +29,6 @@ SELECT
   "v0"."age" AS "age"
 FROM "__fl_spine" AS "s"
 ASOF LEFT JOIN "__fl_v0" AS "v0"
-  ON "s"."user_id" = "v0"."user_id" AND "s"."__fl_ts" >= "v0"."event_ts"
+  ON "s"."user_id" = "v0"."user_id" AND "s"."event_timestamp" >= "v0"."event_ts"
 ORDER BY
   "s"."__fl_row"

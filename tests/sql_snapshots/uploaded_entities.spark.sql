@@ -2,8 +2,7 @@
 -- regenerate: FEATURE_LAYER_UPDATE_SNAPSHOTS=1 pytest tests/test_point_in_time_sql.py
 WITH `__fl_spine` AS (
   SELECT
-    `src`.*,
-    CAST(`src`.`event_timestamp` AS TIMESTAMP) AS `__fl_ts`
+    `src`.*
   FROM `__fl_entities_0` AS `src`
 ), `__fl_v0` AS (
   SELECT
@@ -16,7 +15,7 @@ WITH `__fl_spine` AS (
       ROW_NUMBER() OVER (PARTITION BY `s`.`__fl_row` ORDER BY `f`.`event_ts` DESC, `f`.`age` DESC) AS `__fl_rank`
     FROM `__fl_spine` AS `s`
     INNER JOIN `fl_snapshot`.`user_profile` AS `f`
-      ON `s`.`user_id` = `f`.`user_id` AND `f`.`event_ts` <= `s`.`__fl_ts`
+      ON `s`.`user_id` = `f`.`user_id` AND `f`.`event_ts` <= `s`.`event_timestamp`
   ) AS `ranked`
   WHERE
     `__fl_rank` = 1

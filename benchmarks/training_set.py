@@ -1,0 +1,264 @@
+"""Training-set benchmark: feature_layer's point-in-time join vs a hand-written DuckDB ASOF JOIN.
+
+The standard workload (issue 3): 100,000 entities; one feature view of 1,000,000 rows with ten
+float64 features, event times uniform over 2025, created-at = event time + 0–60 s, TTL 30 days;
+entity dataframes with timestamps uniform over 2025-02-01..2026-01-31. Both contenders return
+every entity row once, in input order, with the TTL and the created-at tie-break applied.
+
+Each contender runs in a fresh subprocess so its peak RSS (``ru_maxrss``) is its own.
+
+    python -m benchmarks.training_set --entity-rows 100000 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+N_ENTITIES = 100_000
+N_FEATURE_ROWS = 1_000_000
+N_FEATURES = 10
+TTL = timedelta(days=30)
+SEED = 20250101
+FEATURES = [f"f{i}" for i in range(N_FEATURES)]
+
+HAND_WRITTEN = """
+WITH latest_per_event AS (
+    SELECT user_id, event_ts, {features}
+    FROM main.user_features
+    QUALIFY row_number() OVER (PARTITION BY user_id, event_ts ORDER BY created_ts DESC NULLS LAST) = 1
+)
+SELECT e.user_id, e.event_timestamp, e.label,
+       {ttl_features}
+FROM entities AS e
+ASOF LEFT JOIN latest_per_event AS f
+  ON e.user_id = f.user_id AND e.event_timestamp >= f.event_ts
+ORDER BY e.row_id
+"""
+
+
+def _epoch_us(year: int, month: int, day: int) -> int:
+    import datetime as dt
+
+    return int(dt.datetime(year, month, day, tzinfo=dt.UTC).timestamp() * 1_000_000)
+
+
+def generate(workdir: Path, entity_rows: list[int]) -> tuple[Path, dict[int, Path]]:
+    """Write the feature table into a DuckDB file and each entity dataframe to Parquet."""
+    import duckdb
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(SEED)
+    start, end = _epoch_us(2025, 1, 1), _epoch_us(2026, 1, 1)
+    event = rng.integers(start, end, N_FEATURE_ROWS)
+    created = event + rng.integers(0, 60_000_001, N_FEATURE_ROWS)
+    columns = {
+        "user_id": pa.array(rng.integers(0, N_ENTITIES, N_FEATURE_ROWS)),
+        "event_ts": pa.array(event, pa.int64()).cast(pa.timestamp("us")),
+        "created_ts": pa.array(created, pa.int64()).cast(pa.timestamp("us")),
+    }
+    for name in FEATURES:
+        columns[name] = pa.array(rng.standard_normal(N_FEATURE_ROWS))
+    features = pa.table(columns)
+    db = workdir / "bench.duckdb"
+    con = duckdb.connect(str(db))
+    con.register("staged", features)
+    con.execute("CREATE TABLE main.user_features AS SELECT * FROM staged")
+    con.close()
+
+    paths = {}
+    e_start, e_end = _epoch_us(2025, 2, 1), _epoch_us(2026, 2, 1)
+    for rows in entity_rows:
+        erng = np.random.default_rng(SEED + rows)
+        entities = pa.table(
+            {
+                "user_id": pa.array(erng.integers(0, N_ENTITIES, rows)),
+                "event_timestamp": pa.array(erng.integers(e_start, e_end, rows), pa.int64()).cast(pa.timestamp("us")),
+                "label": pa.array(erng.integers(0, 2, rows)),
+            }
+        )
+        paths[rows] = workdir / f"entities_{rows}.parquet"
+        pq.write_table(entities, paths[rows])
+    return db, paths
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def _view():
+    from feature_layer.registry.model import Feature, FeatureView, Relation
+
+    return FeatureView(
+        name="user_features",
+        unique_id="model.bench.user_features",
+        entities=("user",),
+        join_keys=("user_id",),
+        event_time="event_ts",
+        created_at="created_ts",
+        ttl=TTL,
+        features=tuple(Feature(name, "user_features", "float64") for name in FEATURES),
+        relation=Relation(None, "main", "user_features"),
+        column_types=(("user_id", "int64"), ("event_ts", "timestamp"), ("created_ts", "timestamp"))
+        + tuple((name, "float64") for name in FEATURES),
+    )
+
+
+class _Registry:
+    def __init__(self, view) -> None:
+        self._view = view
+
+    def resolve(self, refs):
+        return {self._view.name: [self._view.feature(r.split(".", 1)[1]) for r in refs]}
+
+    def view(self, name):
+        return self._view
+
+
+class _Store:
+    """The two things ``get_training_set`` asks of a FeatureStore, without a dbt project."""
+
+    def __init__(self, engine, view) -> None:
+        self._engine = engine
+        self.registry = _Registry(view)
+
+    def offline_engine(self):
+        return self._engine
+
+
+def _feature_layer(engine, entities):
+    from feature_layer.offline.training_set import get_training_set
+
+    store = _Store(engine, _view())
+    training_set = get_training_set(store, entities, features=[f"user_features.{f}" for f in FEATURES])
+    try:
+        return training_set.to_arrow()
+    finally:
+        training_set.close()
+
+
+def _hand_written(engine, entities):
+    import numpy as np
+    import pyarrow as pa
+
+    con = engine.connection
+    con.register("entities", entities.append_column("row_id", pa.array(np.arange(entities.num_rows))))
+    ttl_features = ",\n       ".join(
+        f"CASE WHEN f.event_ts >= e.event_timestamp - INTERVAL 30 DAY THEN f.{f} END AS {f}" for f in FEATURES
+    )
+    sql = HAND_WRITTEN.format(features=", ".join(FEATURES), ttl_features=ttl_features)
+    try:
+        return con.sql(sql).to_arrow_table()
+    finally:
+        con.unregister("entities")
+
+
+def worker(variant: str, db: Path, entities_path: Path, repeat: int) -> dict:
+    import pyarrow.parquet as pq
+
+    from feature_layer.offline.engine import DuckDBEngine
+
+    engine = DuckDBEngine(db, read_only=True)
+    entities = pq.read_table(entities_path)
+    run = {"feature_layer": _feature_layer, "hand_written": _hand_written}[variant]
+    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    rows = None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = run(engine, entities)
+        times.append(time.perf_counter() - start)
+        rows = result.num_rows
+        matched = result.num_rows - result.column("f0").null_count
+        del result
+    engine.close()
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "variant": variant,
+        "rows": rows,
+        "matched": matched,
+        "times": times,
+        "baseline_mb": baseline_kb / 1024,
+        "peak_mb": peak_kb / 1024,
+    }
+
+
+def _run_worker(variant: str, db: Path, entities: Path, repeat: int) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.training_set", "--worker", variant, "--db", str(db),
+         "--entities", str(entities), "--repeat", str(repeat)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"worker {variant} failed:\n{done.stdout}\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entity-rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per contender (min is reported)")
+    parser.add_argument("--rounds", type=int, default=2, help="fresh-process rounds per contender, interleaved")
+    parser.add_argument("--worker", choices=["feature_layer", "hand_written"], help=argparse.SUPPRESS)
+    parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--entities", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.db, args.entities, args.repeat)))
+        return
+
+    from benchmarks.common import markdown_table
+
+    with tempfile.TemporaryDirectory(prefix="fl_bench_") as tmp:
+        started = time.perf_counter()
+        db, paths = generate(Path(tmp), args.entity_rows)
+        print(f"workload generated in {time.perf_counter() - started:.1f}s "
+              f"({N_FEATURE_ROWS:,} feature rows, {N_ENTITIES:,} entities, {os.cpu_count()} CPUs)", file=sys.stderr)
+        table = []
+        for rows in args.entity_rows:
+            results: dict[str, list[dict]] = {"feature_layer": [], "hand_written": []}
+            for _ in range(args.rounds):  # interleave, so drift hits both contenders alike
+                for variant in ("hand_written", "feature_layer"):
+                    results[variant].append(_run_worker(variant, db, paths[rows], args.repeat))
+            best = {v: min(t for r in rs for t in r["times"]) for v, rs in results.items()}
+            peak = {v: min(r["peak_mb"] for r in rs) for v, rs in results.items()}
+            base = {v: min(r["baseline_mb"] for r in rs) for v, rs in results.items()}
+            for variant in ("hand_written", "feature_layer"):
+                r = results[variant][0]
+                table.append(
+                    [
+                        f"{rows:,}",
+                        variant,
+                        f"{r['rows']:,}",
+                        f"{r['matched']:,}",
+                        f"{best[variant]:.3f}",
+                        f"{best[variant] / best['hand_written']:.2f}×",
+                        f"{peak[variant]:.0f}",
+                        f"{peak[variant] / peak['hand_written']:.2f}×",
+                        f"{peak[variant] - base[variant]:.0f}",
+                    ]
+                )
+        print(
+            markdown_table(
+                ["entity rows", "contender", "rows out", "rows with features", "best time (s)", "time ratio",
+                 "peak RSS (MB)", "RSS ratio", "RSS growth during query (MB)"],
+                table,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
