@@ -43,8 +43,13 @@ def summary_sql(view: FeatureView, *, end: datetime) -> exp.Select:
     return exp.select(*cols).from_(relation(view)).where(_where(view, end))
 
 
-def histogram_sql(view: FeatureView, ranges: dict[int, tuple[float, float]], *, end: datetime) -> exp.Expression | None:
+def histogram_sql(
+    view: FeatureView, ranges: dict[int, tuple[float, float]], *, end: datetime, sample_percent: float | None = None
+) -> exp.Expression | None:
     """Rows of (``f`` feature index, ``b`` bin 0-9, ``n`` count) for numeric features with a finite range.
+
+    ``sample_percent`` reads a block sample (``TABLESAMPLE SYSTEM``): a ten-bin histogram of a
+    few hundred thousand rows has the shape of the whole, at a fraction of the scan.
 
     A UNION ALL of one small GROUP BY per feature: each reads one column, which every engine
     does fast (a single SELECT of 10 x 10 ``SUM(CASE …)`` was 4x slower on DuckDB).
@@ -65,7 +70,7 @@ def histogram_sql(view: FeatureView, ranges: dict[int, tuple[float, float]], *, 
                 exp.alias_(bin_, "b"),
                 exp.alias_(exp.Count(this=exp.Star()), "n"),
             )
-            .from_(relation(view))
+            .from_(_sampled(relation(view), sample_percent))
             .where(exp.and_(_where(view, end), _col(view.features[i].name).is_(exp.null()).not_()))
             .group_by(bin_.copy())
         )
@@ -75,6 +80,17 @@ def histogram_sql(view: FeatureView, ranges: dict[int, tuple[float, float]], *, 
     for part in parts[1:]:
         query = exp.union(query, part, distinct=False)
     return query
+
+
+def _sampled(table: exp.Table, percent: float | None) -> exp.Table:
+    if percent is None or percent >= 100:
+        return table
+    table.set("sample", exp.TableSample(method=exp.Var(this="SYSTEM"), percent=exp.Literal.number(round(percent, 3))))
+    return table
+
+
+HISTOGRAM_ROWS = 200_000
+"""Above this many rows the histograms are read from a sample of about this many."""
 
 
 def _finite(value: Any) -> Any:
@@ -110,7 +126,8 @@ def compute(engine: Any, view: FeatureView, *, end: datetime) -> dict[str, dict[
             if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and hi > lo:
                 ranges[i] = (float(lo), float(hi))
         out[f.ref] = stats
-    hist = histogram_sql(view, ranges, end=end)
+    sample = 100.0 * HISTOGRAM_ROWS / total if total > 2 * HISTOGRAM_ROWS else None
+    hist = histogram_sql(view, ranges, end=end, sample_percent=sample)
     if hist is not None:
         counts: dict[int, list[int]] = {i: [0] * BINS for i in ranges}
         for rec in engine.fetch_arrow(hist).to_pylist():
@@ -121,5 +138,6 @@ def compute(engine: Any, view: FeatureView, *, end: datetime) -> dict[str, dict[
             out[view.features[i].ref]["histogram"] = {
                 "edges": [lo + k * width for k in range(BINS)] + [hi],
                 "counts": counts[i],
+                "sample_percent": round(sample, 3) if sample else 100.0,
             }
     return out
