@@ -171,3 +171,21 @@ def test_rediss_url_configures_tls() -> None:
     pool = store.client.connection_pool
     assert pool.connection_class.__name__ == "SSLConnection"
     assert store.describe() == "rediss://cache.example:6380/2"
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_raw_mget_reader_matches_redis_py_for_nulls_empty_binary_and_large_values(
+    redis_server: RedisServer, protocol: int
+) -> None:
+    import redis
+
+    client = redis.Redis(port=redis_server.port, protocol=protocol)
+    store = RedisOnlineStore(client, "raw")
+    client.set(b"raw:empty", b"")
+    client.set(b"raw:big", bytes(range(256)) * 2_000)  # spans many socket reads
+    client.set(b"raw:tricky", b"\r\n$5\r\n_\r\n*2\r\n")
+    keys = [b"raw:empty", b"raw:missing", b"raw:big", b"raw:tricky"] * 5
+    assert store.read(keys) == client.mget(keys)
+    assert store.read([b"raw:tricky"]) == [b"\r\n$5\r\n_\r\n*2\r\n"]
+    client.set(b"raw:after", b"ok")  # the connection is still in step
+    assert client.get(b"raw:after") == b"ok" and store.read([b"raw:after", b"raw:empty"]) == [b"ok", b""]
