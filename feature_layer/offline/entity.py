@@ -161,8 +161,8 @@ def _check_columns(
     ts_type = arrow_logical_type(schema.field(timestamp).type)
     if ts_type not in {"timestamp", "date"}:
         raise InputError(
-            f"Entity timestamp column {timestamp!r} has type {schema.field(timestamp).type} ({ts_type}), "
-            "not a timestamp.",
+            f"Entity timestamp column {timestamp!r} holds {ts_type} values ({schema.field(timestamp).type}), "
+            "not timestamps.",
             fix=f"convert it to a timestamp (pandas: pd.to_datetime(df[{timestamp!r}]); SQL: CAST(… AS TIMESTAMP)).",
         )
     for view in views:
@@ -181,7 +181,7 @@ def _check_columns(
                 continue
             if given != expected:
                 raise InputError(
-                    f"Join key {key!r} is {given} ({schema.field(key).type}) in the entity dataframe but "
+                    f"Join key {key!r} is {given} in the entity dataframe ({schema.field(key).type}) but "
                     f"{expected} in feature view {view.name!r}; the rows would never match.",
                     fix=f"cast entity column {key!r} to {expected}.",
                 )
@@ -235,7 +235,7 @@ def _normalise_arrow(table: pa.Table, timestamp: str, key_types: Mapping[str, st
     return table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
 
 
-def _warehouse_source(entity: str, dialect: str) -> exp.Expression:
+def warehouse_source(entity: str, dialect: str) -> exp.Expression:
     text = entity.strip().rstrip(";")
     if _QUERY_START.match(text):
         import sqlglot
@@ -274,7 +274,7 @@ def prepare_entities(
     key_types = view_key_types(engine, views)
     table = _to_arrow(entity_df)
     if table is None:
-        source = _warehouse_source(str(entity_df), engine.dialect)
+        source = warehouse_source(str(entity_df), engine.dialect)
         probe = source.copy() if isinstance(source, exp.Query) else exp.select("*").from_(source.copy())
         schema = engine.schema_of(probe)
         timestamp = _pick_timestamp(schema, timestamp_column)

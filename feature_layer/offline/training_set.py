@@ -117,7 +117,7 @@ class TrainingSet:
             if isinstance(node, exp.Identifier):
                 node.set("quoted", True)
         if replace:
-            self._engine.execute(exp.Drop(this=table.copy(), kind="TABLE", exists=True))
+            self._engine.execute(f"DROP TABLE IF EXISTS {table.sql(dialect=self._engine.dialect)}")
         create = exp.Create(this=table, kind="TABLE", expression=self.expression())
         self._engine.execute(create)
         return name

@@ -1,0 +1,97 @@
+"""``feature-layer sql …``: print the SQL feature_layer would run, for analysts to read or reuse."""
+
+from __future__ import annotations
+
+import click
+
+from feature_layer.cli.base import Context, handle_errors, main
+from feature_layer.errors import FeatureLayerError, InputError
+
+
+@main.group()
+def sql() -> None:
+    """Print generated SQL (point-in-time training sets) for any sqlglot dialect."""
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+@sql.command("training-set")
+@click.option("--features", "-f", "features", multiple=True, help="view.feature or view.* (repeat or comma-separate).")
+@click.option("--service", help="A feature service (dbt exposure of type ml) instead of --features.")
+@click.option("--entity-table", required=True, help="Warehouse table (or schema.table) holding the entity rows.")
+@click.option("--dialect", default=None, help="SQL dialect to print (default: the target's engine).")
+@click.option(
+    "--timestamp-column", default="event_timestamp", show_default=True, help="Entity column with each row's as-of time."
+)
+@click.option(
+    "--entity-columns",
+    multiple=True,
+    help="Entity columns to return (default: read from the warehouse, else join keys and timestamp).",
+)
+@click.option("--full-feature-names", is_flag=True, help="Name feature columns view__feature.")
+@click.option(
+    "--strategy", type=click.Choice(["asof", "window"]), default=None, help="Force a formulation (default: per dialect)."
+)
+@click.pass_obj
+@handle_errors
+def training_set(
+    ctx: Context,
+    features: tuple[str, ...],
+    service: str | None,
+    entity_table: str,
+    dialect: str | None,
+    timestamp_column: str,
+    entity_columns: tuple[str, ...],
+    full_feature_names: bool,
+    strategy: str | None,
+) -> None:
+    """Print the point-in-time-correct training-set query for an entity table."""
+    from sqlglot import exp
+
+    from feature_layer.offline.entity import warehouse_source
+    from feature_layer.offline.training_set import resolve_requested
+    from feature_layer.sql.dialects import capabilities
+    from feature_layer.sql.point_in_time import EntitySpine, plan_outputs, training_set_sql
+
+    store = ctx.store
+    requested = resolve_requested(store, _split(features) or None, service)
+    engine_dialect = _target_dialect(ctx)
+    dialect = capabilities(dialect or engine_dialect).name
+    source = warehouse_source(entity_table, dialect)
+    if not isinstance(source, exp.Table):
+        raise InputError(f"--entity-table {entity_table!r} is not a table name.", fix="pass `table` or `schema.table`.")
+
+    columns: tuple[str, ...] | None = tuple(_split(entity_columns)) or None
+    naive = False
+    if columns is None and dialect == engine_dialect:
+        try:
+            schema = store.offline_engine().schema_of(exp.select("*").from_(source.copy()))
+            columns = tuple(schema.names)
+            if timestamp_column in schema.names:
+                ts_type = schema.field(timestamp_column).type
+                import pyarrow as pa
+
+                naive = pa.types.is_timestamp(ts_type) and ts_type.tz is None
+        except FeatureLayerError as exc:
+            click.secho(f"Note: could not read {entity_table}'s columns ({exc.message.splitlines()[0]}); "
+                        "returning only join keys and the timestamp. Pass --entity-columns to list them.",
+                        fg="yellow", err=True)
+    if columns is not None and timestamp_column not in columns:
+        raise InputError(
+            f"Entity table {entity_table} has no column {timestamp_column!r} (columns: {', '.join(columns)}).",
+            fix="pass --timestamp-column naming the as-of time column.",
+        )
+    spine = EntitySpine(source=source, timestamp=timestamp_column, columns=columns, naive_utc=naive)
+    outputs = plan_outputs(requested, entity_columns=columns or (), full_feature_names=full_feature_names)
+    click.echo(training_set_sql(spine, outputs, dialect, strategy=strategy) + ";")
+
+
+def _target_dialect(ctx: Context) -> str:
+    from feature_layer.config import warehouse_settings
+
+    try:
+        return warehouse_settings(ctx.store.settings).type
+    except FeatureLayerError:
+        return "duckdb"
