@@ -111,7 +111,7 @@ def test_values_are_typed_and_missing_or_expired_ones_are_none(store) -> None:  
 
 
 def test_arrow_and_pandas_outputs_keep_types(store) -> None:  # noqa: ANN001
-    rows = [{"user_id": u} for u in range(1, 40)]  # > 16 rows: the vectorised decoder
+    rows = [{"user_id": u} for u in range(1, 200)]
     resp = get_online_features(
         store, features=["users.score", "users.n", "users.vip", "users.seen", "users.born"], entity_rows=rows
     )
@@ -123,7 +123,7 @@ def test_arrow_and_pandas_outputs_keep_types(store) -> None:  # noqa: ANN001
     assert table.schema.field("born").type == pa.date32()
     assert table.column("n").to_pylist()[:3] == [10, None, None]
     frame = resp.to_pandas()
-    assert list(frame.columns) == ["user_id", "score", "n", "vip", "seen", "born"] and len(frame) == 39
+    assert list(frame.columns) == ["user_id", "score", "n", "vip", "seen", "born"] and len(frame) == 199
     assert resp.to_dict() == {k: v for k, v in table.to_pydict().items()}
 
 

@@ -351,9 +351,13 @@ class Decoded:
     present: np.ndarray | list[bool]
 
 
+SMALL_BATCH = 128
+"""Up to this many values, one ``struct.unpack`` per value beats numpy's fixed setup cost."""
+
+
 def decode_values(layout: ViewLayout, raw: Sequence[bytes | None], now_us: int) -> Decoded:
     """Decode the values of one view; missing, undecodable-version and expired values count as absent."""
-    if len(raw) <= 16 or layout.has_var:
+    if len(raw) <= SMALL_BATCH or layout.has_var:
         return _decode_rows(layout, raw, now_us)
     return _decode_numpy(layout, raw, now_us)
 

@@ -57,8 +57,9 @@ class _Column:
         values, valid, dtype = self.values, self.valid, self.dtype
         if isinstance(values, np.ndarray):
             out = values.tolist()
-            for i in np.flatnonzero(~valid).tolist():
-                out[i] = None
+            if not valid.all():
+                for i in np.flatnonzero(~valid).tolist():
+                    out[i] = None
         else:
             out = list(values)
         if dtype in ("timestamp", "date", "bool"):
