@@ -240,6 +240,7 @@ def _load(engine, name: str, rows: list[dict], schema: pa.Schema | None = None) 
     engine.unregister(f"stage_{name}")
 
 
+@pytest.mark.xdist_group("fl_snapshot_schema")  # one worker: the snapshots name a fixed schema
 @pytest.mark.parametrize("dialect", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 @pytest.mark.parametrize("scenario", ["one_view_ttl_created_at", "three_views_full_names"])
 def test_snapshot_sql_runs_and_equals_the_reference(scenario: str, dialect: str) -> None:

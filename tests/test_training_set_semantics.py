@@ -6,7 +6,7 @@ formulation, and on PostgreSQL (window), with small hand-made tables whose answe
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -221,7 +221,7 @@ def test_naive_timestamps_are_utc_and_aware_ones_are_converted(run):
     frame = pd.DataFrame(
         {
             "user_id": [1, 1],
-            "event_timestamp": pd.to_datetime([h(1.5).replace(tzinfo=timezone.utc), h(1.5).replace(tzinfo=timezone.utc)])
+            "event_timestamp": pd.to_datetime([h(1.5).replace(tzinfo=UTC), h(1.5).replace(tzinfo=UTC)])
             .tz_convert(paris),
         }
     )

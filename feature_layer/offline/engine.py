@@ -62,6 +62,7 @@ class Engine(ABC):
     def register_arrow(self, name: str, table: pa.Table) -> None:
         """Make ``table`` queryable as ``name`` (a temporary table or view) in later queries."""
 
+    @abstractmethod
     def unregister(self, name: str) -> None:
         """Drop what ``register_arrow`` created (no error if it is gone)."""
 
