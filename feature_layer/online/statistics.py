@@ -18,6 +18,8 @@ from feature_layer.registry.model import FeatureView
 from feature_layer.sql.latest import _col, _ts, relation
 
 BINS = 10
+APPROX_DISTINCT_DIALECTS = frozenset({"duckdb", "snowflake", "bigquery", "trino", "presto", "spark", "databricks"})
+"""Engines with a cheap approximate distinct count (HyperLogLog); others count exactly."""
 _NUMERIC = {"float64", "int64", "decimal"}
 _ORDERED = _NUMERIC | {"timestamp", "date"}
 
@@ -28,13 +30,18 @@ def _where(view: FeatureView, end: datetime) -> exp.Expression:
     )
 
 
-def summary_sql(view: FeatureView, *, end: datetime) -> exp.Select:
+def summary_sql(view: FeatureView, *, end: datetime, dialect: str = "duckdb") -> exp.Select:
     """One row: ``__n`` then per feature i ``c{i}`` (non-null), ``d{i}`` (≈distinct), ``lo{i}``, ``hi{i}``, ``mu{i}``."""
     cols: list[exp.Expression] = [exp.alias_(exp.Count(this=exp.Star()), "__n")]
     for i, f in enumerate(view.features):
         c = _col(f.name)
         cols.append(exp.alias_(exp.Count(this=c), f"c{i}"))
-        cols.append(exp.alias_(exp.ApproxDistinct(this=c.copy()), f"d{i}"))
+        distinct = (
+            exp.ApproxDistinct(this=c.copy())
+            if dialect in APPROX_DISTINCT_DIALECTS
+            else exp.Count(this=exp.Distinct(expressions=[c.copy()]))
+        )
+        cols.append(exp.alias_(distinct, f"d{i}"))
         if f.dtype in _ORDERED:
             cols.append(exp.alias_(exp.Min(this=c.copy()), f"lo{i}"))
             cols.append(exp.alias_(exp.Max(this=c.copy()), f"hi{i}"))
@@ -101,7 +108,8 @@ def _finite(value: Any) -> Any:
 
 def compute(engine: Any, view: FeatureView, *, end: datetime) -> dict[str, dict[str, Any]]:
     """Run the statistics queries on ``engine``; return ``{"view.feature": stats}``."""
-    row = engine.fetch_arrow(summary_sql(view, end=end)).to_pylist()[0]
+    dialect = getattr(engine, "dialect", "duckdb")
+    row = engine.fetch_arrow(summary_sql(view, end=end, dialect=dialect)).to_pylist()[0]
     total = int(row["__n"] or 0)
     computed = datetime.now(UTC).isoformat()
     out: dict[str, dict[str, Any]] = {}
@@ -112,7 +120,7 @@ def compute(engine: Any, view: FeatureView, *, end: datetime) -> dict[str, dict[
             "rows": total,
             "null_pct": round(100.0 * (total - non_null) / total, 4) if total else None,
             "distinct": int(row[f"d{i}"] or 0),
-            "distinct_is_approximate": True,
+            "distinct_is_approximate": dialect in APPROX_DISTINCT_DIALECTS,
             "computed_at": computed,
             "as_of": end.isoformat(),
             "scope": "all rows with event time <= as_of",
