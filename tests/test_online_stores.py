@@ -189,3 +189,19 @@ def test_raw_mget_reader_matches_redis_py_for_nulls_empty_binary_and_large_value
     assert store.read([b"raw:tricky"]) == [b"\r\n$5\r\n_\r\n*2\r\n"]
     client.set(b"raw:after", b"ok")  # the connection is still in step
     assert client.get(b"raw:after") == b"ok" and store.read([b"raw:after", b"raw:empty"]) == [b"ok", b""]
+
+
+def test_a_missing_redis_server_binary_fails_with_install_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tests.redis_helpers as helpers
+
+    class Nowhere:
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def exists(self) -> bool:
+            return False
+
+    monkeypatch.setattr(helpers.shutil, "which", lambda name: None)
+    monkeypatch.setattr(helpers, "Path", Nowhere)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install redis-server"):
+        helpers.redis_binary()
