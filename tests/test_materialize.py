@@ -340,3 +340,15 @@ def test_lease_is_released_after_a_failed_run(private_redis: RedisServer, engine
     with pytest.raises(OnlineStoreError):
         materialize_view(make_view(), engine=engine, online=online, state=state, end=END)
     state.release_lease(state.acquire_lease("user_stats"))
+
+
+def test_a_backfill_never_moves_values_back_in_time_nor_the_watermark(redis_server: RedisServer, engine, state) -> None:
+    online = redis_store(redis_server)
+    load_events(engine, users=5)
+    store = StubStore(engine, online, state, [make_view()])
+    materialize(store, end=END)
+    before = snapshot(online)
+    result = materialize(store, start=BASE, end=BASE + timedelta(days=1))  # rows of day 0 and 1 only
+    assert result["user_stats"].entities == 5 and result["user_stats"].kept_newer == 5
+    assert snapshot(online) == before
+    assert state.watermark("user_stats").event_time == END

@@ -205,3 +205,24 @@ def test_a_missing_redis_server_binary_fails_with_install_instructions(monkeypat
     monkeypatch.setattr(helpers, "Path", Nowhere)
     with pytest.raises(pytest.fail.Exception, match="apt-get install redis-server"):
         helpers.redis_binary()
+
+
+def test_overlapping_writers_leave_the_newest_value_whatever_the_interleaving(online) -> None:  # noqa: ANN001
+    import threading
+
+    layout = view_layout(make_view([("a", "float64")]), online.namespace)
+    ids = list(range(2_000))
+
+    def run(hours: int) -> None:
+        stamp = T0 - timedelta(hours=hours)
+        with online.writer(ttl_us=None) as writer:
+            for start in range(0, len(ids), 100):
+                chunk = ids[start : start + 100]
+                writer.write(batch(layout, chunk, [stamp] * len(chunk), [float(-hours)] * len(chunk)))
+
+    threads = [threading.Thread(target=run, args=(h,)) for h in (3, 0, 2, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert read_a(online, layout, ids) == [0.0] * len(ids)
