@@ -352,3 +352,44 @@ def test_a_backfill_never_moves_values_back_in_time_nor_the_watermark(redis_serv
     assert result["user_stats"].entities == 5 and result["user_stats"].kept_newer == 5
     assert snapshot(online) == before
     assert state.watermark("user_stats").event_time == END
+
+
+class _CountingEngine:
+    """Wraps an engine to count the rows it has produced so far."""
+
+    def __init__(self, inner: DuckDBEngine) -> None:
+        self.inner, self.dialect, self.produced = inner, inner.dialect, 0
+
+    def fetch_arrow(self, sql):  # noqa: ANN001, ANN201
+        return self.inner.fetch_arrow(sql)
+
+    def stream_arrow(self, sql, batch_size: int = 100_000):  # noqa: ANN001, ANN201
+        for batch in self.inner.stream_arrow(sql, batch_size):
+            self.produced += batch.num_rows
+            yield batch
+
+
+def test_batches_are_written_while_the_query_streams(engine, state, tmp_path: Path) -> None:  # noqa: ANN001
+    load_events(engine, users=5_000, per_user=1)
+    online = SqliteOnlineStore(tmp_path / "o.sqlite", "p")
+    online.clock = lambda: to_micros(END)
+    counting = _CountingEngine(engine)
+    seen: list[tuple[int, int]] = []
+
+    def after_batch(rows: int) -> None:
+        stored = online._db.execute("SELECT count(*) FROM online_values").fetchone()[0]
+        seen.append((counting.produced, stored))
+
+    materialize_view(
+        make_view(),
+        engine=counting,
+        online=online,
+        state=state,
+        end=END,
+        on_rows=after_batch,
+        batch_rows=1_000,
+        statistics=False,
+    )
+    # Once a batch is produced its values are already in the store: nothing is
+    # collected before writing, so memory is one batch whatever the table size.
+    assert len(seen) >= 5 and all(stored == produced for produced, stored in seen)

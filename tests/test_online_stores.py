@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from feature_layer.config import OnlineStoreSettings
 from feature_layer.errors import OnlineStoreError
@@ -226,3 +228,27 @@ def test_overlapping_writers_leave_the_newest_value_whatever_the_interleaving(on
     for t in threads:
         t.join()
     assert read_a(online, layout, ids) == [0.0] * len(ids)
+
+
+WRITE = st.tuples(st.integers(0, 5), st.integers(0, 4), st.integers(0, 3), st.integers(-50, 50))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(WRITE, min_size=1, max_size=8), min_size=1, max_size=6))
+def test_any_sequence_of_batches_leaves_the_latest_value_per_key(online, batches) -> None:  # noqa: ANN001
+    """Oracle: per key, the value with the largest (event, created); exact ties keep the last written."""
+    layout = view_layout(make_view([("a", "float64")]), online.namespace + uuid.uuid4().hex[:6])
+    expected: dict[int, tuple] = {}
+    for writes in batches:
+        # One batch holds one value per key (as the latest-per-entity query yields).
+        latest = {k: (e, c, v) for k, e, c, v in writes}
+        ids = list(latest)
+        events = [T0 + timedelta(hours=latest[k][0]) for k in ids]
+        created = [T0 + timedelta(hours=latest[k][0] + latest[k][1]) for k in ids]
+        write(online, layout, batch(layout, ids, events, [float(latest[k][2]) for k in ids], created=created))
+        for k in ids:
+            if k not in expected or latest[k][:2] >= expected[k][:2]:
+                expected[k] = latest[k]
+    assert read_a(online, layout, list(range(6))) == [
+        float(expected[k][2]) if k in expected else None for k in range(6)
+    ]
