@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from feature_layer.errors import MaterializationConflictError, OnlineStoreError
+from feature_layer.errors import FeatureLayerError, MaterializationConflictError
 from feature_layer.sql.latest import Watermark
 
 _SCHEMA = """
@@ -108,7 +108,7 @@ class StateStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
-            raise OnlineStoreError(
+            raise FeatureLayerError(
                 f"Cannot open the state store at {self.path}: {exc}.",
                 fix="check that the folder is writable, or set `state_path` in feature_layer.yml.",
             ) from exc
