@@ -6,7 +6,36 @@ WITH "__fl_spine" AS (
     CAST("src"."event_timestamp" AS TIMESTAMP) AS "__fl_ts",
     ROW_NUMBER() OVER () AS "__fl_row"
   FROM "fl_snapshot"."entities" AS "src"
+), "__fl_v0_ties" AS (
+  SELECT
+    "f"."user_id",
+    "f"."event_ts"
+  FROM "fl_snapshot"."user_activity" AS "f"
+  WHERE
+    NOT "f"."user_id" IS NULL AND NOT "f"."event_ts" IS NULL
+  GROUP BY
+    "f"."user_id",
+    "f"."event_ts"
+  HAVING
+    COUNT(*) > 1
 ), "__fl_v0" AS (
+  SELECT
+    "f"."user_id",
+    "f"."event_ts",
+    "f"."amount"
+  FROM "fl_snapshot"."user_activity" AS "f"
+  WHERE
+    (
+      NOT "f"."user_id" IS NULL AND NOT "f"."event_ts" IS NULL
+    )
+    AND NOT EXISTS(
+      SELECT
+        1
+      FROM "__fl_v0_ties" AS "t"
+      WHERE
+        "t"."user_id" = "f"."user_id" AND "t"."event_ts" = "f"."event_ts"
+    )
+  UNION ALL
   SELECT
     "user_id",
     "event_ts",
@@ -22,11 +51,56 @@ WITH "__fl_spine" AS (
       ) AS "__fl_rank"
     FROM "fl_snapshot"."user_activity" AS "f"
     WHERE
-      NOT "f"."user_id" IS NULL AND NOT "f"."event_ts" IS NULL
+      EXISTS(
+        SELECT
+          1
+        FROM "__fl_v0_ties" AS "t"
+        WHERE
+          "t"."user_id" = "f"."user_id" AND "t"."event_ts" = "f"."event_ts"
+      )
   ) AS "ranked"
   WHERE
     "__fl_rank" = 1
+), "__fl_v1_ties" AS (
+  SELECT
+    "f"."user_id",
+    "f"."merchant_id",
+    "f"."event_ts"
+  FROM "fl_snapshot"."user_merchant" AS "f"
+  WHERE
+    NOT "f"."user_id" IS NULL
+    AND NOT "f"."merchant_id" IS NULL
+    AND NOT "f"."event_ts" IS NULL
+  GROUP BY
+    "f"."user_id",
+    "f"."merchant_id",
+    "f"."event_ts"
+  HAVING
+    COUNT(*) > 1
 ), "__fl_v1" AS (
+  SELECT
+    "f"."user_id",
+    "f"."merchant_id",
+    "f"."event_ts",
+    "f"."txn_count",
+    "f"."first_seen"
+  FROM "fl_snapshot"."user_merchant" AS "f"
+  WHERE
+    (
+      NOT "f"."user_id" IS NULL
+      AND NOT "f"."merchant_id" IS NULL
+      AND NOT "f"."event_ts" IS NULL
+    )
+    AND NOT EXISTS(
+      SELECT
+        1
+      FROM "__fl_v1_ties" AS "t"
+      WHERE
+        "t"."user_id" = "f"."user_id"
+        AND "t"."merchant_id" = "f"."merchant_id"
+        AND "t"."event_ts" = "f"."event_ts"
+    )
+  UNION ALL
   SELECT
     "user_id",
     "merchant_id",
@@ -46,13 +120,48 @@ WITH "__fl_spine" AS (
       ) AS "__fl_rank"
     FROM "fl_snapshot"."user_merchant" AS "f"
     WHERE
-      NOT "f"."user_id" IS NULL
-      AND NOT "f"."merchant_id" IS NULL
-      AND NOT "f"."event_ts" IS NULL
+      EXISTS(
+        SELECT
+          1
+        FROM "__fl_v1_ties" AS "t"
+        WHERE
+          "t"."user_id" = "f"."user_id"
+          AND "t"."merchant_id" = "f"."merchant_id"
+          AND "t"."event_ts" = "f"."event_ts"
+      )
   ) AS "ranked"
   WHERE
     "__fl_rank" = 1
+), "__fl_v2_ties" AS (
+  SELECT
+    "f"."user_id",
+    "f"."event_ts"
+  FROM "fl_snapshot"."user_profile" AS "f"
+  WHERE
+    NOT "f"."user_id" IS NULL AND NOT "f"."event_ts" IS NULL
+  GROUP BY
+    "f"."user_id",
+    "f"."event_ts"
+  HAVING
+    COUNT(*) > 1
 ), "__fl_v2" AS (
+  SELECT
+    "f"."user_id",
+    "f"."event_ts",
+    "f"."age"
+  FROM "fl_snapshot"."user_profile" AS "f"
+  WHERE
+    (
+      NOT "f"."user_id" IS NULL AND NOT "f"."event_ts" IS NULL
+    )
+    AND NOT EXISTS(
+      SELECT
+        1
+      FROM "__fl_v2_ties" AS "t"
+      WHERE
+        "t"."user_id" = "f"."user_id" AND "t"."event_ts" = "f"."event_ts"
+    )
+  UNION ALL
   SELECT
     "user_id",
     "event_ts",
@@ -65,7 +174,13 @@ WITH "__fl_spine" AS (
       ROW_NUMBER() OVER (PARTITION BY "f"."user_id", "f"."event_ts" ORDER BY "f"."age" DESC) AS "__fl_rank"
     FROM "fl_snapshot"."user_profile" AS "f"
     WHERE
-      NOT "f"."user_id" IS NULL AND NOT "f"."event_ts" IS NULL
+      EXISTS(
+        SELECT
+          1
+        FROM "__fl_v2_ties" AS "t"
+        WHERE
+          "t"."user_id" = "f"."user_id" AND "t"."event_ts" = "f"."event_ts"
+      )
   ) AS "ranked"
   WHERE
     "__fl_rank" = 1

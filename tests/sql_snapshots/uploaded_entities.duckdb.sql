@@ -4,7 +4,36 @@ WITH "__fl_spine" AS (
   SELECT
     "src".*
   FROM "__fl_entities_0" AS "src"
+), "__fl_v0_ties" AS (
+  SELECT
+    "f"."user_id",
+    "f"."event_ts"
+  FROM "fl_snapshot"."user_profile" AS "f"
+  WHERE
+    NOT "f"."user_id" IS NULL AND NOT "f"."event_ts" IS NULL
+  GROUP BY
+    "f"."user_id",
+    "f"."event_ts"
+  HAVING
+    COUNT(*) > 1
 ), "__fl_v0" AS (
+  SELECT
+    "f"."user_id",
+    "f"."event_ts",
+    "f"."age"
+  FROM "fl_snapshot"."user_profile" AS "f"
+  WHERE
+    (
+      NOT "f"."user_id" IS NULL AND NOT "f"."event_ts" IS NULL
+    )
+    AND NOT EXISTS(
+      SELECT
+        1
+      FROM "__fl_v0_ties" AS "t"
+      WHERE
+        "t"."user_id" = "f"."user_id" AND "t"."event_ts" = "f"."event_ts"
+    )
+  UNION ALL
   SELECT
     "user_id",
     "event_ts",
@@ -17,7 +46,13 @@ WITH "__fl_spine" AS (
       ROW_NUMBER() OVER (PARTITION BY "f"."user_id", "f"."event_ts" ORDER BY "f"."age" DESC) AS "__fl_rank"
     FROM "fl_snapshot"."user_profile" AS "f"
     WHERE
-      NOT "f"."user_id" IS NULL AND NOT "f"."event_ts" IS NULL
+      EXISTS(
+        SELECT
+          1
+        FROM "__fl_v0_ties" AS "t"
+        WHERE
+          "t"."user_id" = "f"."user_id" AND "t"."event_ts" = "f"."event_ts"
+      )
   ) AS "ranked"
   WHERE
     "__fl_rank" = 1
