@@ -138,7 +138,7 @@ def test_numpy_and_row_decoders_agree_and_ttl_hides_expired_values() -> None:
     raw[3] = None  # a missing key
     now = to_micros(T0)
     big, small = _decode_numpy(layout, raw, now), _decode_rows(layout, raw, now)
-    live = [k for k in range(n) if k != 3 and 3 * k < 60]
+    live = [k for k in range(n) if k != 3 and 3 * k <= 60]  # exactly TTL old is live, as in training sets
     assert [k for k in range(n) if big.present[k]] == live
     assert [k for k in range(n) if small.present[k]] == live
     for slot in layout.slots:

@@ -86,6 +86,11 @@ def test_ttl_is_enforced_at_read_from_the_stored_event_time(online) -> None:  # 
     assert read_a(online, layout, [1, 2]) == [1.0, 2.0]
     online.clock = lambda: to_micros(T0 + timedelta(minutes=20))
     assert read_a(online, layout, [1, 2, 3]) == [None, 2.0, None]
+    # The boundary is inclusive, as in training sets (event_time >= ts - ttl).
+    online.clock = lambda: to_micros(T0 + timedelta(minutes=55))
+    assert read_a(online, layout, [2]) == [2.0]
+    online.clock = lambda: to_micros(T0 + timedelta(minutes=55, microseconds=1))
+    assert read_a(online, layout, [2]) == [None]
 
 
 def test_missing_keys_read_as_none_in_order(online) -> None:  # noqa: ANN001

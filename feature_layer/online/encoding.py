@@ -295,7 +295,7 @@ def encode_batch(
         if col.null_count:
             keep &= col.is_valid().to_numpy(zero_copy_only=False)
     if layout.ttl_us is not None and now_us is not None:
-        keep &= event_us > now_us - layout.ttl_us
+        keep &= event_us >= now_us - layout.ttl_us  # inclusive, as training sets: event >= ts - ttl
     if not keep.all():
         mask = pa.array(keep)
         batch = batch.filter(mask)
@@ -373,7 +373,7 @@ def _decode_numpy(layout: ViewLayout, raw: Sequence[bytes | None], now_us: int) 
     ok = packed["__v"] == VERSION
     ev_p = packed["__ev"]
     if layout.ttl_us is not None:
-        ok &= ev_p > now_us - layout.ttl_us
+        ok &= ev_p >= now_us - layout.ttl_us
     if not ok.all():
         present[index[~ok]] = False
     event_us = np.zeros(n, dtype=np.int64)
@@ -418,7 +418,7 @@ def _decode_rows(layout: ViewLayout, raw: Sequence[bytes | None], now_us: int) -
             continue
         fields = unpack(value)
         event = fields[1]
-        if horizon is not None and event <= horizon:
+        if horizon is not None and event < horizon:
             rows.append(empty)
             events.append(None)
             continue

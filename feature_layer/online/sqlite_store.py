@@ -71,7 +71,7 @@ class SqliteOnlineStore(OnlineStore):
                 chunk = keys[start : start + _MAX_VARS]
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(
-                    f"SELECT key, value FROM online_values WHERE key IN ({marks}) AND (expires_us IS NULL OR expires_us > ?)",
+                    f"SELECT key, value FROM online_values WHERE key IN ({marks}) AND (expires_us IS NULL OR expires_us >= ?)",
                     [*chunk, now],
                 ).fetchall()
                 found.update(rows)
@@ -104,7 +104,7 @@ class SqliteWriter(Writer):
         ev = batch.event_us
         if self.ttl_us:
             expires = ev + self.ttl_us
-            live = expires > now
+            live = expires >= now
             self.counts.expired += int((~live).sum())
         else:
             expires = np.full(n, None, dtype=object)
@@ -143,6 +143,6 @@ class SqliteWriter(Writer):
     def close(self) -> WriteCounts:
         with self.store._lock:
             self.store._db.execute(
-                "DELETE FROM online_values WHERE expires_us IS NOT NULL AND expires_us <= ?", (self.store.clock(),)
+                "DELETE FROM online_values WHERE expires_us IS NOT NULL AND expires_us < ?", (self.store.clock(),)
             )
         return self.counts

@@ -18,8 +18,8 @@ for i = 1, #KEYS do
   local nev, ncr = unpack_('<i8i8', new, 2)
   local old
   if ttl > 0 then
-    local px = floor((nev + ttl - now) / 1000)
-    if px > 0 then old = call('SET', key, new, 'PX', px, 'GET') end
+    local left = nev + ttl - now  -- live while event >= now - ttl (inclusive, as training sets)
+    if left >= 0 then old = call('SET', key, new, 'PX', math.max(1, math.ceil(left / 1000)), 'GET') end
   else
     old = call('SET', key, new, 'GET')
   end
