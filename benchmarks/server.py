@@ -8,7 +8,7 @@ machine, so the figures include its CPU. Without wrk, an asyncio httpx load gene
 used instead (slower itself; the report says which one ran).
 
     python -m benchmarks.server [--duration 15] [--connections 8,32] [--workers N]
-                                [--online-store redis://127.0.0.1:6379/0] [--out docs/bench_server.md]
+                                [--online-store redis://127.0.0.1:6379/0 | --redis] [--out docs/bench_server.md]
 """
 
 from __future__ import annotations
@@ -152,22 +152,32 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000, help="Demo transactions to build the project from.")
     parser.add_argument("--project", type=Path, default=None, help="Reuse a built and materialized project.")
     parser.add_argument("--online-store", default=None, help="Online store URL (default: the embedded SQLite store).")
+    parser.add_argument("--redis", action="store_true",
+                        help="Start a private redis-server on a free port and use it as the online store.")
     parser.add_argument("--out", type=Path, default=None, help="Write the markdown report here too.")
     args = parser.parse_args()
     load_at_start = os.getloadavg()[0]
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_server_"))
+    redis_proc = None
     try:
+        if args.redis:
+            redis_port = free_port()
+            redis_proc = subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            args.online_store = f"redis://127.0.0.1:{redis_port}/0"
+            time.sleep(0.5)
         if args.project is None:
             print("building the example project …", file=sys.stderr)
             project = build_project(tmp, args.rows)
-            if args.online_store:
-                from feature_layer.client import FeatureStore
-
-                with FeatureStore(project, online_store=args.online_store) as store:
-                    store.materialize()
         else:
             project = args.project
+        if args.online_store:
+            from feature_layer.client import FeatureStore
+
+            with FeatureStore(project, online_store=args.online_store) as store:
+                # full refresh: the state store's watermarks describe the default store, not this one
+                store.materialize(full_refresh=True)
         use_wrk = shutil.which("wrk") is not None
         script = tmp / "post.lua"
         script.write_text(LUA % {"features": json.dumps(FEATURES), "users": USERS})
@@ -198,6 +208,9 @@ def main() -> None:
                 server.wait(timeout=20)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(timeout=10)
 
     generator = f"wrk ({args.threads} thread, Lua POST script)" if use_wrk else "an asyncio httpx client"
     lines = [
@@ -206,7 +219,7 @@ def main() -> None:
         f"`python -m benchmarks.server --duration {args.duration} --connections {args.connections} "
         f"--workers {args.workers}` on {os.cpu_count()} cores: `feature-layer serve --workers N` (uvicorn"
         f"{', uvloop + httptools' if _has('uvloop') and _has('httptools') else ', asyncio + h11'}), "
-        f"online store: {args.online_store or 'embedded SQLite'}; load generator on the same machine: {generator}. "
+        f"online store: {'a private Redis on loopback' if args.redis else args.online_store or 'embedded SQLite'}; load generator on the same machine: {generator}. "
         f"Each request asks {len(FEATURES)} features of 2 feature views for one random user of {USERS}. "
         f"1-minute load average when the script started: {load_at_start:.2f}.",
         "",
