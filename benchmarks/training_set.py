@@ -162,15 +162,72 @@ def _hand_written(engine, entities):
         con.unregister("entities")
 
 
+PG_SCHEMA = "fl_bench_training_set"
+
+
+def _postgres_engine():
+    from feature_layer.offline.engine import PostgresEngine
+
+    return PostgresEngine(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", schema=PG_SCHEMA)
+
+
+def load_postgres(db: Path) -> None:
+    """Copy the feature table into PostgreSQL (schema fl_bench_training_set), indexed on the keys."""
+    import duckdb
+
+    table = duckdb.connect(str(db), read_only=True).sql("SELECT * FROM main.user_features").to_arrow_table()
+    engine = _postgres_engine()
+    engine.execute(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
+    engine.execute(f"CREATE SCHEMA {PG_SCHEMA}")
+    engine.register_arrow("staged", table)
+    engine.execute(f"CREATE TABLE {PG_SCHEMA}.user_features AS SELECT * FROM staged")
+    engine.execute(f"CREATE INDEX ON {PG_SCHEMA}.user_features (user_id, event_ts)")
+    engine.execute(f"ANALYZE {PG_SCHEMA}.user_features")
+    engine.close()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB.
+
+    Linux's VmHWM belongs to this process image only; ``ru_maxrss`` would also count the
+    parent's RSS at fork time, because Linux keeps it across ``execve``.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker(variant: str, db: Path, entities_path: Path, repeat: int) -> dict:
     import pyarrow.parquet as pq
 
     from feature_layer.offline.engine import DuckDBEngine
 
-    engine = DuckDBEngine(db, read_only=True)
-    entities = pq.read_table(entities_path)
-    run = {"feature_layer": _feature_layer, "hand_written": _hand_written}[variant]
-    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if variant == "feature_layer_postgres":
+        import dataclasses
+
+        from feature_layer.registry.model import Relation
+
+        engine = _postgres_engine()
+        view = dataclasses.replace(_view(), relation=Relation(None, PG_SCHEMA, "user_features"))
+        entities = pq.read_table(entities_path)
+
+        def run(engine, entities):  # noqa: ANN001, ANN202
+            from feature_layer.offline.training_set import get_training_set
+
+            training = get_training_set(_Store(engine, view), entities, features=[f"user_features.{f}" for f in FEATURES])
+            try:
+                return training.to_arrow()
+            finally:
+                training.close()
+    else:
+        engine = DuckDBEngine(db, read_only=True)
+        entities = pq.read_table(entities_path)
+        run = {"feature_layer": _feature_layer, "hand_written": _hand_written}[variant]
+    baseline_mb = peak_rss_mb()
     times = []
     rows = None
     for _ in range(repeat):
@@ -181,14 +238,14 @@ def worker(variant: str, db: Path, entities_path: Path, repeat: int) -> dict:
         matched = result.num_rows - result.column("f0").null_count
         del result
     engine.close()
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_mb = peak_rss_mb()
     return {
         "variant": variant,
         "rows": rows,
         "matched": matched,
         "times": times,
-        "baseline_mb": baseline_kb / 1024,
-        "peak_mb": peak_kb / 1024,
+        "baseline_mb": baseline_mb,
+        "peak_mb": peak_mb,
     }
 
 
@@ -211,7 +268,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--entity-rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per contender (min is reported)")
     parser.add_argument("--rounds", type=int, default=2, help="fresh-process rounds per contender, interleaved")
-    parser.add_argument("--worker", choices=["feature_layer", "hand_written"], help=argparse.SUPPRESS)
+    parser.add_argument("--postgres", action="store_true",
+                        help="also time feature_layer on PostgreSQL 127.0.0.1:5432 (window formulation)")
+    parser.add_argument("--worker", choices=["feature_layer", "hand_written", "feature_layer_postgres"],
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--entities", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -219,12 +280,27 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.db, args.entities, args.repeat)))
         return
+    if args.generate:  # in a child, so the parent stays small (its RSS is inherited by workers)
+        db, paths = generate(args.generate, args.entity_rows)
+        if args.postgres:
+            load_postgres(db)
+        print(json.dumps({"db": str(db), "paths": {str(k): str(v) for k, v in paths.items()}}))
+        return
 
     from benchmarks.common import markdown_table
 
     with tempfile.TemporaryDirectory(prefix="fl_bench_") as tmp:
         started = time.perf_counter()
-        db, paths = generate(Path(tmp), args.entity_rows)
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.training_set", "--generate", tmp, "--entity-rows",
+             *map(str, args.entity_rows), *(["--postgres"] if args.postgres else [])],
+            capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent, check=False,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"generating the workload failed:\n{done.stderr}")
+        generated = json.loads(done.stdout.strip().splitlines()[-1])
+        db = Path(generated["db"])
+        paths = {int(k): Path(v) for k, v in generated["paths"].items()}
         print(f"workload generated in {time.perf_counter() - started:.1f}s "
               f"({N_FEATURE_ROWS:,} feature rows, {N_ENTITIES:,} entities, {os.cpu_count()} CPUs)", file=sys.stderr)
         table = []
@@ -251,6 +327,16 @@ def main(argv: list[str] | None = None) -> None:
                         f"{peak[variant] - base[variant]:.0f}",
                     ]
                 )
+            if args.postgres:
+                r = _run_worker("feature_layer_postgres", db, paths[rows], args.repeat)
+                best_pg = min(r["times"])
+                table.append([f"{rows:,}", "feature_layer on PostgreSQL (window)", f"{r['rows']:,}", f"{r['matched']:,}",
+                              f"{best_pg:.3f}", f"{best_pg / best['hand_written']:.2f}×", f"{r['peak_mb']:.0f}",
+                              f"{r['peak_mb'] / peak['hand_written']:.2f}×", f"{r['peak_mb'] - r['baseline_mb']:.0f}"])
+        if args.postgres:
+            engine = _postgres_engine()
+            engine.execute(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
+            engine.close()
         print(
             markdown_table(
                 ["entity rows", "contender", "rows out", "rows with features", "best time (s)", "time ratio",

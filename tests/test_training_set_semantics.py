@@ -262,3 +262,23 @@ def test_feature_name_clashing_with_an_entity_column_is_an_error(run):
     frame = pd.DataFrame({"user_id": [1], "event_timestamp": [h(2)], "amount": [3.0]})
     with pytest.raises(InputError, match="'amount' would come from both the entity dataframe and feature activity.amount"):
         run([row(1, h(1), amount=1.0)], frame)
+
+
+def test_a_date_timestamp_means_midnight_utc(run):
+    from datetime import date
+
+    data = [row(1, datetime(2025, 6, 1), amount=1.0), row(1, datetime(2025, 6, 1, 0, 0, 1), amount=2.0)]
+    frame = pa.table({"user_id": [1], "day": pa.array([date(2025, 6, 1)])})
+    result = run(data, frame)
+    assert amounts(result) == [1.0]
+    assert result[0]["day"] == datetime(2025, 6, 1)
+
+
+def test_polars_lazy_and_nanosecond_inputs_are_accepted(run):
+    import polars as pl
+
+    data = [row(1, h(1), amount=1.0)]
+    lazy = pl.DataFrame({"user_id": [1], "event_timestamp": [h(1)]}).lazy()
+    assert amounts(run(data, lazy)) == [1.0]
+    nanos = pa.table({"user_id": [1], "event_timestamp": pa.array([h(1)], pa.timestamp("ns"))})
+    assert amounts(run(data, nanos)) == [1.0]
