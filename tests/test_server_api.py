@@ -176,6 +176,18 @@ def test_stored_statistics_from_materialization_are_normalised(client, store):
     assert stats["histogram_kind"] == "bins" and stats["source"] == "materialization"
 
 
+def test_stored_statistics_without_a_histogram_get_one_once(client, store):
+    store.state.save_statistics(AMOUNT, {"rows": 2000, "null_pct": 0.0, "distinct": 9, "min": 5.14, "max": 442.29})
+    before = len(store.engine.queries)
+    stats = client.get(f"/v1/features/{AMOUNT}/statistics").json()["statistics"]
+    assert stats["histogram_kind"] == "bins" and stats["histogram_source"] == "on-demand"
+    assert sum(b["count"] for b in stats["histogram"]) == 2000
+    assert len(store.engine.queries) == before + 1  # the histogram only; the summary was stored
+    client.get(f"/v1/features/{AMOUNT}/statistics")
+    assert len(store.engine.queries) == before + 1  # saved with it
+    assert store.state.get_statistics(AMOUNT)["histogram_source"] == "on-demand"
+
+
 def test_lineage_endpoint_returns_the_column_graph_with_layers(client):
     graph = client.get(f"/v1/lineage/{AMOUNT}").json()
     depth = {n["id"]: n["depth"] for n in graph["nodes"]}

@@ -30,8 +30,15 @@ from feature_layer.server.requests import (
     read_json_body,
     unknown_feature,
 )
-from feature_layer.server.stats import compute_statistics, normalize_statistics
+from feature_layer.server.stats import (
+    CATEGORICAL,
+    NUMERIC,
+    complete_histogram,
+    compute_statistics,
+    normalize_statistics,
+)
 
+HISTOGRAM_TYPES = CATEGORICAL | NUMERIC
 SEARCH_PARAMS = ("q", "entity", "tag", "owner", "view", "limit")
 
 
@@ -141,6 +148,8 @@ async def get_statistics(request: Request) -> Response:
     stats = None if refresh else _stored_statistics(state.store, feature.ref)
     if stats is None:
         stats = await run_in_threadpool(_compute_and_save, state.store, view, feature)
+    elif not stats.get("histogram") and feature.dtype in HISTOGRAM_TYPES and not stats.get("histogram_source"):
+        stats = await run_in_threadpool(_complete_and_save, state.store, view, feature, stats)
     return _json({"feature": feature.ref, "statistics": stats})
 
 
@@ -153,6 +162,17 @@ def _warehouse(store: Any) -> Any:
 
         return contextlib.closing(connect(warehouse_settings(settings)))
     return contextlib.nullcontext(store.offline_engine())
+
+
+def _complete_and_save(store: Any, view: FeatureView, feature: Feature, stats: dict[str, Any]) -> dict[str, Any]:
+    with _warehouse(store) as engine:
+        completed = complete_histogram(engine, view, feature, stats)
+    completed.setdefault("histogram_source", "none")  # asked once; do not query again for it
+    try:
+        store.state.save_statistics(feature.ref, completed)
+    except FeatureLayerError:
+        pass
+    return completed
 
 
 def _compute_and_save(store: Any, view: FeatureView, feature: Feature) -> dict[str, Any]:

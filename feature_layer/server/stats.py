@@ -144,6 +144,27 @@ def compute_statistics(engine: Any, view: FeatureView, feature: Feature, *, bins
     return stats
 
 
+def complete_histogram(engine: Any, view: FeatureView, feature: Feature, stats: dict[str, Any],
+                       *, bins: int = DEFAULT_BINS) -> dict[str, Any]:
+    """Stored statistics without a histogram (e.g. strings at materialization) get one now."""
+    out = dict(stats)
+    if feature.dtype in CATEGORICAL:
+        out["histogram"] = [{"value": _plain(r["value"]), "count": int(r["n"])}
+                            for r in _run(engine, top_values_query(view, feature))]
+        out["histogram_kind"] = "values"
+    elif feature.dtype in NUMERIC and isinstance(stats.get("min"), (int, float)) and isinstance(stats.get("max"), (int, float)):
+        low, high = float(stats["min"]), float(stats["max"])
+        if high > low and math.isfinite(low) and math.isfinite(high):
+            counts = {int(r["bin"]): int(r["n"]) for r in _run(engine, histogram_query(view, feature, low, high, bins))}
+            width = (high - low) / bins
+            out["histogram"] = [{"lo": low + i * width, "hi": low + (i + 1) * width, "count": counts.get(i, 0)}
+                                for i in range(bins)]
+            out["histogram_kind"] = "bins"
+    if out.get("histogram"):
+        out["histogram_source"] = "on-demand"
+    return out
+
+
 def normalize_statistics(raw: dict[str, Any] | None) -> dict[str, Any] | None:
     """Statistics as the UI reads them, whichever writer (materializer or on-demand) stored them."""
     if not raw:

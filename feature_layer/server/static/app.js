@@ -199,7 +199,7 @@
         ${cell("rows", fmtNum(stats.rows))}
       </div>
       ${histogramSvg(stats)}
-      <p class="muted small">${esc(stats.source === "on-demand" ? "Computed on demand" : "Computed at materialization")}${stats.computed_at ? " · " + fmtTime(stats.computed_at) : ""}${stats.scope ? " · " + esc(stats.scope) : ""}
+      <p class="muted small">${esc(stats.source === "on-demand" ? "Computed on demand" : "Computed at materialization")}${stats.computed_at ? " · " + fmtTime(stats.computed_at) : ""}${stats.histogram_source === "on-demand" ? " · histogram on demand" : ""}${stats.scope ? " · " + esc(stats.scope) : ""}
       · <a href="#" id="refresh-stats">recompute</a></p>`;
   }
 
@@ -302,7 +302,7 @@
       });
     }
     loadLineage(f.ref);
-    if (f.statistics) {
+    if (f.statistics && ((f.statistics.histogram || []).length || f.statistics.histogram_source)) {
       document.getElementById("stats").dataset.loaded = "true";
       const again = document.getElementById("refresh-stats");
       if (again) again.addEventListener("click", (ev) => { ev.preventDefault(); loadStats(f.ref, true); });
