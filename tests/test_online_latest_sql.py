@@ -56,7 +56,8 @@ def as_table(rows: list[tuple]) -> pa.Table:
 
 
 def order_key(row: tuple) -> tuple:
-    return (row[1], -1 if row[2] is None else row[1] + row[2])
+    """The training sets' order: event, created-at (NULL oldest), then the feature (larger first)."""
+    return (row[1], -1 if row[2] is None else row[1] + row[2], row[3])
 
 
 def reference(rows: list[tuple], end_hour: int) -> dict[int, set[int]]:
@@ -223,3 +224,55 @@ def test_window_formulation_and_statistics_run_on_postgresql() -> None:
     finally:
         engine.close()
         drop_postgres_schemas(dsn, schema)
+
+
+@pytest.mark.parametrize("dialect_form", ["duckdb", "postgres"], ids=["arg_min/arg_max", "window"])
+@pytest.mark.parametrize("with_string", [False, True], ids=["numeric", "string-fallback"])
+def test_exact_duplicates_are_broken_by_feature_values_as_training_sets_do(
+    engine,
+    dialect_form: str,
+    with_string: bool,  # noqa: ANN001
+) -> None:
+    feats = [Feature("a", "v", "float64"), Feature("b", "v", "int64")]
+    if with_string:
+        feats.append(Feature("s", "v", "string"))
+    v = FeatureView(
+        name="v",
+        unique_id="model.p.v",
+        entities=("user",),
+        join_keys=("k",),
+        event_time="ts",
+        created_at="cr",
+        features=tuple(feats),
+        relation=Relation(None, "", "d"),
+        column_types=(("k", "int64"),),
+    )
+    ts, cr = BASE, BASE + timedelta(seconds=1)
+    rows = [  # same key, event time and created-at: a is compared first (NULL lowest), then b, then s
+        (1, ts, cr, None, 9, "z"),
+        (1, ts, cr, 2.0, None, "a"),
+        (1, ts, cr, 2.0, 1, None),
+        (1, ts, cr, 1.0, 99, "zz"),
+        (2, ts, None, 5.0, 5, "x"),
+        (2, ts, cr, 1.0, 1, "a"),  # a NULL created-at loses first
+        (3, ts, cr, 1.0, 1, "b"),
+        (3, ts, cr, 1.0, 1, "c"),
+        (3, ts, cr, 1.0, 1, None),
+    ]
+    table = pa.table(
+        {
+            "k": [r[0] for r in rows],
+            "ts": pa.array([r[1] for r in rows], pa.timestamp("us")),
+            "cr": pa.array([r[2] for r in rows], pa.timestamp("us")),
+            "a": pa.array([r[3] for r in rows], pa.float64()),
+            "b": pa.array([r[4] for r in rows], pa.int64()),
+            "s": pa.array([r[5] for r in rows], pa.string()),
+        }
+    )
+    engine.unregister("d")
+    engine.register_arrow("d", table)
+    got = engine.fetch_arrow(to_sql(latest_values(v, end=BASE + timedelta(days=1), dialect=dialect_form), "duckdb"))
+    picked = {r["k"]: (r["a"], r["b"], r.get("s")) for r in got.to_pylist()}
+    assert picked[1][:2] == (2.0, 1) and picked[2][:2] == (1.0, 1)
+    if with_string:
+        assert picked[3][2] == "c"

@@ -1,7 +1,9 @@
 """Latest value per entity as of ``end``: the materialization query, as a pure sqlglot tree.
 
-The query ranks a view's rows per entity by event time, then created-at (the tie-break the
-training sets use), and keeps rank 1. One tree serves every dialect; ``to_sql`` renders it.
+The query ranks a view's rows per entity by event time, then by the training sets' tie-break
+(``point_in_time.tie_break_order``: created-at, then every orderable feature, larger first,
+NULL lowest), and keeps rank 1 — so the online value is the one a training set built at
+``end`` would pick, even among exact duplicates. One tree serves every dialect; ``to_sql`` renders it.
 
 Incremental runs and late data
 ------------------------------
@@ -31,6 +33,7 @@ from datetime import UTC, datetime
 import sqlglot.expressions as exp
 
 from feature_layer.registry.model import FeatureView
+from feature_layer.sql.point_in_time import tie_break_order
 
 EVENT_ALIAS = "__fl_event_time"
 CREATED_ALIAS = "__fl_created_at"
@@ -116,7 +119,7 @@ def latest_values(
     """
     if dialect in _ARG_MAX_DIALECTS:
         return _latest_by_arg_max(view, end=end, start=start, watermark=watermark)
-    return _latest_by_window(view, end=end, start=start, watermark=watermark)
+    return _latest_by_window(view, end=end, start=start, watermark=watermark, dialect=dialect)
 
 
 def _latest_by_arg_max(
@@ -130,33 +133,59 @@ def _latest_by_arg_max(
             exp.PropertyEQ(this=exp.to_identifier(name, quoted=True), expression=value) for name, value in fields
         ]
     )
-    # NULL created-at sorts lowest, as NULLS LAST does in the window form.
-    tie = (
-        exp.func(
-            "COALESCE",
-            _col(view.created_at),
-            exp.cast(exp.Literal.string("-infinity"), exp.DataType.build("timestamp")),
-        )
-        if view.created_at
-        else None
-    )
-    order = exp.Tuple(
-        expressions=[_col(view.event_time), tie] if tie is not None else [_col(view.event_time), exp.Literal.number(0)]
-    )
+    # The same order as the window form and the training sets: event time, then created-at,
+    # then every orderable feature, each larger first with NULL lowest. DuckDB orders NULL
+    # highest inside tuples, so the cheap form takes ARG_MIN over negated values (a NULL
+    # negates to NULL, the highest, so it loses); views ordering by strings, which cannot be
+    # negated, take ARG_MAX over (x IS NOT NULL, x) pairs instead.
+    ordered = tie_break_order(view, None, "duckdb")
+    negated = _negated_order(view, ordered)
+    if negated is not None:
+        pick: exp.Expression = exp.ArgMin(this=row, expression=exp.Tuple(expressions=negated))
+    else:
+        parts: list[exp.Expression] = [_col(view.event_time)]
+        for o in ordered:
+            parts.append(exp.Tuple(expressions=[o.this.copy().is_(exp.null()).not_(), o.this.copy()]))
+        pick = exp.ArgMax(this=row, expression=exp.Tuple(expressions=parts))
     return (
-        exp.select(*[_col(k) for k in view.join_keys], exp.Unnest(expressions=[exp.ArgMax(this=row, expression=order)]))
+        exp.select(*[_col(k) for k in view.join_keys], exp.Unnest(expressions=[pick]))
         .from_(relation(view))
         .where(new_rows_filter(view, end=end, start=start, watermark=watermark))
         .group_by(*[_col(k) for k in view.join_keys])
     )
 
 
+def _negated(column: exp.Expression, dtype: str) -> exp.Expression | None:
+    """``column`` negated so that ascending order is the original descending order (DuckDB)."""
+    if isinstance(column, exp.Collate) or dtype not in {"float64", "decimal", "int64", "bool", "timestamp", "date"}:
+        return None
+    if dtype in {"float64", "decimal"}:
+        value: exp.Expression = column
+    elif dtype == "int64":
+        value = exp.cast(column, exp.DataType.build("hugeint", dialect="duckdb"))  # -INT64_MIN fits
+    elif dtype == "bool":
+        value = exp.cast(column, exp.DataType.build("int"))
+    else:
+        value = exp.func("EPOCH_US", exp.cast(column, exp.DataType.build("timestamp")))
+    return exp.Neg(this=exp.paren(value))
+
+
+def _negated_order(view: FeatureView, ordered: list[exp.Ordered]) -> list[exp.Expression] | None:
+    types = {f.name: f.dtype for f in view.features}
+    if view.created_at:
+        types[view.created_at] = "timestamp"
+    out = [_negated(_col(view.event_time), "timestamp")]
+    for o in ordered:
+        name = o.this.this.name if isinstance(o.this, exp.Collate) else o.this.name
+        out.append(_negated(o.this, types.get(name, "unknown")))
+    return None if any(part is None for part in out) else out  # type: ignore[return-value]
+
+
 def _latest_by_window(
-    view: FeatureView, *, end: datetime, start: datetime | None, watermark: Watermark | None
+    view: FeatureView, *, end: datetime, start: datetime | None, watermark: Watermark | None, dialect: str
 ) -> exp.Select:
     order = [exp.Ordered(this=_col(view.event_time), desc=True, nulls_first=False)]
-    if view.created_at:
-        order.append(exp.Ordered(this=_col(view.created_at), desc=True, nulls_first=False))
+    order += tie_break_order(view, None, dialect)
     rank = exp.Window(
         this=exp.RowNumber(),
         partition_by=[_col(k) for k in view.join_keys],
