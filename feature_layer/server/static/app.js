@@ -53,6 +53,13 @@
     return isNaN(d) ? esc(iso) : d.toISOString().replace("T", " ").replace(/\.\d+Z$|Z$/, " UTC").replace(":00 UTC", " UTC");
   }
 
+  function shortRelation(relation) {
+    // schema.table reads better than database.schema.table; the full name is in the tooltip
+    if (!relation) return "—";
+    const parts = relation.split(".");
+    return parts.length > 2 ? parts.slice(-2).join(".") : relation;
+  }
+
   function chip(text, cls, href) {
     const inner = `<span class="chip ${cls || ""}">${esc(text)}</span>`;
     return href ? `<a class="chip-link" href="${href}">${inner}</a>` : inner;
@@ -277,7 +284,7 @@
         ${metaRow("Owner", esc(f.owner || "—"))}
         ${metaRow("Tags", tags.map((t) => chip("#" + t, "tag")).join(" ") || "—")}
         ${metaRow("Event time", `<span class="mono">${esc(f.view_info.event_time)}</span>`)}
-        ${metaRow("Table", `<span class="mono small">${esc(f.view_info.relation || "—")}</span>`)}
+        ${metaRow("Table", `<span class="mono small" title="${esc(f.view_info.relation || "")}">${esc(shortRelation(f.view_info.relation))}</span>`)}
       </dl></section>
       <section class="card"><div class="card-head"><h2>Column lineage</h2><span class="muted small">raw source columns → intermediate models → this feature → ML models</span></div>
         <div id="lineage" class="lineage-box"><p class="muted">Tracing columns through the compiled SQL…</p></div></section>
@@ -371,7 +378,7 @@
         ${metaRow("TTL", esc(v.ttl || "none"))}
         ${metaRow("Owner", esc(v.owner || "—"))}
         ${metaRow("Tags", v.tags.map((t) => chip("#" + t, "tag")).join(" ") || "—")}
-        ${metaRow("Table", `<span class="mono small">${esc(v.relation || "—")}</span>`)}
+        ${metaRow("Table", `<span class="mono small" title="${esc(v.relation || "")}">${esc(shortRelation(v.relation))}</span>`)}
         ${metaRow("Materialized", esc(v.materialized || "—"))}
         ${metaRow("Upstream", v.upstream.map((u) => `<span class="chip">${esc(u.name)}</span>`).join(" ") || "—")}
         ${metaRow("Used by", v.services.map((s) => chip(s, "exposure")).join(" ") || "—")}
