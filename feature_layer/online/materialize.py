@@ -208,7 +208,8 @@ def materialize_view(
         counts = WriteCounts()
         query_s = encode_s = 0.0
         renew_at = time.monotonic() + LEASE_SECONDS / 3
-        with online.writer(ttl_us=layout.ttl_us) as writer:
+        writer = online.writer(ttl_us=layout.ttl_us)
+        try:
             t = time.perf_counter()
             for batch in engine.stream_arrow(sql, batch_size=batch_rows):
                 t1 = time.perf_counter()
@@ -236,8 +237,11 @@ def materialize_view(
                 encode_s += t - t1
             t1 = time.perf_counter()
             query_s += t1 - t
-            counts.add(writer.close())
+            counts.add(writer.close())  # waits for every acknowledgement
             stages["write_tail"] = time.perf_counter() - t1
+        except BaseException:
+            writer.abort()
+            raise
         stages["query"] = query_s
         stages["encode_write"] = encode_s
 
