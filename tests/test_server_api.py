@@ -336,6 +336,9 @@ def test_example_project_served_end_to_end_with_reload(built_example_project: Pa
             assert feature["freshness"]["status"] in ("fresh", "stale") and feature["freshness"]["last_event_time"]
             lineage = http.get("/v1/lineage/user_transaction_features.amount").json()
             assert "source.feature_layer.raw.transactions:amount" in {n["id"] for n in lineage["nodes"]}
+            models = http.get("/v1/lineage/user_transaction_features.amount", params={"level": "model"}).json()
+            assert models["upstream"]["children"][0]["name"] == "stg_transactions"
+            assert models["services"] == ["fraud_model_v1"]
             assert 'feature_layer_feature_view_freshness_lag_seconds{view="user_profile_features"}' in http.get("/metrics").text
             # dbt rewrites the manifest: the server picks the change up while serving
             manifest = project / "target" / "manifest.json"
