@@ -282,3 +282,16 @@ def test_polars_lazy_and_nanosecond_inputs_are_accepted(run):
     assert amounts(run(data, lazy)) == [1.0]
     nanos = pa.table({"user_id": [1], "event_timestamp": pa.array([h(1)], pa.timestamp("ns"))})
     assert amounts(run(data, nanos)) == [1.0]
+
+
+def test_feature_tables_with_tz_aware_event_times_compare_in_utc(run):
+    schema = pa.schema(
+        [("user_id", pa.int64()), ("event_ts", pa.timestamp("us", tz="UTC")), ("created_ts", pa.timestamp("us")),
+         ("amount", pa.float64())]
+    )
+    data = [
+        {"user_id": 1, "event_ts": h(1).replace(tzinfo=UTC), "created_ts": None, "amount": 1.0},
+        {"user_id": 1, "event_ts": h(2).replace(tzinfo=UTC), "created_ts": None, "amount": 2.0},
+    ]
+    result = run(data, entities((1, h(1.5)), (1, h(2)), (1, h(0.5))), schema=schema, ttl=timedelta(hours=1))
+    assert amounts(result) == [1.0, 2.0, None]
