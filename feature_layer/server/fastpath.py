@@ -77,18 +77,22 @@ class OnlineFastPath:
         except orjson.JSONDecodeError as exc:
             raise RequestFieldError("body", f"The request body is not valid JSON ({exc}).",
                                     fix="send a JSON object with Content-Type: application/json.") from None
-        state = self.state
-        limits = state.limits
-        holder = state.holder
-        parsed = parse_online_request(payload, holder.registry, holder.refs,
-                                      max_rows=limits.max_entity_rows, max_features=limits.max_features)
-        response = state.store.get_online_features(
-            features=parsed.features,
-            entity_rows=parsed.entity_rows,
-            service=parsed.service,
-            include_event_times=parsed.include_event_times,
-        )
-        state.metrics.inc("feature_layer_online_entity_rows_total", len(parsed.entity_rows))
-        from feature_layer.server.app import _default
+        return lookup_json(self.state, payload)
 
-        return orjson.dumps(response.to_dict(), default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
+
+def lookup_json(state: Any, payload: Any) -> bytes:
+    """Validate a parsed request body, look the features up, return the JSON response body."""
+    limits = state.limits
+    holder = state.holder
+    parsed = parse_online_request(payload, holder.registry, holder.refs,
+                                  max_rows=limits.max_entity_rows, max_features=limits.max_features)
+    response = state.store.get_online_features(
+        features=parsed.features,
+        entity_rows=parsed.entity_rows,
+        service=parsed.service,
+        include_event_times=parsed.include_event_times,
+    )
+    state.metrics.inc("feature_layer_online_entity_rows_total", len(parsed.entity_rows))
+    from feature_layer.server.app import _default
+
+    return orjson.dumps(response.to_dict(), default=_default, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -23,9 +23,9 @@ from feature_layer.registry.declarations import close_matches
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.registry.search import index_for
 from feature_layer.server import payloads
+from feature_layer.server.fastpath import lookup_json
 from feature_layer.server.requests import (
     int_param,
-    parse_online_request,
     query_params,
     read_json_body,
     unknown_feature,
@@ -49,20 +49,11 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 
 async def online_features(request: Request) -> Response:
+    """The same lookup as :class:`~feature_layer.server.fastpath.OnlineFastPath`, through starlette
+    (used when the app is mounted without that middleware)."""
     state = request.app.state
-    limits = state.limits
-    payload = await read_json_body(request, limits.max_body_bytes)
-    holder = state.holder
-    parsed = parse_online_request(payload, holder.registry, holder.refs,
-                                  max_rows=limits.max_entity_rows, max_features=limits.max_features)
-    response = state.store.get_online_features(
-        features=parsed.features,
-        entity_rows=parsed.entity_rows,
-        service=parsed.service,
-        include_event_times=parsed.include_event_times,
-    )
-    state.metrics.inc("feature_layer_online_entity_rows_total", len(parsed.entity_rows))
-    return _json(response.to_dict())
+    payload = await read_json_body(request, state.limits.max_body_bytes)
+    return Response(lookup_json(state, payload), media_type="application/json")
 
 
 def _resolve_feature(registry: Any, ref: str) -> tuple[FeatureView, Feature]:
