@@ -13,6 +13,7 @@ Engines are not thread-safe: use one per thread (``connect`` is cheap).
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -193,6 +194,23 @@ _PG_ARROW_TYPES: dict[int, pa.DataType] = {
 }
 
 
+_SELECT = re.compile(r"^(select|with)\b", re.IGNORECASE)
+# Types whose PostgreSQL CSV text Arrow parses exactly (session in UTC, DateStyle ISO).
+_CSV_SAFE: dict[int, pa.DataType] = {
+    16: pa.bool_(),
+    20: pa.int64(),
+    21: pa.int16(),
+    23: pa.int32(),
+    700: pa.float32(),
+    701: pa.float64(),
+    25: pa.string(),
+    1043: pa.string(),
+    1114: pa.timestamp("us"),
+    1184: pa.timestamp("us", tz="UTC"),
+    1082: pa.date32(),
+}
+
+
 def _arrow_to_pg_type(field: pa.Field) -> str:
     t = field.type
     if pa.types.is_boolean(t):
@@ -251,6 +269,7 @@ class PostgresEngine(Engine):
             )
             with self._con.cursor() as cur:
                 cur.execute("SET TIME ZONE 'UTC'")
+                cur.execute("SET DateStyle TO ISO, YMD")
                 if schema:
                     cur.execute(f"SET search_path TO {_quote_pg(schema)}, public")
             self._con.commit()
@@ -279,7 +298,12 @@ class PostgresEngine(Engine):
         return pa.Table.from_arrays(arrays, names=names)
 
     def fetch_arrow(self, sql_or_expression: str | exp.Expression) -> pa.Table:
+        """Rows as Arrow: ``COPY … TO STDOUT`` parsed by Arrow's CSV reader for plain column
+        types (no Python object per value), else a client cursor."""
         sql = self.render(sql_or_expression)
+        fast = self._fetch_via_copy(sql)
+        if fast is not None:
+            return fast
         try:
             with self._con.cursor() as cur:
                 cur.execute(sql)
@@ -290,6 +314,51 @@ class PostgresEngine(Engine):
         except self._pg.Error as exc:
             self._con.rollback()
             raise _fail("run a query", sql, exc, _QUERY_FIX) from exc
+
+    def _fetch_via_copy(self, sql: str) -> pa.Table | None:
+        """``None`` when the query is not a plain SELECT of CSV-safe types (the caller falls back)."""
+        import pyarrow.csv as pacsv
+
+        stripped = sql.strip().rstrip(";")
+        if not _SELECT.match(stripped):
+            return None
+        try:
+            with self._con.cursor() as cur:
+                cur.execute(f"SELECT * FROM ({stripped}) AS __fl_probe LIMIT 0")
+                description = cur.description
+            self._con.commit()
+        except self._pg.Error:
+            self._con.rollback()
+            return None
+        names = [d.name for d in description]
+        types = [_CSV_SAFE.get(d.type_code) for d in description]
+        if not names or None in types or len(set(names)) != len(names):
+            return None
+        buffer = io.BytesIO()
+        try:
+            with self._con.cursor() as cur:
+                cur.copy_expert(f"COPY ({stripped}) TO STDOUT WITH (FORMAT csv)", buffer)
+            self._con.commit()
+        except self._pg.Error as exc:
+            self._con.rollback()
+            raise _fail("run a query", sql, exc, _QUERY_FIX) from exc
+        if buffer.tell() == 0:
+            return pa.table({n: pa.array([], t) for n, t in zip(names, types, strict=True)})
+        buffer.seek(0)
+        column_types = dict(zip(names, types, strict=True))
+        return pacsv.read_csv(
+            buffer,
+            read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=column_types,
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+                true_values=["t"],
+                false_values=["f"],
+            ),
+        ).cast(pa.schema([pa.field(n, t) for n, t in column_types.items()]))
 
     def stream_arrow(
         self, sql_or_expression: str | exp.Expression, batch_size: int = 100_000
