@@ -96,3 +96,15 @@ def test_usage_errors_exit_2(project: Path) -> None:
     assert code == 2
     code, _ = run(project, "search", "x", "--limit", "0")
     assert code == 2
+
+
+def test_registry_knows_the_warehouse_dialect(project: Path) -> None:
+    assert FeatureStore(project).registry.dialect == "duckdb"
+
+
+def test_postgres_build_reads_as_postgres_and_traces_columns(postgres_example_project) -> None:  # noqa: ANN001
+    registry = FeatureStore(postgres_example_project.path).registry
+    assert registry.dialect == "postgres"
+    graph = registry.column_lineage("user_transaction_features.txn_count_24h").to_dict()
+    text = json.dumps(graph)
+    assert "stg_transactions" in text and "fraud_model_v1" in text

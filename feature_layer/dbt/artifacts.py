@@ -84,6 +84,7 @@ class Manifest:
     parent_map: dict[str, tuple[str, ...]]
     child_map: dict[str, tuple[str, ...]]
     has_catalog: bool
+    adapter_type: str = ""
 
 
 def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
@@ -233,4 +234,5 @@ def _load_manifest(manifest_path: Path, catalog_path: Path | None) -> Manifest:
         parent_map=_graph(raw.get("parent_map"), nodes),
         child_map=_graph(raw.get("child_map"), nodes),
         has_catalog=bool(catalog),
+        adapter_type=str(metadata.get("adapter_type") or ""),
     )

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from feature_layer.registry.search import SearchHit
 
 
+ADAPTER_DIALECTS = {"databricks": "databricks", "spark": "spark", "sqlserver": "tsql", "fabric": "tsql",
+                    "athena": "athena", "redshift": "redshift", "postgres": "postgres", "duckdb": "duckdb"}
+
+
 def artifact_stamp(settings: Settings) -> tuple[float, float]:
     """Modification times of manifest and catalog: a cheap 'has dbt rewritten them?' check."""
 
@@ -96,6 +100,7 @@ class Registry:
     child_map: dict[str, tuple[str, ...]]
     project_name: str = ""
     dbt_version: str = ""
+    adapter_type: str = ""
     issues: list[ValidationIssue] = field(default_factory=list)
     _features: dict[str, Feature] = field(default_factory=dict, repr=False)
     _search_index: Any = field(default=None, repr=False)
@@ -119,6 +124,7 @@ class Registry:
             child_map=manifest.child_map,
             project_name=manifest.project_name,
             dbt_version=manifest.dbt_version,
+            adapter_type=manifest.adapter_type,
             issues=declared.issues,
         )
 
@@ -128,6 +134,11 @@ class Registry:
         manifest = load_manifest(settings.manifest_path, settings.catalog_path)
         raw_entities, source = read_entity_declarations(settings.project_dir)
         return cls.from_manifest(manifest, raw_entities, source, strict=strict)
+
+    @property
+    def dialect(self) -> str:
+        """The sqlglot dialect of the warehouse dbt compiled for (compiled SQL is in it)."""
+        return ADAPTER_DIALECTS.get(self.adapter_type, self.adapter_type or "duckdb")
 
     # -- lookups --------------------------------------------------------------------
     def entity(self, name: str) -> Entity:
