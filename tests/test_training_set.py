@@ -158,6 +158,17 @@ def test_outputs_arrow_pandas_polars_parquet_table_sql(duck_store, labels, tmp_p
     assert engine.fetch_arrow(training.sql()).to_pylist() == table.to_pylist()
 
 
+def test_closing_a_training_set_drops_the_uploaded_entities(duck_store, labels):
+    engine = duck_store.offline_engine()
+    with duck_store.get_training_set(labels, features=["user_profile_features.country"],
+                                     timestamp_column="occurred_at") as training:
+        uploaded = training._entities.registered
+        assert engine.fetch_arrow(f'SELECT count(*) AS n FROM "{uploaded}"').column("n")[0].as_py() == labels.num_rows
+    with pytest.raises(WarehouseError):
+        engine.fetch_arrow(f'SELECT count(*) FROM "{uploaded}"')
+    assert "user_profile_features.country" in repr(training)
+
+
 def test_empty_parquet_entity_file_gives_an_empty_result(duck_store, labels, tmp_path):
     path = tmp_path / "empty.parquet"
     pq.write_table(labels.slice(0, 0), path)

@@ -128,6 +128,12 @@ class TrainingSet:
             self._engine.unregister(self._entities.registered)
             self._entities.registered = None
 
+    def __enter__(self) -> TrainingSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"TrainingSet(features={list(self.features)!r}, rows={self._entities.num_rows})"
 
