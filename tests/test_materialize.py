@@ -82,9 +82,11 @@ def redis_store(server: RedisServer, namespace: str | None = None, **kw) -> Redi
 
 
 def snapshot(online: RedisOnlineStore) -> dict[bytes, bytes]:
-    """Every key of the store's namespace (namespace stripped) -> value."""
+    """Every value key of the store's namespace (namespace stripped) -> value; bookkeeping
+    markers (``__markers__:…``) are left out."""
     prefix = b"fl1:" + online.namespace.encode() + b":"
-    keys = sorted(online.client.scan_iter(match=prefix + b"*", count=10_000))
+    keys = sorted(k for k in online.client.scan_iter(match=prefix + b"*", count=10_000)
+                  if not k.startswith(prefix + b"__markers__:"))
     return {k[len(prefix) :]: v for k, v in zip(keys, online.client.mget(keys) if keys else [], strict=False)}
 
 
@@ -393,3 +395,36 @@ def test_batches_are_written_while_the_query_streams(engine, state, tmp_path: Pa
     # Once a batch is produced its values are already in the store: nothing is
     # collected before writing, so memory is one batch whatever the table size.
     assert len(seen) >= 5 and all(stored == produced for produced, stored in seen)
+
+
+def test_a_new_online_store_is_filled_even_though_the_state_has_a_watermark(engine, state, tmp_path: Path) -> None:  # noqa: ANN001
+    load_events(engine, users=20)
+    first = SqliteOnlineStore(tmp_path / "first.sqlite", "p")
+    materialize(StubStore(engine, first, state, [make_view()]), end=END)
+    second = SqliteOnlineStore(tmp_path / "second.sqlite", "p")  # e.g. pointing the project at a new store
+    store = StubStore(engine, second, state, [make_view()])
+    result = materialize(store, end=END)
+    assert result["user_stats"].rows_written == 20
+    assert lookup(store, [0, 19])["x"] == [2.0, 192.0]
+    assert materialize(store, end=END)["user_stats"].entities == 0  # and then incremental again
+
+
+def test_a_flushed_redis_is_refilled_by_the_next_incremental_run(redis_server: RedisServer, engine, state) -> None:  # noqa: ANN001, F811
+    online = redis_store(redis_server)
+    load_events(engine, users=20)
+    store = StubStore(engine, online, state, [make_view()])
+    materialize(store, end=END)
+    before = snapshot(online)
+    for key in online.client.scan_iter(match=b"fl1:" + online.namespace.encode() + b":*"):
+        online.client.delete(key)  # what a restart without persistence does to this namespace
+    assert not snapshot(online)
+    result = materialize(store, end=END)
+    assert result["user_stats"].rows_written == 20
+    assert snapshot(online) == before
+
+
+def test_a_first_run_with_start_does_not_claim_a_watermark(engine, state, tmp_path: Path) -> None:  # noqa: ANN001
+    load_events(engine, users=5)
+    store = StubStore(engine, SqliteOnlineStore(tmp_path / "o.sqlite", "p"), state, [make_view()])
+    materialize(store, start=BASE + timedelta(days=2), end=END)
+    assert state.last_materialized("user_stats") is None

@@ -184,6 +184,11 @@ def materialize_view(
     try:
         prior = state.view_state(view.name)
         layout_changed = prior is not None and prior.layout != layout.fingerprint
+        marker = f"watermark:{view.name}:{layout.fingerprint}"
+        if prior is not None and not layout_changed and online.get_marker(marker) != _marker_value(prior.watermark):
+            # The state says "materialized up to W", but this online store does not hold W
+            # (a new store, a flushed one, a Redis restarted without persistence): refill it.
+            prior = None
         watermark = None if (full_refresh or layout_changed or prior is None or start is not None) else prior.watermark
         if full_refresh:
             online.delete_prefix(layout.key_prefix)
@@ -261,6 +266,9 @@ def materialize_view(
             full=full_refresh,
         )
         if new_watermark is not None:
+            # The store's marker first: a crash between the two writes leaves them unequal,
+            # and the next run then re-reads everything rather than trusting either.
+            online.set_marker(marker, _marker_value(new_watermark))
             state.set_watermark(
                 view.name, new_watermark, layout=layout.fingerprint, rows_written=counts.written, entities=entities
             )
@@ -301,6 +309,11 @@ def _second_connection(store: Any) -> Callable[[], Any] | None:
     return open_engine
 
 
+def _marker_value(watermark: Watermark) -> bytes:
+    created = watermark.created_at.isoformat() if watermark.created_at else ""
+    return f"{watermark.event_time.isoformat()}|{created}".encode()
+
+
 def _next_watermark(
     prior: Watermark | None, *, end: datetime, start: datetime | None, created: datetime | None, full: bool
 ) -> Watermark | None:
@@ -310,6 +323,8 @@ def _next_watermark(
     only moves when this run makes that true: a backfill window that starts after the old
     watermark, or ends before it, leaves it alone.
     """
+    if prior is None and start is not None:
+        return None  # only [start, end] was read: nothing can be claimed about earlier rows
     if prior is None or full:
         return Watermark(end, created)
     if start is not None and start > prior.event_time:

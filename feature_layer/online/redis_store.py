@@ -124,6 +124,21 @@ class RedisOnlineStore(OnlineStore):
     def describe(self) -> str:
         return self._location
 
+    def _marker_key(self, name: str) -> bytes:
+        return f"fl1:{self.namespace}:__markers__:{name}".encode()
+
+    def get_marker(self, name: str) -> bytes | None:
+        try:
+            return self.client.get(self._marker_key(name))
+        except RedisError as exc:
+            raise self._error("read a bookkeeping marker", exc) from exc
+
+    def set_marker(self, name: str, value: bytes) -> None:
+        try:
+            self.client.set(self._marker_key(name), value)
+        except RedisError as exc:
+            raise self._error("write a bookkeeping marker", exc) from exc
+
     def ping(self) -> None:
         try:
             self.client.ping()

@@ -26,6 +26,10 @@ CREATE TABLE IF NOT EXISTS online_values (
     created_us INTEGER NOT NULL,
     expires_us INTEGER
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS online_markers (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
 """
 _UPSERT = """
 INSERT INTO online_values (key, value, event_us, created_us, expires_us) VALUES (?, ?, ?, ?, ?)
@@ -58,6 +62,21 @@ class SqliteOnlineStore(OnlineStore):
 
     def describe(self) -> str:
         return f"sqlite:///{self.path}"
+
+    def get_marker(self, name: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM online_markers WHERE name = ?", (f"{self.namespace}:{name}",)
+            ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def set_marker(self, name: str, value: bytes) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO online_markers (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (f"{self.namespace}:{name}", value),
+            )
 
     def ping(self) -> None:
         with self._lock:

@@ -95,6 +95,16 @@ class OnlineStore(ABC):
         """Delete every key starting with ``prefix`` (a view's keys on full refresh); return how many."""
 
     @abstractmethod
+    def get_marker(self, name: str) -> bytes | None:
+        """A small bookkeeping value kept in the store itself (None when absent)."""
+
+    @abstractmethod
+    def set_marker(self, name: str, value: bytes) -> None:
+        """Store a bookkeeping value. Materialization records here which watermark this very
+        store holds, so a new, flushed or restarted-without-persistence store is detected
+        and re-filled instead of trusting a watermark kept elsewhere."""
+
+    @abstractmethod
     def ping(self) -> None:
         """Raise OnlineStoreError when the store is unreachable."""
 
