@@ -136,7 +136,7 @@ def load_settings(project_dir: str | Path = ".", *, target: str | None = None) -
     raw = _read_yaml(source) if source.exists() else {}
     _refuse_unknown("the top level", raw, _TOP_KEYS, source)
     dbt_project = _read_yaml(root / "dbt_project.yml")
-    online_raw = os.environ.get("FEATURE_LAYER_ONLINE_STORE") or raw.get("online_store")
+    online_raw = os.environ.get("FEATURE_LAYER_ONLINE_STORE") or _render_env(raw.get("online_store"))
     target_path = root / raw.get("target_path", dbt_project.get("target-path", "target"))
     return Settings(
         project_dir=root,
@@ -152,7 +152,10 @@ def load_settings(project_dir: str | Path = ".", *, target: str | None = None) -
 
 
 def _render_env(value: Any) -> Any:
-    """Render ``{{ env_var('X', 'default') }}`` in profile values, as dbt does."""
+    """Render ``{{ env_var('X', 'default') }}`` in settings and profile values, as dbt does,
+    so secrets such as a Redis password stay out of the files."""
+    if isinstance(value, dict):
+        return {k: _render_env(v) for k, v in value.items()}
     if isinstance(value, str) and "{{" in value:
         import jinja2
 
@@ -160,7 +163,10 @@ def _render_env(value: Any) -> Any:
             if name in os.environ:
                 return os.environ[name]
             if default is None:
-                raise ConfigError(f"profiles.yml needs the environment variable {name}.", fix=f"export {name}=….")
+                raise ConfigError(
+                    f"The setting {value!r} needs the environment variable {name}, which is not set.",
+                    fix=f"export {name}=… or give env_var a default: env_var('{name}', 'default').",
+                )
             return default
 
         return jinja2.Environment().from_string(value).render(env_var=env_var)
