@@ -305,6 +305,18 @@ def test_cli_prints_sql_per_dialect_and_the_duckdb_sql_runs(built_example_projec
     assert '"merchant_risk_features__txn_count_30d"' in service.stdout
 
 
+def test_cli_without_a_readable_entity_table_projects_keys_and_timestamp(built_example_project):
+    result = CliRunner().invoke(cli, ["--project-dir", str(built_example_project), "sql", "training-set", "--features",
+                                      "user_merchant_features.txn_count_30d", "--entity-table", "main.not_built_yet"])
+    assert result.exit_code == 0, result.output
+    assert "Pass --entity-columns to list them" in result.stderr
+    assert '"s"."user_id" AS "user_id"' in result.stdout and '"s"."merchant_id" AS "merchant_id"' in result.stdout
+    listed = CliRunner().invoke(cli, ["--project-dir", str(built_example_project), "sql", "training-set", "--features",
+                                      "user_merchant_features.txn_count_30d", "--entity-table", "main.not_built_yet",
+                                      "--entity-columns", "user_id,merchant_id,event_timestamp,label"])
+    assert '"s"."label" AS "label"' in listed.stdout and "Note:" not in listed.stderr
+
+
 def test_cli_errors_are_one_line_with_the_fix(built_example_project):
     runner = CliRunner()
     base = ["--project-dir", str(built_example_project), "sql", "training-set", "--entity-table", "t"]
