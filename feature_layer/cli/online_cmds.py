@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from feature_layer.cli.base import Context, echo_json, handle_errors, main, render_table
+from feature_layer.durations import format_duration
 from feature_layer.errors import InputError
 
 
@@ -149,7 +150,7 @@ def online_status(obj: Context, as_json: bool) -> None:
                 "materialized_at": state.wall_time.isoformat() if state else None,
                 "rows_written": state.rows_written if state else 0,
                 "entities": state.entities if state else 0,
-                "ttl": str(view.ttl) if view.ttl else None,
+                "ttl": format_duration(view.ttl) if view.ttl else None,
             }
         )
     if as_json:
