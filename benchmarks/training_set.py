@@ -186,6 +186,19 @@ def load_postgres(db: Path) -> None:
     engine.close()
 
 
+def _digest(table) -> str:  # noqa: ANN001 - pyarrow.Table
+    """A content hash of a result (values and nulls, in row order), to check contenders agree."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        digest.update(name.encode())
+        digest.update(column.is_null().to_numpy(zero_copy_only=False).tobytes())
+        digest.update(column.fill_null(0).to_numpy(zero_copy_only=False).tobytes())
+    return digest.hexdigest()
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MB.
 
@@ -236,6 +249,7 @@ def worker(variant: str, db: Path, entities_path: Path, repeat: int) -> dict:
         times.append(time.perf_counter() - start)
         rows = result.num_rows
         matched = result.num_rows - result.column("f0").null_count
+        digest = _digest(result)
         del result
     engine.close()
     peak_mb = peak_rss_mb()
@@ -244,6 +258,7 @@ def worker(variant: str, db: Path, entities_path: Path, repeat: int) -> dict:
         "rows": rows,
         "matched": matched,
         "times": times,
+        "digest": digest,
         "baseline_mb": baseline_mb,
         "peak_mb": peak_mb,
     }
@@ -309,6 +324,9 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(args.rounds):  # interleave, so drift hits both contenders alike
                 for variant in ("hand_written", "feature_layer"):
                     results[variant].append(_run_worker(variant, db, paths[rows], args.repeat))
+            digests = {r["digest"] for rs in results.values() for r in rs}
+            print(f"{rows:,} entity rows: contenders return {'identical' if len(digests) == 1 else 'DIFFERENT'} "
+                  "results", file=sys.stderr)
             best = {v: min(t for r in rs for t in r["times"]) for v, rs in results.items()}
             peak = {v: min(r["peak_mb"] for r in rs) for v, rs in results.items()}
             base = {v: min(r["baseline_mb"] for r in rs) for v, rs in results.items()}
@@ -329,6 +347,9 @@ def main(argv: list[str] | None = None) -> None:
                 )
             if args.postgres:
                 r = _run_worker("feature_layer_postgres", db, paths[rows], args.repeat)
+                same = r["digest"] in digests
+                print(f"{rows:,} entity rows: PostgreSQL returns {'identical' if same else 'DIFFERENT'} results",
+                      file=sys.stderr)
                 best_pg = min(r["times"])
                 table.append([f"{rows:,}", "feature_layer on PostgreSQL (window)", f"{r['rows']:,}", f"{r['matched']:,}",
                               f"{best_pg:.3f}", f"{best_pg / best['hand_written']:.2f}×", f"{r['peak_mb']:.0f}",
