@@ -106,3 +106,18 @@ def test_postgres_rejects_unloadable_arrow_types():
 
     with pytest.raises(WarehouseError, match="Column 'l' has Arrow type list<item: int64>"):
         _arrow_to_pg_type(pa.field("l", pa.list_(pa.int64())))
+
+
+def test_pandas_style_columns_load_on_every_engine(engine):
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"city": pd.Categorical(["a", "b", "a"]), "text": pd.array(["x", None, "z"], dtype="string"), "n": [1, 2, 3]}
+    )
+    engine.register_arrow("frame", pa.Table.from_pandas(frame, preserve_index=False))
+    back = engine.fetch_arrow("SELECT city, text, n FROM frame ORDER BY n")
+    assert back.to_pylist() == [
+        {"city": "a", "text": "x", "n": 1},
+        {"city": "b", "text": None, "n": 2},
+        {"city": "a", "text": "z", "n": 3},
+    ]

@@ -404,6 +404,9 @@ class PostgresEngine(Engine):
         """Load ``table`` into a temporary table ``name`` with COPY (CSV, nulls kept apart from '')."""
         import pyarrow.csv as pacsv
 
+        for index, field in enumerate(table.schema):
+            if pa.types.is_dictionary(field.type):  # pandas categoricals: load the values
+                table = table.set_column(index, field.name, table.column(index).cast(field.type.value_type))
         columns = ", ".join(f"{_quote_pg(f.name)} {_arrow_to_pg_type(f)}" for f in table.schema)
         buffer = io.BytesIO()
         if table.num_rows:
