@@ -302,3 +302,14 @@ def test_feature_tables_with_tz_aware_event_times_compare_in_utc(run):
     ]
     result = run(data, entities((1, h(1.5)), (1, h(2)), (1, h(0.5))), schema=schema, ttl=timedelta(hours=1))
     assert amounts(result) == [1.0, 2.0, None]
+
+
+def test_warehouse_query_with_tz_aware_timestamps_is_compared_in_utc(run):
+    data = [row(1, h(1), amount=1.0), row(1, h(2), amount=2.0)]
+    query = (
+        "SELECT CAST(1 AS BIGINT) AS user_id, CAST('2025-06-01 03:30:00+02' AS TIMESTAMPTZ) AS event_timestamp "
+        "UNION ALL SELECT CAST(1 AS BIGINT), CAST('2025-06-01 02:00:00+00' AS TIMESTAMPTZ)"
+    )
+    result = run(data, query)
+    assert amounts(result) == [1.0, 2.0]
+    assert result[0]["event_timestamp"] == h(1.5).replace(tzinfo=UTC)  # warehouse columns come back unchanged
