@@ -269,3 +269,14 @@ def test_snapshot_sql_runs_and_equals_the_reference(scenario: str, dialect: str)
     )
     assert got == expected
     assert any(value is not None for r in got for k, value in r.items() if k not in ENTITY_ROWS[0])
+
+
+def test_spine_numbering_is_stable_where_ctes_are_not_materialized() -> None:
+    unknown = EntitySpine(source=exp.Table(this=exp.to_identifier("e", quoted=True)), timestamp="ts")
+    outputs = plan_outputs([(PAIR, list(PAIR.features))])
+    bigquery = training_set_sql(unknown, outputs, "bigquery", pretty=False)
+    assert "ROW_NUMBER() OVER (ORDER BY `src`.`user_id`, `src`.`merchant_id`, `src`.`ts`)" in bigquery
+    postgres = training_set_sql(unknown, outputs, "postgres", pretty=False)
+    assert '"__fl_spine" AS MATERIALIZED' in postgres and "ROW_NUMBER() OVER () AS" in postgres
+    query = EntitySpine(source=sqlglot.parse_one("SELECT * FROM e"), timestamp="ts")
+    assert 'AS "src"' in training_set_sql(query, outputs, "postgres", pretty=False)

@@ -163,17 +163,17 @@ def plan_outputs(
 # ----------------------------------------------------------------------------- 2. spine
 
 
-def build_spine(spine: EntitySpine, *, stable_numbering: bool = False) -> exp.Select:
+def build_spine(spine: EntitySpine, *, stable_numbering: Sequence[str] = ()) -> exp.Select:
     """Entity rows plus their input position and their timestamp as naive UTC.
 
     Without a row-number column, rows are numbered in the warehouse's scan order. Where the
     spine CTE cannot be materialized (it may then be evaluated once per reference),
-    ``stable_numbering`` numbers rows in the order of all their columns instead: identical
-    rows may swap numbers, which changes nothing in the result.
+    ``stable_numbering`` numbers rows in the order of these columns (every column the query
+    returns) instead: rows that tie on all of them may swap numbers, which changes nothing.
     """
     source = spine.source
     if isinstance(source, exp.Query):
-        source = source.subquery("src")
+        source = source.subquery(ident("src"))
     else:
         source = source.copy()
         source.set("alias", exp.TableAlias(this=ident("src")))
@@ -184,8 +184,7 @@ def build_spine(spine: EntitySpine, *, stable_numbering: bool = False) -> exp.Se
     if spine.row_number is None:
         order = None
         if stable_numbering:
-            names = spine.columns or (spine.timestamp,)
-            order = exp.Order(expressions=[exp.Ordered(this=col(c, "src"), nulls_first=True) for c in names])
+            order = exp.Order(expressions=[exp.Ordered(this=col(c, "src"), nulls_first=True) for c in stable_numbering])
         projections.append(exp.alias_(exp.Window(this=exp.RowNumber(), order=order), ROW, quoted=True))
     elif spine.row_number != ROW:
         projections.append(exp.alias_(col(spine.row_number, "src"), ROW, quoted=True))
@@ -341,7 +340,7 @@ def build_training_set_query(
     numbered_here = spine.row_number is None and chosen == "window"
     query = query.with_(
         ident(SPINE),
-        as_=build_spine(spine, stable_numbering=numbered_here and not caps.materialized_cte),
+        as_=build_spine(spine, stable_numbering=entity_columns if numbered_here and not caps.materialized_cte else ()),
         materialized=True if numbered_here and caps.materialized_cte else None,
     )
 
