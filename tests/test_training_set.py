@@ -133,6 +133,7 @@ def test_every_entity_input_kind_gives_the_same_result(duck_store, labels, tmp_p
         "parquet Path": path,
         "warehouse table": "labels_table",
         "warehouse query": "SELECT * FROM labels_table WHERE occurred_at IS NOT NULL",
+        "parenthesised query": "(SELECT * FROM labels_table WHERE coalesce(user_id, 0) > -1);",
     }
     for kind, entity in inputs.items():
         got = duck_store.get_training_set(entity, features=refs, timestamp_column="occurred_at").to_arrow()

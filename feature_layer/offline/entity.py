@@ -241,9 +241,11 @@ def warehouse_source(entity: str, dialect: str) -> exp.Expression:
         import sqlglot
 
         try:
-            parsed = sqlglot.parse_one(text.strip("()") if text.startswith("(") else text, dialect=dialect)
+            parsed = sqlglot.parse_one(text, dialect=dialect)
         except sqlglot.errors.ParseError as exc:
             raise InputError(f"The entity query does not parse as {dialect} SQL: {exc}", fix="correct the SQL.") from exc
+        if isinstance(parsed, exp.Subquery):
+            parsed = parsed.unnest()
         if not isinstance(parsed, exp.Query):
             raise InputError("The entity SQL is not a query.", fix="pass a SELECT statement or a table name.")
         return parsed
@@ -279,7 +281,7 @@ def prepare_entities(
         schema = engine.schema_of(probe)
         timestamp = _pick_timestamp(schema, timestamp_column)
         _check_columns(schema, timestamp, views, key_types)
-        subject = source.subquery("e") if isinstance(source, exp.Query) else source.copy()
+        subject = source.subquery(ident("e")) if isinstance(source, exp.Query) else source.copy()
         nulls = engine.fetch_arrow(
             exp.select(exp.func("count", exp.Star()).as_("n"))
             .from_(subject)
