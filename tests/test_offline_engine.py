@@ -121,3 +121,12 @@ def test_pandas_style_columns_load_on_every_engine(engine):
         {"city": "b", "text": None, "n": 2},
         {"city": "a", "text": "z", "n": 3},
     ]
+
+
+def test_a_stream_survives_other_statements_on_the_same_engine(engine):
+    stream = engine.stream_arrow("SELECT * FROM generate_series(1, 3000) AS t(n)", batch_size=1000)
+    first = next(stream)
+    if engine.dialect == "postgres":  # DuckDB has one pending result per connection; PostgreSQL holds the cursor
+        assert engine.fetch_arrow("SELECT 1 AS one").column("one").to_pylist() == [1]
+    rest = sum(batch.num_rows for batch in stream)
+    assert first.num_rows + rest == 3000

@@ -368,7 +368,8 @@ class PostgresEngine(Engine):
 
     def _stream(self, sql: str, batch_size: int) -> Iterator[pa.RecordBatch]:
         name = f"fl_cursor_{uuid.uuid4().hex[:12]}"
-        cur = self._con.cursor(name=name)
+        # WITH HOLD: other statements on this connection (which commit) do not close the stream.
+        cur = self._con.cursor(name=name, withhold=True)
         cur.itersize = batch_size
         try:
             cur.execute(sql)
