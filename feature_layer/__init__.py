@@ -1,7 +1,6 @@
 """feature_layer: a SQL-first feature store that lives inside a dbt project."""
 
 from feature_layer.client import FeatureStore
-from feature_layer.registry.registry import Registry
 from feature_layer.errors import (
     ConfigError,
     DeclarationError,
@@ -12,6 +11,7 @@ from feature_layer.errors import (
     UnknownFeatureError,
     WarehouseError,
 )
+from feature_layer.registry.registry import Registry
 
 __all__ = [
     "ConfigError",
