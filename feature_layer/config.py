@@ -34,6 +34,8 @@ class WarehouseSettings:
     password: str | None = None
     dbname: str | None = None
     schema: str | None = None
+    project_dir: Path | None = None
+    """Relative paths in the warehouse (dbt-duckdb views over Parquet) resolve against it."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,9 @@ def warehouse_settings(settings: Settings, dbt_project_profile: str | None = Non
         path = Path(out.get("path", ":memory:"))
         if not path.is_absolute():
             path = settings.project_dir / path
-        return WarehouseSettings(type="duckdb", target=target, path=path, schema=out.get("schema", "main"))
+        return WarehouseSettings(
+            type="duckdb", target=target, path=path, schema=out.get("schema", "main"), project_dir=settings.project_dir
+        )
     if kind == "postgres":
         return WarehouseSettings(
             type="postgres",

@@ -108,3 +108,13 @@ def test_postgres_build_reads_as_postgres_and_traces_columns(postgres_example_pr
     graph = registry.column_lineage("user_transaction_features.txn_count_24h").to_dict()
     text = json.dumps(graph)
     assert "stg_transactions" in text and "fraud_model_v1" in text
+
+
+def test_views_over_relative_parquet_paths_read_from_any_working_directory(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # dbt wrote 'data/raw/…' paths relative to the project
+    store = FeatureStore(project)
+    count = store.offline_engine().fetch_arrow("select count(*) as n from stg_transactions")["n"][0].as_py()
+    store.close()
+    assert count == 10_000

@@ -97,7 +97,14 @@ class DuckDBEngine(Engine):
 
     dialect = "duckdb"
 
-    def __init__(self, path: str | Path = ":memory:", *, schema: str | None = None, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        schema: str | None = None,
+        read_only: bool = False,
+        file_search_path: str | Path | None = None,
+    ) -> None:
         import duckdb
 
         self._duckdb = duckdb
@@ -105,6 +112,10 @@ class DuckDBEngine(Engine):
         try:
             self._con = duckdb.connect(target, read_only=read_only)
             self._con.execute("SET TimeZone = 'UTC'")
+            if file_search_path is not None:
+                # dbt ran in the project folder, so its views may read relative paths
+                # ('data/raw/x.parquet'): resolve them there, whatever our working directory.
+                self._con.execute("SET file_search_path = ?", [str(file_search_path)])
             if schema:
                 exists = self._con.execute(
                     "SELECT count(*) FROM information_schema.schemata WHERE schema_name = ?", [schema]
@@ -448,7 +459,7 @@ def connect(settings: WarehouseSettings) -> Engine:
         path: str | Path = settings.path or ":memory:"
         if Path(path).name == ":memory:":
             path = ":memory:"
-        return DuckDBEngine(path, schema=settings.schema)
+        return DuckDBEngine(path, schema=settings.schema, file_search_path=settings.project_dir)
     if settings.type == "postgres":
         return PostgresEngine(
             host=settings.host,
