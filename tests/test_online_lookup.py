@@ -193,5 +193,30 @@ def test_bad_requests_fail_with_the_fix(store) -> None:  # noqa: ANN001
         get_online_features(store, features=["users.n"])
 
 
+@pytest.mark.parametrize(
+    ("features", "rows", "words"),
+    [
+        (["users.n"], [{"user_id": 1.5}], "expected an integer, got 1.5"),
+        (["users.n"], [{"user_id": "1"}], "expected an integer, got '1'"),
+        (["users.n"], [{"user_id": True}], "expected an integer, got True"),
+        (["users.n"], {"user_id": ["1"]}, "expected an integer, got '1'"),
+        (["users.n"], pa.table({"user_id": ["1"]}), "is int64, but the entity rows give string"),
+        (["users.n"], pa.table({"user_id": [1.0]}), "is int64, but the entity rows give double"),
+        (["pairs.n"], [{"user_id": 1, "merchant": 7}], "expected a string, got 7"),
+    ],
+)
+def test_a_key_of_the_wrong_type_is_an_error_never_another_entity(store, features, rows, words) -> None:  # noqa: ANN001
+    with pytest.raises(InputError, match=words) as raised:
+        get_online_features(store, features=features, entity_rows=rows)
+    assert "To fix this" in str(raised.value)
+
+
+def test_integral_floats_and_narrow_ints_are_accepted_as_integer_keys(store) -> None:  # noqa: ANN001
+    as_int = get_online_features(store, features=["users.n"], entity_rows=[{"user_id": 1}]).to_dict()["n"]
+    assert get_online_features(store, features=["users.n"], entity_rows=[{"user_id": 1.0}]).to_dict()["n"] == as_int
+    narrow = pa.table({"user_id": pa.array([1], pa.int32())})
+    assert get_online_features(store, features=["users.n"], entity_rows=narrow).to_dict()["n"] == as_int
+
+
 def test_empty_entity_rows_give_an_empty_response(store) -> None:  # noqa: ANN001
     assert get_online_features(store, features=["users.n"], entity_rows=[]).to_dict() == {"user_id": [], "n": []}

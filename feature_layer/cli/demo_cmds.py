@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from feature_layer.cli.base import Context, handle_errors, main, render_table
+from feature_layer.cli.registry_cmds import describe_counts
 from feature_layer.config import warehouse_settings
 from feature_layer.durations import format_duration
 
@@ -75,7 +76,7 @@ def demo(ctx: Context, rows: int, skip_dbt: bool) -> None:
     registry = store.registry
     _step("Registry")
     summary = registry.summary()
-    click.echo(", ".join(f"{v} {k.replace('_', ' ')}" for k, v in summary.items()))
+    click.echo(describe_counts(summary))
     render_table(
         ["feature view", "entities", "features", "ttl", "owner"],
         [(v.name, ", ".join(v.entities), len(v.features), format_duration(v.ttl) if v.ttl else "-", v.owner or "-")

@@ -12,6 +12,15 @@ from feature_layer.registry.model import Feature
 from feature_layer.registry.registry import LineageNode, Registry
 
 
+def describe_counts(summary: dict[str, int]) -> str:
+    """'3 entities, 1 feature service, …' with singular and plural right."""
+    parts = []
+    for key, count in summary.items():
+        noun = key.replace("_", " ")
+        parts.append(f"{count:,} {noun[:-1] if count == 1 and noun.endswith('s') else noun}")
+    return ", ".join(parts)
+
+
 def feature_record(registry: Registry, feature: Feature) -> dict[str, Any]:
     """Everything known about a feature, as plain JSON-able data (CLI and HTTP share it)."""
     view = registry.view(feature.view)
@@ -161,7 +170,6 @@ def validate(ctx: Context, as_json: bool) -> None:
             click.echo(issue.render(), err=True)
     else:
         s = registry.summary()
-        click.secho(f"OK: {s['entities']} entities, {s['feature_views']} feature views, {s['features']} features, "
-                    f"{s['feature_services']} feature services.", fg="green")
+        click.secho(f"OK: {describe_counts(s)}.", fg="green")
     if registry.issues:
         raise SystemExit(1)

@@ -166,13 +166,33 @@ def key_column(layout: ViewLayout, table: pa.Table | pa.RecordBatch, columns: Se
 
 
 def key_text(value: Any, key_type: str) -> str:
-    """Python join-key value -> key text, matching the Arrow casts used at write time."""
+    """Python join-key value -> key text, matching the Arrow casts used at write time.
+
+    Strict on purpose: a value of the wrong type (``"42"`` or ``1.5`` for an integer key, ``7``
+    for a string key) raises instead of silently looking up another entity or none.
+    """
     if value is None:
         raise ValueError("null join key")
-    if isinstance(value, bool) or key_type == "bool":
-        return "true" if value else "false"
     if key_type == "int64":
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ValueError(f"expected an integer, got {value!r}")
+        if isinstance(value, (float, np.floating)) and not float(value).is_integer():
+            raise ValueError(f"expected an integer, got {value!r}")
         return str(int(value))
+    if key_type == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return "true" if value else "false"
+    if key_type == "string":
+        if isinstance(value, bytes):
+            return value.decode("utf-8")
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {value!r}")
+        return value
+    if key_type == "timestamp":
+        if not isinstance(value, datetime):
+            raise ValueError(f"expected a timestamp, got {value!r}")
+        return str(to_micros(value))
     if isinstance(value, datetime):
         return str(to_micros(value))
     if isinstance(value, float) and value.is_integer():

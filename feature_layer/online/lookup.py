@@ -257,6 +257,7 @@ class LookupPlan:
             layout = plan.layout
             if columnar:
                 table = pa.table({k: columns[k] for k in layout.join_keys})
+                _check_key_types(layout, table)
                 col = key_column(layout, table)
                 if col.null_count:
                     raise InputError(
@@ -277,9 +278,10 @@ class LookupPlan:
                     parts = [columns[k] for k in layout.join_keys]
                     keys.extend([entity_key(layout, values) for values in zip(*parts, strict=False)])
             except (ValueError, TypeError) as exc:
+                types = ", ".join(f"{k} ({t})" for k, t in zip(layout.join_keys, layout.key_types, strict=False))
                 raise InputError(
-                    f"An entity row has a join key that cannot be used ({exc}).",
-                    fix=f"give non-null values of the right type for {', '.join(layout.join_keys)}.",
+                    f"An entity row has a join key of feature view {plan.layout.view!r} that cannot be used: {exc}.",
+                    fix=f"give non-null values of the key types: {types}.",
                 ) from None
         return keys
 
@@ -347,3 +349,21 @@ def get_online_features(
 
 
 __all__ = ["LookupPlan", "OnlineResponse", "from_micros", "get_online_features", "lookup_plan"]
+
+
+_KEY_TYPES_ACCEPTED = {"int64": {"int64"}, "string": {"string"}, "bool": {"bool"}, "timestamp": {"timestamp", "date"}}
+
+
+def _check_key_types(layout: Any, table: pa.Table) -> None:
+    """Columnar keys must have the view's key types: a mismatch is an error, never a silent miss."""
+    from feature_layer.offline.entity import arrow_logical_type
+
+    for name, key_type in zip(layout.join_keys, layout.key_types, strict=False):
+        given = arrow_logical_type(table.schema.field(name).type)
+        accepted = _KEY_TYPES_ACCEPTED.get(key_type)
+        if accepted is not None and given not in accepted and given != "null":
+            raise InputError(
+                f"Join key {name!r} of feature view {layout.view!r} is {key_type}, but the entity rows give "
+                f"{table.schema.field(name).type} ({given}).",
+                fix=f"cast {name!r} to {key_type} before the lookup.",
+            )

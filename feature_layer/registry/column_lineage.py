@@ -274,7 +274,7 @@ def _find_view_feature(registry: Any, ref: str) -> tuple[Any, str]:
 
         raise UnknownFeatureError(
             f"No feature view {view_name!r} (in {ref!r}).{close_matches(view_name, views)}",
-            fix="write the feature as `view.feature`; `feature-layer list` shows every feature.",
+            fix="write the feature as `view.feature`; `feature-layer features` lists every feature.",
         )
     for feature in view.features:
         if feature.name.lower() == feature_name.lower():
