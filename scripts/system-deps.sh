@@ -22,8 +22,24 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
   fi
 fi
+# The tests log in as user postgres over TCP without a password (trust auth, as on CI's
+# machines). A stock Debian cluster asks for one: as root, trust local TCP connections.
+if [ "$(id -u)" = 0 ] && pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null \
+   && ! psql -h 127.0.0.1 -U postgres -d postgres -w -tAc 'select 1' >/dev/null 2>&1; then
+  hba=$(su postgres -c "psql -tAc 'show hba_file'" 2>/dev/null || true)
+  if [ -n "$hba" ] && [ -f "$hba" ]; then
+    echo "Allowing trust auth for user postgres on 127.0.0.1 and ::1 in $hba (test machine)"
+    sed -i '1i host all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust' "$hba"
+    su postgres -c "psql -tAc 'select pg_reload_conf()'" >/dev/null
+  fi
+fi
 pg_isready -q -h 127.0.0.1 -p 5432 || {
   echo "PostgreSQL is not accepting connections on 127.0.0.1:5432 (trust auth for user postgres)." >&2
   echo "Start it with: pg_ctlcluster 15 main start" >&2
+  exit 1
+}
+psql -h 127.0.0.1 -U postgres -d postgres -w -tAc 'select 1' >/dev/null 2>&1 || {
+  echo "PostgreSQL refuses user postgres on 127.0.0.1 without a password; the tests need trust auth." >&2
+  echo "Add 'host all postgres 127.0.0.1/32 trust' at the top of pg_hba.conf and reload PostgreSQL." >&2
   exit 1
 }

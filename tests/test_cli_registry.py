@@ -118,3 +118,9 @@ def test_views_over_relative_parquet_paths_read_from_any_working_directory(
     count = store.offline_engine().fetch_arrow("select count(*) as n from stg_transactions")["n"][0].as_py()
     store.close()
     assert count == 10_000
+
+
+def test_an_unknown_target_is_an_error_not_a_guess(project: Path) -> None:
+    code, out = run(project, "--target", "nosuch", "sql", "training-set", "--features",
+                     "user_profile_features.country", "--entity-table", "labels")
+    assert code == 1 and "'nosuch'" in out and "use one of" in out

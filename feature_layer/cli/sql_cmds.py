@@ -91,7 +91,5 @@ def training_set(
 def _target_dialect(ctx: Context) -> str:
     from feature_layer.config import warehouse_settings
 
-    try:
-        return warehouse_settings(ctx.store.settings).type
-    except FeatureLayerError:
-        return "duckdb"
+    # An unknown --target is a mistake to report, not a reason to guess a dialect.
+    return warehouse_settings(ctx.store.settings).type
