@@ -112,7 +112,7 @@ def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, so
     path = raw.get("path")
     resolved = (project_dir / path).resolve() if path else project_dir / ".feature_layer" / "online.sqlite"
     try:
-        return OnlineStoreSettings(
+        settings = OnlineStoreSettings(
             type=kind,
             path=resolved if kind == "sqlite" else None,
             url=raw.get("url"),
@@ -124,6 +124,13 @@ def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, so
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"online_store in {source} has a bad number: {exc}", fix="use plain numbers.") from exc
+    for key, value, low, high in (("socket_timeout", settings.socket_timeout, 0.001, 3600),
+                                  ("retries", settings.retries, 0, 100),
+                                  ("batch_size", settings.batch_size, 1, 1_000_000)):
+        if not low <= value <= high:
+            raise ConfigError(f"online_store.{key} in {source} is {value}, outside {low}..{high}.",
+                              fix=f"set {key} between {low} and {high}.")
+    return settings
 
 
 def load_settings(project_dir: str | Path = ".", *, target: str | None = None) -> Settings:
@@ -138,13 +145,15 @@ def load_settings(project_dir: str | Path = ".", *, target: str | None = None) -
     raw = _read_yaml(source) if source.exists() else {}
     _refuse_unknown("the top level", raw, _TOP_KEYS, source)
     dbt_project = _read_yaml(root / "dbt_project.yml")
-    online_raw = os.environ.get("FEATURE_LAYER_ONLINE_STORE") or _render_env(raw.get("online_store"))
+    from_env = os.environ.get("FEATURE_LAYER_ONLINE_STORE")
+    online_raw = from_env or _render_env(raw.get("online_store"))
+    online_source = Path("the environment variable FEATURE_LAYER_ONLINE_STORE") if from_env else source
     target_path = root / raw.get("target_path", dbt_project.get("target-path", "target"))
     return Settings(
         project_dir=root,
         project=str(raw.get("project") or dbt_project.get("name") or root.name),
         target=target or os.environ.get("FEATURE_LAYER_TARGET") or raw.get("target"),
-        online_store=online_settings_from(online_raw, root, source),
+        online_store=online_settings_from(online_raw, root, online_source),
         state_path=(root / raw.get("state_path", ".feature_layer/state.sqlite")).resolve(),
         manifest_path=target_path / "manifest.json",
         catalog_path=target_path / "catalog.json",

@@ -22,15 +22,25 @@ def parse_duration(text: str | int | float) -> timedelta:
     if isinstance(text, bool):
         raise ValueError(f"{text!r} is not a duration; use forms like 30d, 12h, 90m, 1w2d")
     if isinstance(text, (int, float)):
-        if text <= 0:
-            raise ValueError(f"{text!r} must be positive")
-        return timedelta(seconds=text)
+        if text <= 0 or text != int(text):
+            raise ValueError(f"{text!r} must be a whole, positive number of seconds")
+        return _bounded(int(text), text)
     lowered = str(text).strip().lower()
     if not _WHOLE.match(lowered):
         raise ValueError(f"{text!r} is not a duration; use forms like 30d, 12h, 90m, 1w2d")
     seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(lowered))
     if seconds <= 0:
         raise ValueError(f"{text!r} must be longer than zero")
+    return _bounded(seconds, text)
+
+
+_MAX_SECONDS = 100 * 365 * 86400
+
+
+def _bounded(seconds: int, text: object) -> timedelta:
+    """Refuse absurd durations (beyond a century) before they overflow a timedelta or an INTERVAL."""
+    if seconds > _MAX_SECONDS:
+        raise ValueError(f"{text!r} is longer than 100 years; leave the TTL out for no limit")
     return timedelta(seconds=seconds)
 
 

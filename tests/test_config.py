@@ -83,6 +83,12 @@ def test_redis_from_file_with_password_from_the_environment(project: Path, monke
         load_settings(project)
 
 
+def test_a_bad_url_in_the_environment_is_blamed_on_the_environment(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEATURE_LAYER_ONLINE_STORE", "memcached://x")
+    with pytest.raises(ConfigError, match="environment variable FEATURE_LAYER_ONLINE_STORE"):
+        load_settings(project)
+
+
 def test_environment_url_overrides_the_file(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (project / "feature_layer.yml").write_text("online_store: {type: sqlite, path: a.sqlite}\n")
     monkeypatch.setenv("FEATURE_LAYER_ONLINE_STORE", "redis://127.0.0.1:6379/2")
@@ -96,6 +102,8 @@ def test_environment_url_overrides_the_file(project: Path, monkeypatch: pytest.M
         ("online_store: {type: redis}\n", "has no url"),
         ("online_store: {type: mongo}\n", "not supported"),
         ("online_store: {url: 'redis://x', retries: many}\n", "bad number"),
+        ("online_store: {url: 'redis://x', socket_timeout: -1}\n", "socket_timeout .* is -1.0, outside"),
+        ("online_store: {url: 'redis://x', batch_size: 0}\n", "batch_size .* is 0, outside"),
         ("- a\n- b\n", "mapping at the top level"),
         ("a: [\n", "not valid YAML"),
     ],

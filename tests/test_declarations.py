@@ -62,6 +62,52 @@ def test_each_rule_reports_its_code(block: object, columns: tuple[str, ...], cod
     assert code in codes
 
 
+def typed_model(name: str, block: object, types: dict[str, str], column_meta: dict[str, object] | None = None) -> DbtNode:
+    meta = column_meta or {}
+    node = model(name, block, tuple(types))
+    columns = {c: DbtColumn(name=c, data_type=t, meta={"feature_layer": meta[c]} if c in meta else {})
+               for c, t in types.items()}
+    return DbtNode(**{**node.__dict__, "columns": columns})
+
+
+@pytest.mark.parametrize(
+    ("block", "types", "column_meta", "code"),
+    [
+        ({"entities": ["user"], "event_time": "ts"}, {"user_id": "bigint", "ts": "varchar", "x": "double"}, None,
+         "event-time-type"),
+        ({"entities": ["user"], "event_time": "ts", "created_at": "x"}, {"user_id": "bigint", "ts": "timestamp",
+         "x": "double"}, None, "created-at-type"),
+        ({"entities": ["user"], "event_time": "ts"}, {"user_id": "bigint", "ts": "timestamp", "x": "double"},
+         {"x": {"dtype": "float"}}, "bad-dtype"),
+        ({"entities": ["user"], "event_time": "ts"}, {"user_id": "bigint", "ts": "timestamp", "x": "double"},
+         {"x": {"tags": [1, 2]}}, "bad-tags"),
+        ({"entities": ["user"], "event_time": "ts"}, {"user_id": "bigint", "ts": "timestamp", "x": "double"},
+         {"x": {"feature": "yes"}}, "column-meta"),
+        ({"entities": ["user"], "event_time": "ts", "ttl": "9999999999999d"},
+         {"user_id": "bigint", "ts": "timestamp", "x": "double"}, None, "bad-ttl"),
+        ({"entities": ["user"], "event_time": "ts", "ttl": 0.5},
+         {"user_id": "bigint", "ts": "timestamp", "x": "double"}, None, "bad-ttl"),
+    ],
+)
+def test_typed_rules_report_their_code(block: object, types: dict[str, str], column_meta: dict | None, code: str) -> None:
+    codes = [c for c, _ in issues_for(typed_model("v", block, types, column_meta))]
+    assert code in codes
+
+
+def test_a_single_column_tag_is_one_tag_not_letters() -> None:
+    node = typed_model("v", {"entities": ["user"], "event_time": "ts"},
+                       {"user_id": "bigint", "ts": "timestamp", "x": "double"}, {"x": {"tags": "fraud"}})
+    manifest = Manifest(Path("m.json"), "1.11", "p", {node.unique_id: node}, {}, {}, False)
+    assert build_declarations(manifest, ENTITIES, "x").views["v"].feature("x").tags == ("fraud",)
+
+
+def test_an_exposure_with_feature_meta_must_be_of_type_ml() -> None:
+    view = model("v", {"entities": ["user"], "event_time": "ts"})
+    exposure = DbtNode(unique_id="exposure.p.dash", name="dash", resource_type="exposure", file_path="models/x.yml",
+                       meta={"feature_layer": {"features": ["v.x"]}}, exposure_type="dashboard")
+    assert ("service-not-ml", "exposure.p.dash") in issues_for(view, exposure)
+
+
 def test_two_models_with_one_name_are_a_duplicate_view() -> None:
     a = model("v", {"entities": ["user"], "event_time": "ts"})
     b = DbtNode(**{**a.__dict__, "unique_id": "model.other_pkg.v"})
@@ -104,7 +150,7 @@ def test_duration_format_round_trips(seconds: int) -> None:
     assert parse_duration(format_duration(value)) == value
 
 
-@pytest.mark.parametrize("text", ["", "30", "0d", "30 days", "d", "1.5h", "-1d"])
-def test_bad_durations_are_rejected_with_the_accepted_forms(text: str) -> None:
+@pytest.mark.parametrize("text", ["", "30", "0d", "30 days", "d", "1.5h", "-1d", "9999999999999d", 0.5, -3, True])
+def test_bad_durations_are_rejected_with_the_accepted_forms(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)

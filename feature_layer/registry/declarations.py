@@ -15,13 +15,14 @@ from feature_layer.dbt.artifacts import DbtNode, Manifest
 from feature_layer.durations import parse_duration
 from feature_layer.errors import ValidationIssue
 from feature_layer.registry.model import Entity, Feature, FeatureService, FeatureView
-from feature_layer.types import logical_type
+from feature_layer.types import LOGICAL_TYPES, logical_type
 
 META_KEY = "feature_layer"
 VIEW_KEYS = {"entities", "entity", "event_time", "created_at", "ttl", "online", "owner", "tags", "description", "features"}
 ENTITY_KEYS = {"join_keys", "description"}
 SERVICE_KEYS = {"features", "description"}
 COLUMN_KEYS = {"feature", "dtype", "tags"}
+USABLE_TYPES = tuple(t for t in LOGICAL_TYPES if t != "unknown")
 
 
 @dataclass
@@ -137,6 +138,11 @@ def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[
         issues.append(_issue("event-time-not-in-model", f"event-time column {event_time!r} is not in the model."
                              f"{close_matches(str(event_time).lower(), columns)}",
                              "name an existing timestamp column, or select it in the model.", node))
+    for role, name in (("event-time", event_time), ("created-at", block.get("created_at"))):
+        sql_type = columns.get(str(name).lower()) if name else None
+        if sql_type and logical_type(sql_type) not in {"timestamp", "date", "unknown"}:
+            issues.append(_issue(f"{role}-type", f"{role} column {name!r} has type {sql_type}, not a timestamp.",
+                                 f"cast it in the model, e.g. `cast({name} as timestamp) as {name}`.", node))
     created_at = block.get("created_at")
     if created_at and columns and str(created_at).lower() not in columns:
         issues.append(_issue("created-at-not-in-model", f"created-at column {created_at!r} is not in the model."
@@ -206,7 +212,19 @@ def _features(
                                  f"use a mapping with keys {', '.join(sorted(COLUMN_KEYS))}.", node))
             continue
         if "feature" in spec:
-            flags[name] = bool(spec["feature"])
+            if not isinstance(spec["feature"], bool):
+                issues.append(_issue("column-meta", f"column {col.name!r}: feature must be true or false, "
+                                     f"got {spec['feature']!r}.", "write `feature: true` or `feature: false`.", node))
+                continue
+            flags[name] = spec["feature"]
+        if "dtype" in spec and spec["dtype"] not in USABLE_TYPES:
+            issues.append(_issue("bad-dtype", f"column {col.name!r} has dtype {spec['dtype']!r}.{close_matches(str(spec['dtype']), USABLE_TYPES)}",
+                                 f"use one of: {', '.join(USABLE_TYPES)}.", node))
+            continue
+        if "tags" in spec and _string_list(spec["tags"]) is None:
+            issues.append(_issue("bad-tags", f"column {col.name!r}: tags must be a list of strings.",
+                                 "write `tags: [fraud, velocity]`.", node))
+            continue
         overrides[name] = dict(spec)
     explicit = block.get("features")
     if explicit is not None:
@@ -243,7 +261,7 @@ def _features(
             dtype=dtype,
             description=col.description if col else "",
             sql_type=sql_type,
-            tags=tuple(overrides.get(name, {}).get("tags") or (col.tags if col else ())),
+            tags=tuple(_string_list(overrides.get(name, {}).get("tags")) or (col.tags if col else ())),
         ))
     if not features:
         issues.append(_issue("no-features", "the feature view has no feature columns.",
@@ -329,10 +347,14 @@ def build_declarations(manifest: Manifest, raw_entities: Any, entities_source: s
         if view is not None:
             out.views[view.name] = view
     for node in manifest.nodes.values():
-        if node.resource_type != "exposure":
+        if node.resource_type != "exposure" or META_KEY not in node.meta:
             continue
-        if node.exposure_type == "ml" and META_KEY in node.meta:
-            service = _service_from_node(node, out.views, set(by_name), out.issues)
-            if service is not None:
-                out.services[service.name] = service
+        if node.exposure_type != "ml":
+            out.issues.append(_issue("service-not-ml", f"exposure has meta.{META_KEY} but type {node.exposure_type!r}.",
+                                     "set `type: ml` on the exposure (feature services are ML exposures), "
+                                     f"or remove its meta.{META_KEY} block.", node))
+            continue
+        service = _service_from_node(node, out.views, set(by_name), out.issues)
+        if service is not None:
+            out.services[service.name] = service
     return out
