@@ -29,6 +29,7 @@ lint: install
 	$(BIN)/ruff check feature_layer tests benchmarks
 
 bench: install
+	bash scripts/system-deps.sh --bench
 	$(BIN)/python -m benchmarks.run_all
 
 clean:

@@ -6,6 +6,8 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+# `make bench` also drives the HTTP server with wrk.
+[ "${1:-}" = "--bench" ] && { command -v wrk >/dev/null || missing+=(wrk); }
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "Installing system packages: ${missing[*]}"
