@@ -313,3 +313,33 @@ def test_warehouse_query_with_tz_aware_timestamps_is_compared_in_utc(run):
     result = run(data, query)
     assert amounts(result) == [1.0, 2.0]
     assert result[0]["event_timestamp"] == h(1.5).replace(tzinfo=UTC)  # warehouse columns come back unchanged
+
+
+@pytest.mark.postgres
+def test_postgres_uuid_string_features_take_part_in_the_tie_break(_pg):
+    """A "string" feature of a non-text type (uuid) must not break the query (no COLLATE on uuid)."""
+    from feature_layer.registry.model import Feature, FeatureView, Relation
+
+    _pg.execute("DROP TABLE IF EXISTS pg_temp.uuid_features")
+    _pg.execute("CREATE TEMPORARY TABLE uuid_features (user_id bigint, event_ts timestamp, device uuid, amount float8)")
+    _pg.execute(
+        "INSERT INTO pg_temp.uuid_features VALUES "
+        "(1, '2025-06-01 01:00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 1.0), "
+        "(1, '2025-06-01 01:00', 'f0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 2.0)"
+    )
+    view = FeatureView(
+        name="uuid_features",
+        unique_id="model.test.uuid_features",
+        entities=("user",),
+        join_keys=("user_id",),
+        event_time="event_ts",
+        features=(Feature("device", "uuid_features", "string", sql_type="uuid"),
+                  Feature("amount", "uuid_features", "float64")),
+        relation=Relation(None, "pg_temp", "uuid_features"),
+        column_types=(("user_id", "int64"), ("event_ts", "timestamp"), ("device", "string"), ("amount", "float64")),
+    )
+    ts = build_training_set(_pg, entities((1, h(2))), [(view, [view.feature("amount")])])
+    try:
+        assert amounts(ts.to_arrow().to_pylist()) == [2.0]  # the larger uuid wins the full tie
+    finally:
+        ts.close()

@@ -209,6 +209,9 @@ def tie_break_order(view: FeatureView, table: str, dialect: str | None) -> list[
             continue
         key: exp.Expression = col(feature.name, table)
         if feature.dtype == "string" and caps.string_order_collation:
+            # "string" covers uuid, citext, enums…: only text takes a collation, and a uuid's
+            # canonical text orders exactly like its bytes. CAST to TEXT is free for text.
+            key = exp.cast(key, exp.DataType.build("TEXT"))
             key = exp.Collate(this=key, expression=ident(caps.string_order_collation))
         order.append(exp.Ordered(this=key, desc=True, nulls_first=False))
     return order

@@ -16,7 +16,7 @@ WITH "__fl_spine" AS MATERIALIZED (
       "f"."amount",
       ROW_NUMBER() OVER (
         PARTITION BY "s"."__fl_row"
-        ORDER BY "f"."event_ts" DESC NULLS LAST, "f"."created_ts" DESC NULLS LAST, "f"."amount" DESC NULLS LAST, "f"."merchant" COLLATE "C" DESC NULLS LAST
+        ORDER BY "f"."event_ts" DESC NULLS LAST, "f"."created_ts" DESC NULLS LAST, "f"."amount" DESC NULLS LAST, CAST("f"."merchant" AS TEXT) COLLATE "C" DESC NULLS LAST
       ) AS "__fl_rank"
     FROM "__fl_spine" AS "s"
     INNER JOIN "fl_snapshot"."user_activity" AS "f"
