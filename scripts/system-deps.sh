@@ -5,6 +5,7 @@ set -euo pipefail
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v openssl >/dev/null || missing+=(openssl)
 command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
 # `make bench` also drives the HTTP server with wrk.
 [ "${1:-}" = "--bench" ] && { command -v wrk >/dev/null || missing+=(wrk); }
