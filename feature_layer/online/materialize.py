@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -185,6 +186,10 @@ def materialize_view(
         prior = state.view_state(view.name)
         layout_changed = prior is not None and prior.layout != layout.fingerprint
         marker = f"watermark:{view.name}:{layout.fingerprint}"
+        # The sentinel goes in *before* the watermark marker is checked: a flush before it
+        # removes the marker (so this run reads in full), a flush after it removes the sentinel
+        # (so this run fails instead of advancing the watermark over lost writes).
+        guard = _RunGuard(online, f"run:{view.name}:{layout.fingerprint}")
         if prior is not None and not layout_changed and online.get_marker(marker) != _marker_value(prior.watermark):
             # The state says "materialized up to W", but this online store does not hold W
             # (a new store, a flushed one, a Redis restarted without persistence): refill it.
@@ -232,6 +237,9 @@ def materialize_view(
                 )
                 counts.expired += batch.num_rows - len(encoded)
                 writer.write(encoded)
+                if writer.suspect:  # a reconnect or NOSCRIPT: fail now if the store lost data
+                    guard.check()
+                    writer.suspect = False
                 entities += batch.num_rows
                 if on_rows is not None:
                     on_rows(batch.num_rows)
@@ -265,10 +273,14 @@ def materialize_view(
             created=next_created,
             full=full_refresh,
         )
+        guard.check()
         if new_watermark is not None:
             # The store's marker first: a crash between the two writes leaves them unequal,
             # and the next run then re-reads everything rather than trusting either.
             online.set_marker(marker, _marker_value(new_watermark))
+            # Checked after the marker is written: a restart or flush before this point fails the
+            # run; one after it has removed the marker, so the next run reads the view in full.
+            guard.check()
             state.set_watermark(
                 view.name, new_watermark, layout=layout.fingerprint, rows_written=counts.written, entities=entities
             )
@@ -292,6 +304,39 @@ def materialize_view(
         statistics=did_stats,
         stage_seconds=stages,
     )
+
+
+class _RunGuard:
+    """Detects an online store that lost data during a run: restarted, failed over or flushed.
+
+    Resending unacknowledged requests cannot recover writes that were acknowledged and then
+    lost (a Redis restarted without persistence, a failover to a lagging replica, FLUSHALL).
+    So each run writes a random sentinel into the store at its start and records the server's
+    ``run_id``; both must be unchanged at the end (and after any reconnect or NOSCRIPT) or the
+    run fails with its watermark not advanced.
+    """
+
+    def __init__(self, online: OnlineStore, name: str) -> None:
+        self.online, self.name = online, name
+        self.token = uuid.uuid4().hex.encode()
+        self.instance = online.instance_id()
+        online.set_marker(name, self.token)
+
+    def check(self) -> None:
+        sentinel = self.online.get_marker(self.name)
+        instance = self.online.instance_id()
+        if sentinel == self.token and instance == self.instance:
+            return
+        what = (
+            f"the server was restarted or failed over (run_id {self.instance} -> {instance})"
+            if instance != self.instance
+            else "the store was flushed or restarted (this run's sentinel key is gone)"
+        )
+        raise OnlineStoreError(
+            f"The online store {self.online.describe()} may have lost writes during the run: {what}.",
+            fix="rerun the materialization; it re-reads what this run wrote (the whole view when the store "
+            "lost its watermark marker). Enable Redis persistence to make restarts cheaper.",
+        )
 
 
 def _second_connection(store: Any) -> Callable[[], Any] | None:

@@ -139,6 +139,12 @@ class RedisOnlineStore(OnlineStore):
         except RedisError as exc:
             raise self._error("write a bookkeeping marker", exc) from exc
 
+    def instance_id(self) -> str | None:
+        try:
+            return str(self.client.info("server").get("run_id")) or None
+        except RedisError as exc:
+            raise self._error("read the server's run id (INFO server)", exc) from exc
+
     def ping(self) -> None:
         try:
             self.client.ping()
@@ -377,9 +383,12 @@ class RedisWriter(Writer):
         try:
             reply = self._connection().read_response()
         except NoScriptError:
-            # Redis restarted or ran SCRIPT FLUSH. Only this request failed: the ones behind it
-            # are still in flight and answer for themselves, so reload the script and send this
-            # one again at the back of the queue (order does not matter: writes commute).
+            # Redis restarted, failed over, or ran SCRIPT FLUSH. Only this request failed: the
+            # ones behind it are still in flight and answer for themselves, so reload the script
+            # and send this one again at the back of the queue (order does not matter: writes
+            # commute). A restart or flush may also have lost acknowledged writes, which no
+            # resend can recover: ``suspect`` makes materialization check its run sentinel.
+            self.suspect = True
             request = self._inflight.popleft()
             self.sha = self.store.script_sha(refresh=True).encode()
             self._send(_with_sha(request, self.sha))
@@ -405,6 +414,7 @@ class RedisWriter(Writer):
     def _recover(self, first: Exception) -> None:
         """Reconnect with backoff and resend every unacknowledged request (they are idempotent)."""
         error: Exception = first
+        self.suspect = True  # the server may have restarted: acknowledged writes may be gone
         for attempt in range(1, self.store.retries + 1):
             self._drop_connection()
             time.sleep(self.store.backoff.compute(attempt))

@@ -49,6 +49,9 @@ class Writer(ABC):
     def __init__(self, ttl_us: int | None) -> None:
         self.ttl_us = ttl_us
         self.counts = WriteCounts()
+        self.suspect = False
+        """Set when the writer saw a sign that the store may have lost data (a reconnect, a
+        forgotten write script): materialization then checks its run sentinel at once."""
 
     @abstractmethod
     def write(self, batch: EncodedBatch) -> None:
@@ -103,6 +106,12 @@ class OnlineStore(ABC):
         """Store a bookkeeping value. Materialization records here which watermark this very
         store holds, so a new, flushed or restarted-without-persistence store is detected
         and re-filled instead of trusting a watermark kept elsewhere."""
+
+    def instance_id(self) -> str | None:
+        """An id of the running server process (Redis ``run_id``), or None where there is none.
+
+        It changes when the server restarts or fails over, which may lose acknowledged writes."""
+        return None
 
     @abstractmethod
     def ping(self) -> None:
