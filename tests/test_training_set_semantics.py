@@ -343,3 +343,104 @@ def test_postgres_uuid_string_features_take_part_in_the_tie_break(_pg):
         assert amounts(ts.to_arrow().to_pylist()) == [2.0]  # the larger uuid wins the full tie
     finally:
         ts.close()
+
+
+# ------------------------------------------------------------------ SQL printed for analysts, any session zone
+
+SESSION_ZONES = ("UTC", "Europe/Berlin", "Asia/Tokyo", "America/Los_Angeles")
+
+
+def _printed_sql_rows(engine, sql: str, zone: str) -> list[tuple]:
+    """Run the printed SQL as an analyst would: on its own connection, in session time zone ``zone``."""
+    if engine.dialect == "duckdb":
+        con = engine.connection
+        con.execute(f"SET TimeZone = '{zone}'")
+        try:
+            return [tuple(r) for r in con.execute(sql).fetchall()]
+        finally:
+            con.execute("SET TimeZone = 'UTC'")
+    import psycopg2
+
+    from tests.offline_helpers import PG
+
+    con = psycopg2.connect(**PG)
+    try:
+        with con.cursor() as cur:
+            cur.execute(f"SET TIME ZONE '{zone}'")
+            cur.execute(sql)
+            return [tuple(r) for r in cur.fetchall()]
+    finally:
+        con.close()
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def tz_tables(request):
+    """A naive feature table, a timestamptz one (with a 1-day TTL across a DST change), and a
+    timestamptz entity table, in a real schema that another connection can read."""
+    engine = duckdb_engine() if request.param == "duckdb" else postgres_engine()
+    schema = "fl_tz_printed"
+    engine.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    engine.execute(f"CREATE SCHEMA {schema}")
+    engine.execute(f"CREATE TABLE {schema}.naive (user_id BIGINT, event_ts TIMESTAMP, amount DOUBLE PRECISION)")
+    engine.execute(f"INSERT INTO {schema}.naive VALUES (1, '2025-03-01 12:00', 1.0), (1, '2025-03-01 12:30', 2.0)")
+    engine.execute(f"CREATE TABLE {schema}.aware (user_id BIGINT, event_ts TIMESTAMPTZ, score DOUBLE PRECISION)")
+    engine.execute(
+        f"INSERT INTO {schema}.aware VALUES (1, '2025-03-01 12:00+00', 10.0), (1, '2025-03-01 12:30+00', 20.0), "
+        "(2, '2025-03-30 00:30+00', 30.0)"
+    )
+    engine.execute(f"CREATE TABLE {schema}.entities (user_id BIGINT, event_timestamp TIMESTAMPTZ, label BIGINT)")
+    engine.execute(
+        f"INSERT INTO {schema}.entities VALUES (1, '2025-03-01 12:10+00', 0), (1, '2025-03-01 21:40+09', 1), "
+        # exactly one day (the TTL) after user 2's row, across Europe's DST change: inclusive, must match
+        "(2, '2025-03-31 00:30+00', 2)"
+    )
+    from feature_layer.registry.model import Relation
+
+    naive = make_view("naive", Relation(None, schema, "naive"), created_at=None)
+    aware = make_view("aware", Relation(None, schema, "aware"), created_at=None, features=(("score", "float64"),),
+                      ttl=timedelta(days=1))
+    yield engine, f"{schema}.entities", [(naive, list(naive.features)), (aware, list(aware.features))]
+    engine.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    engine.close()
+
+
+EXPECTED_TZ = [(1.0, 10.0), (2.0, 20.0), (None, 30.0)]
+
+
+def test_printed_sql_gives_the_same_rows_in_any_session_time_zone(tz_tables):
+    engine, entity_table, requested = tz_tables
+    strategies = ("asof", "window") if engine.dialect == "duckdb" else (None,)
+    for strategy in strategies:
+        ts = build_training_set(engine, entity_table, requested, strategy=strategy)
+        got = [(r["amount"], r["score"]) for r in ts.to_arrow().to_pylist()]
+        assert got == EXPECTED_TZ, strategy
+        sql = ts.sql()
+        for zone in SESSION_ZONES:
+            rows = _printed_sql_rows(engine, sql, zone)
+            assert [(r[-2], r[-1]) for r in rows] == EXPECTED_TZ, (strategy, zone)
+
+
+def test_cli_printed_sql_gives_the_same_rows_in_any_session_time_zone(tz_tables, monkeypatch):
+    """``feature-layer sql training-set`` reads the column types from the warehouse."""
+    from click.testing import CliRunner
+
+    from feature_layer.cli import sql_cmds
+    from feature_layer.cli import main as cli
+
+    engine, entity_table, requested = tz_tables
+
+    class Store:
+        def offline_engine(self):
+            return engine
+
+    monkeypatch.setattr(sql_cmds, "_target_dialect", lambda ctx: engine.dialect)
+    monkeypatch.setattr(
+        "feature_layer.offline.training_set.resolve_requested", lambda store, features, service: requested
+    )
+    monkeypatch.setattr("feature_layer.cli.base.Context.store", property(lambda self: Store()), raising=False)
+    result = CliRunner().invoke(cli, ["sql", "training-set", "--features", "x.y", "--entity-table", entity_table])
+    assert result.exit_code == 0, result.output
+    assert "could not be read" not in result.stdout
+    for zone in SESSION_ZONES:
+        rows = _printed_sql_rows(engine, result.stdout, zone)
+        assert [(r[-2], r[-1]) for r in rows] == EXPECTED_TZ, zone

@@ -64,28 +64,50 @@ def training_set(
         raise InputError(f"--entity-table {entity_table!r} is not a table name.", fix="pass `table` or `schema.table`.")
 
     columns: tuple[str, ...] | None = tuple(_split(entity_columns)) or None
-    naive = False
-    if columns is None and dialect == engine_dialect:
-        try:
-            schema = store.offline_engine().schema_of(exp.select("*").from_(source.copy()))
-            columns = tuple(schema.names)
-            if timestamp_column in schema.names:
-                ts_type = schema.field(timestamp_column).type
-                import pyarrow as pa
+    naive = aware = False
+    tz_views: set[str] = set()
+    types_known = True
+    # The warehouse's own types: the entity columns, and which timestamps are time-zone-aware
+    # (the SQL converts those explicitly, so it gives the same rows in any session time zone).
+    import pyarrow as pa
 
-                naive = pa.types.is_timestamp(ts_type) and ts_type.tz is None
-        except FeatureLayerError as exc:
+    from feature_layer.offline.entity import tz_aware_event_times
+
+    try:
+        engine = store.offline_engine()
+        schema = engine.schema_of(exp.select("*").from_(warehouse_source(entity_table, engine.dialect)))
+        if columns is None and dialect == engine_dialect:
+            columns = tuple(schema.names)
+        if timestamp_column in schema.names:
+            ts_type = schema.field(timestamp_column).type
+            naive = pa.types.is_timestamp(ts_type) and ts_type.tz is None
+            aware = pa.types.is_timestamp(ts_type) and ts_type.tz is not None
+    except FeatureLayerError as exc:
+        types_known = False
+        if columns is None:
             click.secho(f"Note: could not read {entity_table}'s columns ({exc.message.splitlines()[0]}); "
                         "returning only join keys and the timestamp. Pass --entity-columns to list them.",
                         fg="yellow", err=True)
+    try:
+        tz_views = tz_aware_event_times(store.offline_engine(), [view for view, feats in requested if feats])
+    except FeatureLayerError:
+        types_known = False
     if columns is not None and timestamp_column not in columns:
         raise InputError(
             f"Entity table {entity_table} has no column {timestamp_column!r} (columns: {', '.join(columns)}).",
             fix="pass --timestamp-column naming the as-of time column.",
         )
-    spine = EntitySpine(source=source, timestamp=timestamp_column, columns=columns, naive_utc=naive)
-    outputs = plan_outputs(requested, entity_columns=columns or (), full_feature_names=full_feature_names)
-    click.echo(training_set_sql(spine, outputs, dialect, strategy=strategy) + ";")
+    spine = EntitySpine(source=source, timestamp=timestamp_column, columns=columns, naive_utc=naive, tz_aware=aware)
+    outputs = plan_outputs(
+        requested, entity_columns=columns or (), full_feature_names=full_feature_names, tz_aware_views=tz_views
+    )
+    header = ""
+    if not types_known:
+        header = (
+            "-- Some column types could not be read from the warehouse: this query treats timestamps as\n"
+            "-- naive UTC. If any is time-zone-aware, run it in a UTC session (SET TIME ZONE 'UTC').\n"
+        )
+    click.echo(header + training_set_sql(spine, outputs, dialect, strategy=strategy) + ";")
 
 
 def _target_dialect(ctx: Context) -> str:

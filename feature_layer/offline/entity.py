@@ -207,6 +207,24 @@ def view_key_types(engine: Engine, views: Sequence[FeatureView]) -> dict[tuple[s
     return types
 
 
+def tz_aware_event_times(engine: Engine, views: Sequence[FeatureView]) -> set[str]:
+    """Names of the views whose event time is time-zone-aware, from the warehouse's own types.
+
+    The registry keeps logical types only (``timestamp`` for both), and the generated SQL must
+    convert a ``timestamptz`` explicitly to be right in any session time zone. One zero-row
+    query per view.
+    """
+    from feature_layer.sql.point_in_time import relation_table
+
+    aware = set()
+    for view in views:
+        query = exp.select(exp.column(ident(view.event_time))).from_(relation_table(view)).limit(0)
+        field_type = engine.fetch_arrow(query).schema.field(0).type
+        if pa.types.is_timestamp(field_type) and field_type.tz is not None:
+            aware.add(view.name)
+    return aware
+
+
 def _normalise_arrow(table: pa.Table, timestamp: str, key_types: Mapping[str, str]) -> pa.Table:
     """Timestamp → naive UTC microseconds; all-null keys typed; row positions appended."""
     import pyarrow.compute as pc
@@ -291,7 +309,10 @@ def prepare_entities(
             raise _null_timestamps(timestamp, nulls)
         ts_type = schema.field(timestamp).type
         naive = pa.types.is_timestamp(ts_type) and ts_type.tz is None
-        spine = EntitySpine(source=source, timestamp=timestamp, columns=tuple(schema.names), naive_utc=naive)
+        aware = pa.types.is_timestamp(ts_type) and ts_type.tz is not None
+        spine = EntitySpine(
+            source=source, timestamp=timestamp, columns=tuple(schema.names), naive_utc=naive, tz_aware=aware
+        )
         return PreparedEntities(spine=spine, columns=tuple(schema.names))
 
     timestamp = _pick_timestamp(table.schema, timestamp_column)

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from sqlglot import exp
 
-from feature_layer.errors import InputError
-from feature_layer.offline.entity import PreparedEntities, prepare_entities
+from feature_layer.errors import FeatureLayerError, InputError
+from feature_layer.offline.entity import PreparedEntities, prepare_entities, tz_aware_event_times
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.sql.point_in_time import (
     ViewOutputs,
@@ -157,8 +157,11 @@ def build_training_set(
     views = [view for view, features in items if features]
     entities = prepare_entities(engine, entity_df, views, timestamp_column=timestamp_column)
     try:
-        outputs = plan_outputs(items, entity_columns=entities.columns, full_feature_names=full_feature_names)
-    except InputError:
+        aware = tz_aware_event_times(engine, views)
+        outputs = plan_outputs(
+            items, entity_columns=entities.columns, full_feature_names=full_feature_names, tz_aware_views=aware
+        )
+    except FeatureLayerError:
         if entities.registered:
             engine.unregister(entities.registered)
         raise

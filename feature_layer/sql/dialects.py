@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 
 from feature_layer.errors import InputError
@@ -37,11 +38,17 @@ class DialectCapabilities:
     """``WITH x AS MATERIALIZED (…)`` forces a CTE to be computed once."""
     string_order_collation: str | None = None
     """Collation that makes string ordering byte-wise (used only for deterministic tie-breaks)."""
+    utc_instant: bool = False
+    """``naive AT TIME ZONE 'UTC'`` turns a naive UTC timestamp into a time-zone-aware instant
+    whatever the session time zone: time-zone-aware event times are then compared bare (an
+    index on them stays usable) with the as-of time converted, once per entity row."""
 
 
 _KNOWN: dict[str, DialectCapabilities] = {
-    "duckdb": DialectCapabilities("duckdb", "asof", asof_join=True, materialized_cte=True),
-    "postgres": DialectCapabilities("postgres", "window", materialized_cte=True, string_order_collation="C"),
+    "duckdb": DialectCapabilities("duckdb", "asof", asof_join=True, materialized_cte=True, utc_instant=True),
+    "postgres": DialectCapabilities(
+        "postgres", "window", materialized_cte=True, string_order_collation="C", utc_instant=True
+    ),
     "bigquery": DialectCapabilities("bigquery", "window"),
     "spark": DialectCapabilities("spark", "window"),
     "databricks": DialectCapabilities("databricks", "window"),
@@ -74,6 +81,35 @@ def capabilities(dialect: str | None) -> DialectCapabilities:
             fix=f"use one of: {known} (or another sqlglot dialect name).",
         ) from exc
     return DialectCapabilities(name, "window")
+
+
+def _utc() -> exp.Literal:
+    return exp.Literal.string("UTC")
+
+
+def to_naive_utc(value: exp.Expression, dialect: str | None) -> exp.Expression:
+    """A time-zone-aware timestamp as the naive timestamp of its UTC wall clock.
+
+    Never ``CAST(… AS TIMESTAMP)``: that conversion uses the session time zone, so SQL
+    printed for analysts would shift every as-of time in a non-UTC session.
+    """
+    name = capabilities(dialect).name
+    if name == "bigquery":
+        return exp.Anonymous(this="DATETIME", expressions=[value, _utc()])
+    if name == "snowflake":
+        converted = exp.Anonymous(this="CONVERT_TIMEZONE", expressions=[_utc(), value])
+        return exp.cast(converted, exp.DataType.build("TIMESTAMP_NTZ", dialect="snowflake"))
+    at_utc = exp.AtTimeZone(this=value, zone=_utc())
+    if name in {"postgres", "duckdb", "redshift"}:
+        return at_utc
+    return exp.cast(at_utc, exp.DataType.build("TIMESTAMP"))
+
+
+def to_utc_instant(value: exp.Expression, dialect: str | None) -> exp.Expression:
+    """A naive UTC timestamp as a time-zone-aware instant (only where ``utc_instant``)."""
+    if not capabilities(dialect).utc_instant:
+        raise ValueError(f"{dialect}: no session-independent naive-to-instant conversion is modelled.")
+    return exp.AtTimeZone(this=value, zone=_utc())
 
 
 def pit_strategy(dialect: str | None, strategy: str | None = None) -> str:

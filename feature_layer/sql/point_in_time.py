@@ -22,7 +22,7 @@ values in the view's column order (nulls last). No match gives nulls.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -30,7 +30,7 @@ from sqlglot import exp
 
 from feature_layer.errors import InputError
 from feature_layer.registry.model import Feature, FeatureView
-from feature_layer.sql.dialects import capabilities, pit_strategy
+from feature_layer.sql.dialects import capabilities, pit_strategy, to_naive_utc, to_utc_instant
 
 ROW = "__fl_row"
 """Spine column holding each entity row's input position; the result is ordered by it."""
@@ -59,6 +59,9 @@ class EntitySpine:
     row_number: str | None = None
     naive_utc: bool = False
     """The timestamp column is already a naive UTC TIMESTAMP: compare it as is (no cast)."""
+    tz_aware: bool = False
+    """The timestamp column is time-zone-aware (``timestamptz``): it is converted to naive UTC
+    explicitly, never with a cast that depends on the session time zone."""
 
     @property
     def as_of(self) -> str:
@@ -73,6 +76,9 @@ class ViewOutputs:
     view: FeatureView
     features: tuple[Feature, ...]
     names: tuple[str, ...]
+    tz_aware: bool = False
+    """The view's event time is time-zone-aware (``timestamptz``): it is compared with the as-of
+    time as an instant in UTC, so the SQL gives the same rows in any session time zone."""
 
     @property
     def alias(self) -> str:
@@ -119,11 +125,13 @@ def plan_outputs(
     *,
     entity_columns: Sequence[str] = (),
     full_feature_names: bool = False,
+    tz_aware_views: Collection[str] = (),
 ) -> tuple[ViewOutputs, ...]:
     """Name each requested feature's output column and refuse clashes.
 
     Features are named as themselves, or ``view__feature`` with ``full_feature_names``. A name
     used twice (two views, or a view and an entity column) is an error naming both sources.
+    ``tz_aware_views`` names the views whose event time is time-zone-aware.
     """
     items = list(requested.items()) if isinstance(requested, Mapping) else list(requested)
     taken: dict[str, str] = {c: "the entity dataframe" for c in entity_columns}
@@ -156,14 +164,16 @@ def plan_outputs(
             taken[name] = f"feature {feature.ref}"
             names.append(name)
         if features:
-            plans.append(ViewOutputs(view, tuple(features), tuple(names)))
+            plans.append(ViewOutputs(view, tuple(features), tuple(names), tz_aware=view.name in tz_aware_views))
     return tuple(plans)
 
 
 # ----------------------------------------------------------------------------- 2. spine
 
 
-def build_spine(spine: EntitySpine, *, stable_numbering: Sequence[str] = ()) -> exp.Select:
+def build_spine(
+    spine: EntitySpine, *, stable_numbering: Sequence[str] = (), dialect: str | None = None
+) -> exp.Select:
     """Entity rows plus their input position and their timestamp as naive UTC.
 
     Without a row-number column, rows are numbered in the warehouse's scan order. Where the
@@ -179,8 +189,11 @@ def build_spine(spine: EntitySpine, *, stable_numbering: Sequence[str] = ()) -> 
         source.set("alias", exp.TableAlias(this=ident("src")))
     projections: list[exp.Expression] = [exp.Column(this=exp.Star(), table=ident("src"))]
     if not spine.naive_utc:
-        cast = exp.cast(col(spine.timestamp, "src"), exp.DataType.build("TIMESTAMP"))
-        projections.append(exp.alias_(cast, TS, quoted=True))
+        if spine.tz_aware:
+            as_of = to_naive_utc(col(spine.timestamp, "src"), dialect)
+        else:  # naive or a date: the cast does not depend on the session time zone
+            as_of = exp.cast(col(spine.timestamp, "src"), exp.DataType.build("TIMESTAMP"))
+        projections.append(exp.alias_(as_of, TS, quoted=True))
     if spine.row_number is None:
         order = None
         if stable_numbering:
@@ -281,18 +294,39 @@ def build_latest_per_event(outputs: ViewOutputs, dialect: str | None, tied: str)
 # ----------------------------------------------------------------------------- 4. per-view join (window)
 
 
-def _within_ttl(view: FeatureView, event: exp.Expression, ts: exp.Expression) -> exp.Expression | None:
+def _within_ttl(
+    view: FeatureView, event: exp.Expression, ts: exp.Expression, *, tz_aware: bool = False, dialect: str | None = None
+) -> exp.Expression | None:
     if view.ttl is None:
         return None
-    return exp.GTE(this=event, expression=exp.Sub(this=ts, expression=interval(view.ttl)))
+    event, bound = _comparable(event, exp.Sub(this=ts, expression=interval(view.ttl)), tz_aware, dialect)
+    return exp.GTE(this=event, expression=bound)
+
+
+def _comparable(
+    event: exp.Expression, ts: exp.Expression, tz_aware: bool, dialect: str | None
+) -> tuple[exp.Expression, exp.Expression]:
+    """(event time, as-of time) in types whose comparison does not depend on the session time zone.
+
+    ``ts`` is naive UTC (arithmetic such as the TTL bound is done on it, naive, before any
+    conversion: on a time-zone-aware value a day's length would follow the session's DST).
+    A time-zone-aware event time stays bare where the engine converts the as-of time to an
+    instant (an index on it stays usable); elsewhere it is converted to naive UTC.
+    """
+    if not tz_aware:
+        return event, ts
+    if capabilities(dialect).utc_instant:
+        return event, to_utc_instant(exp.paren(ts) if isinstance(ts, exp.Sub) else ts, dialect)
+    return to_naive_utc(event, dialect), ts
 
 
 def build_ranked_matches(outputs: ViewOutputs, dialect: str | None, as_of: str = TS) -> exp.Select:
     """For each spine row, the best feature row it may see (the portable formulation)."""
     view = outputs.view
     on = [exp.EQ(this=col(k, "s"), expression=col(k, "f")) for k in view.join_keys]
-    on.append(exp.LTE(this=col(view.event_time, "f"), expression=col(as_of, "s")))
-    ttl = _within_ttl(view, col(view.event_time, "f"), col(as_of, "s"))
+    event, ts = _comparable(col(view.event_time, "f"), col(as_of, "s"), outputs.tz_aware, dialect)
+    on.append(exp.LTE(this=event, expression=ts))
+    ttl = _within_ttl(view, col(view.event_time, "f"), col(as_of, "s"), tz_aware=outputs.tz_aware, dialect=dialect)
     if ttl is not None:
         on.append(ttl)
     order = [exp.Ordered(this=col(view.event_time, "f"), desc=True, nulls_first=False)]
@@ -343,7 +377,11 @@ def build_training_set_query(
     numbered_here = spine.row_number is None and chosen == "window"
     query = query.with_(
         ident(SPINE),
-        as_=build_spine(spine, stable_numbering=entity_columns if numbered_here and not caps.materialized_cte else ()),
+        as_=build_spine(
+            spine,
+            stable_numbering=entity_columns if numbered_here and not caps.materialized_cte else (),
+            dialect=dialect,
+        ),
         materialized=True if numbered_here and caps.materialized_cte else None,
     )
 
@@ -357,9 +395,12 @@ def build_training_set_query(
             query = query.with_(ident(tied), as_=build_tied_events(view))
             query = query.with_(ident(cte), as_=build_latest_per_event(out, dialect, tied))
             on = [exp.EQ(this=col(k, "s"), expression=col(k, alias)) for k in view.join_keys]
-            on.append(exp.GTE(this=col(spine.as_of, "s"), expression=col(view.event_time, alias)))
+            event, ts = _comparable(col(view.event_time, alias), col(spine.as_of, "s"), out.tz_aware, dialect)
+            on.append(exp.GTE(this=ts, expression=event))
             query = query.join(target, on=exp.and_(*on), join_type="asof left")
-            ttl = _within_ttl(view, col(view.event_time, alias), col(spine.as_of, "s"))
+            ttl = _within_ttl(
+                view, col(view.event_time, alias), col(spine.as_of, "s"), tz_aware=out.tz_aware, dialect=dialect
+            )
             for feature, name in zip(out.features, out.names, strict=True):
                 value: exp.Expression = col(feature.name, alias)
                 if ttl is not None:
