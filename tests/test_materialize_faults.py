@@ -19,6 +19,7 @@ import pytest
 from feature_layer.errors import MaterializationConflictError, OnlineStoreError, WarehouseError
 from feature_layer.offline.engine import DuckDBEngine
 from feature_layer.online import materialize as materialize_module
+from feature_layer.online.encoding import to_micros
 from feature_layer.online.materialize import materialize, materialize_view
 from feature_layer.online.sqlite_store import SqliteOnlineStore
 from feature_layer.state import StateStore
@@ -116,3 +117,107 @@ def test_a_redis_restart_mid_run_fails_the_run_even_with_persistence(
         assert snapshot(online) == _reference(server, engine, tmp_path)
     finally:
         server.stop()
+
+
+# -- full refresh: the previous values stay readable until replaced ---------------------------
+
+
+class _FailingEngine:
+    """Streams the first ``good`` batches of each query, then loses the warehouse connection."""
+
+    def __init__(self, inner: DuckDBEngine, good: int = 1) -> None:
+        self.inner, self.dialect, self.good = inner, inner.dialect, good
+
+    def fetch_arrow(self, sql):  # noqa: ANN001, ANN201
+        return self.inner.fetch_arrow(sql)
+
+    def stream_arrow(self, sql, batch_size: int = 100_000):  # noqa: ANN001, ANN201
+        for i, batch in enumerate(self.inner.stream_arrow(sql, batch_size)):
+            if i == self.good:
+                raise WarehouseError("warehouse connection lost", fix="retry")
+            yield batch
+
+
+def _online(kind: str, request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN202
+    if kind == "redis":
+        return redis_store(request.getfixturevalue("redis_server"))
+    online = SqliteOnlineStore(tmp_path / "o.sqlite", "p")
+    online.clock = lambda: to_micros(END)
+    return online
+
+
+@pytest.mark.parametrize("kind", ["redis", "sqlite"])
+def test_a_full_refresh_failing_half_way_leaves_every_previous_value_readable(
+    kind: str, engine, state, tmp_path: Path, request: pytest.FixtureRequest  # noqa: ANN001
+) -> None:
+    load_events(engine, users=3_000, per_user=1)
+    online = _online(kind, request, tmp_path)
+    store = StubStore(engine, online, state, [make_view()])
+    materialize(store, end=END, statistics=False)
+    before = lookup(store, list(range(3_000)))["x"]
+    watermark = state.watermark("user_stats")
+    engine.execute("UPDATE main.events SET x = x + 0.5")  # the rewrite brings new values for all
+    with pytest.raises(WarehouseError):
+        materialize_view(
+            make_view(), engine=_FailingEngine(engine), online=online, state=state, end=END, full_refresh=True,
+            batch_rows=1_000, statistics=False,
+        )
+    after = lookup(store, list(range(3_000)))["x"]
+    assert None not in after  # nothing was deleted ahead of its replacement
+    assert sum(a == b + 0.5 for a, b in zip(after, before, strict=True)) == 1_000  # the first batch landed
+    assert sum(a == b for a, b in zip(after, before, strict=True)) == 2_000  # the rest: previous values
+    assert state.watermark("user_stats") == watermark
+
+
+@pytest.mark.parametrize("kind", ["redis", "sqlite"])
+def test_a_full_refresh_in_progress_never_serves_missing_values(
+    kind: str, engine, state, tmp_path: Path, request: pytest.FixtureRequest  # noqa: ANN001
+) -> None:
+    load_events(engine, users=2_000, per_user=1)
+    online = _online(kind, request, tmp_path)
+    store = StubStore(engine, online, state, [make_view()])
+    materialize(store, end=END, statistics=False)
+    engine.execute("DELETE FROM main.events WHERE user_id = 1999")
+    missing: list[int] = []
+
+    def look(rows: int) -> None:
+        missing.append(lookup(store, list(range(1_999)))["x"].count(None))
+
+    materialize_view(
+        make_view(), engine=engine, online=online, state=state, end=END, full_refresh=True, batch_rows=500,
+        on_rows=look, statistics=False,
+    )
+    assert len(missing) == 4 and not any(missing)
+    assert lookup(store, [0, 1_998, 1_999])["x"] == [0.0, 19_980.0, None]  # the deleted entity: gone at the end
+
+
+@pytest.mark.parametrize("kind", ["redis", "sqlite"])
+def test_a_full_refresh_leaves_exactly_what_the_warehouse_holds(
+    kind: str, engine, state, tmp_path: Path, request: pytest.FixtureRequest  # noqa: ANN001
+) -> None:
+    load_events(engine, users=5)
+    online = _online(kind, request, tmp_path)
+    store = StubStore(engine, online, state, [make_view()])
+    materialize(store, end=END, statistics=False)
+    # The warehouse corrected user 3: its latest row (day 2) was wrong and removed. The stored
+    # value is newer than anything left, so only a forced rewrite can bring back day 1.
+    engine.execute("DELETE FROM main.events WHERE user_id = 3 AND x = 32")
+    materialize(store, end=END, full_refresh=True, statistics=False)
+    assert lookup(store, [2, 3])["x"] == [22.0, 31.0]
+
+
+def test_key_hashes_are_fnv1a_of_each_key() -> None:
+    import pyarrow as pa
+
+    from feature_layer.online.store import key_hashes
+
+    def fnv(data: bytes) -> int:
+        h = 0xCBF29CE484222325
+        for b in data:
+            h = ((h ^ b) * 0x100000001B3) % 2**64
+        return h
+
+    keys = [b"", b"a", b"fl1:p:v:abcd:42", b"\xff" * 40, b"x|y\\|z"]
+    arr = pa.array(keys * 3, pa.binary()).slice(2, 10)
+    assert key_hashes(arr).tolist() == [fnv(k) for k in (keys * 3)[2:12]]
+    assert key_hashes(pa.array([], pa.binary())).tolist() == []

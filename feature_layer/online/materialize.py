@@ -24,9 +24,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 from feature_layer.errors import InputError, OnlineStoreError
 from feature_layer.online.encoding import encode_batch, view_layout
-from feature_layer.online.store import OnlineStore, WriteCounts
+from feature_layer.online.store import OnlineStore, WriteCounts, key_hashes
 from feature_layer.registry.model import FeatureView
 from feature_layer.sql.latest import CREATED_ALIAS, EVENT_ALIAS, Watermark, latest_values, max_created
 
@@ -195,8 +197,6 @@ def materialize_view(
             # (a new store, a flushed one, a Redis restarted without persistence): refill it.
             prior = None
         watermark = None if (full_refresh or layout_changed or prior is None or start is not None) else prior.watermark
-        if full_refresh:
-            online.delete_prefix(layout.key_prefix)
 
         def start_statistics() -> _StatisticsJob:
             return _StatisticsJob.start(
@@ -218,7 +218,11 @@ def materialize_view(
         counts = WriteCounts()
         query_s = encode_s = 0.0
         renew_at = time.monotonic() + LEASE_SECONDS / 3
-        writer = online.writer(ttl_us=layout.ttl_us)
+        # A full refresh overwrites in place (force) and deletes the keys it did not write only
+        # at the end, so lookups keep the previous values until each is replaced — even if the
+        # run fails half way. 8 bytes per written key remember which keys were written.
+        written_hashes: list[np.ndarray] = []
+        writer = online.writer(ttl_us=layout.ttl_us, force=full_refresh)
         try:
             t = time.perf_counter()
             for batch in engine.stream_arrow(sql, batch_size=batch_rows):
@@ -237,6 +241,8 @@ def materialize_view(
                 )
                 counts.expired += batch.num_rows - len(encoded)
                 writer.write(encoded)
+                if full_refresh:
+                    written_hashes.append(key_hashes(encoded.keys))
                 if writer.suspect:  # a reconnect or NOSCRIPT: fail now if the store lost data
                     guard.check()
                     writer.suspect = False
@@ -251,6 +257,9 @@ def materialize_view(
             t1 = time.perf_counter()
             query_s += t1 - t
             counts.add(writer.close())  # waits for every acknowledgement
+            if full_refresh:  # entities gone from the warehouse (or expired): only now removed
+                written = np.sort(np.concatenate(written_hashes)) if written_hashes else np.empty(0, np.uint64)
+                online.delete_unwritten(layout.key_prefix, written)
             stages["write_tail"] = time.perf_counter() - t1
         except BaseException:
             writer.abort()

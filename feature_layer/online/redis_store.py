@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any
 
@@ -217,8 +217,27 @@ class RedisOnlineStore(OnlineStore):
         except RedisError as exc:
             raise self._error("check the write script", exc) from exc
 
-    def writer(self, *, ttl_us: int | None) -> Writer:
-        return RedisWriter(self, ttl_us)
+    def writer(self, *, ttl_us: int | None, force: bool = False) -> Writer:
+        return RedisWriter(self, ttl_us, force=force)
+
+    def scan_prefix(self, prefix: bytes, *, count: int = 5000) -> Iterator[list[bytes]]:
+        try:
+            batch: list[bytes] = []
+            for key in self.client.scan_iter(match=_glob_escape(prefix) + b"*", count=count):
+                batch.append(key)
+                if len(batch) >= count:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+        except RedisError as exc:
+            raise self._error("list the view's keys (SCAN)", exc) from exc
+
+    def delete_keys(self, keys: Sequence[bytes]) -> int:
+        try:
+            return int(self.client.unlink(*keys)) if keys else 0
+        except RedisError as exc:
+            raise self._error("delete old keys", exc) from exc
 
     def delete_prefix(self, prefix: bytes) -> int:
         deleted = 0
@@ -321,8 +340,8 @@ class RedisWriter(Writer):
 
     window = 2
 
-    def __init__(self, store: RedisOnlineStore, ttl_us: int | None) -> None:
-        super().__init__(ttl_us)
+    def __init__(self, store: RedisOnlineStore, ttl_us: int | None, *, force: bool = False) -> None:
+        super().__init__(ttl_us, force=force)
         self.store = store
         self.sha = store.script_sha(refresh=not store.script_loaded()).encode()
         self._conn: Any = None
@@ -346,8 +365,8 @@ class RedisWriter(Writer):
         n = stop - start
         now = b"%d" % self.store.clock()
         ttl = b"%d" % (self.ttl_us or 0)
-        head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%d\r\n" % (3 + 2 * n + 2, self.sha, len(b"%d" % n), n)
-        args = b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(now), now, len(ttl), ttl)
+        head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%d\r\n" % (3 + 2 * n + 3, self.sha, len(b"%d" % n), n)
+        args = b"$%d\r\n%s\r\n$%d\r\n%s\r\n$1\r\n%s\r\n" % (len(now), now, len(ttl), ttl, b"1" if self.force else b"0")
         return [
             head,
             keys_block[int(key_offsets[start]) : int(key_offsets[stop])],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,11 @@ ON CONFLICT(key) DO UPDATE SET value = excluded.value, event_us = excluded.event
     created_us = excluded.created_us, expires_us = excluded.expires_us
 WHERE excluded.event_us > online_values.event_us
    OR (excluded.event_us = online_values.event_us AND excluded.created_us >= online_values.created_us)
+"""
+_FORCE = """
+INSERT INTO online_values (key, value, event_us, created_us, expires_us) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT(key) DO UPDATE SET value = excluded.value, event_us = excluded.event_us,
+    created_us = excluded.created_us, expires_us = excluded.expires_us
 """
 _MAX_VARS = 30000
 
@@ -96,8 +101,34 @@ class SqliteOnlineStore(OnlineStore):
                 found.update(rows)
         return [found.get(k) for k in keys]
 
-    def writer(self, *, ttl_us: int | None) -> Writer:
-        return SqliteWriter(self, ttl_us)
+    def writer(self, *, ttl_us: int | None, force: bool = False) -> Writer:
+        return SqliteWriter(self, ttl_us, force=force)
+
+    def scan_prefix(self, prefix: bytes, *, count: int = 5000) -> Iterator[list[bytes]]:
+        upper = prefix[:-1] + bytes([prefix[-1] + 1])
+        op, lower = ">=", prefix
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT key FROM online_values WHERE key {op} ? AND key < ? ORDER BY key LIMIT ?",
+                    (lower, upper, count),
+                ).fetchall()
+            if not rows:
+                return
+            keys = [bytes(r[0]) for r in rows]
+            yield keys
+            op, lower = ">", keys[-1]
+
+    def delete_keys(self, keys: Sequence[bytes]) -> int:
+        deleted = 0
+        with self._lock:
+            for start in range(0, len(keys), _MAX_VARS):
+                chunk = keys[start : start + _MAX_VARS]
+                cur = self._db.execute(
+                    f"DELETE FROM online_values WHERE key IN ({','.join('?' * len(chunk))})", list(chunk)
+                )
+                deleted += cur.rowcount
+        return deleted
 
     def delete_prefix(self, prefix: bytes) -> int:
         upper = prefix[:-1] + bytes([prefix[-1] + 1])
@@ -111,8 +142,8 @@ class SqliteOnlineStore(OnlineStore):
 
 
 class SqliteWriter(Writer):
-    def __init__(self, store: SqliteOnlineStore, ttl_us: int | None) -> None:
-        super().__init__(ttl_us)
+    def __init__(self, store: SqliteOnlineStore, ttl_us: int | None, *, force: bool = False) -> None:
+        super().__init__(ttl_us, force=force)
         self.store = store
 
     def write(self, batch: EncodedBatch) -> None:
@@ -145,8 +176,11 @@ class SqliteWriter(Writer):
         try:
             with self.store._lock:
                 db.execute("BEGIN IMMEDIATE")
+                if self.force and not live.all():  # a full refresh: an expired value removes the key
+                    dead = [k for k, ok in zip(batch.keys.to_pylist(), live.tolist(), strict=True) if not ok]
+                    db.executemany("DELETE FROM online_values WHERE key = ?", [(k,) for k in dead])
                 before = db.total_changes
-                db.executemany(_UPSERT, rows)
+                db.executemany(_FORCE if self.force else _UPSERT, rows)
                 changed = db.total_changes - before
                 db.execute("COMMIT")
         except sqlite3.Error as exc:

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
 
 from feature_layer.config import OnlineStoreSettings
 from feature_layer.errors import ConfigError
@@ -26,6 +29,31 @@ from feature_layer.online.encoding import EncodedBatch
 
 def wall_clock_us() -> int:
     return time.time_ns() // 1000
+
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def key_hashes(keys: pa.Array) -> np.ndarray:
+    """64-bit FNV-1a of each key of a binary array, vectorised (one numpy pass per byte position)."""
+    if keys.type != pa.binary():
+        keys = keys.cast(pa.binary())
+    n = len(keys)
+    hashes = np.full(n, _FNV_OFFSET, dtype=np.uint64)
+    if n == 0:
+        return hashes
+    offsets = np.frombuffer(keys.buffers()[1], dtype=np.int32)[keys.offset : keys.offset + n + 1].astype(np.int64)
+    data_buffer = keys.buffers()[2]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(1, np.uint8)
+    lengths = np.diff(offsets)
+    starts = offsets[:-1]
+    last = max(len(data) - 1, 0)
+    for i in range(int(lengths.max())):
+        live = lengths > i
+        byte = data[np.minimum(starts + i, last)].astype(np.uint64)
+        hashes = np.where(live, (hashes ^ byte) * _FNV_PRIME, hashes)
+    return hashes
 
 
 @dataclass
@@ -46,8 +74,11 @@ class WriteCounts:
 class Writer(ABC):
     """Writes encoded batches of one view; ``close`` waits until every write is acknowledged."""
 
-    def __init__(self, ttl_us: int | None) -> None:
+    def __init__(self, ttl_us: int | None, *, force: bool = False) -> None:
         self.ttl_us = ttl_us
+        self.force = force
+        """Full refresh: each value replaces whatever is stored (even a newer one), and a value
+        already expired deletes its key — the store becomes exactly what the warehouse says."""
         self.counts = WriteCounts()
         self.suspect = False
         """Set when the writer saw a sign that the store may have lost data (a reconnect, a
@@ -86,8 +117,8 @@ class OnlineStore(ABC):
         benchmarks replace it to replay a point in time)."""
 
     @abstractmethod
-    def writer(self, *, ttl_us: int | None) -> Writer:
-        """A writer for the values of one view (all its batches share ``ttl_us``)."""
+    def writer(self, *, ttl_us: int | None, force: bool = False) -> Writer:
+        """A writer for the values of one view (all its batches share ``ttl_us``; ``force``: see Writer)."""
 
     @abstractmethod
     def read(self, keys: Sequence[bytes]) -> list[bytes | None]:
@@ -96,6 +127,30 @@ class OnlineStore(ABC):
     @abstractmethod
     def delete_prefix(self, prefix: bytes) -> int:
         """Delete every key starting with ``prefix`` (a view's keys on full refresh); return how many."""
+
+    @abstractmethod
+    def scan_prefix(self, prefix: bytes) -> Iterator[list[bytes]]:
+        """Every key starting with ``prefix``, in lists of a few thousand."""
+
+    @abstractmethod
+    def delete_keys(self, keys: Sequence[bytes]) -> int:
+        """Delete ``keys``; return how many existed."""
+
+    def delete_unwritten(self, prefix: bytes, written: np.ndarray) -> int:
+        """Delete the keys under ``prefix`` whose ``key_hashes`` are not in sorted ``written``.
+
+        The end of a full refresh: entities gone from the warehouse lose their keys only after
+        every new value is in place. Memory is 8 bytes per written key; a 64-bit hash collision
+        (odds ~ stale keys x written keys / 2^64) would merely keep one stale key.
+        """
+        deleted = 0
+        for keys in self.scan_prefix(prefix):
+            hashes = key_hashes(pa.array(keys, pa.binary()))
+            pos = np.minimum(np.searchsorted(written, hashes), max(len(written) - 1, 0))
+            found = written[pos] == hashes if len(written) else np.zeros(len(keys), dtype=bool)
+            stale = [k for k, ok in zip(keys, found.tolist(), strict=True) if not ok]
+            deleted += self.delete_keys(stale)
+        return deleted
 
     @abstractmethod
     def get_marker(self, name: str) -> bytes | None:

@@ -1,7 +1,8 @@
 -- feature_layer online layout v1: write a batch of values, never letting an older one win.
 -- KEYS[i]: one key per (view, entity); ARGV[1]: writer clock (us since epoch); ARGV[2]: TTL
--- in us (0 = none); ARGV[2 + i]: the value for KEYS[i] (u8 version | i64 event_us |
--- i64 created_us | ...). A value replaces the stored one only when its (event_us, created_us)
+-- in us (0 = none); ARGV[3]: "1" to force (a full refresh: the value replaces whatever is
+-- stored, and an already expired value deletes the key), else "0"; ARGV[3 + i]: the value for
+-- KEYS[i] (u8 version | i64 event_us | i64 created_us | ...). A value replaces the stored one only when its (event_us, created_us)
 -- is >= the stored pair, so late data, reruns and overlapping runs can never move a key back
 -- in time. With a TTL the key expires when its value does (event_us + ttl on the writer's
 -- clock); values already expired are not written. Returns {written, kept_newer, expired}.
@@ -13,8 +14,27 @@ local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local call, unpack_, byte, floor = redis.call, struct.unpack, string.byte, math.floor
 local written, kept, expired = 0, 0, 0
+if ARGV[3] == '1' then
+  for i = 1, #KEYS do
+    local key, new = KEYS[i], ARGV[i + 3]
+    if ttl > 0 then
+      local left = unpack_('<i8', new, 2) + ttl - now
+      if left >= 0 then
+        call('SET', key, new, 'PX', math.max(1, math.ceil(left / 1000)))
+        written = written + 1
+      else
+        call('DEL', key)
+        expired = expired + 1
+      end
+    else
+      call('SET', key, new)
+      written = written + 1
+    end
+  end
+  return {written, kept, expired}
+end
 for i = 1, #KEYS do
-  local key, new = KEYS[i], ARGV[i + 2]
+  local key, new = KEYS[i], ARGV[i + 3]
   local nev, ncr = unpack_('<i8i8', new, 2)
   local old
   if ttl > 0 then
