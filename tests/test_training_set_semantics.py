@@ -444,3 +444,81 @@ def test_cli_printed_sql_gives_the_same_rows_in_any_session_time_zone(tz_tables,
     for zone in SESSION_ZONES:
         rows = _printed_sql_rows(engine, result.stdout, zone)
         assert [(r[-2], r[-1]) for r in rows] == EXPECTED_TZ, zone
+
+
+# ------------------------------------------------------------------ writing results: never lose the previous one
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine_and_view(request):
+    engine = request.getfixturevalue("_duck" if request.param == "duckdb" else "_pg")
+    rel = load_table(engine, "writes", pa.Table.from_pylist([row(1, h(1), amount=1.0)], schema=FEATURES))
+    view = make_view("writes", rel, features=(("amount", "float64"),))
+    return engine, view
+
+
+def test_to_parquet_failure_keeps_the_previous_file_and_leaves_no_partial_one(engine_and_view, tmp_path):
+    import pyarrow.parquet as pq
+
+    from feature_layer.errors import WarehouseError
+
+    engine, view = engine_and_view
+    target = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"old": [1]}), target)
+    many = entities(*[(1, h(2))] * 50)
+    ts = build_training_set(engine, many, [(view, list(view.features))])
+    real_stream = engine.stream_arrow
+
+    def failing(sql, batch_size=100_000):
+        for index, batch in enumerate(real_stream(sql, batch_size)):
+            if index == 1:
+                raise WarehouseError("connection lost", fix="retry")
+            yield batch
+
+    try:
+        engine.stream_arrow = failing
+        with pytest.raises(WarehouseError, match="connection lost"):
+            ts.to_parquet(target, batch_size=10)
+        assert pq.read_table(target).column_names == ["old"]  # untouched
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["train.parquet"]  # no temp file left
+        del engine.stream_arrow
+        ts.to_parquet(target, batch_size=10)
+        assert pq.read_table(target).num_rows == 50
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["train.parquet"]
+    finally:
+        engine.__dict__.pop("stream_arrow", None)
+        ts.close()
+
+
+def test_to_table_replace_that_fails_keeps_the_previous_table(engine_and_view):
+    from feature_layer.errors import WarehouseError
+
+    engine, view = engine_and_view
+    schema = "fl_to_table"
+    engine.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    engine.execute(f"CREATE SCHEMA {schema}")
+    try:
+        engine.execute(f"CREATE TABLE {schema}.train AS SELECT 42 AS previous")
+        ts = build_training_set(engine, entities((1, h(2))), [(view, list(view.features))])
+        try:
+            ts.to_table(f"{schema}.train", replace=True)  # replacing works…
+            assert engine.fetch_arrow(f"SELECT amount FROM {schema}.train").to_pylist() == [{"amount": 1.0}]
+            engine.execute(f"DROP TABLE IF EXISTS {schema}.train")
+            engine.execute(f"CREATE TABLE {schema}.train AS SELECT 42 AS previous")
+            # … and when the query fails (the view's table was rebuilt with another schema), the old table stays.
+            rel = view.relation
+            target = f"{rel.schema}.{rel.identifier}"
+            engine.execute(f"DROP TABLE {target}")
+            engine.execute(f"CREATE {'TEMPORARY ' if engine.dialect == 'postgres' else ''}TABLE "
+                           f"{rel.identifier if engine.dialect == 'postgres' else target} AS SELECT 1 AS broken")
+            with pytest.raises(WarehouseError):
+                ts.to_table(f"{schema}.train", replace=True)
+            assert engine.fetch_arrow(f"SELECT previous FROM {schema}.train").to_pylist() == [{"previous": 42}]
+            tables = engine.fetch_arrow(
+                f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{schema}'"
+            ).column(0).to_pylist()
+            assert tables == ["train"]  # no staging table left behind
+        finally:
+            ts.close()
+    finally:
+        engine.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -88,39 +88,80 @@ class TrainingSet:
         return pl.from_arrow(self.to_arrow())
 
     def to_parquet(self, path: str | Path, *, batch_size: int = 100_000) -> Path:
-        """Write the rows to a Parquet file, streaming batches (never the whole set in memory)."""
+        """Write the rows to a Parquet file, streaming batches (never the whole set in memory).
+
+        The rows go to a temporary file in the same folder, moved over ``path`` only once
+        complete: a failure leaves any previous file untouched and no partial file behind.
+        """
+        import os
+        import tempfile
+
         import pyarrow.parquet as pq
 
         target = Path(path)
+        fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        temp = Path(temp_name)
         writer: pq.ParquetWriter | None = None
         try:
-            for batch in self.to_batches(batch_size):
+            try:
+                for batch in self.to_batches(batch_size):
+                    if writer is None:
+                        writer = pq.ParquetWriter(temp, batch.schema)
+                    writer.write_batch(batch)
                 if writer is None:
-                    writer = pq.ParquetWriter(target, batch.schema)
-                writer.write_batch(batch)
-            if writer is None:
-                pq.write_table(self._engine.fetch_arrow(self.expression().limit(0)), target)
-        finally:
-            if writer is not None:
-                writer.close()
+                    pq.write_table(self._engine.fetch_arrow(self.expression().limit(0)), temp)
+            finally:
+                if writer is not None:
+                    writer.close()
+            os.replace(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
         return target
 
     def to_table(self, name: str, *, replace: bool = False) -> str:
         """Create warehouse table ``name`` from the training set without pulling rows into Python.
 
         With an in-memory entity dataframe, the table is created in the same session that holds
-        the uploaded entity rows. Returns the table name as given.
+        the uploaded entity rows. With ``replace``, an existing table is replaced atomically: if
+        the query fails, the previous table is left as it was. Returns the table name as given.
         """
-        table = exp.to_table(name, dialect=self._engine.dialect)
+        dialect = self._engine.dialect
+        table = exp.to_table(name, dialect=dialect)
         for part in ("this", "db", "catalog"):
             node = table.args.get(part)
             if isinstance(node, exp.Identifier):
                 node.set("quoted", True)
-        if replace:
-            self._engine.execute(f"DROP TABLE IF EXISTS {table.sql(dialect=self._engine.dialect)}")
-        create = exp.Create(this=table, kind="TABLE", expression=self.expression())
-        self._engine.execute(create)
+        if not replace:
+            self._engine.execute(exp.Create(this=table, kind="TABLE", expression=self.expression()))
+        elif dialect == "postgres":
+            self._replace_postgres_table(table)
+        else:  # DuckDB and the rest: one statement, atomic
+            self._engine.execute(exp.Create(this=table, kind="TABLE", expression=self.expression(), replace=True))
         return name
+
+    def _replace_postgres_table(self, table: exp.Table) -> None:
+        """CREATE under a temporary name, then swap with renames, in one transaction."""
+        import uuid
+
+        dialect = self._engine.dialect
+        suffix = uuid.uuid4().hex[:8]
+        staging = table.copy()
+        staging.set("this", exp.to_identifier(f"__fl_new_{suffix}", quoted=True))
+        old_name = exp.to_identifier(f"__fl_old_{suffix}", quoted=True).sql(dialect=dialect)
+        new_name = exp.to_identifier(table.name, quoted=True).sql(dialect=dialect)
+        old = table.copy()
+        old.set("this", exp.to_identifier(f"__fl_old_{suffix}", quoted=True))
+        create = exp.Create(this=staging, kind="TABLE", expression=self.expression()).sql(dialect=dialect)
+        target = table.sql(dialect=dialect)
+        # One execute: psycopg2 runs the statements in one transaction and commits once.
+        self._engine.execute(
+            f"{create};\n"
+            f"ALTER TABLE IF EXISTS {target} RENAME TO {old_name};\n"
+            f"ALTER TABLE {staging.sql(dialect=dialect)} RENAME TO {new_name};\n"
+            f"DROP TABLE IF EXISTS {old.sql(dialect=dialect)}"
+        )
 
     def close(self) -> None:
         """Drop the uploaded entity rows from the warehouse session."""
