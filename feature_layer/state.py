@@ -124,6 +124,24 @@ class StateStore:
                 self._db.execute("ROLLBACK")
                 raise
 
+    def _write_owned(self, lease: Lease | None, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """``_write``, but only while ``lease`` (when given) is held by its owner — atomically."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if lease is not None:
+                    row = self._db.execute("SELECT owner FROM leases WHERE view = ?", (lease.view,)).fetchone()
+                    if row is None or row[0] != lease.owner:
+                        self._db.execute("ROLLBACK")
+                        raise self._lost(lease)
+                self._db.execute(sql, params)
+                self._db.execute("COMMIT")
+            except MaterializationConflictError:
+                raise
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
         with self._lock:
             return self._db.execute(sql, params).fetchone()
@@ -147,10 +165,22 @@ class StateStore:
         return state.watermark
 
     def set_watermark(
-        self, view: str, watermark: Watermark, *, layout: str, rows_written: int = 0, entities: int = 0
+        self,
+        view: str,
+        watermark: Watermark,
+        *,
+        layout: str,
+        rows_written: int = 0,
+        entities: int = 0,
+        lease: Lease | None = None,
     ) -> None:
-        """Record a finished run atomically (call only after every write reached the online store)."""
-        self._write(
+        """Record a finished run atomically (call only after every write reached the online store).
+
+        With ``lease``, in the same transaction: MaterializationConflictError (nothing recorded)
+        unless the run still holds it.
+        """
+        self._write_owned(
+            lease,
             "INSERT INTO watermarks (view, layout, event_time_us, created_us, wall_time_us, rows_written, entities)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(view) DO UPDATE SET layout = excluded.layout,"
             " event_time_us = excluded.event_time_us, created_us = excluded.created_us,"
@@ -215,9 +245,42 @@ class StateStore:
         return Lease(view, owner, expires)
 
     def renew_lease(self, lease: Lease, *, seconds: float = 60.0) -> Lease:
+        """Extend ``lease``; MaterializationConflictError when it is no longer ours.
+
+        A lease that expired and was taken by another run cannot be renewed: the caller must
+        stop before it records anything (its writes are harmless, its watermark would not be).
+        """
         expires = _now_us() + int(seconds * 1_000_000)
-        self._write("UPDATE leases SET expires_us = ? WHERE view = ? AND owner = ?", (expires, lease.view, lease.owner))
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "UPDATE leases SET expires_us = ? WHERE view = ? AND owner = ?", (expires, lease.view, lease.owner)
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if cur.rowcount != 1:
+            raise self._lost(lease)
         return Lease(lease.view, lease.owner, expires)
+
+    def _lost(self, lease: Lease) -> MaterializationConflictError:
+        row = self._one("SELECT host, pid FROM leases WHERE view = ?", (lease.view,))
+        by = f" (now held by pid {row[1]} on {row[0]})" if row else ""
+        return MaterializationConflictError(
+            f"This run lost the materialization lease of feature view {lease.view!r}{by}: it was not renewed "
+            "in time and expired, so another run may be materializing the view; this run stops without "
+            "advancing the watermark.",
+            fix="rerun once the other run finished; if runs are slow to renew (an overloaded host), "
+            "materialize fewer views per process.",
+        )
+
+    def check_lease(self, lease: Lease) -> None:
+        """Raise MaterializationConflictError unless ``lease`` is still held by its owner."""
+        row = self._one("SELECT owner FROM leases WHERE view = ?", (lease.view,))
+        if row is None or row[0] != lease.owner:
+            raise self._lost(lease)
 
     def release_lease(self, lease: Lease) -> None:
         self._write("DELETE FROM leases WHERE view = ? AND owner = ?", (lease.view, lease.owner))

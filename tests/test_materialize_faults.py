@@ -221,3 +221,112 @@ def test_key_hashes_are_fnv1a_of_each_key() -> None:
     arr = pa.array(keys * 3, pa.binary()).slice(2, 10)
     assert key_hashes(arr).tolist() == [fnv(k) for k in (keys * 3)[2:12]]
     assert key_hashes(pa.array([], pa.binary())).tolist() == []
+
+
+# -- leases: kept alive by a heartbeat, never recorded over when lost ---------------------------
+
+
+class _SlowEngine:
+    """A warehouse whose query takes ``delay`` seconds before the first batch arrives."""
+
+    def __init__(self, inner: DuckDBEngine, delay: float) -> None:
+        self.inner, self.dialect, self.delay = inner, inner.dialect, delay
+
+    def fetch_arrow(self, sql):  # noqa: ANN001, ANN201
+        return self.inner.fetch_arrow(sql)
+
+    def stream_arrow(self, sql, batch_size: int = 100_000):  # noqa: ANN001, ANN201
+        time.sleep(self.delay)
+        yield from self.inner.stream_arrow(sql, batch_size)
+
+
+def test_a_long_query_keeps_the_lease_through_the_heartbeat(
+    redis_server: RedisServer, engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    monkeypatch.setattr(materialize_module, "LEASE_SECONDS", 0.3)
+    load_events(engine, users=100)
+    online = redis_store(redis_server)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            materialize_view(
+                make_view(), engine=_SlowEngine(engine, 1.5), online=online, state=StateStore(tmp_path / "s.sqlite"),
+                end=END, statistics=False,
+            )
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(0.8)  # the lease is 0.3 s long: only renewals during the query keep it
+    with pytest.raises(MaterializationConflictError, match="already being materialized"):
+        StateStore(tmp_path / "s.sqlite").acquire_lease("user_stats")
+    thread.join(20)
+    assert not errors
+
+
+def test_a_run_that_lost_its_lease_records_no_watermark(
+    redis_server: RedisServer, engine, state, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    monkeypatch.setattr(materialize_module, "LEASE_SECONDS", 0.3)
+    load_events(engine, users=2_000, per_user=1)
+    online = redis_store(redis_server)
+
+    def stolen(rows: int) -> None:  # another run took the view over (e.g. after this one stalled)
+        state._db.execute("UPDATE leases SET owner = 'another-run'")
+        time.sleep(0.25)
+
+    with pytest.raises(MaterializationConflictError, match="lost the materialization lease"):
+        materialize_view(
+            make_view(), engine=engine, online=online, state=state, end=END, on_rows=stolen, batch_rows=500,
+            statistics=False,
+        )
+    assert state.watermark("user_stats") is None
+    markers = online.client.keys(f"fl1:{online.namespace}:__markers__:watermark:*".encode())
+    assert markers == []  # nor in the online store
+
+
+# -- statistics: informational, never failing a run nor outliving it ----------------------------
+
+
+def test_a_statistics_failure_is_recorded_and_the_watermark_still_advances(
+    redis_server: RedisServer, engine, state  # noqa: ANN001
+) -> None:
+    load_events(engine, users=50)
+    online = redis_store(redis_server)
+
+    def broken_connection() -> DuckDBEngine:
+        raise WarehouseError("statistics connection refused", fix="none")
+
+    result = materialize_view(
+        make_view(), engine=engine, online=online, state=state, end=END, statistics=True,
+        statistics_engine=broken_connection,
+    )
+    assert not result.statistics and "statistics connection refused" in result.statistics_error
+    assert result.rows_written == 50 and state.watermark("user_stats").event_time == END
+    assert state.get_statistics("user_stats.x") is None
+
+
+def test_the_statistics_thread_is_joined_when_the_writes_fail(
+    private_redis: RedisServer, engine, state  # noqa: ANN001
+) -> None:
+    load_events(engine, users=3_000, per_user=1)
+    online = redis_store(private_redis, retries=0, batch_size=200)
+    finished: list[bool] = []
+
+    def slow_statistics_connection() -> DuckDBEngine:
+        time.sleep(0.5)
+        finished.append(True)
+        return DuckDBEngine(":memory:")  # no table: its statistics query fails, and that is fine
+
+    def stop_redis(rows: int) -> None:
+        private_redis.stop()
+
+    with pytest.raises(OnlineStoreError):
+        materialize_view(
+            make_view(), engine=engine, online=online, state=state, end=END, statistics=True, batch_rows=500,
+            statistics_engine=slow_statistics_connection, on_rows=stop_redis,
+        )
+    assert finished == [True]  # the run did not return while its statistics thread still ran
+    assert not [t for t in threading.enumerate() if t.name == "feature-layer-statistics"]

@@ -64,3 +64,22 @@ def test_statistics_round_trip(tmp_path: Path) -> None:
     state.save_many_statistics({"v.b": {"distinct": 3}, "v.a": {"null_pct": 0.0}})
     assert state.get_statistics("v.a") == {"null_pct": 0.0}
     assert state.get_statistics("v.b") == {"distinct": 3}
+
+
+def test_a_lease_taken_over_after_it_expired_cannot_be_renewed_nor_record_a_watermark(tmp_path: Path) -> None:
+    import time
+
+    state = StateStore(tmp_path / "s.sqlite")
+    first = state.acquire_lease("v", seconds=0.05)
+    time.sleep(0.1)
+    second = state.acquire_lease("v", seconds=60)  # the first run's lease expired: taken over
+    with pytest.raises(MaterializationConflictError, match="lost the materialization lease"):
+        state.renew_lease(first)
+    with pytest.raises(MaterializationConflictError):
+        state.check_lease(first)
+    with pytest.raises(MaterializationConflictError):
+        state.set_watermark("v", Watermark(T), layout="abcd", lease=first)
+    assert state.watermark("v") is None
+    state.renew_lease(second)  # the owner renews
+    state.set_watermark("v", Watermark(T), layout="abcd", lease=second)
+    assert state.watermark("v") == Watermark(T)

@@ -16,6 +16,7 @@ Per view, in order:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -26,11 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from feature_layer.errors import InputError, OnlineStoreError
+from feature_layer.errors import InputError, MaterializationConflictError, OnlineStoreError
 from feature_layer.online.encoding import encode_batch, view_layout
 from feature_layer.online.store import OnlineStore, WriteCounts, key_hashes
 from feature_layer.registry.model import FeatureView
 from feature_layer.sql.latest import CREATED_ALIAS, EVENT_ALIAS, Watermark, latest_values, max_created
+
+log = logging.getLogger(__name__)
 
 STREAM_BATCH_ROWS = 100_000
 LEASE_SECONDS = 60.0
@@ -51,6 +54,8 @@ class ViewResult:
     full_refresh: bool = False
     incremental_from: datetime | None = None
     statistics: bool = False
+    statistics_error: str | None = None
+    """Why the statistics were not updated (logged; never fails the run)."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -184,6 +189,8 @@ def materialize_view(
     stages: dict[str, float] = {}
     layout = view_layout(view, online.namespace)
     lease = state.acquire_lease(view.name, seconds=LEASE_SECONDS)
+    heartbeat = _Heartbeat(state, lease, LEASE_SECONDS)
+    stats_job: _StatisticsJob | None = None
     try:
         prior = state.view_state(view.name)
         layout_changed = prior is not None and prior.layout != layout.fingerprint
@@ -203,8 +210,6 @@ def materialize_view(
                 engine, statistics_engine, state, view, end, statistics, read_everything=watermark is None
             )
 
-        stats_job: _StatisticsJob | None = None
-
         t = time.perf_counter()
         created_sql = max_created(view, end=end)
         next_created = None
@@ -217,7 +222,6 @@ def materialize_view(
         entities = 0
         counts = WriteCounts()
         query_s = encode_s = 0.0
-        renew_at = time.monotonic() + LEASE_SECONDS / 3
         # A full refresh overwrites in place (force) and deletes the keys it did not write only
         # at the end, so lookups keep the previous values until each is replaced — even if the
         # run fails half way. 8 bytes per written key remember which keys were written.
@@ -249,9 +253,7 @@ def materialize_view(
                 entities += batch.num_rows
                 if on_rows is not None:
                     on_rows(batch.num_rows)
-                if time.monotonic() > renew_at:
-                    lease = state.renew_lease(lease, seconds=LEASE_SECONDS)
-                    renew_at = time.monotonic() + LEASE_SECONDS / 3
+                heartbeat.check()
                 t = time.perf_counter()
                 encode_s += t - t1
             t1 = time.perf_counter()
@@ -272,7 +274,9 @@ def materialize_view(
             online.delete_prefix(old_prefix)
 
         t = time.perf_counter()
-        did_stats = (stats_job or start_statistics()).finish()
+        stats_job = stats_job or start_statistics()
+        did_stats = stats_job.finish()
+        stats_error = None if stats_job.error is None else f"{type(stats_job.error).__name__}: {stats_job.error}"
         stages["statistics_wait"] = time.perf_counter() - t
 
         new_watermark = _next_watermark(
@@ -286,19 +290,31 @@ def materialize_view(
         if new_watermark is not None:
             # The store's marker first: a crash between the two writes leaves them unequal,
             # and the next run then re-reads everything rather than trusting either.
+            heartbeat.check()
+            state.check_lease(lease)  # another run owns the view now: record nothing
             online.set_marker(marker, _marker_value(new_watermark))
             # Checked after the marker is written: a restart or flush before this point fails the
             # run; one after it has removed the marker, so the next run reads the view in full.
             guard.check()
             state.set_watermark(
-                view.name, new_watermark, layout=layout.fingerprint, rows_written=counts.written, entities=entities
+                view.name,
+                new_watermark,
+                layout=layout.fingerprint,
+                rows_written=counts.written,
+                entities=entities,
+                lease=lease,
             )
+    except MaterializationConflictError:
+        raise
     except OnlineStoreError as exc:
         raise OnlineStoreError(
             f"Materializing feature view {view.name!r} failed; its watermark was not advanced. {exc.message}",
             fix=exc.fix,
         ) from exc
     finally:
+        if stats_job is not None:
+            stats_job.join()
+        heartbeat.stop()
         state.release_lease(lease)
     return ViewResult(
         view=view.name,
@@ -311,8 +327,39 @@ def materialize_view(
         full_refresh=watermark is None,
         incremental_from=watermark.event_time if watermark else None,
         statistics=did_stats,
+        statistics_error=stats_error,
         stage_seconds=stages,
     )
+
+
+class _Heartbeat:
+    """Renews a lease from a thread every third of its length, so a long warehouse query (or a
+    slow write) keeps it; ``check`` raises MaterializationConflictError once it was lost."""
+
+    def __init__(self, state: Any, lease: Any, seconds: float) -> None:
+        self.state, self.lease, self.seconds = state, lease, seconds
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="feature-layer-lease", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.seconds / 3):
+            try:
+                self.lease = self.state.renew_lease(self.lease, seconds=self.seconds)
+            except MaterializationConflictError as exc:
+                self.error = exc
+                return
+            except Exception:  # noqa: BLE001, S112 - a transient state-store error: try again next beat
+                continue
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class _RunGuard:
@@ -445,21 +492,36 @@ class _StatisticsJob:
     def _run(self) -> None:
         try:
             self.result = self.compute()  # type: ignore[misc]
-        except BaseException as exc:  # noqa: BLE001 - re-raised in finish()
+        except BaseException as exc:  # noqa: BLE001 - reported by finish()
             self.error = exc
 
     def finish(self) -> bool:
-        """Wait for the statistics and save them; False when none were due."""
+        """Wait for the statistics and save them; False when none were due or they failed.
+
+        Statistics are informational: a failure (a warehouse error, a type the aggregates
+        reject) is logged and kept in ``error``, never raised — the values are already online
+        and the watermark must still advance.
+        """
         if self.compute is None:
             return False
+        try:
+            if self.thread is not None:
+                self.thread.join()
+                if self.error is not None:
+                    raise self.error
+            else:
+                self.result = self.compute()
+            self.state.save_many_statistics(self.result or {})
+        except Exception as exc:  # noqa: BLE001 - recorded and logged, see above
+            self.error = exc
+            log.warning("Feature statistics were not updated: %s: %s", type(exc).__name__, exc)
+            return False
+        return True
+
+    def join(self) -> None:
+        """Wait for the background thread (it holds a warehouse connection) — after a failed run too."""
         if self.thread is not None:
             self.thread.join()
-            if self.error is not None:
-                raise self.error
-        else:
-            self.result = self.compute()
-        self.state.save_many_statistics(self.result or {})
-        return True
 
 
 class _Progress:
