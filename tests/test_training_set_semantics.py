@@ -522,3 +522,30 @@ def test_to_table_replace_that_fails_keeps_the_previous_table(engine_and_view):
             ts.close()
     finally:
         engine.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_decimal_entity_keys_match_int64_view_keys(run):
+    from decimal import Decimal
+
+    data = [row(1, h(1), amount=1.0), row(2, h(1), amount=2.0)]
+    for decimal_type, ids in ((pa.decimal128(20, 0), [Decimal(1), Decimal(2)]),
+                              (pa.decimal128(12, 2), [Decimal("1.00"), Decimal("2.00")])):
+        table = pa.table({"user_id": pa.array(ids + [None], decimal_type),
+                          "event_timestamp": pa.array([h(2)] * 3, pa.timestamp("us"))})
+        result = run(data, table)
+        assert amounts(result) == [1.0, 2.0, None], decimal_type
+        assert [r["user_id"] for r in result] == ids + [None]  # the entity column comes back unchanged
+    # A warehouse query with a decimal key too (compared numerically in SQL).
+    query = ("SELECT CAST(2 AS DECIMAL(18, 0)) AS user_id, "
+             "CAST('2025-06-01 02:00:00' AS TIMESTAMP) AS event_timestamp")
+    assert amounts(run(data, query)) == [2.0]
+
+
+def test_non_whole_decimal_entity_keys_are_an_error_with_the_fix(run):
+    from decimal import Decimal
+
+    table = pa.table({"user_id": pa.array([Decimal("1.00"), Decimal("1.50")], pa.decimal128(12, 2)),
+                      "event_timestamp": pa.array([h(2)] * 2, pa.timestamp("us"))})
+    with pytest.raises(InputError, match=r"holds non-whole values \(e.g. 1.50\).*feature view 'activity'") as info:
+        run([row(1, h(1), amount=1.0)], table)
+    assert "cast entity column 'user_id' to int64" in str(info.value)

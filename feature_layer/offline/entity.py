@@ -179,6 +179,8 @@ def _check_columns(
             expected = view_key_types.get((view.name, key), "unknown")
             if pa.types.is_null(schema.field(key).type) or "unknown" in (given, expected):
                 continue
+            if {given, expected} == {"decimal", "int64"}:
+                continue  # compared numerically and exactly (DuckDB, PostgreSQL): 42 = 42.0
             if given != expected:
                 raise InputError(
                     f"Join key {key!r} is {given} in the entity dataframe ({schema.field(key).type}) but "
@@ -317,6 +319,7 @@ def prepare_entities(
 
     timestamp = _pick_timestamp(table.schema, timestamp_column)
     _check_columns(table.schema, timestamp, views, key_types)
+    _check_integral_decimal_keys(table, views, key_types)
     nulls = table.column(timestamp).null_count
     if nulls:
         raise _null_timestamps(timestamp, nulls)
@@ -332,6 +335,31 @@ def prepare_entities(
         naive_utc=True,
     )
     return PreparedEntities(spine=spine, columns=tuple(table.schema.names), registered=name, num_rows=table.num_rows)
+
+
+def _check_integral_decimal_keys(
+    table: pa.Table, views: Sequence[FeatureView], key_types: Mapping[tuple[str, str], str]
+) -> None:
+    """A decimal entity key against an int64 view key must hold whole numbers (``42.00``, not ``42.5``)."""
+    import pyarrow.compute as pc
+
+    for view in views:
+        for key in view.join_keys:
+            field = table.schema.field(key)
+            if key_types.get((view.name, key)) != "int64" or not pa.types.is_decimal(field.type):
+                continue
+            if field.type.scale <= 0:
+                continue
+            column = table.column(key)
+            fractional = pc.not_equal(column, pc.floor(column))
+            bad = pc.filter(column, pc.fill_null(fractional, False))
+            if len(bad):
+                raise InputError(
+                    f"Join key {key!r} is {field.type} in the entity dataframe and holds non-whole values "
+                    f"(e.g. {bad[0].as_py()}), but it is int64 in feature view {view.name!r}; those rows would "
+                    "never match.",
+                    fix=f"round or cast entity column {key!r} to int64 (pandas: df[{key!r}].astype('int64')).",
+                )
 
 
 def _null_timestamps(column: str, count: int) -> InputError:
