@@ -196,6 +196,13 @@ class RedisOnlineStore(OnlineStore):
                 if conn is not None:
                     pool.release(conn)
                 raise self._error("read feature values", exc) from exc
+            except BaseException:
+                # Anything else (a malformed reply, KeyboardInterrupt, a bug): the connection's
+                # stream position is unknown, so drop it — but always give it back to the pool.
+                if conn is not None:
+                    conn.disconnect()
+                    pool.release(conn)
+                raise
             pool.release(conn)
             return [reply] if len(keys) == 1 else reply
 
