@@ -18,9 +18,12 @@ from feature_layer.cli.base import Context, echo_json, handle_errors, main
               help="uvicorn worker processes (one per core for throughput).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--lookup-deadline", default=1.5, show_default=True, type=click.FloatRange(min=0.01),
+              help="Seconds an online lookup may take (online-store IO included) before it fails with a 504.")
 @click.pass_obj
 @handle_errors
-def serve(ctx: Context, host: str, port: int, reload_interval: float, workers: int, log_level: str) -> None:
+def serve(ctx: Context, host: str, port: int, reload_interval: float, workers: int, log_level: str,
+          lookup_deadline: float) -> None:
     """Serve the HTTP API (online features, search, lineage, metrics) and the web UI."""
     import uvicorn
 
@@ -34,13 +37,14 @@ def serve(ctx: Context, host: str, port: int, reload_interval: float, workers: i
         if ctx.target:
             os.environ["FEATURE_LAYER_TARGET"] = ctx.target
         os.environ["FEATURE_LAYER_RELOAD_INTERVAL"] = str(reload_interval)
+        os.environ["FEATURE_LAYER_LOOKUP_DEADLINE"] = str(lookup_deadline)
         store.close()
         uvicorn.run("feature_layer.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     loop=loop, http=http, log_level=log_level, access_log=False)
         return
-    from feature_layer.server.app import create_app
+    from feature_layer.server.app import Limits, create_app
 
-    app = create_app(store, reload_interval=reload_interval or None)
+    app = create_app(store, reload_interval=reload_interval or None, limits=Limits(lookup_deadline=lookup_deadline))
     uvicorn.run(app, host=host, port=port, loop=loop, http=http, log_level=log_level, access_log=False)
 
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from feature_layer.errors import (
     WarehouseError,
 )
 from feature_layer.server import routes
-from feature_layer.server.fastpath import OnlineFastPath
+from feature_layer.server.fastpath import OnlineFastPath, OnlineStoreTimeoutError
 from feature_layer.server.metrics import Metrics, MetricsMiddleware
 from feature_layer.server.reload import RegistryHolder, ServingStore, holder_for_store
 from feature_layer.server.requests import RequestFieldError, RequestTooLargeError
@@ -54,6 +55,10 @@ class Limits:
     max_features: int = 500
     max_query_chars: int = 200
     max_results: int = 500
+    # Seconds one online lookup may take, store IO included, before it fails with a 504.
+    lookup_deadline: float = 1.5
+    # Threads doing online-store IO (per worker process); lookups beyond them queue, within the deadline.
+    lookup_threads: int = 16
 
 
 # Most specific first: the first isinstance match wins.
@@ -65,6 +70,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (DeclarationError, 503),
     (ManifestError, 503),
     (ConfigError, 503),
+    (OnlineStoreTimeoutError, 504),
     (OnlineStoreError, 503),
     (WarehouseError, 502),
     (FeatureLayerError, 400),
@@ -137,6 +143,8 @@ def create_app(
     """
     holder = holder or holder_for_store(store)
     metrics = Metrics()
+    limits = limits or Limits()
+    executor = ThreadPoolExecutor(max_workers=max(1, limits.lookup_threads), thread_name_prefix="feature-layer-lookup")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -148,6 +156,7 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            executor.shutdown(wait=False, cancel_futures=True)  # a lookup stuck in IO must not hold up shutdown
 
     online_route = Route("/v1/online-features", routes.online_features, methods=["POST"])
     app = Starlette(
@@ -171,7 +180,8 @@ def create_app(
     app.state.store = ServingStore(store, holder)
     app.state.holder = holder
     app.state.metrics = metrics
-    app.state.limits = limits or Limits()
+    app.state.limits = limits
+    app.state.lookup_executor = executor
     app.state.stats_lock = asyncio.Lock()
     app.add_middleware(OnlineFastPath, state=app.state, route=online_route)  # inner: answers the hot path
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outer: times every request, fast path included
@@ -181,11 +191,14 @@ def create_app(
 def app_from_env() -> Starlette:
     """uvicorn factory (``--factory``) for multi-worker serving: settings from the environment.
 
-    ``FEATURE_LAYER_PROJECT_DIR``, ``FEATURE_LAYER_TARGET`` and ``FEATURE_LAYER_RELOAD_INTERVAL``.
+    ``FEATURE_LAYER_PROJECT_DIR``, ``FEATURE_LAYER_TARGET``, ``FEATURE_LAYER_RELOAD_INTERVAL`` and
+    ``FEATURE_LAYER_LOOKUP_DEADLINE`` (seconds).
     """
     from feature_layer.client import FeatureStore
 
     store = FeatureStore(os.environ.get("FEATURE_LAYER_PROJECT_DIR", "."),
                          target=os.environ.get("FEATURE_LAYER_TARGET") or None)
     interval = float(os.environ.get("FEATURE_LAYER_RELOAD_INTERVAL", "2") or 0)
-    return create_app(store, reload_interval=interval or None)
+    deadline = os.environ.get("FEATURE_LAYER_LOOKUP_DEADLINE")
+    limits = Limits(lookup_deadline=float(deadline)) if deadline else None
+    return create_app(store, reload_interval=interval or None, limits=limits)

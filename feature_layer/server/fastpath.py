@@ -4,17 +4,36 @@ Starlette's routing, Request/Response objects and exception middleware cost abou
 what the lookup itself costs. This middleware answers the lookup route directly from the
 ASGI messages, with the same validation, limits, error bodies and status codes as every
 other route (it reuses their functions), and hands every other request to the app.
+
+The store call itself (the online store's IO: a Redis round trip, a SQLite read) runs in a
+small bounded thread pool under a per-request deadline (``Limits.lookup_deadline``), never on
+the event loop: an online store that stops answering makes its lookups fail with a 504 that
+names the store, while ``/healthz``, the UI and every other request keep being answered. A
+lookup stuck past the deadline keeps its pool thread until the store client's own socket
+timeout frees it; requests beyond the pool wait in its queue, within the same deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from feature_layer.errors import FeatureLayerError
-from feature_layer.server.requests import RequestFieldError, RequestTooLargeError, parse_online_request
+from feature_layer.errors import FeatureLayerError, OnlineStoreError
+from feature_layer.server.requests import (
+    OnlineRequest,
+    RequestFieldError,
+    RequestTooLargeError,
+    parse_online_request,
+)
+
+
+class OnlineStoreTimeoutError(OnlineStoreError):
+    """The online store did not answer a lookup within the server's deadline (HTTP 504)."""
 
 PATH = "/v1/online-features"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -33,7 +52,7 @@ class OnlineFastPath:
         scope["route"] = self.route
         try:
             body = await self._body(scope, receive)
-            status, payload = 200, self._lookup(body)
+            status, payload = 200, await self._lookup(body)
         except FeatureLayerError as exc:
             from feature_layer.server.app import error_body, status_for
 
@@ -68,7 +87,7 @@ class OnlineFastPath:
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _lookup(self, body: bytes) -> bytes:
+    async def _lookup(self, body: bytes) -> bytes:
         if not body:
             raise RequestFieldError("body", "The request body is empty.",
                                     fix='send JSON such as {"features": ["view.feature"], "entity_rows": [{"user_id": 1}]}.')
@@ -77,22 +96,62 @@ class OnlineFastPath:
         except orjson.JSONDecodeError as exc:
             raise RequestFieldError("body", f"The request body is not valid JSON ({exc}).",
                                     fix="send a JSON object with Content-Type: application/json.") from None
-        return lookup_json(self.state, payload)
+        return await lookup_json(self.state, payload)
 
 
-def lookup_json(state: Any, payload: Any) -> bytes:
-    """Validate a parsed request body, look the features up, return the JSON response body."""
+async def lookup_json(state: Any, payload: Any) -> bytes:
+    """Validate a parsed request body, look the features up, return the JSON response body.
+
+    Validation runs on the event loop (pure CPU, microseconds); the store call runs in
+    ``state.lookup_executor`` under ``state.limits.lookup_deadline`` seconds.
+    """
     limits = state.limits
     holder = state.holder
     parsed = parse_online_request(payload, holder.registry, holder.refs,
                                   max_rows=limits.max_entity_rows, max_features=limits.max_features)
-    response = state.store.get_online_features(
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(state.lookup_executor, _lookup_in_thread, state.store, parsed)
+    try:
+        body = await asyncio.wait_for(future, limits.lookup_deadline)
+    except TimeoutError:
+        raise _timeout_error(state.store, limits.lookup_deadline) from None
+    state.metrics.inc("feature_layer_online_entity_rows_total", len(parsed.entity_rows))
+    return body
+
+
+def _lookup_in_thread(store: Any, parsed: OnlineRequest) -> bytes:
+    response = store.get_online_features(
         features=parsed.features,
         entity_rows=parsed.entity_rows,
         service=parsed.service,
         include_event_times=parsed.include_event_times,
     )
-    state.metrics.inc("feature_layer_online_entity_rows_total", len(parsed.entity_rows))
     from feature_layer.server.app import _default
 
     return orjson.dumps(response.to_dict(), default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def online_store_name(store: Any) -> str:
+    """The online store as an operator knows it, from the settings alone (no IO, no credentials)."""
+    settings = getattr(getattr(store, "settings", None), "online_store", None)
+    if settings is None:
+        return "The online store"
+    if getattr(settings, "type", None) == "redis":
+        url = getattr(settings, "url", None) or "redis://127.0.0.1:6379/0"
+        with contextlib.suppress(ValueError):
+            parts = urlsplit(url)
+            host = parts.hostname or parts.path or "?"
+            port = f":{parts.port}" if parts.port else ""
+            db = parts.path if parts.hostname and parts.path not in ("", "/") else ""
+            return f"Redis at {parts.scheme}://{host}{port}{db}"  # never the user:password part
+        return "Redis (online_store.url)"
+    return f"The embedded SQLite online store at {getattr(settings, 'path', '?')}"
+
+
+def _timeout_error(store: Any, deadline: float) -> OnlineStoreTimeoutError:
+    return OnlineStoreTimeoutError(
+        f"{online_store_name(store)} did not answer the lookup within {deadline:g} s.",
+        fix="check that the online store is running and reachable from the server (online_store in "
+        "feature_layer.yml); lower online_store.socket_timeout so stuck connections are dropped sooner; "
+        "if the store is only slow, raise the deadline with `feature-layer serve --lookup-deadline`.",
+    )

@@ -1,8 +1,9 @@
 """HTTP handlers. Thin: validate, call the store or registry, shape JSON.
 
-``POST /v1/online-features`` is the hot path: no thread hop, no pydantic, orjson both ways,
-and membership checks against a precomputed set of feature references. Everything slower
-(lineage, statistics in the warehouse) runs in a worker thread so lookups never wait on it.
+``POST /v1/online-features`` is the hot path: no pydantic, orjson both ways, membership checks
+against a precomputed set of feature references, and the store IO in a bounded thread pool
+under a deadline (``fastpath.lookup_json``). Everything slower (lineage, statistics in the
+warehouse) runs in a worker thread too, so neither ever stalls the event loop.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ async def online_features(request: Request) -> Response:
     (used when the app is mounted without that middleware)."""
     state = request.app.state
     payload = await read_json_body(request, state.limits.max_body_bytes)
-    return Response(lookup_json(state, payload), media_type="application/json")
+    return Response(await lookup_json(state, payload), media_type="application/json")
 
 
 def _resolve_feature(registry: Any, ref: str) -> tuple[FeatureView, Feature]:

@@ -1,0 +1,94 @@
+"""The server under hostile conditions and inputs: a hung online store, refresh storms,
+unbounded metric labels, crashes, response headers, snippet quoting, error fields."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from server_helpers import FakeStore, LiveServer
+
+from feature_layer.server.app import Limits, create_app
+
+COUNTRY = "user_profile_features.country"
+
+
+class SilentListener:
+    """A TCP port that accepts connections and never answers (a hung Redis, a black-holed proxy)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)  # held open, never read from, never written to
+
+    def __enter__(self) -> SilentListener:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_a_hung_online_store_fails_lookups_within_the_deadline_and_never_stalls_the_server(
+        parsed_example_project: Path):
+    from feature_layer import FeatureStore
+
+    with SilentListener() as redis_that_never_answers:
+        url = f"redis://127.0.0.1:{redis_that_never_answers.port}/0"
+        # the store client would wait 60 s per attempt: only the server's deadline can end the request sooner
+        store = FeatureStore(parsed_example_project, online_store={"type": "redis", "url": url, "socket_timeout": 60})
+        app = create_app(store, reload_interval=None, limits=Limits(lookup_deadline=0.5))
+        results: list[tuple[float, httpx.Response]] = []
+        try:
+            with LiveServer(app) as server:
+                def lookup() -> None:
+                    start = time.monotonic()
+                    response = httpx.post(server.url + "/v1/online-features", timeout=120,
+                                          json={"features": [COUNTRY], "entity_rows": [{"user_id": 7}]})
+                    results.append((time.monotonic() - start, response))
+
+                threads = [threading.Thread(target=lookup) for _ in range(3)]
+                for t in threads:
+                    t.start()
+                deadline = time.monotonic() + 10
+                while not redis_that_never_answers.accepted:  # a lookup is now stuck on the silent socket
+                    assert time.monotonic() < deadline, "the lookup never reached the online store"
+                    time.sleep(0.01)
+                start = time.monotonic()
+                health = httpx.get(server.url + "/healthz", timeout=30)
+                health_seconds = time.monotonic() - start
+                assert health.status_code == 200 and health.json()["status"] == "ok"
+                assert health_seconds < 0.3, f"/healthz took {health_seconds:.2f} s behind a stuck lookup"
+                assert httpx.get(server.url + "/v1/features", params={"q": "country"}, timeout=30).status_code == 200
+                for t in threads:
+                    t.join(timeout=60)
+                # a lookup after the pool's threads are all stuck still fails within the deadline
+                lookup()
+        finally:
+            store.close()
+    assert len(results) == 4
+    for seconds, response in results:
+        assert response.status_code == 504, response.text
+        assert seconds < 2.0, f"a lookup took {seconds:.2f} s with a 0.5 s deadline"
+        error = response.json()["error"]
+        assert error["type"] == "OnlineStoreTimeoutError"
+        assert f"redis://127.0.0.1:{redis_that_never_answers.port}/0" in error["message"]
+        assert "0.5 s" in error["message"]
+        assert "online_store" in error["fix"] and "--lookup-deadline" in error["fix"]
