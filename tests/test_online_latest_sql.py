@@ -276,3 +276,66 @@ def test_exact_duplicates_are_broken_by_feature_values_as_training_sets_do(
     assert picked[1][:2] == (2.0, 1) and picked[2][:2] == (1.0, 1)
     if with_string:
         assert picked[3][2] == "c"
+
+
+@pytest.mark.parametrize("engine_name", ["duckdb", "postgres"])
+def test_nan_ties_pick_what_a_training_set_picks_nan_largest(engine_name: str) -> None:
+    """Exact (event, created-at) ties broken by a float feature holding NaN, ±inf and NULL:
+    the training sets order NaN largest (DuckDB and PostgreSQL), so materialization must too."""
+    import math
+
+    from feature_layer.offline.training_set import build_training_set
+    from tests.offline_helpers import duckdb_engine, load_table, make_view, postgres_engine
+
+    nan, inf = float("nan"), float("inf")
+    groups = {  # key: tied rows' (a, b); the winner is compared on a first, then b
+        1: [(nan, 0), (1.0, 0)],
+        2: [(None, 0), (nan, 1)],
+        3: [(inf, 0), (nan, 2)],
+        4: [(None, 0), (-inf, 3)],
+        5: [(1.0, 0), (2.0, 4), (None, 9)],
+        6: [(nan, 1), (nan, 5), (3.0, 9)],
+        7: [(-0.5, 1), (-inf, 9)],
+    }
+    expected = {1: (nan, 0), 2: (nan, 1), 3: (nan, 2), 4: (-inf, 3), 5: (2.0, 4), 6: (nan, 5), 7: (-0.5, 1)}
+    rows = [(k, a, b) for k, pairs in groups.items() for a, b in pairs]
+    table = pa.table(
+        {
+            "user_id": pa.array([r[0] for r in rows], pa.int64()),
+            "event_ts": pa.array([BASE] * len(rows), pa.timestamp("us")),
+            "created_ts": pa.array([BASE] * len(rows), pa.timestamp("us")),
+            "a": pa.array([r[1] for r in rows], pa.float64()),
+            "b": pa.array([r[2] for r in rows], pa.int64()),
+        }
+    )
+    eng = duckdb_engine() if engine_name == "duckdb" else postgres_engine()
+    try:
+        v = make_view(
+            f"nan_ties_{engine_name}",
+            load_table(eng, f"nan_ties_{engine_name}", table),
+            features=(("a", "float64"), ("b", "int64")),
+        )
+
+        def same(x: tuple, y: tuple) -> bool:
+            return all(
+                (p is q) or p == q or (isinstance(p, float) and math.isnan(p) and math.isnan(q)) for p, q in zip(x, y)
+            )
+
+        forms = ["duckdb", "postgres"] if engine_name == "duckdb" else ["postgres"]
+        for form in forms:  # DuckDB runs both formulations (ARG_MIN and the window)
+            got = eng.fetch_arrow(to_sql(latest_values(v, end=BASE + timedelta(days=1), dialect=form), eng.dialect))
+            picked = {r["user_id"]: (r["a"], r["b"]) for r in got.to_pylist()}
+            assert set(picked) == set(expected)
+            for key, want in expected.items():
+                assert same(picked[key], want), (form, key, picked[key], want)
+        spine = pa.table(
+            {
+                "user_id": list(expected),
+                "event_timestamp": pa.array([BASE + timedelta(hours=1)] * 7, pa.timestamp("us")),
+            }
+        )
+        trained = build_training_set(eng, spine, [(v, list(v.features))]).to_arrow().to_pylist()
+        for r in trained:
+            assert same((r["a"], r["b"]), expected[r["user_id"]]), (r, expected[r["user_id"]])
+    finally:
+        eng.close()

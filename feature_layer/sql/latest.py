@@ -159,7 +159,13 @@ def _negated(column: exp.Expression, dtype: str) -> exp.Expression | None:
     """``column`` negated so that ascending order is the original descending order (DuckDB)."""
     if isinstance(column, exp.Collate) or dtype not in {"float64", "decimal", "int64", "bool", "timestamp", "date"}:
         return None
-    if dtype in {"float64", "decimal"}:
+    if dtype == "float64":
+        # NaN sorts largest in training sets (ORDER BY … DESC on DuckDB and PostgreSQL), so it
+        # must sort smallest here; -NaN is NaN, which DuckDB also sorts largest. The pair
+        # (NOT isnan(x), -x) puts NaN first and keeps NULL (a NULL pair element) last.
+        not_nan = exp.Not(this=exp.func("ISNAN", column.copy()))
+        return exp.Tuple(expressions=[not_nan, exp.Neg(this=exp.paren(column.copy()))])
+    if dtype == "decimal":
         value: exp.Expression = column
     elif dtype == "int64":
         value = exp.cast(column, exp.DataType.build("hugeint", dialect="duckdb"))  # -INT64_MIN fits
