@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -164,6 +165,9 @@ def test_statistics_are_computed_in_the_warehouse_on_demand_then_stored(client, 
     assert store.state.get_statistics(AMOUNT)["rows"] == 2000
     client.get(f"/v1/features/{AMOUNT}/statistics")
     assert len(store.engine.queries) == before + 2  # stored: no second warehouse trip
+    client.get(f"/v1/features/{AMOUNT}/statistics", params={"refresh": "true"})
+    assert len(store.engine.queries) == before + 2  # computed moments ago: refresh answers from that result
+    client.app.state.limits = dataclasses.replace(client.app.state.limits, stats_refresh_interval=0)
     client.get(f"/v1/features/{AMOUNT}/statistics", params={"refresh": "true"})
     assert len(store.engine.queries) == before + 4
 

@@ -92,3 +92,49 @@ def test_a_hung_online_store_fails_lookups_within_the_deadline_and_never_stalls_
         assert f"redis://127.0.0.1:{redis_that_never_answers.port}/0" in error["message"]
         assert "0.5 s" in error["message"]
         assert "online_store" in error["fix"] and "--lookup-deadline" in error["fix"]
+
+
+# -- statistics refresh: one scan per feature at a time, rate-limited -------------------------
+
+AMOUNT = "user_txn_features.amount_sum_7d"
+
+
+def _summary_queries(store: FakeStore) -> int:
+    return sum("row_count" in q for q in store.engine.queries)
+
+
+def test_concurrent_statistics_refreshes_run_one_warehouse_scan_and_recent_ones_are_not_repeated():
+    store = FakeStore()
+    slow = store.engine.fetch_arrow
+
+    def slow_fetch(sql):  # a full-table scan that takes a while
+        time.sleep(0.3)
+        return slow(sql)
+
+    store.engine.fetch_arrow = slow_fetch
+    app = create_app(store, reload_interval=None, limits=Limits(stats_refresh_interval=30))
+    try:
+        with LiveServer(app) as server:
+            url = f"{server.url}/v1/features/{AMOUNT}/statistics?refresh=true"
+            answers: list[dict] = []
+
+            def refresh() -> None:
+                response = httpx.get(url, timeout=60)
+                assert response.status_code == 200, response.text
+                answers.append(response.json()["statistics"])
+
+            threads = [threading.Thread(target=refresh) for _ in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+            assert len(answers) == 6
+            assert _summary_queries(store) == 1, "concurrent refreshes each scanned the table"
+            assert all(a == answers[0] for a in answers) and answers[0]["rows"] == 2000
+            refresh()  # right after: the recent result, no new scan
+            assert _summary_queries(store) == 1
+            app.state.limits = Limits(stats_refresh_interval=0)
+            refresh()  # the interval has passed: recomputed
+            assert _summary_queries(store) == 2
+    finally:
+        store.close()

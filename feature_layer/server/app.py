@@ -59,6 +59,10 @@ class Limits:
     lookup_deadline: float = 1.5
     # Threads doing online-store IO (per worker process); lookups beyond them queue, within the deadline.
     lookup_threads: int = 16
+    # On-demand statistics: a feature computed this recently answers ?refresh=true from that result,
+    # and at most this many full-table scans run at once (one per feature at a time in any case).
+    stats_refresh_interval: float = 60.0
+    stats_concurrency: int = 2
 
 
 # Most specific first: the first isinstance match wins.
@@ -182,7 +186,9 @@ def create_app(
     app.state.metrics = metrics
     app.state.limits = limits
     app.state.lookup_executor = executor
-    app.state.stats_lock = asyncio.Lock()
+    app.state.stats_locks = {}  # feature ref -> asyncio.Lock: one computation per feature at a time
+    app.state.stats_computed = {}  # feature ref -> (monotonic time, statistics) of the last computation
+    app.state.stats_scans = asyncio.Semaphore(max(1, limits.stats_concurrency))
     app.add_middleware(OnlineFastPath, state=app.state, route=online_route)  # inner: answers the hot path
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outer: times every request, fast path included
     return app

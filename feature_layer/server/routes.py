@@ -8,6 +8,7 @@ warehouse) runs in a worker thread too, so neither ever stalls the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from datetime import UTC, datetime
@@ -131,18 +132,45 @@ def _stored_statistics(store: Any, ref: str) -> dict[str, Any] | None:
 
 
 async def get_statistics(request: Request) -> Response:
-    """Stored statistics, or computed now in the warehouse (and stored) when there are none."""
+    """Stored statistics, or computed now in the warehouse (and stored) when there are none.
+
+    ``refresh=true`` recomputes them, but a full-table scan per caller would let anyone load
+    the warehouse: one computation per feature runs at a time (callers arriving meanwhile wait
+    for it and get its result), at most ``Limits.stats_concurrency`` run at once, and a feature
+    computed less than ``Limits.stats_refresh_interval`` seconds ago answers from that result.
+    """
     state = request.app.state
     registry = state.holder.registry
     view, feature = _resolve_feature(registry, request.path_params["name"])
     params = query_params(request, ("refresh",), 10)
     refresh = params.get("refresh", "false").lower() in ("1", "true", "yes")
     stats = None if refresh else _stored_statistics(state.store, feature.ref)
-    if stats is None:
-        stats = await run_in_threadpool(_compute_and_save, state.store, view, feature)
-    elif not stats.get("histogram") and feature.dtype in HISTOGRAM_TYPES and not stats.get("histogram_source"):
-        stats = await run_in_threadpool(_complete_and_save, state.store, view, feature, stats)
+    if stats is None or (not stats.get("histogram") and feature.dtype in HISTOGRAM_TYPES
+                         and not stats.get("histogram_source")):
+        stats = await _computed_statistics(state, view, feature, refresh=refresh)
     return _json({"feature": feature.ref, "statistics": stats})
+
+
+async def _computed_statistics(state: Any, view: FeatureView, feature: Feature, *, refresh: bool) -> dict[str, Any]:
+    ref = feature.ref
+    lock = state.stats_locks.get(ref)
+    if lock is None:
+        lock = state.stats_locks[ref] = asyncio.Lock()
+    async with lock:
+        recent = state.stats_computed.get(ref)
+        if recent is not None and time.monotonic() - recent[0] < state.limits.stats_refresh_interval:
+            return recent[1]  # computed moments ago, perhaps while this caller waited: no second scan
+        stored = _stored_statistics(state.store, ref)
+        if not refresh and stored is not None and (stored.get("histogram") or feature.dtype not in HISTOGRAM_TYPES
+                                                   or stored.get("histogram_source")):
+            return stored  # another caller completed them while this one waited
+        async with state.stats_scans:
+            if refresh or stored is None:
+                stats = await run_in_threadpool(_compute_and_save, state.store, view, feature)
+            else:
+                stats = await run_in_threadpool(_complete_and_save, state.store, view, feature, stored)
+        state.stats_computed[ref] = (time.monotonic(), stats)
+        return stats
 
 
 def _warehouse(store: Any) -> Any:
