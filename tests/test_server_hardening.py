@@ -3,6 +3,7 @@ unbounded metric labels, crashes, response headers, snippet quoting, error field
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -138,3 +139,88 @@ def test_concurrent_statistics_refreshes_run_one_warehouse_scan_and_recent_ones_
             assert _summary_queries(store) == 2
     finally:
         store.close()
+
+
+# -- metrics labels: bounded whatever the caller sends ---------------------------------------
+
+def test_metric_labels_are_bounded_whatever_methods_and_paths_callers_send():
+    from starlette.testclient import TestClient
+
+    store = FakeStore()
+    try:
+        with TestClient(create_app(store, reload_interval=None)) as client:
+            for i in range(5):
+                client.request(f"BREW{i}", "/healthz")
+                client.request("PROPFIND", f"/v1/features/x{i}/statistics")
+                client.get(f"/no/such/path/{i}-secret")
+                client.get(f"/v1/features/user_txn_features.f{i}")
+            assert client.get("/healthz").status_code == 200
+            text = client.get("/metrics").text
+    finally:
+        store.close()
+    requests = [line for line in text.splitlines() if line.startswith("feature_layer_http_requests_total{")]
+    methods = set(re.findall(r'method="([^"]*)"', "\n".join(requests)))
+    routes = set(re.findall(r'route="([^"]*)"', text))
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}, methods
+    assert "other" in methods
+    assert not any("BREW" in line or "PROPFIND" in line for line in text.splitlines())
+    assert routes <= {"/healthz", "/metrics", "/v1/features/{name}", "/v1/features/{name}/statistics", "<unmatched>"}, routes
+    assert "secret" not in text and "x0" not in text and ".f0" not in text
+
+
+# -- crashes: a generic 500 with a request id, the traceback in the log ----------------------
+
+def test_an_unhandled_error_answers_a_generic_500_with_a_request_id_and_logs_the_traceback(caplog, monkeypatch):
+    from starlette.testclient import TestClient
+
+    from feature_layer.server import payloads
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("connect to postgres://admin:hunter2@db.internal/prod failed")
+
+    monkeypatch.setattr(payloads, "freshness", broken)
+    store = FakeStore()
+    try:
+        with TestClient(create_app(store, reload_interval=None), raise_server_exceptions=False) as client, \
+                caplog.at_level("ERROR", logger="feature_layer.server"):
+            response = client.get(f"/v1/features/{AMOUNT}")
+    finally:
+        store.close()
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert "hunter2" not in response.text and "RuntimeError" not in response.text and "postgres" not in response.text
+    assert error["type"] == "InternalError" and error["fix"]
+    request_id = error["request_id"]
+    assert re.fullmatch(r"[0-9a-f]{16}", request_id) and request_id in error["message"]
+    assert response.headers["x-request-id"] == request_id
+    assert response.headers["x-content-type-options"] == "nosniff"
+    logged = [r for r in caplog.records if request_id in r.getMessage()]
+    assert logged and logged[0].exc_info and "hunter2" in str(logged[0].exc_info[1])
+
+
+# -- security headers on every response ------------------------------------------------------
+
+def test_every_response_carries_the_security_headers():
+    from starlette.testclient import TestClient
+
+    store = FakeStore()
+    try:
+        with TestClient(create_app(store, reload_interval=None)) as client:
+            responses = [
+                client.get("/"), client.get("/static/app.js"), client.get("/healthz"), client.get("/metrics"),
+                client.get(f"/v1/features/{AMOUNT}"), client.get("/v1/features/nope.nope"), client.get("/missing"),
+                client.post("/v1/online-features", json={"features": [AMOUNT], "entity_rows": [{"user_id": 1}]}),
+                client.post("/v1/online-features", content=b"{bad"),
+                client.delete("/healthz"),
+            ]
+    finally:
+        store.close()
+    for response in responses:
+        headers = response.headers
+        assert headers.get_list("content-security-policy") == [
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+            "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        ], response.request.url
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["x-frame-options"] == "DENY"

@@ -5,6 +5,7 @@ A missing Chromium fails these tests with the install command; they never skip.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlparse
 
 import pytest
@@ -64,10 +65,14 @@ def page(browser, server):
 
 
 def wait_for_names(page, names: list[str]) -> None:
-    """Wait until the result list shows exactly ``names`` (in order)."""
-    page.wait_for_function(
-        "expected => JSON.stringify([...document.querySelectorAll('#results .r-name')].map(e => e.innerText))"
-        " === JSON.stringify(expected)", arg=names)
+    """Wait until the result list shows exactly ``names`` (in order).
+
+    Playwright's ``expect`` rather than ``wait_for_function``: the latter evaluates a string in
+    the page, which the server's Content-Security-Policy (no 'unsafe-eval') rightly refuses.
+    """
+    from playwright.sync_api import expect
+
+    expect(page.locator("#results .r-name")).to_have_text(names, use_inner_text=True)
 
 
 def test_search_as_you_type_ranks_and_filters(page, server):
@@ -93,7 +98,9 @@ def test_search_as_you_type_ranks_and_filters(page, server):
 def test_open_a_feature_and_see_lineage_statistics_and_freshness(page, server):
     page.goto(server.url + "/")
     page.fill("#q", "amount sum")
-    page.wait_for_function("document.querySelector('#results .r-name')?.innerText === 'amount_sum_7d'")
+    from playwright.sync_api import expect
+
+    expect(page.locator("#results .r-name").first).to_have_text("amount_sum_7d", use_inner_text=True)
     page.keyboard.press("Enter")
     page.wait_for_selector("#feature-title")
     assert page.locator("#feature-title").inner_text() == "amount_sum_7d"
@@ -113,6 +120,8 @@ def test_open_a_feature_and_see_lineage_statistics_and_freshness(page, server):
     assert page.locator("#stats svg.histogram rect").count() == 20
     # freshness and highlighted SQL
     assert "stale" in page.locator(".fresh-big").inner_text()
+    # the lag meter's width is set through the CSSOM (the CSP forbids inline style attributes)
+    assert page.locator(".meter span").evaluate("e => e.style.width") == "100%"
     assert page.locator("#sql .tk-kw").count() > 5
     page.click(".tab[data-sql=raw]")
     assert "{{ ref('stg_transactions') }}" in page.locator("#sql").inner_text()
@@ -122,7 +131,9 @@ def test_copy_the_python_snippet(page, server):
     page.goto(server.url + "/#/feature/merchant_risk.chargeback_rate")
     page.wait_for_selector("#copy-snippet")
     page.click("#copy-snippet")
-    page.wait_for_function("document.getElementById('copy-snippet').innerText.startsWith('Copied')")
+    from playwright.sync_api import expect
+
+    expect(page.locator("#copy-snippet")).to_have_text(re.compile(r"^\s*Copied"), use_inner_text=True)
     copied = page.evaluate("navigator.clipboard.readText()")
     assert 'features=["merchant_risk.chargeback_rate"]' in copied
     assert 'entity_rows=[{"merchant_id": 1001}]' in copied

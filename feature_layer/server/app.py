@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -81,9 +82,24 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
 )
 
 
-def json_response(payload: Any, status_code: int = 200) -> Response:
+# On every response (added by MetricsMiddleware; the crash handler, outside it, adds them itself).
+# The UI is same-origin only: scripts, styles and fetches from this server, no inline code or
+# styles, images from the server or data: URIs (the favicon), never framed.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
+
+
+def json_response(payload: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(payload, default=_default, option=orjson.OPT_SERIALIZE_NUMPY),
-                    status_code=status_code, media_type="application/json")
+                    status_code=status_code, media_type="application/json", headers=headers)
 
 
 def _default(value: Any) -> Any:
@@ -124,10 +140,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _crash(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    body = {"error": {"type": "InternalError", "message": f"{type(exc).__name__}: {exc}", "field": None,
-                      "fix": "this is a bug in feature_layer; please report it with the server log."}}
-    return json_response(body, 500)
+    """A bug: the client gets a generic 500 with a request id; the traceback goes to the log only
+    (exception text can carry paths, SQL, connection strings)."""
+    request_id = uuid.uuid4().hex[:16]
+    log.error("unhandled error on %s %s (request id %s)", request.method, request.url.path, request_id,
+              exc_info=exc)
+    body = {"error": {"type": "InternalError", "message": f"Internal server error (request id {request_id}).",
+                      "field": None, "request_id": request_id,
+                      "fix": "this is a bug in feature_layer; please report it with the request id and the "
+                             "server log's traceback for it."}}
+    headers = {k.decode(): v.decode() for k, v in SECURITY_HEADERS}
+    headers["x-request-id"] = request_id
+    return json_response(body, 500, headers=headers)
 
 
 async def _index(request: Request) -> Response:
@@ -190,7 +214,8 @@ def create_app(
     app.state.stats_computed = {}  # feature ref -> (monotonic time, statistics) of the last computation
     app.state.stats_scans = asyncio.Semaphore(max(1, limits.stats_concurrency))
     app.add_middleware(OnlineFastPath, state=app.state, route=online_route)  # inner: answers the hot path
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outer: times every request, fast path included
+    # outer: times every request, fast path included, and adds the security headers to every response
+    app.add_middleware(MetricsMiddleware, metrics=metrics, headers=SECURITY_HEADERS)
     return app
 
 

@@ -14,6 +14,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# The method is the caller's to choose: any other value is counted as "other", so a client
+# sending made-up methods cannot create unbounded series. Routes are templates (never paths).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "<unmatched>"
+
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -42,6 +47,8 @@ class Metrics:
         self.started = time.time()
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        if method not in METHODS:
+            method = "other"
         key = (method, route, status)
         self.requests[key] = self.requests.get(key, 0) + 1
         series = self.latency.get(route)
@@ -96,11 +103,15 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Pure ASGI middleware (no BaseHTTPMiddleware task overhead) timing every HTTP request."""
+    """Pure ASGI middleware (no BaseHTTPMiddleware task overhead) timing every HTTP request.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    It also adds ``headers`` (the security headers) to every response it passes on.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        self.headers = list(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,11 +124,13 @@ class MetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if self.headers:
+                    message["headers"] = [*message.get("headers", ()), *self.headers]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
             route: Any = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
+            template = getattr(route, "path", None) or UNMATCHED  # a template: /v1/features/{name}
             self.metrics.observe(scope["method"], template, status, time.perf_counter() - start)

@@ -5,6 +5,11 @@
   const esc = (s) => String(s == null ? "" : s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
   const app = document.getElementById("app");
   const q = document.getElementById("q");
+  // The Content-Security-Policy forbids inline style attributes: widths are set through the CSSOM.
+  new MutationObserver(() => app.querySelectorAll("[data-width]").forEach((el) => {
+    el.style.width = el.dataset.width + "%";
+    el.removeAttribute("data-width");
+  })).observe(app, { childList: true, subtree: true });
   const state = { catalog: null, filters: { entity: "", owner: "", tag: "", view: "" }, results: [], active: -1, seq: 0 };
 
   // ---------------------------------------------------------------- helpers
@@ -65,12 +70,14 @@
     return href ? `<a class="chip-link" href="${href}">${inner}</a>` : inner;
   }
 
+  // Highlight the query's words in the raw text, then escape each piece: matching on escaped
+  // HTML would split entities (a query "amp" inside "&amp;").
   function mark(text, query) {
-    const safe = esc(text);
+    const raw = String(text == null ? "" : text);
     const terms = (query || "").toLowerCase().split(/[\s,]+/).filter((t) => t.length > 0);
-    if (!terms.length) return safe;
-    const re = new RegExp("(" + terms.map((t) => esc(t).replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|") + ")", "gi");
-    return safe.replace(re, "<mark>$1</mark>");
+    if (!terms.length) return esc(raw);
+    const re = new RegExp("(" + terms.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|") + ")", "gi");
+    return raw.split(re).map((part, i) => (i % 2 ? `<mark>${esc(part)}</mark>` : esc(part))).join("");
   }
 
   function freshnessPill(f) {
@@ -258,7 +265,7 @@
       <div class="fresh-row"><div><div class="k">lag</div><div class="v">${fmtDuration(f.lag_seconds)}</div></div>
       <div><div class="k">TTL</div><div class="v">${f.ttl_seconds ? fmtDuration(f.ttl_seconds) : "none"}</div></div>
       <div><div class="k">materialized at</div><div class="v small">${fmtTime(f.materialized_at)}</div></div></div>
-      ${pct != null ? `<div class="meter" title="lag as a share of the TTL"><span style="width:${Math.max(2, pct)}%" class="${f.status}"></span></div>` : ""}
+      ${pct != null ? `<div class="meter" title="lag as a share of the TTL"><span data-width="${Math.max(2, pct).toFixed(2)}" class="${esc(f.status)}"></span></div>` : ""}
     </div>`;
   }
 
