@@ -2,12 +2,15 @@
 
 Random feature tables and entity rows drawn from tiny domains, so ties on event time and on
 created-at, null keys, null created-at and null feature values, exact TTL boundaries,
-composite keys, duplicate entity rows and empty inputs all occur often.
+composite keys, duplicate entity rows and empty inputs all occur often. Feature event times
+are sometimes time-zone-aware (``timestamptz``), and the entity rows sometimes come from a
+warehouse table (naive or ``timestamptz`` timestamps) instead of memory; then the printed SQL
+(``TrainingSet.sql()``) is also run in a non-UTC session and must give the same features.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
@@ -110,11 +113,42 @@ def scenarios(draw: st.DrawFn) -> dict:
         "ttl_profile": draw(ttls),
         "with_created": draw(st.integers(0, 3)) > 0,
         "full_names": draw(st.booleans()),
+        "tz_events": draw(st.booleans()),
+        "entity_source": draw(st.sampled_from(["memory", "memory", "table", "table_tz"])),
+        "session_zone": draw(st.sampled_from(["Europe/Berlin", "Asia/Tokyo", "America/Los_Angeles"])),
     }
 
 
+def _aware(rows: list[dict], columns: tuple[str, ...]) -> list[dict]:
+    return [{k: (v.replace(tzinfo=UTC) if k in columns and v is not None else v) for k, v in r.items()} for r in rows]
+
+
+def _rows_in_session(engine, sql: str, zone: str) -> list[tuple]:
+    """The printed SQL run on the engine's own connection in session time zone ``zone``."""
+    con = engine.connection
+    if engine.dialect == "duckdb":
+        con.execute(f"SET TimeZone = '{zone}'")
+        try:
+            return [tuple(r) for r in con.execute(sql).fetchall()]
+        finally:
+            con.execute("SET TimeZone = 'UTC'")
+    with con.cursor() as cur:
+        try:
+            cur.execute(f"SET TIME ZONE '{zone}'")
+            cur.execute(sql)
+            return [tuple(r) for r in cur.fetchall()]
+        finally:
+            con.rollback()  # also undoes the SET: the engine's session is back in UTC
+
+
 def run_scenario(engine, scenario: dict, strategy: str | None) -> None:
-    activity_rel = load_table(engine, "activity", pa.Table.from_pylist(scenario["activity"], schema=ACTIVITY))
+    tz_events = scenario["tz_events"]
+    activity_schema = ACTIVITY
+    activity_rows = scenario["activity"]
+    if tz_events:  # the same instants, stored as timestamptz
+        activity_schema = ACTIVITY.set(2, pa.field("event_ts", pa.timestamp("us", tz="UTC")))
+        activity_rows = _aware(activity_rows, ("event_ts",))
+    activity_rel = load_table(engine, "activity", pa.Table.from_pylist(activity_rows, schema=activity_schema))
     profile_rel = load_table(engine, "profile", pa.Table.from_pylist(scenario["profile"], schema=PROFILE))
     keys = ("user_id", "region") if scenario["composite"] else ("user_id",)
     activity = make_view(
@@ -129,11 +163,22 @@ def run_scenario(engine, scenario: dict, strategy: str | None) -> None:
     profile = make_view("profile", profile_rel, features=(("n", "int64"),), ttl=scenario["ttl_profile"])
     requested = [(activity, list(reversed(activity.features))), (profile, list(profile.features))]
     entity_table = pa.Table.from_pylist(scenario["entities"], schema=ENTITIES)
+    source = scenario["entity_source"]
+    entity_input: object = entity_table
+    if source != "memory":  # a warehouse table: never pulled into Python, numbered in scan order
+        if source == "table_tz":
+            entity_table = pa.Table.from_pylist(
+                _aware(scenario["entities"], ("event_timestamp",)),
+                schema=ENTITIES.set(2, pa.field("event_timestamp", pa.timestamp("us", tz="UTC"))),
+            )
+        rel = load_table(engine, "entity_rows", entity_table)
+        entity_input = ".".join(f'"{part}"' for part in rel.parts())
     result = build_training_set(
-        engine, entity_table, requested, full_feature_names=scenario["full_names"], strategy=strategy
+        engine, entity_input, requested, full_feature_names=scenario["full_names"], strategy=strategy
     )
     try:
         got = result.to_arrow().to_pylist()
+        printed = _rows_in_session(engine, result.sql(), scenario["session_zone"]) if source != "memory" else None
     finally:
         result.close()
     expected = reference_training_set(
@@ -142,7 +187,12 @@ def run_scenario(engine, scenario: dict, strategy: str | None) -> None:
         "event_timestamp",
         full_feature_names=scenario["full_names"],
     )
+    if source == "table_tz":  # warehouse columns come back unchanged: timestamptz
+        expected = _aware(expected, ("event_timestamp",))
     assert got == expected
+    if printed is not None:  # the SQL shown to analysts, run in a non-UTC session: same features
+        width = len(ENTITIES.names)
+        assert [list(r[width:]) for r in printed] == [list(e.values())[width:] for e in expected]
 
 
 @pytest.fixture(scope="module")
