@@ -158,3 +158,34 @@ def test_unknown_feature_page_explains_the_fix(page, server):
     page.goto(server.url + "/#/feature/user_txn_features.amount_sum_7")
     page.wait_for_selector(".error")
     assert "Did you mean 'amount_sum_7d'" in page.locator(".error").inner_text()
+
+
+def test_search_highlighting_never_splits_html_entities(page):
+    """A query "amp" must highlight "s-amp-le", not the "amp" inside the escaped "&amp;"."""
+    import dataclasses
+
+    from playwright.sync_api import expect
+    from server_helpers import build_registry
+
+    registry = build_registry()
+    view = registry.views["merchant_risk"]
+    description = "Share of R&D <sample> transactions & \"quoted\" ones."
+    features = tuple(dataclasses.replace(f, description=description) if f.name == "foreign_share" else f
+                     for f in view.features)
+    registry.views["merchant_risk"] = dataclasses.replace(view, features=features)
+    store = FakeStore(registry)
+    try:
+        with LiveServer(create_app(store, reload_interval=None)) as live:
+            page.goto(live.url + "/")
+            page.wait_for_selector("#results .result")
+            row = page.locator("#results .result", has=page.locator(".r-name", has_text="foreign_share"))
+            desc = row.locator(".r-desc")
+            page.fill("#q", "amp")  # also in the owners' example.com: several results
+            expect(desc.locator("mark")).to_have_text(["amp"])
+            expect(desc).to_have_text(description, use_inner_text=True)
+            page.fill("#q", "R&D <sample>")
+            wait_for_names(page, ["foreign_share"])
+            expect(desc.locator("mark")).to_have_text(["R&D", "<sample>"])
+            expect(desc).to_have_text(description, use_inner_text=True)
+    finally:
+        store.close()
