@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS watermarks (
     created_us INTEGER,
     wall_time_us INTEGER NOT NULL,
     rows_written INTEGER NOT NULL DEFAULT 0,
-    entities INTEGER NOT NULL DEFAULT 0
+    entities INTEGER NOT NULL DEFAULT 0,
+    newest_event_us INTEGER
 );
 CREATE TABLE IF NOT EXISTS leases (
     view TEXT PRIMARY KEY,
@@ -76,6 +77,8 @@ class ViewState:
     wall_time: datetime
     rows_written: int
     entities: int
+    newest_event_time: datetime | None = None
+    """The newest event time materialized (MAX(event_time) of the rows read), None if unknown."""
 
 
 @dataclass(frozen=True)
@@ -107,11 +110,22 @@ class StateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.Error as exc:
             raise FeatureLayerError(
                 f"Cannot open the state store at {self.path}: {exc}.",
                 fix="check that the folder is writable, or set `state_path` in feature_layer.yml.",
             ) from exc
+
+    def _migrate(self) -> None:
+        """Add columns that state files written by earlier versions lack."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(watermarks)")}
+        if "newest_event_us" not in columns:
+            try:
+                self._db.execute("ALTER TABLE watermarks ADD COLUMN newest_event_us INTEGER")
+            except sqlite3.OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
 
     # -- helpers ---------------------------------------------------------------------------
     def _write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
@@ -149,13 +163,14 @@ class StateStore:
     # -- watermarks --------------------------------------------------------------------------
     def view_state(self, view: str) -> ViewState | None:
         row = self._one(
-            "SELECT layout, event_time_us, created_us, wall_time_us, rows_written, entities FROM watermarks WHERE view = ?",
+            "SELECT layout, event_time_us, created_us, wall_time_us, rows_written, entities, newest_event_us"
+            " FROM watermarks WHERE view = ?",
             (view,),
         )
         if row is None:
             return None
-        layout, ev, cr, wall, rows, entities = row
-        return ViewState(view, layout, Watermark(_dt(ev), _dt(cr)), _dt(wall), rows, entities)  # type: ignore[arg-type]
+        layout, ev, cr, wall, rows, entities, newest = row
+        return ViewState(view, layout, Watermark(_dt(ev), _dt(cr)), _dt(wall), rows, entities, _dt(newest))  # type: ignore[arg-type]
 
     def watermark(self, view: str, layout: str | None = None) -> Watermark | None:
         """The view's watermark, or None when never materialized (or materialized with another layout)."""
@@ -173,6 +188,7 @@ class StateStore:
         rows_written: int = 0,
         entities: int = 0,
         lease: Lease | None = None,
+        newest_event_time: datetime | None = None,
     ) -> None:
         """Record a finished run atomically (call only after every write reached the online store).
 
@@ -181,10 +197,11 @@ class StateStore:
         """
         self._write_owned(
             lease,
-            "INSERT INTO watermarks (view, layout, event_time_us, created_us, wall_time_us, rows_written, entities)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(view) DO UPDATE SET layout = excluded.layout,"
+            "INSERT INTO watermarks (view, layout, event_time_us, created_us, wall_time_us, rows_written, entities,"
+            " newest_event_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(view) DO UPDATE SET layout = excluded.layout,"
             " event_time_us = excluded.event_time_us, created_us = excluded.created_us,"
-            " wall_time_us = excluded.wall_time_us, rows_written = excluded.rows_written, entities = excluded.entities",
+            " wall_time_us = excluded.wall_time_us, rows_written = excluded.rows_written,"
+            " entities = excluded.entities, newest_event_us = excluded.newest_event_us",
             (
                 view,
                 layout,
@@ -193,6 +210,7 @@ class StateStore:
                 _now_us(),
                 rows_written,
                 entities,
+                _us(newest_event_time) if newest_event_time else None,
             ),
         )
 
@@ -205,6 +223,16 @@ class StateStore:
         if state is None:
             return None
         return state.watermark.event_time, state.wall_time
+
+    def newest_event_time(self, view: str) -> datetime | None:
+        """The newest event time online for ``view``: MAX(event_time) of the rows materialized.
+
+        The data's freshness, unlike the watermark (the ``end`` a run was given, usually the
+        time it ran): a view whose source stopped updating keeps an old newest event time
+        while its watermark keeps moving. None when never materialized (or not yet recorded).
+        """
+        state = self.view_state(view)
+        return None if state is None else state.newest_event_time
 
     # -- leases ------------------------------------------------------------------------------
     def acquire_lease(self, view: str, *, seconds: float = 60.0, owner: str | None = None) -> Lease:

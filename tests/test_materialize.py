@@ -116,7 +116,7 @@ def test_materialize_writes_each_entitys_latest_value_and_advances_the_watermark
     got = lookup(store, [0, 7, 49, 50])
     assert got["x"] == [2.0, 72.0, 492.0, None]
     assert got["label"] == ["u0-2", "u7-2", "u49-2", None]
-    again = materialize(store, end=END)  # nothing new since the watermark
+    again = materialize(store, end=END, late_lookback=timedelta(0))  # nothing new since the watermark
     assert again["user_stats"].entities == 0
 
 
@@ -133,7 +133,7 @@ def test_incremental_run_takes_late_rows_that_are_newer_and_never_lets_older_one
     engine.execute("""INSERT INTO main.events VALUES
         (0, TIMESTAMP '2025-01-06', TIMESTAMP '2025-01-31 23:00', -1, 'late-newer', 0),
         (1, TIMESTAMP '2025-01-02', TIMESTAMP '2025-01-31 23:00', -2, 'late-older', 1)""")
-    result = materialize(store, end=END)
+    result = materialize(store, end=END, late_lookback=timedelta(0))
     assert result["user_stats"].entities == 2  # only the late rows were read
     assert result["user_stats"].kept_newer == 1
     assert lookup(store, [0, 1, 2])["label"] == ["late-newer", "u1-2", "u2-2"]
@@ -406,7 +406,7 @@ def test_a_new_online_store_is_filled_even_though_the_state_has_a_watermark(engi
     result = materialize(store, end=END)
     assert result["user_stats"].rows_written == 20
     assert lookup(store, [0, 19])["x"] == [2.0, 192.0]
-    assert materialize(store, end=END)["user_stats"].entities == 0  # and then incremental again
+    assert materialize(store, end=END, late_lookback=timedelta(0))["user_stats"].entities == 0  # incremental again
 
 
 def test_a_flushed_redis_is_refilled_by_the_next_incremental_run(redis_server: RedisServer, engine, state) -> None:  # noqa: ANN001, F811

@@ -30,7 +30,11 @@ from tests.test_materialize import BASE, END, engine, load_events, lookup, make_
 def _reference(server: RedisServer, engine: DuckDBEngine, tmp_path: Path, end=END) -> dict:  # noqa: ANN001
     ref = redis_store(server, f"ref{uuid.uuid4().hex[:6]}")
     materialize_view(
-        make_view(), engine=engine, online=ref, state=StateStore(tmp_path / f"{ref.namespace}.sqlite"), end=end,
+        make_view(),
+        engine=engine,
+        online=ref,
+        state=StateStore(tmp_path / f"{ref.namespace}.sqlite"),
+        end=end,
         statistics=False,
     )
     return snapshot(ref)
@@ -38,7 +42,11 @@ def _reference(server: RedisServer, engine: DuckDBEngine, tmp_path: Path, end=EN
 
 @pytest.mark.parametrize("how", ["flushall+script_flush", "flushall", "flushdb"])
 def test_a_store_flushed_mid_run_fails_the_run_and_the_rerun_converges(
-    private_redis: RedisServer, engine, state, tmp_path: Path, how: str  # noqa: ANN001
+    private_redis: RedisServer,
+    engine,
+    state,
+    tmp_path: Path,
+    how: str,  # noqa: ANN001
 ) -> None:
     load_events(engine, users=5_000, per_user=1)
     online = redis_store(private_redis, batch_size=500)
@@ -54,7 +62,13 @@ def test_a_store_flushed_mid_run_fails_the_run_and_the_rerun_converges(
 
     with pytest.raises(OnlineStoreError, match="may have lost writes") as info:
         materialize_view(
-            make_view(), engine=engine, online=online, state=state, end=END, on_rows=flush, batch_rows=1_000,
+            make_view(),
+            engine=engine,
+            online=online,
+            state=state,
+            end=END,
+            on_rows=flush,
+            batch_rows=1_000,
             statistics=False,
         )
     assert "watermark was not advanced" in str(info.value)
@@ -66,7 +80,10 @@ def test_a_store_flushed_mid_run_fails_the_run_and_the_rerun_converges(
 
 
 def test_a_flush_during_an_incremental_run_makes_the_rerun_read_in_full(
-    private_redis: RedisServer, engine, state, tmp_path: Path  # noqa: ANN001
+    private_redis: RedisServer,
+    engine,
+    state,
+    tmp_path: Path,  # noqa: ANN001
 ) -> None:
     load_events(engine, users=3_000, per_user=1)
     online = redis_store(private_redis, batch_size=500)
@@ -92,7 +109,9 @@ def test_a_flush_during_an_incremental_run_makes_the_rerun_read_in_full(
 
 
 def test_a_redis_restart_mid_run_fails_the_run_even_with_persistence(
-    engine, state, tmp_path: Path  # noqa: ANN001
+    engine,
+    state,
+    tmp_path: Path,  # noqa: ANN001
 ) -> None:
     # Persisting server: data survives the restart, but acknowledged writes since the last fsync
     # may not (appendfsync everysec); only the changed run_id tells. The run must not claim them.
@@ -109,7 +128,13 @@ def test_a_redis_restart_mid_run_fails_the_run_even_with_persistence(
 
         with pytest.raises(OnlineStoreError, match="restarted or failed over"):
             materialize_view(
-                make_view(), engine=engine, online=online, state=state, end=END, on_rows=restart, batch_rows=1_000,
+                make_view(),
+                engine=engine,
+                online=online,
+                state=state,
+                end=END,
+                on_rows=restart,
+                batch_rows=1_000,
                 statistics=False,
             )
         assert state.watermark("user_stats") is None
@@ -148,7 +173,11 @@ def _online(kind: str, request: pytest.FixtureRequest, tmp_path: Path):  # noqa:
 
 @pytest.mark.parametrize("kind", ["redis", "sqlite"])
 def test_a_full_refresh_failing_half_way_leaves_every_previous_value_readable(
-    kind: str, engine, state, tmp_path: Path, request: pytest.FixtureRequest  # noqa: ANN001
+    kind: str,
+    engine,
+    state,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,  # noqa: ANN001
 ) -> None:
     load_events(engine, users=3_000, per_user=1)
     online = _online(kind, request, tmp_path)
@@ -159,8 +188,14 @@ def test_a_full_refresh_failing_half_way_leaves_every_previous_value_readable(
     engine.execute("UPDATE main.events SET x = x + 0.5")  # the rewrite brings new values for all
     with pytest.raises(WarehouseError):
         materialize_view(
-            make_view(), engine=_FailingEngine(engine), online=online, state=state, end=END, full_refresh=True,
-            batch_rows=1_000, statistics=False,
+            make_view(),
+            engine=_FailingEngine(engine),
+            online=online,
+            state=state,
+            end=END,
+            full_refresh=True,
+            batch_rows=1_000,
+            statistics=False,
         )
     after = lookup(store, list(range(3_000)))["x"]
     assert None not in after  # nothing was deleted ahead of its replacement
@@ -171,7 +206,11 @@ def test_a_full_refresh_failing_half_way_leaves_every_previous_value_readable(
 
 @pytest.mark.parametrize("kind", ["redis", "sqlite"])
 def test_a_full_refresh_in_progress_never_serves_missing_values(
-    kind: str, engine, state, tmp_path: Path, request: pytest.FixtureRequest  # noqa: ANN001
+    kind: str,
+    engine,
+    state,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,  # noqa: ANN001
 ) -> None:
     load_events(engine, users=2_000, per_user=1)
     online = _online(kind, request, tmp_path)
@@ -184,8 +223,15 @@ def test_a_full_refresh_in_progress_never_serves_missing_values(
         missing.append(lookup(store, list(range(1_999)))["x"].count(None))
 
     materialize_view(
-        make_view(), engine=engine, online=online, state=state, end=END, full_refresh=True, batch_rows=500,
-        on_rows=look, statistics=False,
+        make_view(),
+        engine=engine,
+        online=online,
+        state=state,
+        end=END,
+        full_refresh=True,
+        batch_rows=500,
+        on_rows=look,
+        statistics=False,
     )
     assert len(missing) == 4 and not any(missing)
     assert lookup(store, [0, 1_998, 1_999])["x"] == [0.0, 19_980.0, None]  # the deleted entity: gone at the end
@@ -193,7 +239,11 @@ def test_a_full_refresh_in_progress_never_serves_missing_values(
 
 @pytest.mark.parametrize("kind", ["redis", "sqlite"])
 def test_a_full_refresh_leaves_exactly_what_the_warehouse_holds(
-    kind: str, engine, state, tmp_path: Path, request: pytest.FixtureRequest  # noqa: ANN001
+    kind: str,
+    engine,
+    state,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,  # noqa: ANN001
 ) -> None:
     load_events(engine, users=5)
     online = _online(kind, request, tmp_path)
@@ -241,7 +291,10 @@ class _SlowEngine:
 
 
 def test_a_long_query_keeps_the_lease_through_the_heartbeat(
-    redis_server: RedisServer, engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    redis_server: RedisServer,
+    engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     monkeypatch.setattr(materialize_module, "LEASE_SECONDS", 0.3)
     load_events(engine, users=100)
@@ -251,8 +304,12 @@ def test_a_long_query_keeps_the_lease_through_the_heartbeat(
     def run() -> None:
         try:
             materialize_view(
-                make_view(), engine=_SlowEngine(engine, 1.5), online=online, state=StateStore(tmp_path / "s.sqlite"),
-                end=END, statistics=False,
+                make_view(),
+                engine=_SlowEngine(engine, 1.5),
+                online=online,
+                state=StateStore(tmp_path / "s.sqlite"),
+                end=END,
+                statistics=False,
             )
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
@@ -267,7 +324,10 @@ def test_a_long_query_keeps_the_lease_through_the_heartbeat(
 
 
 def test_a_run_that_lost_its_lease_records_no_watermark(
-    redis_server: RedisServer, engine, state, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    redis_server: RedisServer,
+    engine,
+    state,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     monkeypatch.setattr(materialize_module, "LEASE_SECONDS", 0.3)
     load_events(engine, users=2_000, per_user=1)
@@ -279,7 +339,13 @@ def test_a_run_that_lost_its_lease_records_no_watermark(
 
     with pytest.raises(MaterializationConflictError, match="lost the materialization lease"):
         materialize_view(
-            make_view(), engine=engine, online=online, state=state, end=END, on_rows=stolen, batch_rows=500,
+            make_view(),
+            engine=engine,
+            online=online,
+            state=state,
+            end=END,
+            on_rows=stolen,
+            batch_rows=500,
             statistics=False,
         )
     assert state.watermark("user_stats") is None
@@ -291,7 +357,9 @@ def test_a_run_that_lost_its_lease_records_no_watermark(
 
 
 def test_a_statistics_failure_is_recorded_and_the_watermark_still_advances(
-    redis_server: RedisServer, engine, state  # noqa: ANN001
+    redis_server: RedisServer,
+    engine,
+    state,  # noqa: ANN001
 ) -> None:
     load_events(engine, users=50)
     online = redis_store(redis_server)
@@ -300,7 +368,12 @@ def test_a_statistics_failure_is_recorded_and_the_watermark_still_advances(
         raise WarehouseError("statistics connection refused", fix="none")
 
     result = materialize_view(
-        make_view(), engine=engine, online=online, state=state, end=END, statistics=True,
+        make_view(),
+        engine=engine,
+        online=online,
+        state=state,
+        end=END,
+        statistics=True,
         statistics_engine=broken_connection,
     )
     assert not result.statistics and "statistics connection refused" in result.statistics_error
@@ -309,7 +382,9 @@ def test_a_statistics_failure_is_recorded_and_the_watermark_still_advances(
 
 
 def test_the_statistics_thread_is_joined_when_the_writes_fail(
-    private_redis: RedisServer, engine, state  # noqa: ANN001
+    private_redis: RedisServer,
+    engine,
+    state,  # noqa: ANN001
 ) -> None:
     load_events(engine, users=3_000, per_user=1)
     online = redis_store(private_redis, retries=0, batch_size=200)
@@ -325,8 +400,15 @@ def test_the_statistics_thread_is_joined_when_the_writes_fail(
 
     with pytest.raises(OnlineStoreError):
         materialize_view(
-            make_view(), engine=engine, online=online, state=state, end=END, statistics=True, batch_rows=500,
-            statistics_engine=slow_statistics_connection, on_rows=stop_redis,
+            make_view(),
+            engine=engine,
+            online=online,
+            state=state,
+            end=END,
+            statistics=True,
+            batch_rows=500,
+            statistics_engine=slow_statistics_connection,
+            on_rows=stop_redis,
         )
     assert finished == [True]  # the run did not return while its statistics thread still ran
     assert not [t for t in threading.enumerate() if t.name == "feature-layer-statistics"]

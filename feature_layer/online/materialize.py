@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,14 @@ from feature_layer.errors import InputError, MaterializationConflictError, Onlin
 from feature_layer.online.encoding import encode_batch, view_layout
 from feature_layer.online.store import OnlineStore, WriteCounts, key_hashes
 from feature_layer.registry.model import FeatureView
-from feature_layer.sql.latest import CREATED_ALIAS, EVENT_ALIAS, Watermark, latest_values, max_created
+from feature_layer.sql.latest import (
+    CREATED_ALIAS,
+    DEFAULT_LATE_LOOKBACK,
+    EVENT_ALIAS,
+    Watermark,
+    latest_values,
+    max_created,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +61,15 @@ class ViewResult:
     full_refresh: bool = False
     incremental_from: datetime | None = None
     statistics: bool = False
+    newest_event_time: datetime | None = None
+    """The newest event time read by this run (MAX(event_time) of the rows read)."""
     statistics_error: str | None = None
     """Why the statistics were not updated (logged; never fails the run)."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("watermark", "incremental_from"):
+        for key in ("watermark", "incremental_from", "newest_event_time"):
             if out[key] is not None:
                 out[key] = out[key].isoformat()
         return out
@@ -128,13 +137,16 @@ def materialize(
     full_refresh: bool = False,
     progress: bool = False,
     statistics: bool | None = None,
+    late_lookback: timedelta = DEFAULT_LATE_LOOKBACK,
 ) -> MaterializeResult:
     """Materialize the selected online views of ``store`` (a ``FeatureStore``) up to ``end`` (default now).
 
     Incremental from each view's watermark unless ``full_refresh`` (which first deletes the
     view's keys) or an explicit ``start`` (re-read rows with event time in [start, end]).
     ``statistics``: True always computes feature statistics, False never, None (default) when
-    the view is read in full or its statistics are older than a day.
+    the view is read in full or its statistics are older than a day. ``late_lookback``: how far
+    below its created-at watermark an incremental run re-reads, for rows that land in the
+    warehouse out of created-at order (``feature_layer.sql.latest``).
     """
     began = time.perf_counter()
     end = _utc(end) or datetime.now(UTC)
@@ -160,6 +172,7 @@ def materialize(
                     statistics=statistics,
                     on_rows=bar.tracker(view.name),
                     statistics_engine=_second_connection(store),
+                    late_lookback=late_lookback,
                 )
             )
     return MaterializeResult(results, end, time.perf_counter() - began)
@@ -178,6 +191,7 @@ def materialize_view(
     on_rows: Callable[[int], None] | None = None,
     batch_rows: int = STREAM_BATCH_ROWS,
     statistics_engine: Callable[[], Any] | None = None,
+    late_lookback: timedelta = DEFAULT_LATE_LOOKBACK,
 ) -> ViewResult:
     """Materialize one view (see the module docstring for the steps and their guarantees).
 
@@ -211,12 +225,13 @@ def materialize_view(
             )
 
         t = time.perf_counter()
-        created_sql = max_created(view, end=end)
-        next_created = None
-        if created_sql is not None:
-            value = engine.fetch_arrow(created_sql).column(0)[0].as_py()
-            next_created = _utc(value) if isinstance(value, datetime) else None
-        sql = latest_values(view, end=end, start=start, watermark=watermark, dialect=engine.dialect)
+        bounds_sql = max_created(view, end=end, start=start, watermark=watermark, lookback=late_lookback)
+        bounds = engine.fetch_arrow(bounds_sql).to_pylist()[0]
+        next_created = _as_utc(bounds["max_created"])
+        max_event = _as_utc(bounds["max_event"])
+        sql = latest_values(
+            view, end=end, start=start, watermark=watermark, dialect=engine.dialect, lookback=late_lookback
+        )
         stages["max_created"] = time.perf_counter() - t
 
         entities = 0
@@ -286,6 +301,13 @@ def materialize_view(
             created=next_created,
             full=full_refresh,
         )
+        # The newest event time online: this run's, or the previous one's when this run did not
+        # read everything (an incremental run or a backfill read only some rows).
+        known = [max_event] if max_event is not None else []
+        if watermark is not None or (start is not None and prior is not None and not layout_changed):
+            if prior is not None and prior.newest_event_time is not None:
+                known.append(prior.newest_event_time)
+        newest_event = max(known) if known else None
         guard.check()
         if new_watermark is not None:
             # The store's marker first: a crash between the two writes leaves them unequal,
@@ -303,6 +325,7 @@ def materialize_view(
                 rows_written=counts.written,
                 entities=entities,
                 lease=lease,
+                newest_event_time=newest_event,
             )
     except MaterializationConflictError:
         raise
@@ -328,6 +351,7 @@ def materialize_view(
         incremental_from=watermark.event_time if watermark else None,
         statistics=did_stats,
         statistics_error=stats_error,
+        newest_event_time=max_event,
         stage_seconds=stages,
     )
 
@@ -395,6 +419,15 @@ class _RunGuard:
         )
 
 
+def _as_utc(value: Any) -> datetime | None:
+    """A timestamp (or date) from the warehouse as an aware UTC datetime; None otherwise."""
+    if isinstance(value, datetime):
+        return _utc(value)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return None
+
+
 def _second_connection(store: Any) -> Callable[[], Any] | None:
     """A factory for another warehouse connection of ``store`` (for statistics), when it has settings."""
     settings = getattr(store, "settings", None)
@@ -432,6 +465,10 @@ def _next_watermark(
         return None
     if end < prior.event_time:
         return None
+    if start is not None:
+        # Rows with event time before ``start`` were not read, whatever their created-at: the
+        # created-at watermark cannot move (the event-time one can: (old end, end] was read).
+        return Watermark(end, prior.created_at)
     if created is None or (prior.created_at is not None and prior.created_at > created):
         created = prior.created_at
     return Watermark(end, created)

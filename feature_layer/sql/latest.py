@@ -9,15 +9,24 @@ Incremental runs and late data
 ------------------------------
 A run remembers a :class:`Watermark`: the ``end`` it used (every row with an event time at or
 before it was considered) and, when the view declares a created-at column, the largest
-created-at among those rows. The next run reads only rows that are new since then::
+created-at among the rows read. The next run reads only rows that may be new since then::
 
-    event_time <= end AND (event_time > previous_end OR created_at > previous_max_created)
+    event_time <= end AND (event_time > previous_end OR created_at > previous_max_created - lookback)
 
-so a *late-arriving* row (event time older than the watermark, created later) **is** picked
-up, and the online store's server-side rule (an older event time never overwrites a newer
-one) decides whether it wins: it does when it is newer than the stored value for its entity,
-as a training set built now would say. Because the new rows' latest value is merged with the
-stored one under that rule, ``max(stored, latest(new rows))`` equals ``latest(all rows)``.
+so a *late-arriving* row (event time older than the watermark, landing in the warehouse after
+the last run) **is** picked up, and the online store's server-side rule (an older value never
+overwrites a newer one) decides whether it wins: it does when it is newer than the stored value
+for its entity, as a training set built now would say. Because the new rows' latest value is
+merged with the stored one under that rule, ``max(stored, latest(new rows))`` equals
+``latest(all rows)``.
+
+Created-at is not a load time: rows need not land in created-at order (a source system's
+clock, batches loaded out of order). ``lookback`` (default :data:`DEFAULT_LATE_LOOKBACK`, one
+hour) covers that. The guarantee, exactly: a row with event time <= ``end`` is read by the
+first run that starts after it landed, provided its created-at is later than (the largest
+created-at read by any earlier run) − ``lookback``. A row landing later than that (created
+more than ``lookback`` before rows already materialized) needs ``--start`` or
+``--full-refresh``. Re-read rows cost a re-write of identical bytes, nothing else.
 
 Views without a created-at column cannot tell a late row from an old one; they are read by
 event time only (``event_time > previous_end``), so rows that land with an event time at or
@@ -28,7 +37,7 @@ Declare ``created_at`` on views that receive late data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlglot.expressions as exp
 
@@ -38,6 +47,9 @@ from feature_layer.sql.point_in_time import tie_break_order
 EVENT_ALIAS = "__fl_event_time"
 CREATED_ALIAS = "__fl_created_at"
 _RANK = "__fl_rank"
+
+DEFAULT_LATE_LOOKBACK = timedelta(hours=1)
+"""How far below the created-at watermark an incremental run re-reads (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,7 @@ def new_rows_filter(
     end: datetime,
     start: datetime | None = None,
     watermark: Watermark | None = None,
+    lookback: timedelta = DEFAULT_LATE_LOOKBACK,
 ) -> exp.Expression:
     """The WHERE clause choosing the rows a run must look at (see the module docstring)."""
     event = _col(view.event_time)
@@ -88,7 +101,7 @@ def new_rows_filter(
     if view.created_at:
         # No created-at seen yet (the last run read no rows): any row with one is new.
         later = (
-            exp.GT(this=_col(view.created_at), expression=_ts(watermark.created_at))
+            exp.GT(this=_col(view.created_at), expression=_ts(watermark.created_at - lookback))
             if watermark.created_at is not None
             else _col(view.created_at).is_(exp.null()).not_()
         )
@@ -109,6 +122,7 @@ def latest_values(
     start: datetime | None = None,
     watermark: Watermark | None = None,
     dialect: str = "duckdb",
+    lookback: timedelta = DEFAULT_LATE_LOOKBACK,
 ) -> exp.Select:
     """SELECT join keys, event time, created-at and features of each entity's latest row.
 
@@ -118,12 +132,12 @@ def latest_values(
     of two rows); elsewhere by ``ROW_NUMBER() … = 1``, the portable formulation.
     """
     if dialect in _ARG_MAX_DIALECTS:
-        return _latest_by_arg_max(view, end=end, start=start, watermark=watermark)
-    return _latest_by_window(view, end=end, start=start, watermark=watermark, dialect=dialect)
+        return _latest_by_arg_max(view, end=end, start=start, watermark=watermark, lookback=lookback)
+    return _latest_by_window(view, end=end, start=start, watermark=watermark, dialect=dialect, lookback=lookback)
 
 
 def _latest_by_arg_max(
-    view: FeatureView, *, end: datetime, start: datetime | None, watermark: Watermark | None
+    view: FeatureView, *, end: datetime, start: datetime | None, watermark: Watermark | None, lookback: timedelta
 ) -> exp.Select:
     created = _col(view.created_at) if view.created_at else exp.cast(exp.null(), exp.DataType.build("timestamp"))
     fields = [(EVENT_ALIAS, _col(view.event_time)), (CREATED_ALIAS, created)]
@@ -150,7 +164,7 @@ def _latest_by_arg_max(
     return (
         exp.select(*[_col(k) for k in view.join_keys], exp.Unnest(expressions=[pick]))
         .from_(relation(view))
-        .where(new_rows_filter(view, end=end, start=start, watermark=watermark))
+        .where(new_rows_filter(view, end=end, start=start, watermark=watermark, lookback=lookback))
         .group_by(*[_col(k) for k in view.join_keys])
     )
 
@@ -188,7 +202,13 @@ def _negated_order(view: FeatureView, ordered: list[exp.Ordered]) -> list[exp.Ex
 
 
 def _latest_by_window(
-    view: FeatureView, *, end: datetime, start: datetime | None, watermark: Watermark | None, dialect: str
+    view: FeatureView,
+    *,
+    end: datetime,
+    start: datetime | None,
+    watermark: Watermark | None,
+    dialect: str,
+    lookback: timedelta,
 ) -> exp.Select:
     order = [exp.Ordered(this=_col(view.event_time), desc=True, nulls_first=False)]
     order += tie_break_order(view, None, dialect)
@@ -207,7 +227,7 @@ def _latest_by_window(
             exp.alias_(rank, _RANK, quoted=True),
         )
         .from_(relation(view))
-        .where(new_rows_filter(view, end=end, start=start, watermark=watermark))
+        .where(new_rows_filter(view, end=end, start=start, watermark=watermark, lookback=lookback))
     )
     outer_cols = [*view.join_keys, EVENT_ALIAS, CREATED_ALIAS, *(f.name for f in view.features)]
     return (
@@ -217,22 +237,31 @@ def _latest_by_window(
     )
 
 
-def max_created(view: FeatureView, *, end: datetime) -> exp.Select | None:
-    """SELECT MAX(created_at) of the rows a run considers — the next created-at watermark.
+def max_created(
+    view: FeatureView,
+    *,
+    end: datetime,
+    start: datetime | None = None,
+    watermark: Watermark | None = None,
+    lookback: timedelta = DEFAULT_LATE_LOOKBACK,
+) -> exp.Select:
+    """SELECT ``max_created``, ``max_event``: MAX(created-at) and MAX(event time) of the rows a
+    run reads (the same WHERE as :func:`latest_values`).
 
-    Run it *before* :func:`latest_values`: a row landing between the two queries is then read
-    again by the next run (harmless: writes are idempotent) instead of being skipped.
+    ``max_created`` (NULL for views without created-at) is the next created-at watermark, once
+    combined with the previous one; ``max_event`` is the newest event time materialized (the
+    data's freshness). Run it *before* :func:`latest_values`: a row landing between the two
+    queries is then read again by the next run (harmless: writes are idempotent) instead of
+    being skipped.
     """
-    if not view.created_at:
-        return None
-    where = exp.and_(
-        _col(view.event_time).is_(exp.null()).not_(),
-        exp.LTE(this=_col(view.event_time), expression=_ts(end)),
-    )
+    created = _col(view.created_at) if view.created_at else exp.cast(exp.null(), exp.DataType.build("timestamp"))
     return (
-        exp.select(exp.alias_(exp.Max(this=_col(view.created_at)), "max_created", quoted=True))
+        exp.select(
+            exp.alias_(exp.Max(this=created), "max_created", quoted=True),
+            exp.alias_(exp.Max(this=_col(view.event_time)), "max_event", quoted=True),
+        )
         .from_(relation(view))
-        .where(where)
+        .where(new_rows_filter(view, end=end, start=start, watermark=watermark, lookback=lookback))
     )
 
 
