@@ -91,12 +91,23 @@ SCENARIOS = {
         True,
     ),
     "uploaded_entities": (UPLOADED_SPINE, [(PROFILE, list(PROFILE.features))], False),
+    # timestamptz entity timestamp and event time: explicit UTC conversions, never a session-zone CAST
+    "tz_aware_timestamps": (
+        EntitySpine(source=WAREHOUSE_SPINE.source, timestamp="event_timestamp", columns=WAREHOUSE_SPINE.columns,
+                    tz_aware=True),
+        [(ACTIVITY, list(ACTIVITY.features)), (PROFILE, list(PROFILE.features))],
+        False,
+    ),
 }
+TZ_AWARE_VIEWS = {"tz_aware_timestamps": {"user_activity"}}
 
 
 def _sql(scenario: str, dialect: str) -> str:
     spine, requested, full = SCENARIOS[scenario]
-    outputs = plan_outputs(requested, entity_columns=spine.columns or (), full_feature_names=full)
+    outputs = plan_outputs(
+        requested, entity_columns=spine.columns or (), full_feature_names=full,
+        tz_aware_views=TZ_AWARE_VIEWS.get(scenario, ()),
+    )
     return training_set_sql(spine, outputs, dialect)
 
 

@@ -424,8 +424,8 @@ def test_cli_printed_sql_gives_the_same_rows_in_any_session_time_zone(tz_tables,
     """``feature-layer sql training-set`` reads the column types from the warehouse."""
     from click.testing import CliRunner
 
-    from feature_layer.cli import sql_cmds
     from feature_layer.cli import main as cli
+    from feature_layer.cli import sql_cmds
 
     engine, entity_table, requested = tz_tables
 

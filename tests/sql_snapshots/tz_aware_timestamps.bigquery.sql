@@ -1,0 +1,63 @@
+-- snapshot: tests/test_point_in_time_sql.py::tz_aware_timestamps [bigquery]
+-- regenerate: FEATURE_LAYER_UPDATE_SNAPSHOTS=1 pytest tests/test_point_in_time_sql.py
+WITH `__fl_spine` AS (
+  SELECT
+    `src`.*,
+    DATETIME(`src`.`event_timestamp`, 'UTC') AS `__fl_ts`,
+    ROW_NUMBER() OVER (
+      ORDER BY `src`.`user_id`, `src`.`merchant_id`, `src`.`event_timestamp`, `src`.`label`
+    ) AS `__fl_row`
+  FROM `fl_snapshot`.`entities` AS `src`
+), `__fl_v0` AS (
+  SELECT
+    `__fl_row`,
+    `amount`,
+    `merchant`
+  FROM (
+    SELECT
+      `s`.`__fl_row`,
+      `f`.`amount`,
+      `f`.`merchant`,
+      ROW_NUMBER() OVER (
+        PARTITION BY `s`.`__fl_row`
+        ORDER BY `f`.`event_ts` DESC, `f`.`created_ts` DESC, `f`.`amount` DESC, `f`.`merchant` DESC
+      ) AS `__fl_rank`
+    FROM `__fl_spine` AS `s`
+    INNER JOIN `fl_snapshot`.`user_activity` AS `f`
+      ON `s`.`user_id` = `f`.`user_id`
+      AND DATETIME(`f`.`event_ts`, 'UTC') <= `s`.`__fl_ts`
+      AND DATETIME(`f`.`event_ts`, 'UTC') >= `s`.`__fl_ts` - INTERVAL '30' DAY
+  ) AS `ranked`
+  WHERE
+    `__fl_rank` = 1
+), `__fl_v1` AS (
+  SELECT
+    `__fl_row`,
+    `age`
+  FROM (
+    SELECT
+      `s`.`__fl_row`,
+      `f`.`age`,
+      ROW_NUMBER() OVER (PARTITION BY `s`.`__fl_row` ORDER BY `f`.`event_ts` DESC, `f`.`age` DESC) AS `__fl_rank`
+    FROM `__fl_spine` AS `s`
+    INNER JOIN `fl_snapshot`.`user_profile` AS `f`
+      ON `s`.`user_id` = `f`.`user_id` AND `f`.`event_ts` <= `s`.`__fl_ts`
+  ) AS `ranked`
+  WHERE
+    `__fl_rank` = 1
+)
+SELECT
+  `s`.`user_id` AS `user_id`,
+  `s`.`merchant_id` AS `merchant_id`,
+  `s`.`event_timestamp` AS `event_timestamp`,
+  `s`.`label` AS `label`,
+  `v0`.`amount` AS `amount`,
+  `v0`.`merchant` AS `merchant`,
+  `v1`.`age` AS `age`
+FROM `__fl_spine` AS `s`
+LEFT JOIN `__fl_v0` AS `v0`
+  ON `v0`.`__fl_row` = `s`.`__fl_row`
+LEFT JOIN `__fl_v1` AS `v1`
+  ON `v1`.`__fl_row` = `s`.`__fl_row`
+ORDER BY
+  `s`.`__fl_row` NULLS LAST

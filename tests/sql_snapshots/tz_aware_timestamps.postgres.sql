@@ -1,0 +1,66 @@
+-- snapshot: tests/test_point_in_time_sql.py::tz_aware_timestamps [postgres]
+-- regenerate: FEATURE_LAYER_UPDATE_SNAPSHOTS=1 pytest tests/test_point_in_time_sql.py
+WITH "__fl_spine" AS MATERIALIZED (
+  SELECT
+    "src".*,
+    "src"."event_timestamp" AT TIME ZONE 'UTC' AS "__fl_ts",
+    ROW_NUMBER() OVER () AS "__fl_row"
+  FROM "fl_snapshot"."entities" AS "src"
+), "__fl_v0" AS (
+  SELECT
+    "__fl_row",
+    "amount",
+    "merchant"
+  FROM (
+    SELECT
+      "s"."__fl_row",
+      "f"."amount",
+      "f"."merchant",
+      ROW_NUMBER() OVER (
+        PARTITION BY "s"."__fl_row"
+        ORDER BY "f"."event_ts" DESC NULLS LAST, "f"."created_ts" DESC NULLS LAST, "f"."amount" DESC NULLS LAST, CAST("f"."merchant" AS TEXT) COLLATE "C" DESC NULLS LAST
+      ) AS "__fl_rank"
+    FROM "__fl_spine" AS "s"
+    INNER JOIN "fl_snapshot"."user_activity" AS "f"
+      ON "s"."user_id" = "f"."user_id"
+      AND "f"."event_ts" <= "s"."__fl_ts" AT TIME ZONE 'UTC'
+      AND "f"."event_ts" >= (
+        "s"."__fl_ts" - INTERVAL '30 DAY'
+      ) AT TIME ZONE 'UTC'
+  ) AS "ranked"
+  WHERE
+    "__fl_rank" = 1
+), "__fl_v1" AS (
+  SELECT
+    "__fl_row",
+    "age"
+  FROM (
+    SELECT
+      "s"."__fl_row",
+      "f"."age",
+      ROW_NUMBER() OVER (
+        PARTITION BY "s"."__fl_row"
+        ORDER BY "f"."event_ts" DESC NULLS LAST, "f"."age" DESC NULLS LAST
+      ) AS "__fl_rank"
+    FROM "__fl_spine" AS "s"
+    INNER JOIN "fl_snapshot"."user_profile" AS "f"
+      ON "s"."user_id" = "f"."user_id" AND "f"."event_ts" <= "s"."__fl_ts"
+  ) AS "ranked"
+  WHERE
+    "__fl_rank" = 1
+)
+SELECT
+  "s"."user_id" AS "user_id",
+  "s"."merchant_id" AS "merchant_id",
+  "s"."event_timestamp" AS "event_timestamp",
+  "s"."label" AS "label",
+  "v0"."amount" AS "amount",
+  "v0"."merchant" AS "merchant",
+  "v1"."age" AS "age"
+FROM "__fl_spine" AS "s"
+LEFT JOIN "__fl_v0" AS "v0"
+  ON "v0"."__fl_row" = "s"."__fl_row"
+LEFT JOIN "__fl_v1" AS "v1"
+  ON "v1"."__fl_row" = "s"."__fl_row"
+ORDER BY
+  "s"."__fl_row"
