@@ -224,3 +224,35 @@ def test_every_response_carries_the_security_headers():
         assert headers["x-content-type-options"] == "nosniff"
         assert headers["referrer-policy"] == "no-referrer"
         assert headers["x-frame-options"] == "DENY"
+
+
+# -- the copy-able Python snippet is valid Python whatever the names ------------------------
+
+@pytest.mark.parametrize(("view_name", "feature_name", "join_key", "project_dir"), [
+    ("user_txn_features", "amount_sum_7d", "user_id", "."),
+    ('we"ird\\view', 'it\'s "a\\b"', 'user "id"\n', 'C:\\data\\"proj"'),
+    ("v\u00e9ue", "f\u2028x\ty", "k\\", "/srv/pro'ject\\\n# x"),
+])
+def test_the_python_snippet_is_valid_python_whatever_the_names_and_paths(view_name, feature_name, join_key,
+                                                                          project_dir):
+    import ast
+    import dataclasses
+
+    from server_helpers import build_registry
+
+    from feature_layer.server.payloads import python_snippet
+
+    view = build_registry().views["user_txn_features"]
+    feature = dataclasses.replace(view.features[1], name=feature_name, view=view_name)
+    view = dataclasses.replace(view, name=view_name, join_keys=(join_key,), features=(feature,))
+    snippet = python_snippet(view, feature, project_dir)
+    tree = ast.parse(snippet)  # a SyntaxError fails the test
+    calls = {node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id: node
+             for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name))}
+    assert ast.literal_eval(calls["FeatureStore"].args[0]) == project_dir
+    online = {kw.arg: ast.literal_eval(kw.value) for kw in calls["get_online_features"].keywords}
+    assert online["features"] == [f"{view_name}.{feature_name}"]
+    assert list(online["entity_rows"][0]) == [join_key]
+    training = {kw.arg: ast.literal_eval(kw.value) for kw in calls["get_training_set"].keywords}
+    assert training["features"] == [f"{view_name}.{feature_name}"]
+    assert len([n for n in tree.body if isinstance(n, ast.Expr | ast.Assign)]) == 4  # nothing escaped a comment

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,24 +50,32 @@ def node_ref(registry: Any, unique_id: str) -> dict[str, Any]:
     }
 
 
+def _py(value: str) -> str:
+    """A Python string literal for ``value``: JSON string syntax is valid Python (quotes,
+    backslashes, newlines and control characters escaped; other characters kept as they are)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def python_snippet(view: FeatureView, feature: Feature, project_dir: str = ".") -> str:
-    keys = ", ".join(f'"{k}": {_example_key(k)}' for k in view.join_keys)
-    ref = feature.ref
+    """Runnable Python for the feature page: every name and path is a quoted literal, so any
+    identifier or folder (quotes, backslashes, newlines) yields valid code."""
+    keys = ", ".join(f"{_py(k)}: {_example_key(k)}" for k in view.join_keys)
+    ref = _py(feature.ref)
     return (
         "from feature_layer import FeatureStore\n"
         "\n"
-        f'store = FeatureStore("{project_dir}")\n'
+        f"store = FeatureStore({_py(project_dir)})\n"
         "\n"
         "# Online: the latest value for one entity\n"
         "response = store.get_online_features(\n"
-        f'    features=["{ref}"],\n'
+        f"    features=[{ref}],\n"
         f"    entity_rows=[{{{keys}}}],\n"
         ")\n"
         "print(response.to_dict())\n"
         "\n"
-        f"# Offline: point-in-time-correct training set; entity_df has {', '.join(view.join_keys)}\n"
+        f"# Offline: point-in-time-correct training set; entity_df has {', '.join(_py(k) for k in view.join_keys)}\n"
         "# and an event_timestamp column (a pandas/polars DataFrame, Arrow table or Parquet path)\n"
-        f'training = store.get_training_set(entity_df, features=["{ref}"])\n'
+        f"training = store.get_training_set(entity_df, features=[{ref}])\n"
     )
 
 
