@@ -256,3 +256,49 @@ def test_the_python_snippet_is_valid_python_whatever_the_names_and_paths(view_na
     training = {kw.arg: ast.literal_eval(kw.value) for kw in calls["get_training_set"].keywords}
     assert training["features"] == [f"{view_name}.{feature_name}"]
     assert len([n for n in tree.body if isinstance(n, ast.Expr | ast.Assign)]) == 4  # nothing escaped a comment
+
+
+# -- lookup errors from the store name the request field -------------------------------------
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"features": [AMOUNT], "entity_rows": [{"user_id": 1}, {"user_id": 2}, {"merchant_id": 3}]}, "entity_rows[2].user_id"),
+    ({"features": [AMOUNT, "merchant_risk.chargeback_rate"], "entity_rows": [{"user_id": 1}]},
+     "entity_rows[0].merchant_id"),
+    ({"features": [AMOUNT], "entities": {"merchant_id": [1, 2]}}, "entities.user_id"),
+    ({"service": "fraud_model_v1", "entity_rows": [{"user_id": 1, "merchant_id": 1}, {"user_id": 1}]},
+     "entity_rows[1].merchant_id"),
+])
+def test_missing_join_keys_name_the_row_and_key(body, field):
+    from starlette.testclient import TestClient
+
+    store = FakeStore()
+    try:
+        with TestClient(create_app(store, reload_interval=None)) as client:
+            response = client.post("/v1/online-features", json=body)
+    finally:
+        store.close()
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == field
+
+
+def test_join_key_values_of_the_wrong_type_name_the_row_and_key(parsed_example_project: Path, tmp_path: Path):
+    from starlette.testclient import TestClient
+
+    from feature_layer import FeatureStore
+
+    store = FeatureStore(parsed_example_project, online_store={"type": "sqlite", "path": str(tmp_path / "o.sqlite")})
+    try:
+        with TestClient(create_app(store, reload_interval=None)) as client:
+            def error(body):
+                response = client.post("/v1/online-features", json=body)
+                assert response.status_code == 422, response.text
+                return response.json()["error"]
+
+            wrong = error({"features": [COUNTRY], "entity_rows": [{"user_id": 7}, {"user_id": 8}, {"user_id": "9"}]})
+            assert wrong["field"] == "entity_rows[2].user_id" and "'9'" in wrong["message"]
+            assert error({"features": [COUNTRY], "entity_rows": [{"user_id": 1.5}]})["field"] == "entity_rows[0].user_id"
+            assert error({"features": [COUNTRY], "entities": {"user_id": [1, True]}})["field"] == "entities.user_id[1]"
+            assert error({"features": [COUNTRY], "entity_rows": [{"user_id": None}]})["field"] == "entity_rows[0].user_id"
+            assert error({"features": [COUNTRY], "entity_rows": [{"uid": 1}]})["field"] == "entity_rows[0].user_id"
+    finally:
+        store.close()

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from feature_layer.errors import FeatureLayerError, OnlineStoreError
+from feature_layer.errors import FeatureLayerError, InputError, OnlineStoreError, UnknownFeatureError
 from feature_layer.server.requests import (
     OnlineRequest,
     RequestFieldError,
@@ -115,6 +115,10 @@ async def lookup_json(state: Any, payload: Any) -> bytes:
         body = await asyncio.wait_for(future, limits.lookup_deadline)
     except TimeoutError:
         raise _timeout_error(state.store, limits.lookup_deadline) from None
+    except (InputError, UnknownFeatureError) as exc:
+        if getattr(exc, "field", None) is None:  # the store's errors know no request fields: name it here
+            exc.field = offending_field(holder.registry, parsed, payload)  # type: ignore[attr-defined]
+        raise
     state.metrics.inc("feature_layer_online_entity_rows_total", len(parsed.entity_rows))
     return body
 
@@ -129,6 +133,47 @@ def _lookup_in_thread(store: Any, parsed: OnlineRequest) -> bytes:
     from feature_layer.server.app import _default
 
     return orjson.dumps(response.to_dict(), default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def offending_field(registry: Any, parsed: OnlineRequest, payload: Any) -> str:
+    """The request field a lookup error from the store is about, found by checking the request
+    the way the lookup does: a view not served online, then a missing join key, then a join-key
+    value of the wrong type (``entity_rows[3].user_id``); ``entity_rows`` when none stands out.
+
+    Runs only after the store refused a request, so the hot path pays nothing for it.
+    """
+    columnar = isinstance(payload, dict) and payload.get("entities") is not None
+    base = "entities" if columnar else "entity_rows"
+
+    def cell(i: int, key: str) -> str:
+        return f"entities.{key}[{i}]" if columnar else f"entity_rows[{i}].{key}"
+
+    try:
+        refs = list(parsed.features or registry.services[parsed.service].features)
+        views = [registry.views[name] for name in dict.fromkeys(r.partition(".")[0] for r in refs)
+                 if name in registry.views]
+        for view in views:
+            if not view.online:
+                if parsed.features is None:
+                    return "service"
+                return next(f"features[{i}]" for i, r in enumerate(refs) if r.partition(".")[0] == view.name)
+        rows = parsed.entity_rows
+        for key in dict.fromkeys(k for view in views for k in view.join_keys):
+            for i, row in enumerate(rows):
+                if key not in row:
+                    return f"entities.{key}" if columnar else cell(i, key)
+        from feature_layer.online.encoding import key_text, view_layout
+
+        for view in views:
+            for key, key_type in zip(view.join_keys, view_layout(view, "").key_types, strict=False):
+                for i, row in enumerate(rows):
+                    try:
+                        key_text(row[key], key_type)
+                    except (ValueError, TypeError):
+                        return cell(i, key)
+    except Exception:  # naming the field is best effort: never hide the store's own error
+        return base
+    return base
 
 
 def online_store_name(store: Any) -> str:
