@@ -1,12 +1,11 @@
-"""Ranked feature search: tiers, filters, every word must match, and speed over 10,000 features."""
+"""Ranked feature search: tiers, filters, every word must match, and 10,000 features from one prebuilt index."""
 
 from __future__ import annotations
 
-import gc
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from server_helpers import build_registry
@@ -124,19 +123,32 @@ def test_every_hit_contains_each_word_and_scores_never_increase(text):
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
-def test_search_over_10000_features_takes_under_50ms():
+def test_search_over_10000_features_answers_from_the_prebuilt_index_bounded_and_complete(monkeypatch):
+    """The behaviour behind the speed figure (the figure itself is measured by
+    ``python -m benchmarks.search``, never asserted in a timed test): the index is built once
+    per registry and reused by every query, answers are bounded by the limit, and the total
+    counts exactly the features in which every word matches."""
+    from feature_layer.registry import search as search_mod
+
     registry = generated_registry(10_000)
-    index_for(registry)  # built once per registry, as the server does on load and reload
+    index = index_for(registry)  # built once per registry, as the server does on load and reload
+    builds = []
+    monkeypatch.setattr(search_mod.SearchIndex, "__init__",
+                        lambda self, *a, **k: builds.append(1) or pytest.fail("the index was rebuilt for a query"))
     queries = ["amount", "txn count", "chargeback 30d", "merchant", "velocity", "refund_ratio", "zzz", "of", "team3"]
-    gc.collect()
-    worst = 0.0
     for q in queries:
-        best = float("inf")
-        for _ in range(3):  # best of three: a busy CI machine should not fail the test, a slow search should
-            start = time.perf_counter()
-            hits = search(registry, q)
-            best = min(best, time.perf_counter() - start)
-        worst = max(worst, best)
+        hits = search(registry, q)
         assert len(hits) <= 50
+        everything, total = index.search_with_total(q, limit=None)
+        words = [w for w in q.lower().split() if w]
+        expected = 0
+        for view in registry.views.values():
+            for feature in view.features:
+                haystack = " ".join([feature.ref, " ".join(feature.tags), " ".join(view.tags), " ".join(view.entities),
+                                     view.owner or "", feature.description, view.description]).lower()
+                expected += all(w in haystack for w in words)
+        assert total == expected == len(everything), q
+        assert refs(hits) == refs(everything[:50]), q  # the limit keeps the best-ranked ones
+    assert search(registry, "zzz") == []
     assert refs(search(registry, "chargeback_ratio_30d_"))[0].split(".")[1].startswith("chargeback_ratio_30d_")
-    assert worst < 0.05, f"slowest query took {worst * 1000:.1f} ms"
+    assert index_for(registry) is index and not builds
