@@ -94,14 +94,13 @@ class TrainingSet:
         complete: a failure leaves any previous file untouched and no partial file behind.
         """
         import os
-        import tempfile
+        import uuid
 
         import pyarrow.parquet as pq
 
         target = Path(path)
-        fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        temp = Path(temp_name)
+        # Same folder (so os.replace is an atomic rename), created like any file (umask applies).
+        temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
         writer: pq.ParquetWriter | None = None
         try:
             try:
