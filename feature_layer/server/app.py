@@ -59,7 +59,7 @@ class Limits:
     # Seconds one online lookup may take, store IO included, before it fails with a 504.
     lookup_deadline: float = 1.5
     # Threads doing online-store IO (per worker process); lookups beyond them queue, within the deadline.
-    lookup_threads: int = 16
+    lookup_threads: int = 8
     # On-demand statistics: a feature computed this recently answers ?refresh=true from that result,
     # and at most this many full-table scans run at once (one per feature at a time in any case).
     stats_refresh_interval: float = 60.0
