@@ -271,6 +271,7 @@ def test_key_hashes_are_fnv1a_of_each_key() -> None:
     arr = pa.array(keys * 3, pa.binary()).slice(2, 10)
     assert key_hashes(arr).tolist() == [fnv(k) for k in (keys * 3)[2:12]]
     assert key_hashes(pa.array([], pa.binary())).tolist() == []
+    assert key_hashes(pa.array([b"prefix:42", b"prefix:"]), skip=7).tolist() == [fnv(b"42"), fnv(b"")]
 
 
 # -- leases: kept alive by a heartbeat, never recorded over when lost ---------------------------

@@ -261,7 +261,7 @@ def materialize_view(
                 counts.expired += batch.num_rows - len(encoded)
                 writer.write(encoded)
                 if full_refresh:
-                    written_hashes.append(key_hashes(encoded.keys))
+                    written_hashes.append(key_hashes(encoded.keys, skip=len(layout.key_prefix)))
                 if writer.suspect:  # a reconnect or NOSCRIPT: fail now if the store lost data
                     guard.check()
                     writer.suspect = False

@@ -35,8 +35,9 @@ _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
 
-def key_hashes(keys: pa.Array) -> np.ndarray:
-    """64-bit FNV-1a of each key of a binary array, vectorised (one numpy pass per byte position)."""
+def key_hashes(keys: pa.Array, skip: int = 0) -> np.ndarray:
+    """64-bit FNV-1a of each key of a binary array from byte ``skip`` on (a prefix every key
+    shares need not be hashed), vectorised: one numpy pass per byte position."""
     if keys.type != pa.binary():
         keys = keys.cast(pa.binary())
     n = len(keys)
@@ -49,7 +50,7 @@ def key_hashes(keys: pa.Array) -> np.ndarray:
     lengths = np.diff(offsets)
     starts = offsets[:-1]
     last = max(len(data) - 1, 0)
-    for i in range(int(lengths.max())):
+    for i in range(skip, int(lengths.max())):
         live = lengths > i
         byte = data[np.minimum(starts + i, last)].astype(np.uint64)
         hashes = np.where(live, (hashes ^ byte) * _FNV_PRIME, hashes)
@@ -145,7 +146,7 @@ class OnlineStore(ABC):
         """
         deleted = 0
         for keys in self.scan_prefix(prefix):
-            hashes = key_hashes(pa.array(keys, pa.binary()))
+            hashes = key_hashes(pa.array(keys, pa.binary()), skip=len(prefix))
             pos = np.minimum(np.searchsorted(written, hashes), max(len(written) - 1, 0))
             found = written[pos] == hashes if len(written) else np.zeros(len(keys), dtype=bool)
             stale = [k for k, ok in zip(keys, found.tolist(), strict=True) if not ok]
