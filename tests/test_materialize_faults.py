@@ -413,3 +413,46 @@ def test_the_statistics_thread_is_joined_when_the_writes_fail(
         )
     assert finished == [True]  # the run did not return while its statistics thread still ran
     assert not [t for t in threading.enumerate() if t.name == "feature-layer-statistics"]
+
+
+def test_an_acl_user_without_info_still_materializes_and_still_detects_a_flush(
+    private_redis: RedisServer,
+    engine,
+    state,  # noqa: ANN001
+) -> None:
+    from feature_layer.config import OnlineStoreSettings
+    from feature_layer.online.store import connect_online_store
+
+    admin = private_redis.client()
+    admin.acl_setuser(
+        "writer",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["fl1:acl:*"],
+        commands=["+get", "+mget", "+set", "+evalsha", "+script", "+scan", "+unlink", "+ping"],
+    )
+    settings = OnlineStoreSettings(type="redis", url=private_redis.url, username="writer", password="pw")
+    online = connect_online_store(settings, "acl")
+    online.clock = lambda: to_micros(END)
+    assert online.instance_id() is None  # INFO is not allowed: the sentinel alone guards the run
+    load_events(engine, users=2_000, per_user=1)
+    batches: list[int] = []
+
+    def flush(rows: int) -> None:
+        batches.append(rows)
+        if len(batches) == 1:
+            admin.flushall()
+
+    with pytest.raises(OnlineStoreError, match="may have lost writes"):
+        materialize_view(
+            make_view(),
+            engine=engine,
+            online=online,
+            state=state,
+            end=END,
+            on_rows=flush,
+            batch_rows=500,
+            statistics=False,
+        )
+    result = materialize_view(make_view(), engine=engine, online=online, state=state, end=END, statistics=False)
+    assert result.rows_written == 2_000 and state.watermark("user_stats").event_time == END

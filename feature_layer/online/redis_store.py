@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -140,8 +140,16 @@ class RedisOnlineStore(OnlineStore):
             raise self._error("write a bookkeeping marker", exc) from exc
 
     def instance_id(self) -> str | None:
+        """The server's ``run_id`` (``INFO server``); None when the ACL user may not run INFO —
+        materialization then relies on its run sentinel alone."""
         try:
             return str(self.client.info("server").get("run_id")) or None
+        except NoPermissionError:
+            return None
+        except ResponseError as exc:
+            if "NOPERM" in str(exc):
+                return None
+            raise self._error("read the server's run id (INFO server)", exc) from exc
         except RedisError as exc:
             raise self._error("read the server's run id (INFO server)", exc) from exc
 
