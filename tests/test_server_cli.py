@@ -64,3 +64,41 @@ def test_serve_fails_with_the_fix_when_the_project_is_not_built(tmp_path: Path):
                             timeout=60)
     assert result.returncode == 1
     assert "dbt parse" in result.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_lookup_deadline_bounds_lookups_on_a_hung_online_store(parsed_example_project: Path, workers: int):
+    import os
+
+    from server_helpers import SilentListener
+
+    with SilentListener() as silent:
+        port = _free_port()
+        env = dict(os.environ, FEATURE_LAYER_ONLINE_STORE=f"redis://127.0.0.1:{silent.port}/0")
+        cmd = [sys.executable, "-c", "from feature_layer.cli import main; main()", "--project-dir",
+               str(parsed_example_project), "serve", "--port", str(port), "--workers", str(workers),
+               "--log-level", "warning", "--reload-interval", "0", "--lookup-deadline", "0.3"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "feature-layer serve did not start"
+                time.sleep(0.1)
+            start = time.monotonic()
+            response = httpx.post(f"{url}/v1/online-features", timeout=60,
+                                  json={"features": ["user_profile_features.country"], "entity_rows": [{"user_id": 1}]})
+            assert response.status_code == 504, response.text
+            assert time.monotonic() - start < 2.0
+            assert "within 0.3 s" in response.json()["error"]["message"]
+            assert httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        finally:
+            silent.__exit__(None, None, None)  # the stuck lookups see the connection close and end
+            proc.terminate()
+            proc.wait(timeout=20)

@@ -4,47 +4,17 @@ unbounded metric labels, crashes, response headers, snippet quoting, error field
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from server_helpers import FakeStore, LiveServer
+from server_helpers import FakeStore, LiveServer, SilentListener
 
 from feature_layer.server.app import Limits, create_app
 
 COUNTRY = "user_profile_features.country"
-
-
-class SilentListener:
-    """A TCP port that accepts connections and never answers (a hung Redis, a black-holed proxy)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)  # held open, never read from, never written to
-
-    def __enter__(self) -> SilentListener:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-        for conn in self.accepted:
-            conn.close()
 
 
 def test_a_hung_online_store_fails_lookups_within_the_deadline_and_never_stalls_the_server(
