@@ -3,15 +3,22 @@
 Per view, in order:
 
 1. take the view's lease in the state store (a second run of the same view fails with
-   ``MaterializationConflictError`` instead of interleaving);
-2. read the watermark; compute ``MAX(created_at)`` (the next watermark) *before* the main query;
-3. stream the latest-per-entity query (``feature_layer.sql.latest``) from the warehouse as Arrow
+   ``MaterializationConflictError`` instead of interleaving); a heartbeat thread renews it, and
+   a run that lost it (expired, taken over) stops and records nothing;
+2. write a run sentinel into the online store and note its server ``run_id``; read the
+   watermark (refused when the online store does not hold its marker);
+3. compute ``MAX(created_at)`` (the next watermark) and ``MAX(event_time)`` (the newest event
+   materialized) of the rows to read, *before* the main query;
+4. stream the latest-per-entity query (``feature_layer.sql.latest``) from the warehouse as Arrow
    record batches, encode each batch vectorised and hand it to the store's pipelined writer —
-   memory stays bounded by the batch size whatever the table size;
-4. wait for every write to be acknowledged, compute statistics, and only then advance the
-   watermark (one SQLite transaction). A failure anywhere leaves the watermark where it was, and
-   since writes are idempotent under "older never overwrites newer", a rerun converges to exactly
-   the state an uninterrupted run would have left.
+   memory stays bounded by the batch size whatever the table size (a full refresh writes in
+   place, forced, and deletes the keys it did not write only at the end);
+5. wait for every write to be acknowledged, save statistics (a failure there is recorded, never
+   fatal), check the sentinel and ``run_id`` (a restart, failover or flush fails the run), and
+   only then advance the watermark (one SQLite transaction, only while the lease is held). A
+   failure anywhere leaves the watermark where it was, and since writes are idempotent under
+   "older never overwrites newer", a rerun converges to exactly the state an uninterrupted run
+   would have left.
 """
 
 from __future__ import annotations
