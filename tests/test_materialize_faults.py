@@ -456,3 +456,40 @@ def test_an_acl_user_without_info_still_materializes_and_still_detects_a_flush(
         )
     result = materialize_view(make_view(), engine=engine, online=online, state=state, end=END, statistics=False)
     assert result.rows_written == 2_000 and state.watermark("user_stats").event_time == END
+
+
+def test_runs_sharing_a_store_do_not_trip_each_others_sentinel(
+    redis_server: RedisServer, engine, tmp_path: Path
+) -> None:  # noqa: ANN001
+    # Two deployments with their own state files (so no shared lease) write one Redis: a run of
+    # the other one starting and ending in the middle of ours is not a flush.
+    load_events(engine, users=2_000, per_user=1)
+    online = redis_store(redis_server)
+    other_engine = DuckDBEngine(":memory:")
+    load_events(other_engine, users=10, per_user=1)
+    ran: list[int] = []
+
+    def other_run(rows: int) -> None:
+        if not ran:
+            ran.append(1)
+            materialize_view(
+                make_view(),
+                engine=other_engine,
+                online=online,
+                state=StateStore(tmp_path / "other.sqlite"),
+                end=END,
+                statistics=False,
+            )
+
+    result = materialize_view(
+        make_view(),
+        engine=engine,
+        online=online,
+        state=StateStore(tmp_path / "ours.sqlite"),
+        end=END,
+        on_rows=other_run,
+        batch_rows=500,
+        statistics=False,
+    )
+    assert ran and result.rows_written == 2_000
+    assert not online.client.keys(f"fl1:{online.namespace}:__markers__:run:*".encode())  # sentinels removed

@@ -212,6 +212,7 @@ def materialize_view(
     lease = state.acquire_lease(view.name, seconds=LEASE_SECONDS)
     heartbeat = _Heartbeat(state, lease, LEASE_SECONDS)
     stats_job: _StatisticsJob | None = None
+    guard: _RunGuard | None = None
     try:
         prior = state.view_state(view.name)
         layout_changed = prior is not None and prior.layout != layout.fingerprint
@@ -219,7 +220,7 @@ def materialize_view(
         # The sentinel goes in *before* the watermark marker is checked: a flush before it
         # removes the marker (so this run reads in full), a flush after it removes the sentinel
         # (so this run fails instead of advancing the watermark over lost writes).
-        guard = _RunGuard(online, f"run:{view.name}:{layout.fingerprint}")
+        guard = _RunGuard(online, f"run:{view.name}:{layout.fingerprint}:{uuid.uuid4().hex}")
         if prior is not None and not layout_changed and online.get_marker(marker) != _marker_value(prior.watermark):
             # The state says "materialized up to W", but this online store does not hold W
             # (a new store, a flushed one, a Redis restarted without persistence): refill it.
@@ -345,6 +346,8 @@ def materialize_view(
         if stats_job is not None:
             stats_job.join()
         heartbeat.stop()
+        if guard is not None:
+            guard.release()
         state.release_lease(lease)
     return ViewResult(
         view=view.name,
@@ -398,7 +401,8 @@ class _RunGuard:
 
     Resending unacknowledged requests cannot recover writes that were acknowledged and then
     lost (a Redis restarted without persistence, a failover to a lagging replica, FLUSHALL).
-    So each run writes a random sentinel into the store at its start and records the server's
+    So each run writes a sentinel of its own (a key named after a random id, so runs sharing a
+    store never touch each other's) into the store at its start and records the server's
     ``run_id``; both must be unchanged at the end (and after any reconnect or NOSCRIPT) or the
     run fails with its watermark not advanced.
     """
@@ -408,6 +412,13 @@ class _RunGuard:
         self.token = uuid.uuid4().hex.encode()
         self.instance = online.instance_id()
         online.set_marker(name, self.token)
+
+    def release(self) -> None:
+        """Remove the sentinel (best effort: a leftover one is a few bytes, never read again)."""
+        try:
+            self.online.delete_marker(self.name)
+        except OnlineStoreError:
+            log.debug("could not delete the run sentinel %s", self.name)
 
     def check(self) -> None:
         sentinel = self.online.get_marker(self.name)

@@ -139,6 +139,12 @@ class RedisOnlineStore(OnlineStore):
         except RedisError as exc:
             raise self._error("write a bookkeeping marker", exc) from exc
 
+    def delete_marker(self, name: str) -> None:
+        try:
+            self.client.unlink(self._marker_key(name))
+        except RedisError as exc:
+            raise self._error("delete a bookkeeping marker", exc) from exc
+
     def instance_id(self) -> str | None:
         """The server's ``run_id`` (``INFO server``); None when the ACL user may not run INFO —
         materialization then relies on its run sentinel alone."""

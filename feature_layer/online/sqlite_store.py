@@ -83,6 +83,10 @@ class SqliteOnlineStore(OnlineStore):
                 (f"{self.namespace}:{name}", value),
             )
 
+    def delete_marker(self, name: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM online_markers WHERE name = ?", (f"{self.namespace}:{name}",))
+
     def ping(self) -> None:
         with self._lock:
             self._db.execute("SELECT 1").fetchone()

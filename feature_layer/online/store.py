@@ -163,6 +163,9 @@ class OnlineStore(ABC):
         store holds, so a new, flushed or restarted-without-persistence store is detected
         and re-filled instead of trusting a watermark kept elsewhere."""
 
+    def delete_marker(self, name: str) -> None:  # noqa: B027 - optional: markers are tiny
+        """Remove a bookkeeping value (a run's sentinel once the run is over)."""
+
     def instance_id(self) -> str | None:
         """An id of the running server process (Redis ``run_id``), or None where there is none.
 
