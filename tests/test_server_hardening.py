@@ -272,3 +272,20 @@ def test_join_key_values_of_the_wrong_type_name_the_row_and_key(parsed_example_p
             assert error({"features": [COUNTRY], "entity_rows": [{"uid": 1}]})["field"] == "entity_rows[0].user_id"
     finally:
         store.close()
+
+
+def test_only_the_embedded_sqlite_store_is_read_on_the_event_loop():
+    from types import SimpleNamespace
+
+    from feature_layer.config import OnlineStoreSettings
+    from feature_layer.server.fastpath import lookup_inline, online_store_name
+
+    def store(**settings):
+        return SimpleNamespace(settings=SimpleNamespace(online_store=OnlineStoreSettings(**settings)))
+
+    sqlite = store(type="sqlite", path=Path("/p/.feature_layer/online.sqlite"))
+    redis = store(type="redis", url="redis://alice:s3cret@cache.internal:6380/2")
+    assert lookup_inline(sqlite, None) and not lookup_inline(redis, None) and not lookup_inline(FakeStore, None)
+    assert not lookup_inline(sqlite, True) and lookup_inline(redis, False)
+    assert online_store_name(redis) == "Redis at redis://cache.internal:6380/2"  # never the credentials
+    assert online_store_name(sqlite) == "The embedded SQLite online store at /p/.feature_layer/online.sqlite"

@@ -38,7 +38,7 @@ from feature_layer.errors import (
     WarehouseError,
 )
 from feature_layer.server import routes
-from feature_layer.server.fastpath import OnlineFastPath, OnlineStoreTimeoutError
+from feature_layer.server.fastpath import OnlineFastPath, OnlineStoreTimeoutError, lookup_inline
 from feature_layer.server.metrics import Metrics, MetricsMiddleware
 from feature_layer.server.reload import RegistryHolder, ServingStore, holder_for_store
 from feature_layer.server.requests import RequestFieldError, RequestTooLargeError
@@ -60,6 +60,9 @@ class Limits:
     lookup_deadline: float = 1.5
     # Threads doing online-store IO (per worker process); lookups beyond them queue, within the deadline.
     lookup_threads: int = 8
+    # True: every lookup in the pool; False: on the event loop; None: in the pool unless the online
+    # store is the embedded SQLite file (fastpath.lookup_inline says why).
+    lookup_offload: bool | None = None
     # On-demand statistics: a feature computed this recently answers ?refresh=true from that result,
     # and at most this many full-table scans run at once (one per feature at a time in any case).
     stats_refresh_interval: float = 60.0
@@ -210,6 +213,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.limits = limits
     app.state.lookup_executor = executor
+    app.state.lookup_inline = lookup_inline(store, limits.lookup_offload)
     app.state.stats_locks = {}  # feature ref -> asyncio.Lock: one computation per feature at a time
     app.state.stats_computed = {}  # feature ref -> (monotonic time, statistics) of the last computation
     app.state.stats_scans = asyncio.Semaphore(max(1, limits.stats_concurrency))

@@ -103,16 +103,20 @@ async def lookup_json(state: Any, payload: Any) -> bytes:
     """Validate a parsed request body, look the features up, return the JSON response body.
 
     Validation runs on the event loop (pure CPU, microseconds); the store call runs in
-    ``state.lookup_executor`` under ``state.limits.lookup_deadline`` seconds.
+    ``state.lookup_executor`` under ``state.limits.lookup_deadline`` seconds — except for the
+    embedded SQLite store (``state.lookup_inline``, see :func:`lookup_inline`).
     """
     limits = state.limits
     holder = state.holder
     parsed = parse_online_request(payload, holder.registry, holder.refs,
                                   max_rows=limits.max_entity_rows, max_features=limits.max_features)
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(state.lookup_executor, _lookup_in_thread, state.store, parsed)
     try:
-        body = await asyncio.wait_for(future, limits.lookup_deadline)
+        if state.lookup_inline:  # the embedded SQLite store: a local indexed read, no peer to hang on
+            body = _lookup_in_thread(state.store, parsed)
+        else:
+            future = asyncio.get_running_loop().run_in_executor(
+                state.lookup_executor, _lookup_in_thread, state.store, parsed)
+            body = await asyncio.wait_for(future, limits.lookup_deadline)
     except TimeoutError:
         raise _timeout_error(state.store, limits.lookup_deadline) from None
     except (InputError, UnknownFeatureError) as exc:
@@ -174,6 +178,21 @@ def offending_field(registry: Any, parsed: OnlineRequest, payload: Any) -> str:
     except Exception:  # naming the field is best effort: never hide the store's own error
         return base
     return base
+
+
+def lookup_inline(store: Any, offload: bool | None) -> bool:
+    """Whether lookups may run on the event loop instead of the thread pool.
+
+    ``offload`` None (the default) means: in the pool, unless the online store is the embedded
+    SQLite file. The thread hop costs ~30-40 µs of CPU per lookup, about a fifth of a
+    single-entity request; a SQLite read is a local indexed lookup that readers in WAL mode do
+    not wait on writers for, so it has no remote peer that could hang. Redis, or any store not
+    known from the settings, always goes through the pool and its deadline.
+    """
+    if offload is not None:
+        return not offload
+    settings = getattr(getattr(store, "settings", None), "online_store", None)
+    return getattr(settings, "type", None) == "sqlite"
 
 
 def online_store_name(store: Any) -> str:
