@@ -7,7 +7,7 @@ and lookup in ``feature_layer.online``, the registry in ``feature_layer.registry
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,11 +121,24 @@ class FeatureStore:
         end: datetime | None = None,
         full_refresh: bool = False,
         progress: bool = False,
+        late_lookback: timedelta | None = None,
     ) -> MaterializeResult:
-        """Push the latest feature values per entity into the online store."""
-        from feature_layer.online.materialize import materialize
+        """Push the latest feature values per entity into the online store.
 
-        return materialize(self, select=select, start=start, end=end, full_refresh=full_refresh, progress=progress)
+        ``late_lookback``: how far before the created-at watermark an incremental run looks for
+        rows that landed late and out of order (default one hour; see docs/online_store.md).
+        """
+        from feature_layer.online.materialize import DEFAULT_LATE_LOOKBACK, materialize
+
+        return materialize(
+            self,
+            select=select,
+            start=start,
+            end=end,
+            full_refresh=full_refresh,
+            progress=progress,
+            late_lookback=DEFAULT_LATE_LOOKBACK if late_lookback is None else late_lookback,
+        )
 
     def get_online_features(
         self,

@@ -120,6 +120,13 @@ def test_cli_materialize_get_and_status(project: Path) -> None:
     assert bad.exit_code == 1 and "To fix this" in bad.output
     bad_time = runner.invoke(main, [*base, "materialize", "--end", "yesterday"])
     assert bad_time.exit_code == 2
+    bad_lookback = runner.invoke(main, [*base, "materialize", "--late-lookback", "soon"])
+    assert bad_lookback.exit_code == 2 and "--late-lookback" in bad_lookback.output
+    no_lookback = runner.invoke(main, [*base, "materialize", "--late-lookback", "0s", "--json"])
+    assert no_lookback.exit_code == 0
+    assert all(v["entities"] == 0 for v in json.loads(no_lookback.output)["views"])  # nothing new, nothing re-read
+    newest = json.loads(runner.invoke(main, [*base, "online-status", "--json"]).output)["views"]
+    assert all(v["newest_event_time"] <= v["watermark"] for v in newest if v["newest_event_time"])
 
 
 def test_cli_reports_an_unreachable_redis_clearly(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

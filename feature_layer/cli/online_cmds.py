@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
 
 from feature_layer.cli.base import Context, echo_json, handle_errors, main, render_table
-from feature_layer.durations import format_duration
+from feature_layer.durations import format_duration, parse_duration
 from feature_layer.errors import InputError
 
 
@@ -36,6 +36,8 @@ TIMESTAMP = _Timestamp()
 @click.option("--start", type=TIMESTAMP, help="Re-read rows with event time from here (default: the watermark).")
 @click.option("--end", type=TIMESTAMP, help="Latest values as of this time (default: now).")
 @click.option("--full-refresh", is_flag=True, help="Delete the views' online keys and rewrite them from all rows.")
+@click.option("--late-lookback", metavar="DURATION", default=None,
+              help="How far before the created-at watermark to look for late rows, e.g. 1h, 2d, 0s (default 1h).")
 @click.option("--no-progress", is_flag=True, help="Do not draw the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
@@ -46,13 +48,25 @@ def materialize(
     start: datetime | None,
     end: datetime | None,
     full_refresh: bool,
+    late_lookback: str | None,
     no_progress: bool,
     as_json: bool,
 ) -> None:
     """Push the latest feature values per entity into the online store (incremental by default)."""
+    lookback = None
+    if late_lookback is not None:
+        try:
+            lookback = timedelta(0) if late_lookback.strip() in {"0", "0s"} else parse_duration(late_lookback)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--late-lookback") from None
     store = obj.store
     result = store.materialize(
-        list(select) or None, start=start, end=end, full_refresh=full_refresh, progress=not no_progress and not as_json
+        list(select) or None,
+        start=start,
+        end=end,
+        full_refresh=full_refresh,
+        progress=not no_progress and not as_json,
+        late_lookback=lookback,
     )
     if as_json:
         echo_json(result.to_dict())
@@ -147,6 +161,8 @@ def online_status(obj: Context, as_json: bool) -> None:
             {
                 "view": view.name,
                 "watermark": state.watermark.event_time.isoformat() if state else None,
+                "newest_event_time": state.newest_event_time.isoformat()
+                if state and state.newest_event_time else None,
                 "materialized_at": state.wall_time.isoformat() if state else None,
                 "rows_written": state.rows_written if state else 0,
                 "entities": state.entities if state else 0,
@@ -157,10 +173,11 @@ def online_status(obj: Context, as_json: bool) -> None:
         echo_json({"online_store": store.online_store().describe(), "views": out})
         return
     render_table(
-        ["view", "watermark", "materialized at", "entities", "written", "ttl"],
+        ["view", "newest event", "watermark", "materialized at", "entities", "written", "ttl"],
         [
             (
                 o["view"],
+                o["newest_event_time"] or "",
                 o["watermark"] or "never",
                 o["materialized_at"] or "",
                 o["entities"],
