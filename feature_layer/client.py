@@ -6,6 +6,7 @@ and lookup in ``feature_layer.online``, the registry in ``feature_layer.registry
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,6 +48,7 @@ class FeatureStore:
         self._engine: Engine | None = None
         self._online: OnlineStore | None = None
         self._state: StateStore | None = None
+        self._open_lock = threading.Lock()  # the server's threads may ask for a part at once
 
     @property
     def project_dir(self) -> Path:
@@ -76,7 +78,9 @@ class FeatureStore:
         if self._online is None:
             from feature_layer.online.store import connect_online_store
 
-            self._online = connect_online_store(self.settings.online_store, namespace=self.settings.project)
+            with self._open_lock:
+                if self._online is None:
+                    self._online = connect_online_store(self.settings.online_store, namespace=self.settings.project)
         return self._online
 
     @property
@@ -85,7 +89,9 @@ class FeatureStore:
         if self._state is None:
             from feature_layer.state import StateStore
 
-            self._state = StateStore(self.settings.state_path)
+            with self._open_lock:
+                if self._state is None:
+                    self._state = StateStore(self.settings.state_path)
         return self._state
 
     def get_training_set(
