@@ -19,7 +19,8 @@ DOCS = ROOT / "docs"
 def runs(quick: bool) -> list[tuple[str, list[str]]]:
     return [
         ("registry_load", ["--out", str(DOCS / "bench_registry.md")]),
-        ("training_set", (["--repeat", "1", "--rounds", "1"] if quick else []) + ["--out", str(DOCS / "bench_training_set.md")]),
+        ("training_set", (["--repeat", "1", "--rounds", "1"] if quick else ["--postgres"])
+         + ["--out", str(DOCS / "bench_training_set.md")]),
         ("online", ["--quick"] if quick else []),
         ("search", ["--out", str(DOCS / "bench_search.md")]),
         ("server", (["--duration", "5"] if quick else []) + ["--out", str(DOCS / "bench_server.md")]),
