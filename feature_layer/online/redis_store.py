@@ -60,6 +60,25 @@ def _fixed_block(rows: np.ndarray) -> tuple[memoryview, np.ndarray]:
     return memoryview(block.reshape(-1)), np.arange(n + 1, dtype=np.int64) * block.shape[1]
 
 
+_EXPIRED = pa.scalar(b"-")
+
+
+def _expiry_block(event_us: np.ndarray, ttl_us: int, now_us: int) -> memoryview:
+    """The ``PX`` argument of each key, as RESP bulk strings, for ``write_latest.lua``.
+
+    ``max(1, ceil((event_us + ttl - now) / 1000))`` ms in decimal, or ``-`` for a value already
+    expired (``event_us + ttl < now``: not written). Computed here, vectorised, so the script
+    does no arithmetic or number formatting per key.
+    """
+    left = np.asarray(event_us, dtype=np.int64) + np.int64(ttl_us - now_us)
+    px = np.maximum(-(-left // 1000), 1)
+    text = pa.array(px).cast(pa.string()).cast(pa.binary())
+    if (left < 0).any():
+        text = pc.if_else(pa.array(left < 0), _EXPIRED, text)
+    block, offsets = _bulk_block(text)
+    return block[int(offsets[0]) : int(offsets[-1])]
+
+
 class RedisOnlineStore(OnlineStore):
     kind = "redis"
 
@@ -384,15 +403,21 @@ class RedisWriter(Writer):
         value_offsets: np.ndarray,
     ) -> list[Any]:
         n = stop - start
-        now = b"%d" % self.store.clock()
+        clock = self.store.clock()
+        now = b"%d" % clock
         ttl = b"%d" % (self.ttl_us or 0)
-        head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%d\r\n" % (3 + 2 * n + 3, self.sha, len(b"%d" % n), n)
+        expiry: list[Any] = []
+        if self.ttl_us:
+            expiry = [_expiry_block(batch.event_us[start:stop], self.ttl_us, clock)]
+        count = 3 + 2 * n + 3 + (n if expiry else 0)
+        head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%d\r\n" % (count, self.sha, len(b"%d" % n), n)
         args = b"$%d\r\n%s\r\n$%d\r\n%s\r\n$1\r\n%s\r\n" % (len(now), now, len(ttl), ttl, b"1" if self.force else b"0")
         return [
             head,
             keys_block[int(key_offsets[start]) : int(key_offsets[stop])],
             args,
             values_block[int(value_offsets[start]) : int(value_offsets[stop])],
+            *expiry,
         ]
 
     def write(self, batch: EncodedBatch) -> None:
