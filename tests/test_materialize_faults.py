@@ -27,6 +27,12 @@ from tests.redis_helpers import RedisServer, StubStore, private_redis, redis_ser
 from tests.test_materialize import BASE, END, engine, load_events, lookup, make_view, redis_store, snapshot, state  # noqa: F401
 
 
+def run_view(engine, online, state, **options):  # noqa: ANN001, ANN003, ANN201
+    """``materialize_view`` of the standard test view as of END (statistics off unless asked)."""
+    options.setdefault("statistics", False)
+    return materialize_view(make_view(), engine=engine, online=online, state=state, end=END, **options)
+
+
 def _reference(server: RedisServer, engine: DuckDBEngine, tmp_path: Path, end=END) -> dict:  # noqa: ANN001
     ref = redis_store(server, f"ref{uuid.uuid4().hex[:6]}")
     materialize_view(
@@ -61,12 +67,10 @@ def test_a_store_flushed_mid_run_fails_the_run_and_the_rerun_converges(
                 admin.script_flush()
 
     with pytest.raises(OnlineStoreError, match="may have lost writes") as info:
-        materialize_view(
-            make_view(),
-            engine=engine,
-            online=online,
-            state=state,
-            end=END,
+        run_view(
+            engine,
+            online,
+            state,
             on_rows=flush,
             batch_rows=1_000,
             statistics=False,
@@ -127,12 +131,10 @@ def test_a_redis_restart_mid_run_fails_the_run_even_with_persistence(
                 server.restart()
 
         with pytest.raises(OnlineStoreError, match="restarted or failed over"):
-            materialize_view(
-                make_view(),
-                engine=engine,
-                online=online,
-                state=state,
-                end=END,
+            run_view(
+                engine,
+                online,
+                state,
                 on_rows=restart,
                 batch_rows=1_000,
                 statistics=False,
@@ -222,12 +224,10 @@ def test_a_full_refresh_in_progress_never_serves_missing_values(
     def look(rows: int) -> None:
         missing.append(lookup(store, list(range(1_999)))["x"].count(None))
 
-    materialize_view(
-        make_view(),
-        engine=engine,
-        online=online,
-        state=state,
-        end=END,
+    run_view(
+        engine,
+        online,
+        state,
         full_refresh=True,
         batch_rows=500,
         on_rows=look,
@@ -339,12 +339,10 @@ def test_a_run_that_lost_its_lease_records_no_watermark(
         time.sleep(0.25)
 
     with pytest.raises(MaterializationConflictError, match="lost the materialization lease"):
-        materialize_view(
-            make_view(),
-            engine=engine,
-            online=online,
-            state=state,
-            end=END,
+        run_view(
+            engine,
+            online,
+            state,
             on_rows=stolen,
             batch_rows=500,
             statistics=False,
@@ -368,12 +366,10 @@ def test_a_statistics_failure_is_recorded_and_the_watermark_still_advances(
     def broken_connection() -> DuckDBEngine:
         raise WarehouseError("statistics connection refused", fix="none")
 
-    result = materialize_view(
-        make_view(),
-        engine=engine,
-        online=online,
-        state=state,
-        end=END,
+    result = run_view(
+        engine,
+        online,
+        state,
         statistics=True,
         statistics_engine=broken_connection,
     )
@@ -400,12 +396,10 @@ def test_the_statistics_thread_is_joined_when_the_writes_fail(
         private_redis.stop()
 
     with pytest.raises(OnlineStoreError):
-        materialize_view(
-            make_view(),
-            engine=engine,
-            online=online,
-            state=state,
-            end=END,
+        run_view(
+            engine,
+            online,
+            state,
             statistics=True,
             batch_rows=500,
             statistics_engine=slow_statistics_connection,
@@ -444,12 +438,10 @@ def test_an_acl_user_without_info_still_materializes_and_still_detects_a_flush(
             admin.flushall()
 
     with pytest.raises(OnlineStoreError, match="may have lost writes"):
-        materialize_view(
-            make_view(),
-            engine=engine,
-            online=online,
-            state=state,
-            end=END,
+        run_view(
+            engine,
+            online,
+            state,
             on_rows=flush,
             batch_rows=500,
             statistics=False,
