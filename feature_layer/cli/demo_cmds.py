@@ -117,9 +117,10 @@ def _labels_query(store) -> str:  # noqa: ANN001 - FeatureStore
     """The example's label table: recent transactions with their fraud label."""
     import sqlglot.expressions as exp
 
+    from feature_layer.sql.names import quoted_table
+
     node = next(n for n in store.registry.nodes.values() if n.name == "fraud_training_labels")
-    relation = node.relation
-    table = exp.table_(relation.identifier, db=relation.schema, catalog=relation.database, quoted=True)
+    table = quoted_table(node.relation)
     latest = (exp.select("user_id", "merchant_id", "occurred_at", "is_fraud").from_(table)
               .order_by(exp.column("occurred_at").desc()).limit(5000).subquery("latest"))
     query = exp.select("*").from_(latest).order_by("occurred_at")

@@ -15,7 +15,8 @@ from typing import Any
 import sqlglot.expressions as exp
 
 from feature_layer.registry.model import FeatureView
-from feature_layer.sql.latest import _col, _ts, relation
+from feature_layer.sql.latest import _ts
+from feature_layer.sql.names import col, relation_table
 
 BINS = 10
 APPROX_DISTINCT_DIALECTS = frozenset({"duckdb", "snowflake", "bigquery", "trino", "presto", "spark", "databricks"})
@@ -26,7 +27,7 @@ _ORDERED = _NUMERIC | {"timestamp", "date"}
 
 def _where(view: FeatureView, end: datetime) -> exp.Expression:
     return exp.and_(
-        _col(view.event_time).is_(exp.null()).not_(), exp.LTE(this=_col(view.event_time), expression=_ts(end))
+        col(view.event_time).is_(exp.null()).not_(), exp.LTE(this=col(view.event_time), expression=_ts(end))
     )
 
 
@@ -34,7 +35,7 @@ def summary_sql(view: FeatureView, *, end: datetime, dialect: str = "duckdb") ->
     """One row: ``__n`` then per feature i ``c{i}`` (non-null), ``d{i}`` (≈distinct), ``lo{i}``, ``hi{i}``, ``mu{i}``."""
     cols: list[exp.Expression] = [exp.alias_(exp.Count(this=exp.Star()), "__n")]
     for i, f in enumerate(view.features):
-        c = _col(f.name)
+        c = col(f.name)
         cols.append(exp.alias_(exp.Count(this=c), f"c{i}"))
         distinct = (
             exp.ApproxDistinct(this=c.copy())
@@ -47,7 +48,7 @@ def summary_sql(view: FeatureView, *, end: datetime, dialect: str = "duckdb") ->
             cols.append(exp.alias_(exp.Max(this=c.copy()), f"hi{i}"))
         if f.dtype in _NUMERIC:
             cols.append(exp.alias_(exp.Avg(this=exp.cast(c.copy(), exp.DataType.build("double"))), f"mu{i}"))
-    return exp.select(*cols).from_(relation(view)).where(_where(view, end))
+    return exp.select(*cols).from_(relation_table(view)).where(_where(view, end))
 
 
 def histogram_sql(
@@ -63,7 +64,7 @@ def histogram_sql(
     """
     parts: list[exp.Select] = []
     for i, (lo, hi) in ranges.items():
-        value = exp.cast(_col(view.features[i].name), exp.DataType.build("double"))
+        value = exp.cast(col(view.features[i].name), exp.DataType.build("double"))
         scaled = exp.Div(
             this=exp.paren(exp.Sub(this=value, expression=exp.Literal.number(repr(lo)))),
             expression=exp.Literal.number(repr((hi - lo) / BINS)),
@@ -77,8 +78,8 @@ def histogram_sql(
                 exp.alias_(bin_, "b"),
                 exp.alias_(exp.Count(this=exp.Star()), "n"),
             )
-            .from_(_sampled(relation(view), sample_percent))
-            .where(exp.and_(_where(view, end), _col(view.features[i].name).is_(exp.null()).not_()))
+            .from_(_sampled(relation_table(view), sample_percent))
+            .where(exp.and_(_where(view, end), col(view.features[i].name).is_(exp.null()).not_()))
             .group_by(bin_.copy())
         )
     if not parts:

@@ -16,16 +16,12 @@ from typing import Any
 from sqlglot import exp
 
 from feature_layer.registry.model import Feature, FeatureView
+from feature_layer.sql.names import relation_table
 
 NUMERIC = {"int64", "float64", "decimal"}
 CATEGORICAL = {"string", "bool"}
 DEFAULT_BINS = 20
 TOP_VALUES = 12
-
-
-def _table(view: FeatureView) -> exp.Table:
-    r = view.relation
-    return exp.table_(r.identifier, db=r.schema, catalog=r.database, quoted=True)
 
 
 def _column(name: str) -> exp.Column:
@@ -51,7 +47,7 @@ def summary_query(view: FeatureView, feature: Feature) -> exp.Select:
                         exp.alias_(exp.Max(this=col.copy()), "max_value")]
     if feature.dtype in NUMERIC:
         projections.append(exp.alias_(exp.Avg(this=exp.cast(col.copy(), "DOUBLE")), "mean_value"))
-    return exp.select(*projections).from_(_table(view))
+    return exp.select(*projections).from_(relation_table(view))
 
 
 def histogram_query(view: FeatureView, feature: Feature, low: float, high: float, bins: int) -> exp.Select:
@@ -65,7 +61,7 @@ def histogram_query(view: FeatureView, feature: Feature, low: float, high: float
     )
     return (
         exp.select(exp.alias_(bucket, "bin"), exp.alias_(exp.Count(this=exp.Star()), "n"))
-        .from_(_table(view))
+        .from_(relation_table(view))
         .where(exp.Not(this=exp.Is(this=_column(feature.name), expression=exp.Null())))
         .group_by(exp.column("bin"))
         .order_by(exp.column("bin"))
@@ -76,7 +72,7 @@ def top_values_query(view: FeatureView, feature: Feature, limit: int = TOP_VALUE
     col = _column(feature.name)
     return (
         exp.select(exp.alias_(col, "value"), exp.alias_(exp.Count(this=exp.Star()), "n"))
-        .from_(_table(view))
+        .from_(relation_table(view))
         .where(exp.Not(this=exp.Is(this=col.copy(), expression=exp.Null())))
         .group_by(col.copy())
         .order_by(exp.Ordered(this=exp.column("n"), desc=True), exp.Ordered(this=col.copy()))

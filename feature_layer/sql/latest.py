@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 import sqlglot.expressions as exp
 
 from feature_layer.registry.model import FeatureView
+from feature_layer.sql.names import col, relation_table
 from feature_layer.sql.point_in_time import tie_break_order
 
 EVENT_ALIAS = "__fl_event_time"
@@ -62,10 +63,6 @@ class Watermark:
     """Largest created-at among the rows considered (views with a created-at column)."""
 
 
-def _col(name: str, table: str | None = None) -> exp.Column:
-    return exp.column(name, table=table, quoted=True)
-
-
 def _ts(value: datetime) -> exp.Expression:
     """A UTC timestamp literal (naive timestamps in the warehouse are read as UTC)."""
     if value.tzinfo is not None:
@@ -73,11 +70,6 @@ def _ts(value: datetime) -> exp.Expression:
     return exp.cast(
         exp.Literal.string(value.isoformat(sep=" ", timespec="microseconds")), exp.DataType.build("timestamp")
     )
-
-
-def relation(view: FeatureView) -> exp.Table:
-    rel = view.relation
-    return exp.table_(rel.identifier, db=rel.schema or None, catalog=rel.database or None, quoted=True)
 
 
 def new_rows_filter(
@@ -89,10 +81,10 @@ def new_rows_filter(
     lookback: timedelta = DEFAULT_LATE_LOOKBACK,
 ) -> exp.Expression:
     """The WHERE clause choosing the rows a run must look at (see the module docstring)."""
-    event = _col(view.event_time)
+    event = col(view.event_time)
     cond: exp.Expression = exp.and_(event.is_(exp.null()).not_(), exp.LTE(this=event.copy(), expression=_ts(end)))
     for key in view.join_keys:
-        cond = exp.and_(cond, _col(key).is_(exp.null()).not_())
+        cond = exp.and_(cond, col(key).is_(exp.null()).not_())
     if start is not None:
         return exp.and_(cond, exp.GTE(this=event.copy(), expression=_ts(start)))
     if watermark is None:
@@ -101,9 +93,9 @@ def new_rows_filter(
     if view.created_at:
         # No created-at seen yet (the last run read no rows): any row with one is new.
         later = (
-            exp.GT(this=_col(view.created_at), expression=_ts(watermark.created_at - lookback))
+            exp.GT(this=col(view.created_at), expression=_ts(watermark.created_at - lookback))
             if watermark.created_at is not None
-            else _col(view.created_at).is_(exp.null()).not_()
+            else col(view.created_at).is_(exp.null()).not_()
         )
         newer = exp.or_(newer, later)
     return exp.and_(cond, exp.paren(newer))
@@ -139,9 +131,9 @@ def latest_values(
 def _latest_by_arg_max(
     view: FeatureView, *, end: datetime, start: datetime | None, watermark: Watermark | None, lookback: timedelta
 ) -> exp.Select:
-    created = _col(view.created_at) if view.created_at else exp.cast(exp.null(), exp.DataType.build("timestamp"))
-    fields = [(EVENT_ALIAS, _col(view.event_time)), (CREATED_ALIAS, created)]
-    fields += [(f.name, _col(f.name)) for f in view.features]
+    created = col(view.created_at) if view.created_at else exp.cast(exp.null(), exp.DataType.build("timestamp"))
+    fields = [(EVENT_ALIAS, col(view.event_time)), (CREATED_ALIAS, created)]
+    fields += [(f.name, col(f.name)) for f in view.features]
     row = exp.Struct(
         expressions=[
             exp.PropertyEQ(this=exp.to_identifier(name, quoted=True), expression=value) for name, value in fields
@@ -157,15 +149,15 @@ def _latest_by_arg_max(
     if negated is not None:
         pick: exp.Expression = exp.ArgMin(this=row, expression=exp.Tuple(expressions=negated))
     else:
-        parts: list[exp.Expression] = [_col(view.event_time)]
+        parts: list[exp.Expression] = [col(view.event_time)]
         for o in ordered:
             parts.append(exp.Tuple(expressions=[o.this.copy().is_(exp.null()).not_(), o.this.copy()]))
         pick = exp.ArgMax(this=row, expression=exp.Tuple(expressions=parts))
     return (
-        exp.select(*[_col(k) for k in view.join_keys], exp.Unnest(expressions=[pick]))
-        .from_(relation(view))
+        exp.select(*[col(k) for k in view.join_keys], exp.Unnest(expressions=[pick]))
+        .from_(relation_table(view))
         .where(new_rows_filter(view, end=end, start=start, watermark=watermark, lookback=lookback))
-        .group_by(*[_col(k) for k in view.join_keys])
+        .group_by(*[col(k) for k in view.join_keys])
     )
 
 
@@ -194,7 +186,7 @@ def _negated_order(view: FeatureView, ordered: list[exp.Ordered]) -> list[exp.Ex
     types = {f.name: f.dtype for f in view.features}
     if view.created_at:
         types[view.created_at] = "timestamp"
-    out = [_negated(_col(view.event_time), "timestamp")]
+    out = [_negated(col(view.event_time), "timestamp")]
     for o in ordered:
         name = o.this.this.name if isinstance(o.this, exp.Collate) else o.this.name
         out.append(_negated(o.this, types.get(name, "unknown")))
@@ -210,30 +202,30 @@ def _latest_by_window(
     dialect: str,
     lookback: timedelta,
 ) -> exp.Select:
-    order = [exp.Ordered(this=_col(view.event_time), desc=True, nulls_first=False)]
+    order = [exp.Ordered(this=col(view.event_time), desc=True, nulls_first=False)]
     order += tie_break_order(view, None, dialect)
     rank = exp.Window(
         this=exp.RowNumber(),
-        partition_by=[_col(k) for k in view.join_keys],
+        partition_by=[col(k) for k in view.join_keys],
         order=exp.Order(expressions=order),
     )
-    created = _col(view.created_at) if view.created_at else exp.cast(exp.null(), exp.DataType.build("timestamp"))
+    created = col(view.created_at) if view.created_at else exp.cast(exp.null(), exp.DataType.build("timestamp"))
     inner = (
         exp.select(
-            *[_col(k) for k in view.join_keys],
-            exp.alias_(_col(view.event_time), EVENT_ALIAS, quoted=True),
+            *[col(k) for k in view.join_keys],
+            exp.alias_(col(view.event_time), EVENT_ALIAS, quoted=True),
             exp.alias_(created, CREATED_ALIAS, quoted=True),
-            *[_col(f.name) for f in view.features],
+            *[col(f.name) for f in view.features],
             exp.alias_(rank, _RANK, quoted=True),
         )
-        .from_(relation(view))
+        .from_(relation_table(view))
         .where(new_rows_filter(view, end=end, start=start, watermark=watermark, lookback=lookback))
     )
     outer_cols = [*view.join_keys, EVENT_ALIAS, CREATED_ALIAS, *(f.name for f in view.features)]
     return (
-        exp.select(*[_col(c, "latest") for c in outer_cols])
+        exp.select(*[col(c, "latest") for c in outer_cols])
         .from_(inner.subquery("latest"))
-        .where(exp.EQ(this=_col(_RANK, "latest"), expression=exp.Literal.number(1)))
+        .where(exp.EQ(this=col(_RANK, "latest"), expression=exp.Literal.number(1)))
     )
 
 
@@ -254,13 +246,13 @@ def max_created(
     queries is then read again by the next run (harmless: writes are idempotent) instead of
     being skipped.
     """
-    created = _col(view.created_at) if view.created_at else exp.cast(exp.null(), exp.DataType.build("timestamp"))
+    created = col(view.created_at) if view.created_at else exp.cast(exp.null(), exp.DataType.build("timestamp"))
     return (
         exp.select(
             exp.alias_(exp.Max(this=created), "max_created", quoted=True),
-            exp.alias_(exp.Max(this=_col(view.event_time)), "max_event", quoted=True),
+            exp.alias_(exp.Max(this=col(view.event_time)), "max_event", quoted=True),
         )
-        .from_(relation(view))
+        .from_(relation_table(view))
         .where(new_rows_filter(view, end=end, start=start, watermark=watermark, lookback=lookback))
     )
 

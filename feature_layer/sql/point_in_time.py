@@ -31,6 +31,7 @@ from sqlglot import exp
 from feature_layer.errors import InputError
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.sql.dialects import capabilities, pit_strategy, to_naive_utc, to_utc_instant
+from feature_layer.sql.names import col, ident, relation_table  # noqa: F401 - re-exported
 
 ROW = "__fl_row"
 """Spine column holding each entity row's input position; the result is ordered by it."""
@@ -83,26 +84,6 @@ class ViewOutputs:
     @property
     def alias(self) -> str:
         return self.view.name
-
-
-def ident(name: str) -> exp.Identifier:
-    """A quoted identifier: names from users and dbt are never pasted in bare."""
-    return exp.to_identifier(name, quoted=True)
-
-
-def col(name: str, table: str | None = None) -> exp.Column:
-    return exp.Column(this=ident(name), table=ident(table) if table else None)
-
-
-def relation_table(view: FeatureView, alias: str | None = None) -> exp.Table:
-    """The warehouse relation of a view as a fully quoted table reference."""
-    rel = view.relation
-    return exp.Table(
-        this=ident(rel.identifier),
-        db=ident(rel.schema) if rel.schema else None,
-        catalog=ident(rel.database) if rel.database else None,
-        alias=exp.TableAlias(this=ident(alias)) if alias else None,
-    )
 
 
 def interval(ttl: timedelta) -> exp.Interval:
