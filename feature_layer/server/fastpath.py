@@ -26,9 +26,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from feature_layer.errors import FeatureLayerError, InputError, OnlineStoreError, UnknownFeatureError
 from feature_layer.server.requests import (
     OnlineRequest,
-    RequestFieldError,
-    RequestTooLargeError,
+    parse_json_body,
     parse_online_request,
+    read_body,
 )
 
 
@@ -62,41 +62,10 @@ class OnlineFastPath:
         await send({"type": "http.response.body", "body": payload})
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.state.limits.max_body_bytes
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    if int(value) > limit:
-                        raise RequestTooLargeError(limit)
-                except ValueError:
-                    raise RequestFieldError("Content-Length", "Content-Length is not a number.",
-                                            fix="send a valid Content-Length header.") from None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise RequestFieldError("body", "The client disconnected before sending the body.",
-                                        fix="send the whole request body.")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLargeError(limit)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return await read_body(scope["headers"], receive, self.state.limits.max_body_bytes)
 
     async def _lookup(self, body: bytes) -> bytes:
-        if not body:
-            raise RequestFieldError("body", "The request body is empty.",
-                                    fix='send JSON such as {"features": ["view.feature"], "entity_rows": [{"user_id": 1}]}.')
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise RequestFieldError("body", f"The request body is not valid JSON ({exc}).",
-                                    fix="send a JSON object with Content-Type: application/json.") from None
-        return await lookup_json(self.state, payload)
+        return await lookup_json(self.state, parse_json_body(body))
 
 
 async def lookup_json(state: Any, payload: Any) -> bytes:

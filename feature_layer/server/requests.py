@@ -5,12 +5,13 @@ Kept apart from the handlers so the checks are plain functions, testable without
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.requests import Request
+from starlette.types import Receive
 
 from feature_layer.errors import InputError, UnknownFeatureError
 from feature_layer.registry.declarations import close_matches
@@ -42,28 +43,36 @@ def unknown_feature(field: str, message: str, fix: str) -> UnknownFeatureError:
     return exc
 
 
-async def read_json_body(request: Request, limit: int) -> Any:
-    """The JSON body, refusing anything over ``limit`` bytes before reading it all."""
-    length = request.headers.get("content-length")
-    if length is not None:
-        try:
-            if int(length) > limit:
-                raise RequestTooLargeError(limit)
-        except ValueError:
-            raise RequestFieldError("Content-Length", f"Content-Length {length!r} is not a number.",
-                                    fix="send a valid Content-Length header.") from None
-        body = await request.body()
-    else:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLargeError(limit)
-            chunks.append(chunk)
-        body = b"".join(chunks)
-    if len(body) > limit:
-        raise RequestTooLargeError(limit)
+async def read_body(headers: Iterable[tuple[bytes, bytes]], receive: Receive, limit: int) -> bytes:
+    """The raw request body, refusing anything over ``limit`` bytes before reading it all
+    (a too-large Content-Length at once; a chunked upload as soon as it passes the limit)."""
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                if int(value) > limit:
+                    raise RequestTooLargeError(limit)
+            except ValueError:
+                raise RequestFieldError("Content-Length", "Content-Length is not a number.",
+                                        fix="send a valid Content-Length header.") from None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestFieldError("body", "The client disconnected before sending the body.",
+                                    fix="send the whole request body.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLargeError(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse_json_body(body: bytes) -> Any:
+    """The parsed JSON body; an empty or malformed body is a 4xx naming the fix."""
     if not body:
         raise RequestFieldError("body", "The request body is empty.",
                                 fix='send JSON such as {"features": ["view.feature"], "entity_rows": [{"user_id": 1}]}.')
@@ -72,6 +81,11 @@ async def read_json_body(request: Request, limit: int) -> Any:
     except orjson.JSONDecodeError as exc:
         raise RequestFieldError("body", f"The request body is not valid JSON ({exc}).",
                                 fix="send a JSON object with Content-Type: application/json.") from None
+
+
+async def read_json_body(request: Request, limit: int) -> Any:
+    """The JSON body of a starlette request (same limits and errors as the raw-ASGI fast path)."""
+    return parse_json_body(await read_body(request.scope["headers"], request.receive, limit))
 
 
 @dataclass(frozen=True)
