@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -244,32 +245,34 @@ PROFILE_ROWS = [{"user_id": 1, "event_ts": datetime(2024, 1, 1), "age": 40},
                 {"user_id": 2, "event_ts": datetime(2026, 1, 1), "age": 30}]
 
 
-def _load(engine, name: str, rows: list[dict], schema: pa.Schema | None = None) -> None:
+def _load(engine, db_schema: str, name: str, rows: list[dict], schema: pa.Schema | None = None) -> None:
     table = pa.Table.from_pylist(rows, schema=schema)
     engine.register_arrow(f"stage_{name}", table)
-    engine.execute(f'CREATE TABLE "{SCHEMA}"."{name}" AS SELECT * FROM "stage_{name}"')
+    engine.execute(f'CREATE TABLE "{db_schema}"."{name}" AS SELECT * FROM "stage_{name}"')
     engine.unregister(f"stage_{name}")
 
 
-@pytest.mark.xdist_group("fl_snapshot_schema")  # one worker: the snapshots name a fixed schema
 @pytest.mark.parametrize("dialect", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 @pytest.mark.parametrize("scenario", ["one_view_ttl_created_at", "three_views_full_names"])
 def test_snapshot_sql_runs_and_equals_the_reference(scenario: str, dialect: str) -> None:
     engine = duckdb_engine() if dialect == "duckdb" else postgres_engine()
+    # The snapshots name the schema fl_snapshot; each run gets its own copy of it, so runs in
+    # parallel (xdist workers, two CI jobs on one PostgreSQL) never drop each other's tables.
+    db_schema = f"{SCHEMA}_{uuid.uuid4().hex[:8]}"
     try:
-        engine.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
-        engine.execute(f'CREATE SCHEMA "{SCHEMA}"')
-        _load(engine, "entities", ENTITY_ROWS)
-        _load(engine, "user_activity", ACTIVITY_ROWS, pa.schema(
+        engine.execute(f'CREATE SCHEMA "{db_schema}"')
+        _load(engine, db_schema, "entities", ENTITY_ROWS)
+        _load(engine, db_schema, "user_activity", ACTIVITY_ROWS, pa.schema(
             [("user_id", pa.int64()), ("event_ts", pa.timestamp("us")), ("created_ts", pa.timestamp("us")),
              ("amount", pa.float64()), ("merchant", pa.string())]))
-        _load(engine, "user_merchant", PAIR_ROWS)
-        _load(engine, "user_profile", PROFILE_ROWS)
+        _load(engine, db_schema, "user_merchant", PAIR_ROWS)
+        _load(engine, db_schema, "user_profile", PROFILE_ROWS)
         sql = (SNAPSHOTS / f"{scenario}.{dialect}.sql").read_text()
-        got = engine.fetch_arrow(sql).to_pylist()
+        assert sql.count(f'"{SCHEMA}".') >= 2  # the snapshot really reads the fixed schema
+        got = engine.fetch_arrow(sql.replace(f'"{SCHEMA}".', f'"{db_schema}".')).to_pylist()
     finally:
         try:
-            engine.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
+            engine.execute(f'DROP SCHEMA IF EXISTS "{db_schema}" CASCADE')
         finally:
             engine.close()
     spine, requested, full = SCENARIOS[scenario]
