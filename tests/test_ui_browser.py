@@ -72,19 +72,21 @@ def wait_for_names(page, names: list[str]) -> None:
     """
     from playwright.sync_api import expect
 
-    expect(page.locator("#results .r-name")).to_have_text(names, use_inner_text=True)
+    expect(page.locator("#results .r-name")).to_have_text(names, use_inner_text=True, timeout=15_000)
 
 
 def test_search_as_you_type_ranks_and_filters(page, server):
+    from playwright.sync_api import expect
+
     page.goto(server.url + "/")
     page.wait_for_selector("#results .result")
     assert page.locator("#results .result").count() == 5
     page.locator("#q").press_sequentially("amou", delay=20)
     wait_for_names(page, ["amount_sum_7d", "avg_amount_7d"])  # name prefix first, then a word inside a name
-    assert page.locator("#results mark").first.inner_text().lower() == "amou"
+    expect(page.locator("#results mark").first).to_have_text("amou", ignore_case=True, timeout=15_000)
     page.fill("#q", "velocity")
     wait_for_names(page, ["txn_count_7d", "amount_sum_7d"])  # tag matches
-    assert page.locator("#results .why").first.inner_text().lower() == "tag"
+    expect(page.locator("#results .why").first).to_have_text("tag", ignore_case=True, timeout=15_000)
     page.fill("#q", "")
     page.select_option("#filter-entity", "merchant")
     wait_for_names(page, ["chargeback_rate", "foreign_share"])
@@ -92,7 +94,7 @@ def test_search_as_you_type_ranks_and_filters(page, server):
     page.wait_for_selector("#results .empty")
     page.select_option("#filter-entity", "")
     wait_for_names(page, ["amount_sum_7d", "avg_amount_7d"])
-    assert "2 features" in page.locator("#count").inner_text()
+    expect(page.locator("#count")).to_contain_text("2 features", timeout=15_000)
 
 
 def test_open_a_feature_and_see_lineage_statistics_and_freshness(page, server):
