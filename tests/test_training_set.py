@@ -73,8 +73,20 @@ def _reference(store: FeatureStore, entity: pa.Table, refs: list[str], **kwargs)
     for name, features in resolved.items():
         view = store.registry.view(name)
         rel = ".".join(f'"{p}"' for p in view.relation.parts())
-        views.append(ViewData(view, engine.fetch_arrow(f"SELECT * FROM {rel}").to_pylist(), features))
+        views.append(ViewData(view, _as_logical(view, engine.fetch_arrow(f"SELECT * FROM {rel}")).to_pylist(), features))
     return reference_training_set(entity.to_pylist(), views, "occurred_at", **kwargs)
+
+
+def _as_logical(view, table: pa.Table) -> pa.Table:
+    """The view's rows with each feature in its logical type's Arrow type (naive timestamps are UTC)."""
+    from feature_layer.types import arrow_type
+
+    for feature in view.features:
+        target = arrow_type(feature.dtype)
+        index = table.schema.get_field_index(feature.name)
+        if target is not None and table.schema.field(index).type != target:
+            table = table.set_column(index, feature.name, table.column(index).cast(target))
+    return table
 
 
 def _same(got: list[dict], expected: list[dict]) -> None:
