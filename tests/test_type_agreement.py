@@ -65,12 +65,12 @@ def _utc(*args: int) -> datetime:
 
 # The latest row per user, computed by hand from the VALUES in models/typed_features.sql.
 EXPECTED = {
-    1: {"flag_count": 1, "flag_count_int": 2, "whole_sum": 1, "big_sum": 1, "amount_total": 6.75,
-        "quarter": 4.4 / 4, "amount_real": float(np.float32(4.4)), "flag_as_float": 0.0, "ever_vip": True, "label": "beta",
+    1: {"flag_count": 2, "flag_count_int": 2, "whole_sum": 2, "big_sum": 2, "amount_total": 6.75,
+        "quarter": 4.4 / 4, "amount_real": float(np.float32(4.4)), "flag_as_float": 1.0, "ever_vip": True, "label": "beta",
         "ref_id": "1c1f3a7b-2d4e-4f60-9bac-1d2e3f4a5b6c", "last_seen_at": _utc(2025, 3, 2, 11, 30, 0, 250000),
         "last_seen_tz": _utc(2025, 3, 2, 11, 30, 0, 250000), "seen_on": date(2025, 3, 2)},
-    2: {"flag_count": 1, "flag_count_int": 1, "whole_sum": 1, "big_sum": 1, "amount_total": 1.15,
-        "quarter": 1.15 / 4, "amount_real": float(np.float32(1.15)), "flag_as_float": 1.0, "ever_vip": False, "label": "gamma",
+    2: {"flag_count": 0, "flag_count_int": 1, "whole_sum": 0, "big_sum": 0, "amount_total": 1.15,
+        "quarter": 1.15 / 4, "amount_real": float(np.float32(1.15)), "flag_as_float": 0.0, "ever_vip": False, "label": "gamma",
         "ref_id": "2d204b8c-3e5f-4071-acbd-2e3f4a5b6c7d", "last_seen_at": _utc(2025, 3, 1, 9, 15),
         "last_seen_tz": _utc(2025, 3, 1, 9, 15), "seen_on": date(2025, 3, 1)},
     # a row of nulls (count(flag) is 0, the timestamps are the event's)
@@ -206,6 +206,25 @@ def test_without_a_catalog_unknown_features_keep_the_warehouse_type_offline_and_
         assert online.schema.field(name).type == pa.string(), name  # the online store keeps text
         assert online.column(name).to_pylist() == got.cast(pa.string()).to_pylist(), name
         assert online.column(name).null_count < len(USERS), name  # values present
+
+
+def test_statistics_and_histograms_follow_the_logical_type(store: FeatureStore) -> None:
+    """Numbers summarised as their logical type: a HUGEINT or NUMERIC column used to give Decimal
+    bounds, hence no histogram ("No histogram for this type" in the UI)."""
+    from feature_layer.server.stats import compute_statistics, normalize_statistics
+
+    view = store.registry.view(VIEW)
+    numeric = {n: t for n, t in DTYPES.items() if t in {"int64", "float64", "decimal"}}
+    assert set(numeric.values()) == {"int64", "float64", "decimal"}
+    for name, dtype in numeric.items():
+        kind = int if dtype == "int64" else float
+        rows = 4 if name == "flag_count_int" else 3  # the non-null rows (count(flag) is never null)
+        stored = normalize_statistics(store.state.get_statistics(f"{VIEW}.{name}"))  # from materialize
+        assert stored is not None, name
+        assert type(stored["min"]) is kind and type(stored["max"]) is kind and stored["min"] < stored["max"], name
+        assert sum(b["count"] for b in stored["histogram"]) == rows, name
+        on_demand = compute_statistics(store.offline_engine(), view, view.feature(name))  # the server's
+        assert on_demand["histogram"] and sum(b["count"] for b in on_demand["histogram"]) == rows, name
 
 
 # ----------------------------------------------------------------------------- entity columns
