@@ -272,3 +272,27 @@ def test_warehouse_entity_columns_come_back_with_the_warehouse_types(store: Feat
     assert result.select(source.column_names).schema == source.schema
     assert sorted(result.column("as_of").to_pylist()) == sorted(source.column("as_of").to_pylist())
     assert result.num_rows == 2 and all(v is not None for v in result.column("flag_count").to_pylist())
+
+
+def test_the_printed_training_set_sql_casts_to_the_logical_types(store: FeatureStore) -> None:
+    """``feature-layer sql training-set`` prints what the Python training set runs, casts included."""
+    from click.testing import CliRunner
+
+    from feature_layer.cli import main as cli
+
+    engine = store.offline_engine()
+    table = f"typed_asof_{uuid.uuid4().hex[:8]}"
+    engine.execute(f"CREATE TABLE \"{table}\" AS SELECT CAST(2 AS BIGINT) AS user_id, "
+                   f"TIMESTAMP '2025-06-01 00:00:00' AS event_timestamp")
+    try:
+        done = CliRunner().invoke(cli, ["--project-dir", str(store.project_dir), "--target", engine.dialect, "sql",
+                                        "training-set", "--entity-table", table, "--features", ",".join(FEATURES)])
+        assert done.exit_code == 0, done.output
+        result = engine.fetch_arrow(done.output.strip().rstrip(";"))
+    finally:
+        engine.execute(f'DROP TABLE IF EXISTS "{table}"')
+    for name, dtype in DTYPES.items():
+        target = arrow_type(dtype)
+        got = result.schema.field(name).type
+        assert got == target or (pa.types.is_timestamp(target) and got.tz is not None), name  # TIMESTAMPTZ
+        assert result.column(name).to_pylist() == [EXPECTED[2][name]], name

@@ -234,18 +234,11 @@ def tz_aware_event_times(engine: Engine, views: Sequence[FeatureView]) -> set[st
     """Names of the views whose event time is time-zone-aware, from the warehouse's own types.
 
     The registry keeps logical types only (``timestamp`` for both), and the generated SQL must
-    convert a ``timestamptz`` explicitly to be right in any session time zone. One zero-row
-    query per view.
+    convert a ``timestamptz`` explicitly to be right in any session time zone.
     """
-    from feature_layer.sql.point_in_time import relation_table
-
-    aware = set()
-    for view in views:
-        query = exp.select(exp.column(ident(view.event_time))).from_(relation_table(view)).limit(0)
-        field_type = engine.fetch_arrow(query).schema.field(0).type
-        if pa.types.is_timestamp(field_type) and field_type.tz is not None:
-            aware.add(view.name)
-    return aware
+    schemas = warehouse_schemas(engine, [(view, ()) for view in views])
+    return {name for name, schema in schemas.items() if pa.types.is_timestamp(schema.field(0).type)
+            and schema.field(0).type.tz is not None}
 
 
 def _naive_utc(ts: pa.ChunkedArray) -> pa.ChunkedArray:

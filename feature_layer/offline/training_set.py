@@ -222,13 +222,13 @@ def build_training_set(
     views = [view for view, features in items if features]
     entities = prepare_entities(engine, entity_df, views, timestamp_column=timestamp_column)
     try:
-        schemas = warehouse_schemas(engine, [(view, features) for view, features in items if features])
+        tz_views, conversions = warehouse_types(engine, items)
         outputs = plan_outputs(
             items,
             entity_columns=entities.columns,
             full_feature_names=full_feature_names,
-            tz_aware_views={name for name, schema in schemas.items() if _tz_aware(schema.field(0).type)},
-            conversions=feature_conversions(items, schemas),
+            tz_aware_views=tz_views,
+            conversions=conversions,
         )
     except FeatureLayerError:
         if entities.registered:
@@ -275,6 +275,17 @@ def feature_conversions(
             if conversion is not None:
                 out[feature.ref] = conversion
     return out
+
+
+def warehouse_types(
+    engine: Engine, requested: Sequence[tuple[FeatureView, Sequence[Feature]]]
+) -> tuple[set[str], dict[str, Conversion]]:
+    """(views whose event time is time-zone-aware, ``view.feature`` → ``Conversion``), read from
+    the warehouse's own column types (one zero-row query per view)."""
+    wanted = [(view, features) for view, features in requested if features]
+    schemas = warehouse_schemas(engine, wanted)
+    tz_views = {name for name, schema in schemas.items() if _tz_aware(schema.field(0).type)}
+    return tz_views, feature_conversions(wanted, schemas)
 
 
 def resolve_requested(
