@@ -2,7 +2,7 @@
 
 An entity input may be a pandas DataFrame, a pyarrow Table, a polars DataFrame, a Parquet
 path, or a table/query already in the warehouse. In-memory inputs are converted to Arrow
-once (no row loops), their timestamp normalised to naive UTC, a row-position column added,
+once (no row loops), a naive UTC copy of their timestamp and a row-position column added,
 and registered with the engine; warehouse inputs are checked through a zero-row query and
 never pulled into Python.
 """
