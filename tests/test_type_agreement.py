@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from feature_layer.client import FeatureStore
+from feature_layer.clock import FixedClock
 from feature_layer.offline.entity import arrow_logical_type
 from feature_layer.types import LOGICAL_TYPES, arrow_type
 from tests.conftest import (
@@ -38,7 +39,7 @@ from tests.conftest import (
 
 VIEW = "typed_features"
 END = datetime(2025, 6, 1, tzinfo=UTC)
-"""Materialization end and as-of time: after every event of the fixture (no TTL, so nothing expires)."""
+"""The pinned "now" (materialization end, online reads) and the as-of time: after every event."""
 
 DTYPES = {
     "flag_count": "int64",  # DuckDB HUGEINT, PostgreSQL bigint
@@ -118,8 +119,8 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="module")
 def store(built: tuple[str, Path]) -> Iterator[FeatureStore]:
     target, project = built
-    with FeatureStore(project, target=target) as fs:
-        fs.materialize(end=END, full_refresh=True)
+    with FeatureStore(project, target=target, clock=FixedClock(END)) as fs:
+        fs.materialize(full_refresh=True)
         yield fs
 
 
@@ -178,7 +179,7 @@ def test_without_a_catalog_unknown_features_keep_the_warehouse_type_offline_and_
 ) -> None:
     target, project = built
     copy = _without_catalog(project, tmp_path / "no_catalog")
-    with FeatureStore(copy, target=target) as bare:
+    with FeatureStore(copy, target=target, clock=FixedClock(END)) as bare:
         view = bare.registry.view(VIEW)
         dtypes = {f.name: f.dtype for f in view.features}
         assert dtypes["flag_count"] == "int64" and dtypes["label"] == "string"  # YAML data_type
@@ -186,7 +187,7 @@ def test_without_a_catalog_unknown_features_keep_the_warehouse_type_offline_and_
         unknown = [n for n, t in dtypes.items() if t == "unknown"]
         assert unknown == ["flag_count_int", "whole_sum", "amount_total", "quarter", "amount_real", "ever_vip",
                            "ref_id", "last_seen_at", "last_seen_tz", "seen_on"]
-        bare.materialize(end=END, full_refresh=True)
+        bare.materialize(full_refresh=True)
         features = [f"{VIEW}.{n}" for n in dtypes]
         with bare.get_training_set(_entities(), features) as training:
             offline = training.to_arrow()
