@@ -297,3 +297,21 @@ def test_the_printed_training_set_sql_casts_to_the_logical_types(store: FeatureS
         got = result.schema.field(name).type
         assert got == target or (pa.types.is_timestamp(target) and got.tz is not None), name  # TIMESTAMPTZ
         assert result.column(name).to_pylist() == [EXPECTED[2][name]], name
+
+
+@pytest.mark.parametrize(("sql_type", "logical"), [
+    ("HUGEINT", "int64"), ("integer", "int64"), ("UBIGINT", "int64"), ("bigint unsigned", "int64"),
+    ("numeric(38,0)", "int64"), ("NUMBER(38, 0)", "int64"), ("decimal(10)", "int64"),
+    ("numeric", "decimal"), ("DECIMAL(38,2)", "decimal"), ("double precision", "float64"), ("real", "float64"),
+    ("boolean", "bool"), ("character varying(8)", "string"), ("UUID", "string"), ("text", "string"),
+    ("timestamp without time zone", "timestamp"), ("TIMESTAMP(3) WITH TIME ZONE", "timestamp"),
+    ("TIMESTAMP_NS", "timestamp"), ("timestamptz", "timestamp"), ("DATE", "date"),
+    # once read as int64 or timestamp by a prefix match: not types a feature can be served as
+    ("INTERVAL", "unknown"), ("integer[]", "unknown"), ("TIMESTAMP WITH TIME ZONE[]", "unknown"),
+    ("STRUCT(a INTEGER)", "unknown"), ("array<int>", "unknown"), ("int4range", "unknown"), ("JSON", "unknown"),
+    ("USER-DEFINED", "unknown"), ("time", "unknown"), ("", "unknown"), (None, "unknown"),
+])
+def test_warehouse_type_names_map_to_logical_types(sql_type: str | None, logical: str) -> None:
+    from feature_layer.types import logical_type
+
+    assert logical_type(sql_type) == logical
