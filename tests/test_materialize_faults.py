@@ -23,7 +23,7 @@ from feature_layer.online.encoding import to_micros
 from feature_layer.online.materialize import materialize, materialize_view
 from feature_layer.online.sqlite_store import SqliteOnlineStore
 from feature_layer.state import StateStore
-from tests.redis_helpers import RedisServer, StubStore, private_redis, redis_server  # noqa: F401
+from tests.redis_helpers import RedisServer, make_parts, private_redis, redis_server  # noqa: F401
 from tests.test_materialize import BASE, END, engine, load_events, lookup, make_view, redis_store, snapshot, state  # noqa: F401
 
 
@@ -183,7 +183,7 @@ def test_a_full_refresh_failing_half_way_leaves_every_previous_value_readable(
 ) -> None:
     load_events(engine, users=3_000, per_user=1)
     online = _online(kind, request, tmp_path)
-    store = StubStore(engine, online, state, [make_view()])
+    store = make_parts(engine, online, state, [make_view()])
     materialize(store, end=END, statistics=False)
     before = lookup(store, list(range(3_000)))["x"]
     watermark = state.watermark("user_stats")
@@ -216,7 +216,7 @@ def test_a_full_refresh_in_progress_never_serves_missing_values(
 ) -> None:
     load_events(engine, users=2_000, per_user=1)
     online = _online(kind, request, tmp_path)
-    store = StubStore(engine, online, state, [make_view()])
+    store = make_parts(engine, online, state, [make_view()])
     materialize(store, end=END, statistics=False)
     engine.execute("DELETE FROM main.events WHERE user_id = 1999")
     missing: list[int] = []
@@ -247,7 +247,7 @@ def test_a_full_refresh_leaves_exactly_what_the_warehouse_holds(
 ) -> None:
     load_events(engine, users=5)
     online = _online(kind, request, tmp_path)
-    store = StubStore(engine, online, state, [make_view()])
+    store = make_parts(engine, online, state, [make_view()])
     materialize(store, end=END, statistics=False)
     # The warehouse corrected user 3: its latest row (day 2) was wrong and removed. The stored
     # value is newer than anything left, so only a forced rewrite can bring back day 1.
@@ -415,7 +415,7 @@ def test_an_acl_user_without_info_still_materializes_and_still_detects_a_flush(
     state,  # noqa: ANN001
 ) -> None:
     from feature_layer.config import OnlineStoreSettings
-    from feature_layer.online.store import connect_online_store
+    from feature_layer.online.backends import connect_online_store
 
     admin = private_redis.client()
     admin.acl_setuser(

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     import pandas
     import polars
 
-    from feature_layer.client import FeatureStore
     from feature_layer.offline.engine import Engine
+    from feature_layer.parts import Parts
+    from feature_layer.registry.registry import Registry
 
 
 class TrainingSet:
@@ -209,7 +210,7 @@ def build_training_set(
 
 
 def resolve_requested(
-    store: FeatureStore, features: Sequence[str] | str | None, service: str | None
+    registry: Registry, features: Sequence[str] | str | None, service: str | None
 ) -> list[tuple[FeatureView, list[Feature]]]:
     """Feature references (or a service's) → (view, features) pairs in request order."""
     if features is not None and service is not None:
@@ -217,17 +218,17 @@ def resolve_requested(
     if features is None and service is None:
         raise InputError("No features were requested.", fix="pass features=['view.feature', …] or service='…'.")
     if service is not None:
-        refs: Sequence[str] = list(store.registry.service(service).features)
+        refs: Sequence[str] = list(registry.service(service).features)
     else:
         refs = [features] if isinstance(features, str) else list(features or [])
     if not refs:
         raise InputError("The feature list is empty.", fix="pass at least one 'view.feature' or 'view.*'.")
-    resolved = store.registry.resolve(refs)
-    return [(store.registry.view(name), list(feats)) for name, feats in resolved.items()]
+    resolved = registry.resolve(refs)
+    return [(registry.view(name), list(feats)) for name, feats in resolved.items()]
 
 
 def get_training_set(
-    store: FeatureStore,
+    parts: Parts,
     entity_df: Any,
     *,
     features: Sequence[str] | str | None = None,
@@ -241,9 +242,9 @@ def get_training_set(
     table name or SQL query. Its timestamp column is ``event_timestamp``, else its only
     timestamp column, else ``timestamp_column``.
     """
-    requested = resolve_requested(store, features, service)
+    requested = resolve_requested(parts.registry(), features, service)
     return build_training_set(
-        store.offline_engine(),
+        parts.engine(),
         entity_df,
         requested,
         full_feature_names=full_feature_names,
