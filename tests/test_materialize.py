@@ -154,6 +154,7 @@ def test_redis_stopped_mid_run_fails_clearly_keeps_the_watermark_and_a_rerun_con
         online = redis_store(server, "crash", batch_size=500, retries=1)
         materialize_view(view, engine=engine, online=online, state=state, end=BASE + timedelta(days=3))
         first_watermark = state.watermark("user_stats")
+        assert first_watermark is not None and first_watermark.event_time == BASE + timedelta(days=3)
         load_events(engine, users=20_000, per_user=1, day_offset=5)  # new rows for the next run
 
         batches = []
@@ -351,6 +352,7 @@ def test_a_backfill_never_moves_values_back_in_time_nor_the_watermark(redis_serv
     store = make_parts(engine, online, state, [make_view()])
     materialize(store, end=END)
     before = snapshot(online)
+    assert len(before) == 5  # one value per user: the comparison below is about values that are there
     result = materialize(store, start=BASE, end=BASE + timedelta(days=1))  # rows of day 0 and 1 only
     assert result["user_stats"].entities == 5 and result["user_stats"].kept_newer == 5
     assert snapshot(online) == before
@@ -416,6 +418,7 @@ def test_a_flushed_redis_is_refilled_by_the_next_incremental_run(redis_server: R
     store = make_parts(engine, online, state, [make_view()])
     materialize(store, end=END)
     before = snapshot(online)
+    assert len(before) == 20
     for key in online.client.scan_iter(match=b"fl1:" + online.namespace.encode() + b":*"):
         online.client.delete(key)  # what a restart without persistence does to this namespace
     assert not snapshot(online)

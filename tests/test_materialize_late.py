@@ -37,6 +37,7 @@ def test_a_backfill_with_start_does_not_move_the_created_at_watermark_past_unrea
     store = make_parts(engine, redis_store(redis_server), state, [make_view()])
     materialize(store, end=BASE + timedelta(days=10))
     before = state.watermark("user_stats")
+    assert before is not None and before.created_at is not None
     # A late row for day 0 (before the backfill window), created far after the watermark.
     engine.execute(
         "INSERT INTO main.events VALUES (1, TIMESTAMP '2025-01-05', TIMESTAMP '2025-01-20', -2, 'late-day4', 1)"
