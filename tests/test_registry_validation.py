@@ -26,6 +26,7 @@ EXPECTED = {
     "join_key_missing": ("join-key-missing", ["'merchant_id'", "'user_merchant'"], ["select 'merchant_id'"]),
     "duplicate_feature": ("duplicate-feature", ["'amount'", "twice"], ["once"]),
     "model_with_missing_feature": ("unknown-feature", ["'good_view.amonut'", "Did you mean 'amount'"], ["amount"]),
+    "model_using_broken_view": ("service-uses-broken-view", ["'unknown_entity'", "left out"], ["validate"]),
 }
 
 
@@ -74,7 +75,7 @@ def test_strict_load_raises_all_problems_at_once(broken_project: Path) -> None:
         Registry.load(load_settings(broken_project))
     assert len(raised.value.issues) == len(EXPECTED)
     text = str(raised.value)
-    assert f"{len(EXPECTED)} problem(s)" in text
+    assert f"{len(EXPECTED)} problems in feature declarations" in text
     for name in EXPECTED:
         assert name in text
 

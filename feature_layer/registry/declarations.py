@@ -33,6 +33,10 @@ class Declarations:
     views: dict[str, FeatureView] = field(default_factory=dict)
     services: dict[str, FeatureService] = field(default_factory=dict)
     issues: list[ValidationIssue] = field(default_factory=list)
+    broken_views: dict[str, list[ValidationIssue]] = field(default_factory=dict)
+    """Models declared as feature views but left out, by model name, with their own issues."""
+    broken_services: dict[str, list[ValidationIssue]] = field(default_factory=dict)
+    """ML exposures left out (a bad reference, or a feature view that is itself broken)."""
 
 
 def close_matches(word: str, candidates: Iterable[str]) -> str:
@@ -269,7 +273,7 @@ def _features(
     return features
 
 
-def _service_from_node(node: DbtNode, views: Mapping[str, FeatureView], known_views: set[str],
+def _service_from_node(node: DbtNode, views: Mapping[str, FeatureView], broken_views: Mapping[str, Any],
                        issues: list[ValidationIssue]) -> FeatureService | None:
     block = node.meta.get(META_KEY)
     if not isinstance(block, Mapping):
@@ -286,6 +290,7 @@ def _service_from_node(node: DbtNode, views: Mapping[str, FeatureView], known_vi
                              f"add `features: [view.feature, view.*]` to meta.{META_KEY}.", node))
         return None
     resolved: list[str] = []
+    broken_refs: set[str] = set()
     ok = True
     for ref in refs:
         view_name, dot, feature_name = ref.partition(".")
@@ -296,7 +301,16 @@ def _service_from_node(node: DbtNode, views: Mapping[str, FeatureView], known_vi
             continue
         view = views.get(view_name)
         if view is None:
-            if view_name not in known_views:  # an invalid view already has its own issue
+            if view_name in broken_views:
+                if view_name in broken_refs:
+                    ok = False
+                    continue
+                broken_refs.add(view_name)
+                issues.append(_issue("service-uses-broken-view", f"{ref!r} is in feature view {view_name!r}, "
+                                     "which is invalid and left out, so this service is left out too.",
+                                     f"fix the problems reported for feature view {view_name!r} "
+                                     "(`feature-layer validate` lists them).", node))
+            else:
                 issues.append(_issue("unknown-feature", f"feature view {view_name!r} (in {ref!r}) does not exist."
                                      f"{close_matches(view_name, views)}",
                                      "use a model with a meta.feature_layer block, or fix the name.", node))
@@ -337,15 +351,19 @@ def build_declarations(manifest: Manifest, raw_entities: Any, entities_source: s
     for node in candidates:
         by_name.setdefault(node.name, []).append(node)
     for name, nodes in by_name.items():
+        start = len(out.issues)
         if len(nodes) > 1:
             for node in nodes:
                 out.issues.append(_issue("duplicate-view", f"feature view name {name!r} is used by "
                                          f"{', '.join(n.unique_id for n in nodes)}.",
                                          "rename one model (feature views are addressed by model name).", node))
+            out.broken_views[name] = out.issues[start:]
             continue
         view = _view_from_node(nodes[0], out.entities, out.issues)
         if view is not None:
             out.views[view.name] = view
+        else:
+            out.broken_views[name] = out.issues[start:]
     for node in manifest.nodes.values():
         if node.resource_type != "exposure" or META_KEY not in node.meta:
             continue
@@ -354,7 +372,10 @@ def build_declarations(manifest: Manifest, raw_entities: Any, entities_source: s
                                      "set `type: ml` on the exposure (feature services are ML exposures), "
                                      f"or remove its meta.{META_KEY} block.", node))
             continue
-        service = _service_from_node(node, out.views, set(by_name), out.issues)
+        start = len(out.issues)
+        service = _service_from_node(node, out.views, out.broken_views, out.issues)
         if service is not None:
             out.services[service.name] = service
+        else:
+            out.broken_services[node.name] = out.issues[start:]
     return out
