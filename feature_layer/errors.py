@@ -53,9 +53,12 @@ class ValidationIssue:
     fix: str
     unique_id: str | None = None
     file: str | None = None
+    yaml_file: str | None = None
+    """The model's properties file (schema.yml), when it has one: where most declarations live."""
 
     def render(self) -> str:
-        where = f"{self.unique_id} ({self.file})" if self.unique_id else (self.file or "project")
+        files = ", ".join(f for f in (self.file, self.yaml_file) if f)
+        where = f"{self.unique_id} ({files})" if self.unique_id else (self.file or "project")
         return f"[{self.code}] {where}: {self.message}\n    To fix this, {self.fix}"
 
 

@@ -23,7 +23,7 @@ from feature_layer.errors import (
     ValidationIssue,
     plural,
 )
-from feature_layer.registry.declarations import META_KEY, build_declarations, close_matches
+from feature_layer.registry.declarations import META_KEY, build_declarations, close_matches, near_miss_keys
 from feature_layer.registry.model import Entity, Feature, FeatureService, FeatureView
 
 if TYPE_CHECKING:
@@ -46,15 +46,22 @@ def artifact_stamp(settings: Settings) -> tuple[float, float]:
     return mtime(settings.manifest_path), mtime(settings.catalog_path)
 
 
-def read_entity_declarations(project_dir: Path) -> tuple[Any, str]:
-    """``vars: feature_layer: entities:`` from dbt_project.yml (raw, validated later)."""
+def read_entity_declarations(project_dir: Path) -> tuple[Any, str, list[ValidationIssue]]:
+    """``vars: feature_layer: entities:`` from dbt_project.yml (raw, validated later), and a
+    misspelt ``vars`` block (``feature-layer:``) as an issue rather than silently no entities."""
     path = project_dir / "dbt_project.yml"
     try:
         project = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"Cannot read {path}: {exc}", fix="make dbt_project.yml valid YAML.") from exc
-    block = (project.get("vars") or {}).get(META_KEY) or {}
-    return (block.get("entities") if isinstance(block, dict) else None), str(path.name)
+    variables = project.get("vars") if isinstance(project, dict) else None
+    variables = variables if isinstance(variables, dict) else {}
+    block = variables.get(META_KEY) or {}
+    issues = [] if META_KEY in variables else [
+        ValidationIssue(code="misspelt-block", message=f"vars has a {key!r} block, which feature_layer does not read. "
+                        f"Did you mean {META_KEY!r}?", fix=f"rename `{key}:` to `{META_KEY}:` under `vars:`.",
+                        file=path.name) for key in near_miss_keys(variables)]
+    return (block.get("entities") if isinstance(block, dict) else None), str(path.name), issues
 
 
 @dataclass(frozen=True)
@@ -122,8 +129,10 @@ class Registry:
     # -- construction ---------------------------------------------------------------
     @classmethod
     def from_manifest(cls, manifest: Manifest, raw_entities: Any, entities_source: str = "dbt_project.yml",
-                      *, strict: bool = True) -> Registry:
-        declared = build_declarations(manifest, raw_entities, entities_source)
+                      *, strict: bool = True, project_issues: Sequence[ValidationIssue] = ()) -> Registry:
+        declared = build_declarations(manifest, raw_entities, entities_source,
+                                      ADAPTER_DIALECTS.get(manifest.adapter_type, manifest.adapter_type or "duckdb"))
+        declared.issues[:0] = project_issues
         if strict and declared.issues:
             raise DeclarationError(declared.issues)
         return cls(
@@ -150,8 +159,8 @@ class Registry:
         and asking for a broken one by name raises its own issues.
         """
         manifest = load_manifest(settings.manifest_path, settings.catalog_path)
-        raw_entities, source = read_entity_declarations(settings.project_dir)
-        return cls.from_manifest(manifest, raw_entities, source, strict=strict)
+        raw_entities, source, project_issues = read_entity_declarations(settings.project_dir)
+        return cls.from_manifest(manifest, raw_entities, source, strict=strict, project_issues=project_issues)
 
     @property
     def degraded(self) -> bool:
