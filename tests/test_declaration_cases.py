@@ -7,6 +7,7 @@ its own issue; the two valid ones must load with the right columns.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,19 @@ def test_misspelt_vars_block_is_reported(tmp_path: Path) -> None:
     [issue] = issues
     assert issue.code == "misspelt-block" and "Did you mean 'feature_layer'" in issue.message
     assert issue.file == "dbt_project.yml" and "rename `feature-layer:` to `feature_layer:` under `vars:`" in issue.fix
+
+
+def test_the_compiled_select_list_names_the_same_columns_as_the_catalog(built_example_project: Path,
+                                                                       tmp_path: Path) -> None:
+    """The example project read without catalog.json (compiled SQL only) gives the same registry."""
+    settings = load_settings(built_example_project)
+    with_catalog = Registry.load(settings)
+    without = Registry.load(replace(settings, catalog_path=tmp_path / "no-catalog.json"))
+    assert with_catalog.views and not without.issues
+    assert sorted(without.views) == sorted(with_catalog.views)
+    for name, view in with_catalog.views.items():
+        other = without.view(name)
+        assert other.compiled_sql  # read from the compiled SQL, not schema.yml alone
+        assert (other.join_keys, other.event_time, other.created_at) == (view.join_keys, view.event_time, view.created_at)
+        assert other.feature_names == view.feature_names
+        assert [c for c, _ in other.column_types] == [c for c, _ in view.column_types]
