@@ -88,6 +88,8 @@ def test_validate_command_lists_every_problem_and_exits_1(broken_project: Path) 
     as_json = CliRunner().invoke(main, ["--project-dir", str(broken_project), "validate", "--json"])
     payload = json.loads(as_json.stdout)
     assert payload["ok"] is False and len(payload["issues"]) == len(EXPECTED)
+    assert "unknown_entity" in payload["broken_views"] and payload["broken_services"] == ["model_using_broken_view",
+                                                                                        "model_with_missing_feature"]
 
 
 def test_missing_manifest_says_run_dbt_parse(tmp_path: Path) -> None:

@@ -147,6 +147,7 @@ def online_get(
 ) -> None:
     """Look up online values: feature-layer online-get users.score -e user_id=42."""
     rows = _parse_rows(entities, rows_json)
+    obj.registry  # noqa: B018 - loads it, warning once about any view left out
     response = obj.store.get_online_features(
         list(features) or None, rows, service=service, include_event_times=event_times
     )
@@ -165,7 +166,7 @@ def online_status(obj: Context, as_json: bool) -> None:
     """Freshness of every online view: watermark, when it ran, rows written."""
     store = obj.store
     out = []
-    for view in store.registry.views.values():
+    for view in obj.registry.views.values():
         if not view.online:
             continue
         state = store.state.view_state(view.name)

@@ -165,7 +165,8 @@ def validate(ctx: Context, as_json: bool) -> None:
     registry = Registry.load(ctx.store.settings, strict=False)
     if as_json:
         echo_json({"ok": not registry.issues, "summary": registry.summary(),
-                   "issues": [issue.__dict__ for issue in registry.issues]})
+                   "issues": [issue.__dict__ for issue in registry.issues],
+                   "broken_views": sorted(registry.broken_views), "broken_services": sorted(registry.broken_services)})
     elif registry.issues:
         click.secho(f"{plural(len(registry.issues), 'problem')} in feature declarations:", fg="red", err=True)
         for issue in registry.issues:

@@ -59,6 +59,10 @@ def _issue(code: str, message: str, fix: str, node: DbtNode | None = None, file:
     )
 
 
+def _unknown_keys(keys: list[str]) -> str:
+    return f"{'an unknown key' if len(keys) == 1 else 'unknown keys'} {', '.join(keys)}"
+
+
 def _string_list(value: Any) -> list[str] | None:
     if isinstance(value, str):
         return [value]
@@ -86,7 +90,7 @@ def parse_entities(raw: Any, source: str) -> tuple[dict[str, Entity], list[Valid
             continue
         unknown = sorted(set(spec) - ENTITY_KEYS)
         if unknown:
-            issues.append(_issue("unknown-key", f"entity {name!r} has unknown key(s) {', '.join(unknown)}.",
+            issues.append(_issue("unknown-key", f"entity {name!r} has {_unknown_keys(unknown)}.",
                                  f"use only {', '.join(sorted(ENTITY_KEYS))}.", file=source))
         keys = _string_list(spec.get("join_keys"))
         if not keys:
@@ -291,7 +295,7 @@ def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[
     unknown = sorted(set(block) - VIEW_KEYS)
     if unknown:
         hint = "".join(close_matches(k, VIEW_KEYS) for k in unknown)
-        issues.append(_issue("unknown-key", f"meta.{META_KEY} has unknown key(s) {', '.join(unknown)}.{hint}",
+        issues.append(_issue("unknown-key", f"meta.{META_KEY} has {_unknown_keys(unknown)}.{hint}",
                              f"use only {', '.join(sorted(VIEW_KEYS))}.", node))
     issues.extend(_misplaced_column_blocks(node))
     entity_names = _entity_names(node, block, entities, issues)
@@ -471,7 +475,7 @@ def _service_from_node(node: DbtNode, views: Mapping[str, FeatureView], broken_v
         return None
     unknown = sorted(set(block) - SERVICE_KEYS)
     if unknown:
-        issues.append(_issue("unknown-key", f"meta.{META_KEY} has unknown key(s) {', '.join(unknown)}.",
+        issues.append(_issue("unknown-key", f"meta.{META_KEY} has {_unknown_keys(unknown)}.",
                              f"use only {', '.join(sorted(SERVICE_KEYS))}.", node))
     refs = _string_list(block.get("features"))
     if not refs:
