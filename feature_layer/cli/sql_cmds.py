@@ -107,7 +107,8 @@ def training_set(
     if not types_known:
         header = (
             "-- Some column types could not be read from the warehouse: this query treats timestamps as\n"
-            "-- naive UTC. If any is time-zone-aware, run it in a UTC session (SET TIME ZONE 'UTC').\n"
+            "-- naive UTC and returns features in the warehouse's types (no casts to their logical types).\n"
+            "-- If any timestamp is time-zone-aware, run it in a UTC session (SET TIME ZONE 'UTC').\n"
         )
     click.echo(header + training_set_sql(spine, outputs, dialect, strategy=strategy) + ";")
 

@@ -45,7 +45,7 @@ _FIXED: dict[str, tuple[str, pa.DataType]] = {
     "bool": ("u1", pa.bool_()),
     "timestamp": ("<i8", pa.timestamp("us", tz="UTC")),
     "date": ("<i4", pa.date32()),
-    "decimal": ("<f8", pa.float64()),  # served as float64; exact decimals belong offline
+    "decimal": ("<f8", pa.float64()),  # float64, as training sets return it (feature_layer.types)
 }
 
 
