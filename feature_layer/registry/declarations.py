@@ -301,9 +301,11 @@ def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[
     entity_names = _entity_names(node, block, entities, issues)
     cols = model_columns(node, dialect)
     if not cols:
-        issues.append(_issue("no-columns", "no columns are known for this model.",
-                             "list its columns in the model's schema.yml, or run `dbt compile` (feature_layer reads the "
-                             "select list) or `dbt docs generate` (it writes catalog.json).", node))
+        why = ("its SQL selects `*` (or unnamed expressions), and there is no catalog.json or `columns:` list"
+               if cols.source == SQL else "there is no catalog.json, no `columns:` list, and its SQL could not be read")
+        issues.append(_issue("no-columns", f"no columns are known for this model: {why}.",
+                             "run `dbt docs generate` after `dbt build` (catalog.json has the real table's columns), "
+                             "or list the columns under the model's `columns:` in schema.yml.", node))
     join_keys = _join_keys(node, entity_names, entities, cols, issues)
     event_time, created_at = _timestamps(node, block, cols, issues)
     ttl = _ttl(node, block.get("ttl"), issues)
