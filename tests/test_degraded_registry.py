@@ -86,6 +86,8 @@ def test_a_service_using_a_broken_view_is_left_out_with_an_issue(built_broken: P
         (["show", "good_view.amount"], "Amount paid"),
         (["search", "amount"], "good_view.amount"),
         (["lineage", "good_view.amount"], "good_view [model]"),
+        (["sql", "training-set", "-f", "good_view.amount", "--entity-table", "service_target",
+          "--timestamp-column", "occurred_at", "--full-feature-names"], "good_view__amount"),
     ],
 )
 def test_commands_that_do_not_need_a_broken_view_work_and_warn_once(built_broken: Path, args: list[str],
