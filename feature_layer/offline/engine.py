@@ -271,8 +271,9 @@ class PostgresEngine(Engine):
         dbname: str | None = None,
         schema: str | None = None,
     ) -> None:
-        import psycopg2
+        from feature_layer.extras import require
 
+        psycopg2 = require("psycopg2", "The postgres target")
         self._pg = psycopg2
         try:
             self._con = psycopg2.connect(
@@ -456,6 +457,9 @@ class PostgresEngine(Engine):
 def connect(settings: WarehouseSettings) -> Engine:
     """Open the engine for a dbt target (``duckdb`` or ``postgres``)."""
     if settings.type == "duckdb":
+        from feature_layer.config import require_warehouse_file
+
+        require_warehouse_file(settings)  # never let duckdb.connect create an empty database
         path: str | Path = settings.path or ":memory:"
         if Path(path).name == ":memory:":
             path = ":memory:"
