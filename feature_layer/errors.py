@@ -23,6 +23,11 @@ class FeatureLayerError(Exception):
         return self.message
 
 
+class FeatureLayerWarning(UserWarning):
+    """Something a user should act on that does not stop the command (stale artifacts, a
+    skipped view). Raised with ``warnings.warn``; the CLI prints each as one line."""
+
+
 class ConfigError(FeatureLayerError):
     """Settings (feature_layer.yml, profiles.yml, environment) are missing or malformed."""
 

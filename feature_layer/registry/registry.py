@@ -15,6 +15,7 @@ import yaml
 
 from feature_layer.config import Settings
 from feature_layer.dbt.artifacts import DbtNode, Manifest, load_manifest
+from feature_layer.dbt.checks import check_artifacts
 from feature_layer.errors import ConfigError, DeclarationError, UnknownFeatureError, ValidationIssue
 from feature_layer.registry.declarations import META_KEY, build_declarations, close_matches
 from feature_layer.registry.model import Entity, Feature, FeatureService, FeatureView
@@ -132,6 +133,7 @@ class Registry:
     def load(cls, settings: Settings, *, strict: bool = True) -> Registry:
         """Read the project's artifacts; ``strict`` raises on any invalid declaration."""
         manifest = load_manifest(settings.manifest_path, settings.catalog_path)
+        check_artifacts(settings, manifest)  # stale artifacts warn; another target's manifest raises
         raw_entities, source = read_entity_declarations(settings.project_dir)
         return cls.from_manifest(manifest, raw_entities, source, strict=strict)
 
