@@ -74,3 +74,12 @@ class OnlineStoreError(FeatureLayerError):
 
 class MaterializationConflictError(OnlineStoreError):
     """Another materialization of the same feature view is running."""
+
+
+class LostWritesError(OnlineStoreError):
+    """The online store lost values it had acknowledged during a run (restart from an older
+    snapshot, failover to a lagging replica, flush, eviction); the run recorded nothing."""
+
+
+class StateStoreError(FeatureLayerError):
+    """The state store (watermarks, leases, statistics) cannot be read or written (a full disk)."""

@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from feature_layer.errors import InputError, MaterializationConflictError, OnlineStoreError
+from feature_layer.errors import InputError, MaterializationConflictError, OnlineStoreError, StateStoreError
+from feature_layer.online import layouts
 from feature_layer.online.encoding import encode_batch, view_layout
-from feature_layer.online.store import OnlineStore, WriteCounts, key_hashes
+from feature_layer.online.store import OnlineStore, RunFence, WriteCounts, key_hashes
 from feature_layer.registry.model import FeatureView
 from feature_layer.sql.latest import (
     CREATED_ALIAS,
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 
 STREAM_BATCH_ROWS = 100_000
 LEASE_SECONDS = 60.0
+LEDGER_TTL_LEASES = 3
+"""A run's ledger expires this many lease lengths after the last heartbeat (a killed run's goes)."""
+EXPIRY_SLACK_SECONDS = 2.0
+"""Values whose TTL ends within this long of the eviction check are not required to be there."""
 STATISTICS_MAX_AGE = timedelta(hours=24)
 
 
@@ -211,21 +216,36 @@ def materialize_view(
     layout = view_layout(view, online.namespace)
     lease = state.acquire_lease(view.name, seconds=LEASE_SECONDS)
     heartbeat = _Heartbeat(state, lease, LEASE_SECONDS)
+    fence = RunFence(
+        view=view.name,
+        scope=getattr(state, "id", "state"),
+        token=lease.token,
+        run_id=uuid.uuid4().hex[:16],
+        lease_expires_us=lambda: heartbeat.lease.expires_us,
+        ledger_ttl_ms=max(1_000, int(LEDGER_TTL_LEASES * LEASE_SECONDS * 1000)),
+    )
     stats_job: _StatisticsJob | None = None
-    guard: _RunGuard | None = None
+    claimed = finished = False
     try:
+        # The claim goes in *before* the watermark marker is checked: it raises the view's fence
+        # (from here on, runs holding an older lease cannot write) and opens this run's ledger. A
+        # flush before it removes the marker (so this run reads in full), one after it empties
+        # the ledger (so this run fails instead of advancing the watermark over lost writes).
+        online.claim(fence)
+        claimed = True
+        heartbeat.watch(lambda: online.touch(fence), fence, online.describe())
         prior = state.view_state(view.name)
         layout_changed = prior is not None and prior.layout != layout.fingerprint
         marker = f"watermark:{view.name}:{layout.fingerprint}"
-        # The sentinel goes in *before* the watermark marker is checked: a flush before it
-        # removes the marker (so this run reads in full), a flush after it removes the sentinel
-        # (so this run fails instead of advancing the watermark over lost writes).
-        guard = _RunGuard(online, f"run:{view.name}:{layout.fingerprint}:{uuid.uuid4().hex}")
         if prior is not None and not layout_changed and online.get_marker(marker) != _marker_value(prior.watermark):
             # The state says "materialized up to W", but this online store does not hold W
             # (a new store, a flushed one, a Redis restarted without persistence): refill it.
             prior = None
         watermark = None if (full_refresh or layout_changed or prior is None or start is not None) else prior.watermark
+        active = layouts.read_marker(online, view.name)
+        retired = layouts.retired_now_deletable(active, layout.fingerprint)
+        for old in retired:  # layouts replaced long enough ago that no server still reads them
+            online.delete_prefix(layouts.prefix_of(layout, old), fence)
 
         def start_statistics() -> _StatisticsJob:
             return _StatisticsJob.start(
@@ -247,9 +267,11 @@ def materialize_view(
         query_s = encode_s = 0.0
         # A full refresh overwrites in place (force) and deletes the keys it did not write only
         # at the end, so lookups keep the previous values until each is replaced — even if the
-        # run fails half way. 8 bytes per written key remember which keys were written.
-        written_hashes: list[np.ndarray] = []
-        writer = online.writer(ttl_us=layout.ttl_us, force=full_refresh)
+        # run fails half way. 8 bytes per written key remember which keys were written (and, on
+        # a store that may evict, 8 more until when each must still be there).
+        written = _WrittenKeys(len(layout.key_prefix), layout.ttl_us, track_deadlines=online.can_evict)
+        track = full_refresh or online.can_evict
+        writer = online.writer(ttl_us=layout.ttl_us, force=full_refresh, fence=fence)
         try:
             t = time.perf_counter()
             for batch in engine.stream_arrow(sql, batch_size=batch_rows):
@@ -259,19 +281,21 @@ def materialize_view(
                     # The warehouse has finished the aggregate once the first batch arrives; from
                     # here the online store is the busy side, so statistics overlap the writes.
                     stats_job = start_statistics()
+                now_us = online.clock()
                 encoded = encode_batch(
                     layout,
                     batch,
                     event_column=EVENT_ALIAS,
                     created_column=CREATED_ALIAS if view.created_at else None,
-                    now_us=online.clock(),
+                    now_us=now_us,
                 )
                 counts.expired += batch.num_rows - len(encoded)
+                sent = time.monotonic()
                 writer.write(encoded)
-                if full_refresh:
-                    written_hashes.append(key_hashes(encoded.keys, skip=len(layout.key_prefix)))
-                if writer.suspect:  # a reconnect or NOSCRIPT: fail now if the store lost data
-                    guard.check()
+                if track:
+                    written.add(encoded, sent=sent, now_us=now_us)
+                if writer.suspect:  # a reconnect, NOSCRIPT or a missing ledger: fail now if data was lost
+                    _check_ledger(online, fence)
                     writer.suspect = False
                 entities += batch.num_rows
                 if on_rows is not None:
@@ -282,19 +306,20 @@ def materialize_view(
             t1 = time.perf_counter()
             query_s += t1 - t
             counts.add(writer.close())  # waits for every acknowledgement
+            if writer.suspect:
+                _check_ledger(online, fence)
             if full_refresh:  # entities gone from the warehouse (or expired): only now removed
-                written = np.sort(np.concatenate(written_hashes)) if written_hashes else np.empty(0, np.uint64)
-                online.delete_unwritten(layout.key_prefix, written)
+                online.delete_unwritten(layout.key_prefix, written.sorted_hashes(), fence)
             stages["write_tail"] = time.perf_counter() - t1
         except BaseException:
             writer.abort()
             raise
         stages["query"] = query_s
         stages["encode_write"] = encode_s
-
-        if layout_changed and prior is not None:
-            old_prefix = layout.key_prefix.rsplit(b":", 2)[0] + b":" + prior.layout.encode() + b":"
-            online.delete_prefix(old_prefix)
+        if online.can_evict:
+            t = time.perf_counter()
+            _check_nothing_evicted(online, fence, layout.key_prefix, written, marker)
+            stages["eviction_check"] = time.perf_counter() - t
 
         t = time.perf_counter()
         stats_job = stats_job or start_statistics()
@@ -316,16 +341,19 @@ def materialize_view(
             if prior is not None and prior.newest_event_time is not None:
                 known.append(prior.newest_event_time)
         newest_event = max(known) if known else None
-        guard.check()
+        heartbeat.check()
+        markers: dict[str, bytes] = {}
         if new_watermark is not None:
-            # The store's marker first: a crash between the two writes leaves them unequal,
-            # and the next run then re-reads everything rather than trusting either.
-            heartbeat.check()
+            # The view's layout is complete in this store now (read in full, or incrementally on
+            # the layout it already had): lookups switch to it when the marker lands.
+            markers[marker] = _marker_value(new_watermark)
+            markers[layouts.marker_name(view.name)] = layouts.marker_value(layout, active, retired)
             state.check_lease(lease)  # another run owns the view now: record nothing
-            online.set_marker(marker, _marker_value(new_watermark))
-            # Checked after the marker is written: a restart or flush before this point fails the
-            # run; one after it has removed the marker, so the next run reads the view in full.
-            guard.check()
+        # Atomically in the store: the fence still ours, the ledger holding every request this
+        # run sent (nothing acknowledged was lost), then the markers. A crash between this and
+        # the state store leaves the two watermarks unequal: the next run re-reads in full.
+        online.commit(fence, markers)
+        if new_watermark is not None:
             state.set_watermark(
                 view.name,
                 new_watermark,
@@ -335,10 +363,11 @@ def materialize_view(
                 lease=lease,
                 newest_event_time=newest_event,
             )
+        finished = True
     except MaterializationConflictError:
         raise
     except OnlineStoreError as exc:
-        raise OnlineStoreError(
+        raise type(exc)(
             f"Materializing feature view {view.name!r} failed; its watermark was not advanced. {exc.message}",
             fix=exc.fix,
         ) from exc
@@ -346,9 +375,14 @@ def materialize_view(
         if stats_job is not None:
             stats_job.join()
         heartbeat.stop()
-        if guard is not None:
-            guard.release()
-        state.release_lease(lease)
+        if claimed:
+            online.release(fence)
+        try:
+            state.release_lease(lease)
+        except StateStoreError:
+            if finished:
+                raise
+            log.warning("could not release the lease of %s (it expires on its own)", view.name)
     return ViewResult(
         view=view.name,
         rows_written=counts.written,
@@ -366,25 +400,93 @@ def materialize_view(
     )
 
 
+def _check_ledger(online: OnlineStore, fence: RunFence) -> None:
+    """Fail the run when the store no longer holds requests it acknowledged (see RunFence)."""
+    missing = online.missing_requests(fence)
+    if missing:
+        raise fence.lost_writes(
+            online.describe(), f"{missing} of its {len(fence.acknowledged) + 1} acknowledged requests are gone"
+        )
+
+
+def _check_nothing_evicted(
+    online: OnlineStore, fence: RunFence, prefix: bytes, written: _WrittenKeys, marker: str
+) -> None:
+    """Every value this run wrote must still be there, unless its TTL ran out since: a store that
+    evicts (Redis under maxmemory with an evicting policy) drops keys without telling anyone."""
+    must = written.still_alive(time.monotonic() + EXPIRY_SLACK_SECONDS)
+    missing = online.missing_keys(prefix, must)
+    if not missing:
+        return
+    try:
+        online.delete_marker(marker)  # older keys may be gone too: the next run reads in full
+    except OnlineStoreError:
+        log.warning("could not delete the watermark marker %s", marker)
+    raise fence.lost_writes(
+        online.describe(), f"{missing:,} of the {len(must):,} values it wrote are no longer there: evicted"
+    )
+
+
+class _WrittenKeys:
+    """The keys a run wrote, as 64-bit hashes of their entity part (and, optionally, the monotonic
+    time until which each must exist: its send time plus the PX its TTL gives it)."""
+
+    def __init__(self, skip: int, ttl_us: int | None, *, track_deadlines: bool) -> None:
+        self.skip, self.ttl_us, self.track_deadlines = skip, ttl_us, track_deadlines
+        self.hashes: list[np.ndarray] = []
+        self.deadlines: list[np.ndarray] = []
+
+    def add(self, encoded: Any, *, sent: float, now_us: int) -> None:
+        self.hashes.append(key_hashes(encoded.keys, skip=self.skip))
+        if self.track_deadlines:
+            if self.ttl_us is None:
+                self.deadlines.append(np.full(len(encoded), np.inf))
+            else:
+                left = (np.asarray(encoded.event_us, dtype=np.int64) + (self.ttl_us - now_us)) / 1e6
+                self.deadlines.append(sent + left)
+
+    def sorted_hashes(self) -> np.ndarray:
+        return np.sort(np.concatenate(self.hashes)) if self.hashes else np.empty(0, np.uint64)
+
+    def still_alive(self, at: float) -> np.ndarray:
+        """Hashes of the keys whose expiry is later than monotonic time ``at``."""
+        if not self.hashes:
+            return np.empty(0, np.uint64)
+        hashes, deadlines = np.concatenate(self.hashes), np.concatenate(self.deadlines)
+        return hashes[deadlines > at]
+
+
 class _Heartbeat:
     """Renews a lease from a thread every third of its length, so a long warehouse query (or a
-    slow write) keeps it; ``check`` raises MaterializationConflictError once it was lost."""
+    slow write) keeps it, and with it the expiry of the run's ledger in the online store (so the
+    ledger of a killed run disappears on its own); ``check`` raises once the lease was lost or
+    the ledger vanished."""
 
     def __init__(self, state: Any, lease: Any, seconds: float) -> None:
         self.state, self.lease, self.seconds = state, lease, seconds
         self.error: BaseException | None = None
+        self._touch: Callable[[], bool] | None = None
+        self._ledger_gone: Callable[[], BaseException] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="feature-layer-lease", daemon=True)
         self._thread.start()
+
+    def watch(self, touch: Callable[[], bool], fence: RunFence, where: str) -> None:
+        """Also renew the run's ledger each beat (``touch`` returns False once it is gone)."""
+        self._ledger_gone = lambda: fence.lost_writes(where, "its ledger key is gone")
+        self._touch = touch
 
     def _run(self) -> None:
         while not self._stop.wait(self.seconds / 3):
             try:
                 self.lease = self.state.renew_lease(self.lease, seconds=self.seconds)
+                if self._touch is not None and not self._touch() and self._ledger_gone is not None:
+                    self.error = self._ledger_gone()
+                    return
             except MaterializationConflictError as exc:
                 self.error = exc
                 return
-            except Exception:  # noqa: BLE001, S112 - a transient state-store error: try again next beat
+            except Exception:  # noqa: BLE001, S112 - a transient store error: try again next beat
                 continue
 
     def check(self) -> None:
@@ -394,47 +496,6 @@ class _Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-
-
-class _RunGuard:
-    """Detects an online store that lost data during a run: restarted, failed over or flushed.
-
-    Resending unacknowledged requests cannot recover writes that were acknowledged and then
-    lost (a Redis restarted without persistence, a failover to a lagging replica, FLUSHALL).
-    So each run writes a sentinel of its own (a key named after a random id, so runs sharing a
-    store never touch each other's) into the store at its start and records the server's
-    ``run_id``; both must be unchanged at the end (and after any reconnect or NOSCRIPT) or the
-    run fails with its watermark not advanced.
-    """
-
-    def __init__(self, online: OnlineStore, name: str) -> None:
-        self.online, self.name = online, name
-        self.token = uuid.uuid4().hex.encode()
-        self.instance = online.instance_id()
-        online.set_marker(name, self.token)
-
-    def release(self) -> None:
-        """Remove the sentinel (best effort: a leftover one is a few bytes, never read again)."""
-        try:
-            self.online.delete_marker(self.name)
-        except OnlineStoreError:
-            log.debug("could not delete the run sentinel %s", self.name)
-
-    def check(self) -> None:
-        sentinel = self.online.get_marker(self.name)
-        instance = self.online.instance_id()
-        if sentinel == self.token and instance == self.instance:
-            return
-        what = (
-            f"the server was restarted or failed over (run_id {self.instance} -> {instance})"
-            if instance != self.instance
-            else "the store was flushed or restarted (this run's sentinel key is gone)"
-        )
-        raise OnlineStoreError(
-            f"The online store {self.online.describe()} may have lost writes during the run: {what}.",
-            fix="rerun the materialization; it re-reads what this run wrote (the whole view when the store "
-            "lost its watermark marker). Enable Redis persistence to make restarts cheaper.",
-        )
 
 
 def _as_utc(value: Any) -> datetime | None:
