@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from feature_layer.clock import Clock, clock_from_env
 from feature_layer.config import Settings, load_settings, online_settings_from, warehouse_settings
 
 if TYPE_CHECKING:
@@ -33,7 +34,10 @@ class FeatureStore:
         *,
         target: str | None = None,
         online_store: str | dict[str, Any] | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        """``clock`` tells every part what time it is (materialization's default end, TTL at
+        read, freshness); default: ``FEATURE_LAYER_NOW`` when set, else the system clock."""
         settings = load_settings(project_dir, target=target)
         if online_store is not None:
             from dataclasses import replace
@@ -43,6 +47,7 @@ class FeatureStore:
                 online_store=online_settings_from(online_store, settings.project_dir, Path("<argument>")),
             )
         self.settings: Settings = settings
+        self.clock: Clock = clock_from_env() if clock is None else clock
         self._registry: Registry | None = None
         self._registry_stamp: tuple[float, float] | None = None
         self._engine: Engine | None = None
@@ -80,7 +85,9 @@ class FeatureStore:
 
             with self._open_lock:
                 if self._online is None:
-                    self._online = connect_online_store(self.settings.online_store, namespace=self.settings.project)
+                    self._online = connect_online_store(
+                        self.settings.online_store, namespace=self.settings.project, clock=self.clock
+                    )
         return self._online
 
     @property

@@ -153,7 +153,10 @@ class StubStore:
     def __init__(
         self, engine: object, online: object, state: object, views: list, services: list | None = None
     ) -> None:
+        from feature_layer.clock import clock_from_env
         from feature_layer.registry.registry import Registry
+
+        self.clock = clock_from_env()
 
         self.registry = Registry(
             entities={},

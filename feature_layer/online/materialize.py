@@ -161,7 +161,7 @@ def materialize(
     warehouse out of created-at order (``feature_layer.sql.latest``).
     """
     began = time.perf_counter()
-    end = _utc(end) or datetime.now(UTC)
+    end = _utc(end) or store.clock.now()
     start = _utc(start)
     if start is not None and start > end:
         raise InputError(f"--start {start.isoformat()} is after --end {end.isoformat()}.", fix="swap them.")

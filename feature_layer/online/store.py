@@ -14,7 +14,6 @@ the store can), so an expired value is served as missing, never as present.
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,14 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from feature_layer.clock import Clock, clock_from_env, epoch_us_source
 from feature_layer.config import OnlineStoreSettings
 from feature_layer.errors import ConfigError, LostWritesError, MaterializationConflictError
 from feature_layer.online.encoding import EncodedBatch
-
-
-def wall_clock_us() -> int:
-    return time.time_ns() // 1000
-
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -168,9 +163,10 @@ class OnlineStore(ABC):
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
-        self.clock: Callable[[], int] = wall_clock_us
-        """Microseconds since the epoch: decides TTL at read and key expiry at write (tests and
-        benchmarks replace it to replay a point in time)."""
+        self.clock: Callable[[], int] = epoch_us_source(clock_from_env())
+        """Microseconds since the epoch: decides TTL at read and key expiry at write. Set from
+        the ``FeatureStore``'s :class:`~feature_layer.clock.Clock` (``FEATURE_LAYER_NOW`` by
+        default); tests and benchmarks pin it to replay a point in time."""
 
     can_evict = False
     """Whether the store may drop keys on its own (Redis under maxmemory): materialization then
@@ -280,8 +276,16 @@ class OnlineStore(ABC):
         self.close()
 
 
-def connect_online_store(settings: OnlineStoreSettings, namespace: str) -> OnlineStore:
-    """Open the online store ``settings`` describe, for the project ``namespace``."""
+def connect_online_store(settings: OnlineStoreSettings, namespace: str, clock: Clock | None = None) -> OnlineStore:
+    """Open the online store ``settings`` describe, for the project ``namespace``, telling time by
+    ``clock`` (default: ``FEATURE_LAYER_NOW`` or the system clock)."""
+    store = _open_online_store(settings, namespace)
+    if clock is not None:
+        store.clock = epoch_us_source(clock)
+    return store
+
+
+def _open_online_store(settings: OnlineStoreSettings, namespace: str) -> OnlineStore:
     if settings.type == "redis":
         from feature_layer.online.redis_store import RedisOnlineStore
 
