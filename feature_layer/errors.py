@@ -71,6 +71,11 @@ class WarehouseError(FeatureLayerError):
 class OnlineStoreError(FeatureLayerError):
     """The online store (Redis or the embedded store) failed or is unreachable."""
 
+    def __init__(self, message: str, *, fix: str | None = None, may_have_evicted: bool = False) -> None:
+        super().__init__(message, fix=fix)
+        self.may_have_evicted = may_have_evicted
+        """The store ran out of memory: keys written before (by any run) may have been evicted."""
+
 
 class MaterializationConflictError(OnlineStoreError):
     """Another materialization of the same feature view is running."""

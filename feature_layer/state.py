@@ -131,6 +131,9 @@ class StateStore:
             self._db.executescript(_SCHEMA)
             self._migrate()
             self.id = self._store_id()
+            # Every table's pages in the main file from the start: on a full disk a checkpoint then
+            # only rewrites existing pages, which is what lets ``release_lease`` still succeed.
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as exc:
             raise StateStoreError(
                 f"Cannot open the state store at {self.path}: {exc}.",
@@ -361,8 +364,9 @@ class StateStore:
             raise self._lost(lease)
 
     def release_lease(self, lease: Lease) -> None:
-        """Give the lease up. On a full disk a checkpoint that truncates the WAL frees the room the
-        one-row delete needs, so a run that failed for want of space leaves no lease behind."""
+        """Give the lease up. On a full disk, a checkpoint that restarts the WAL lets the one-row
+        delete reuse the WAL's existing space, so a run that failed for want of space leaves no
+        lease behind."""
         sql, params = "DELETE FROM leases WHERE view = ? AND owner = ?", (lease.view, lease.owner)
         action = f"release the lease of feature view {lease.view!r}"
         try:
@@ -370,7 +374,7 @@ class StateStore:
         except StateStoreError:
             with self._lock:
                 try:
-                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    self._db.execute("PRAGMA wal_checkpoint(RESTART)")
                 except sqlite3.Error:
                     pass
             self._write(sql, params, action=action)

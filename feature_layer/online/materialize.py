@@ -23,6 +23,7 @@ Per view, in order:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -242,6 +243,10 @@ def materialize_view(
             # (a new store, a flushed one, a Redis restarted without persistence): refill it.
             prior = None
         watermark = None if (full_refresh or layout_changed or prior is None or start is not None) else prior.watermark
+        if full_refresh:
+            # Forced writes may move keys back in time (an --end in the past, a corrected row):
+            # until this run commits, no run may trust the old watermark and read incrementally.
+            online.delete_marker(marker)
         active = layouts.read_marker(online, view.name)
         retired = layouts.retired_now_deletable(active, layout.fingerprint)
         for old in retired:  # layouts replaced long enough ago that no server still reads them
@@ -367,9 +372,13 @@ def materialize_view(
     except MaterializationConflictError:
         raise
     except OnlineStoreError as exc:
+        if exc.may_have_evicted:  # keys of earlier runs may be gone too: the next run reads in full
+            with contextlib.suppress(OnlineStoreError):
+                online.delete_marker(f"watermark:{view.name}:{layout.fingerprint}")
         raise type(exc)(
             f"Materializing feature view {view.name!r} failed; its watermark was not advanced. {exc.message}",
             fix=exc.fix,
+            may_have_evicted=exc.may_have_evicted,
         ) from exc
     finally:
         if stats_job is not None:
@@ -418,13 +427,11 @@ def _check_nothing_evicted(
     missing = online.missing_keys(prefix, must)
     if not missing:
         return
-    try:
-        online.delete_marker(marker)  # older keys may be gone too: the next run reads in full
-    except OnlineStoreError:
-        log.warning("could not delete the watermark marker %s", marker)
-    raise fence.lost_writes(
+    error = fence.lost_writes(
         online.describe(), f"{missing:,} of the {len(must):,} values it wrote are no longer there: evicted"
     )
+    error.may_have_evicted = True  # older keys may be gone too: the next run reads in full
+    raise error
 
 
 class _WrittenKeys:

@@ -142,6 +142,13 @@ class RedisOnlineStore(OnlineStore):
                 fix="start Redis or correct online_store.url, then rerun; a failed materialization did not advance "
                 "its watermark, so the rerun redoes the same work.",
             )
+        if str(exc).startswith("OOM") or "used memory > 'maxmemory'" in str(exc):
+            return OnlineStoreError(
+                f"Redis at {self._location} is out of memory and refused to {action}: {exc}.",
+                fix="raise Redis's maxmemory (or free memory), then rerun; the run did not advance its watermark, "
+                "and reads the view in full if Redis evicted keys to make room.",
+                may_have_evicted=True,
+            )
         return OnlineStoreError(
             f"Redis at {self._location} failed to {action}: {exc}.",
             fix="check the Redis server's log and version (6.2 or later).",
