@@ -34,6 +34,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from feature_layer.errors import InputError, MaterializationConflictError, OnlineStoreError, StateStoreError
 from feature_layer.online import layouts
@@ -55,6 +56,9 @@ STREAM_BATCH_ROWS = 100_000
 LEASE_SECONDS = 60.0
 LEDGER_TTL_LEASES = 3
 """A run's ledger expires this many lease lengths after the last heartbeat (a killed run's goes)."""
+EXISTS_CHECK_KEYS = 500_000
+"""Runs writing up to this many keys check them with EXISTS at commit (~40 bytes a key kept);
+larger ones compare a SCAN of the view against 8-byte hashes."""
 EXPIRY_SLACK_SECONDS = 2.0
 """Values whose TTL ends within this long of the eviction check are not required to be there."""
 STATISTICS_MAX_AGE = timedelta(hours=24)
@@ -422,13 +426,21 @@ def _check_nothing_evicted(
     online: OnlineStore, fence: RunFence, prefix: bytes, written: _WrittenKeys, marker: str
 ) -> None:
     """Every value this run wrote must still be there, unless its TTL ran out since: a store that
-    evicts (Redis under maxmemory with an evicting policy) drops keys without telling anyone."""
-    must = written.still_alive(time.monotonic() + EXPIRY_SLACK_SECONDS)
-    missing = online.missing_keys(prefix, must)
+    evicts (Redis under maxmemory with an evicting policy) drops keys without telling anyone.
+    Up to ``EXISTS_CHECK_KEYS`` keys are checked with EXISTS; beyond, one SCAN of the view."""
+    at = time.monotonic() + EXPIRY_SLACK_SECONDS
+    if written.keys is not None:
+        must_keys = written.alive_keys(at)
+        expected = len(must_keys)
+        missing = expected - online.count_existing(must_keys)
+    else:
+        must = written.still_alive(at)
+        expected = len(must)
+        missing = online.missing_keys(prefix, must)
     if not missing:
         return
     error = fence.lost_writes(
-        online.describe(), f"{missing:,} of the {len(must):,} values it wrote are no longer there: evicted"
+        online.describe(), f"{missing:,} of the {expected:,} values it wrote are no longer there: evicted"
     )
     error.may_have_evicted = True  # older keys may be gone too: the next run reads in full
     raise error
@@ -436,15 +448,21 @@ def _check_nothing_evicted(
 
 class _WrittenKeys:
     """The keys a run wrote, as 64-bit hashes of their entity part (and, optionally, the monotonic
-    time until which each must exist: its send time plus the PX its TTL gives it)."""
+    time until which each must exist: its send time plus the PX its TTL gives it). The first
+    ``EXISTS_CHECK_KEYS`` keys themselves are kept too, for a cheaper check than a SCAN."""
 
     def __init__(self, skip: int, ttl_us: int | None, *, track_deadlines: bool) -> None:
         self.skip, self.ttl_us, self.track_deadlines = skip, ttl_us, track_deadlines
         self.hashes: list[np.ndarray] = []
         self.deadlines: list[np.ndarray] = []
+        self._keys: list[pa.Array] | None = [] if track_deadlines else None
+        self._count = 0
 
     def add(self, encoded: Any, *, sent: float, now_us: int) -> None:
         self.hashes.append(key_hashes(encoded.keys, skip=self.skip))
+        self._count += len(encoded)
+        if self._keys is not None:
+            self._keys = self._keys + [encoded.keys] if self._count <= EXISTS_CHECK_KEYS else None
         if self.track_deadlines:
             if self.ttl_us is None:
                 self.deadlines.append(np.full(len(encoded), np.inf))
@@ -452,15 +470,27 @@ class _WrittenKeys:
                 left = (np.asarray(encoded.event_us, dtype=np.int64) + (self.ttl_us - now_us)) / 1e6
                 self.deadlines.append(sent + left)
 
+    @property
+    def keys(self) -> list[pa.Array] | None:
+        return self._keys
+
     def sorted_hashes(self) -> np.ndarray:
         return np.sort(np.concatenate(self.hashes)) if self.hashes else np.empty(0, np.uint64)
+
+    def _alive(self, at: float) -> np.ndarray:
+        return np.concatenate(self.deadlines) > at if self.deadlines else np.zeros(0, bool)
 
     def still_alive(self, at: float) -> np.ndarray:
         """Hashes of the keys whose expiry is later than monotonic time ``at``."""
         if not self.hashes:
             return np.empty(0, np.uint64)
-        hashes, deadlines = np.concatenate(self.hashes), np.concatenate(self.deadlines)
-        return hashes[deadlines > at]
+        return np.concatenate(self.hashes)[self._alive(at)]
+
+    def alive_keys(self, at: float) -> pa.Array:
+        """The kept keys whose expiry is later than monotonic time ``at``."""
+        if not self._keys:
+            return pa.array([], pa.binary())
+        return pa.concat_arrays([k.cast(pa.binary()) for k in self._keys]).filter(pa.array(self._alive(at)))
 
 
 class _Heartbeat:

@@ -342,6 +342,33 @@ class RedisOnlineStore(OnlineStore):
         except RedisError as exc:
             raise self._error("list the view's keys (SCAN)", exc) from exc
 
+    def count_existing(self, keys: pa.Array) -> int:
+        """``EXISTS`` over ``keys`` in pipelined calls of ``batch_size`` keys, sent as pre-packed RESP."""
+        if not len(keys):
+            return 0
+        block, offsets = _bulk_block(keys.cast(pa.binary()))
+        size = self.batch_size
+        requests = []
+        for start in range(0, len(keys), size):
+            stop = min(len(keys), start + size)
+            head = b"*%d\r\n$6\r\nEXISTS\r\n" % (stop - start + 1)
+            requests.append([head, block[int(offsets[start]) : int(offsets[stop])]])
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            total = 0
+            for i in range(0, len(requests), 8):  # eight calls in flight at a time
+                window = requests[i : i + 8]
+                for request in window:
+                    conn.send_packed_command(request, check_health=False)
+                total += sum(int(conn.read_response()) for _ in window)
+            return total
+        except RedisError as exc:
+            conn.disconnect()
+            raise self._error("check that the run's values are still there (EXISTS)", exc) from exc
+        finally:
+            pool.release(conn)
+
     def delete_keys(self, keys: Sequence[bytes], fence: RunFence | None = None) -> int:
         """UNLINK ``keys`` through the write script: fenced, and ledgered like a write."""
         deleted = 0

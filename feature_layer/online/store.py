@@ -232,6 +232,10 @@ class OnlineStore(ABC):
             deleted += self.delete_keys(stale, fence)
         return deleted
 
+    def count_existing(self, keys: pa.Array) -> int:
+        """How many of ``keys`` (binary) exist; stores that may evict override this."""
+        raise NotImplementedError
+
     def missing_keys(self, prefix: bytes, expected: np.ndarray) -> int:
         """How many of the keys whose ``key_hashes`` (after ``prefix``) are in ``expected`` are absent."""
         if not len(expected):
