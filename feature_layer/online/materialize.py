@@ -2,23 +2,26 @@
 
 Per view, in order:
 
-1. take the view's lease in the state store (a second run of the same view fails with
-   ``MaterializationConflictError`` instead of interleaving); a heartbeat thread renews it, and
-   a run that lost it (expired, taken over) stops and records nothing;
-2. write a run sentinel into the online store and note its server ``run_id``; read the
-   watermark (refused when the online store does not hold its marker);
+1. take the view's lease in the state store, with its fencing token (a second run of the same
+   view fails with ``MaterializationConflictError`` instead of interleaving); a heartbeat thread
+   renews it, and a run that lost it (expired, taken over) stops and records nothing;
+2. claim the view in the online store: raise its fence to the token (every later request of an
+   older run is refused by the store itself, forced or not) and open the run's ledger; read the
+   watermark (refused when the online store does not hold its marker); a full refresh withdraws
+   that marker until it commits;
 3. compute ``MAX(created_at)`` (the next watermark) and ``MAX(event_time)`` (the newest event
    materialized) of the rows to read, *before* the main query;
 4. stream the latest-per-entity query (``feature_layer.sql.latest``) from the warehouse as Arrow
    record batches, encode each batch vectorised and hand it to the store's pipelined writer —
    memory stays bounded by the batch size whatever the table size (a full refresh writes in
    place, forced, and deletes the keys it did not write only at the end);
-5. wait for every write to be acknowledged, save statistics (a failure there is recorded, never
-   fatal), check the sentinel and ``run_id`` (a restart, failover or flush fails the run), and
-   only then advance the watermark (one SQLite transaction, only while the lease is held). A
-   failure anywhere leaves the watermark where it was, and since writes are idempotent under
-   "older never overwrites newer", a rerun converges to exactly the state an uninterrupted run
-   would have left.
+5. wait for every write to be acknowledged, check that none was evicted, save statistics (a
+   failure there is recorded, never fatal), then commit in the store in one atomic step (the
+   fence still ours, the ledger holding every request: nothing acknowledged was lost; then the
+   watermark and active-layout markers), and only then advance the watermark (one SQLite
+   transaction, only while the lease is held). A failure anywhere leaves the watermark where it
+   was, and since writes are idempotent under "older never overwrites newer", a rerun converges
+   to exactly the state an uninterrupted run would have left.
 """
 
 from __future__ import annotations
