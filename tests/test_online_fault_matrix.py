@@ -36,7 +36,7 @@ from feature_layer.online.redis_store import RedisOnlineStore
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.state import StateStore
 from tests.fault_helpers import MaterializerProcess, TcpProxy, TmpfsDisk
-from tests.redis_helpers import RedisServer, StubStore, private_redis, redis_server  # noqa: F401
+from tests.redis_helpers import RedisServer, make_parts, private_redis, redis_server  # noqa: F401
 from tests.test_materialize import BASE, END, engine, load_events, make_view, redis_store, snapshot, state  # noqa: F401
 
 USERS = 2_000
@@ -49,7 +49,7 @@ def run(engine: DuckDBEngine, online: RedisOnlineStore, state: StateStore, view:
 
 
 def values(online: RedisOnlineStore, view: FeatureView, users: int = USERS) -> dict[str, list]:
-    store = StubStore(None, online, None, [view])
+    store = make_parts(None, online, None, [view])
     feats = [f"{view.name}.{f.name}" for f in view.features]
     return get_online_features(store, features=feats, entity_rows={"user_id": list(range(users))}).to_dict()
 
@@ -374,7 +374,7 @@ def test_a_layout_change_while_serving(
     load_events(engine, users=USERS, per_user=1)
     online = redis_store(private_redis)
     old = make_view()
-    materialize(StubStore(engine, online, state, [old]), end=END, statistics=False)
+    materialize(make_parts(engine, online, state, [old]), end=END, statistics=False)
     expected_x = [float(u * 10) for u in range(USERS)]
 
     # A feature dropped from the declaration (`feature: false`): the others keep their values.
@@ -384,7 +384,7 @@ def test_a_layout_change_while_serving(
 
     # A feature added: the old ones keep their values, the new one is None and reported.
     wider = make_view(extra=(Feature("y", "user_stats", "int64"),))
-    store = StubStore(engine, online, state, [wider])
+    store = make_parts(engine, online, state, [wider])
     response = get_online_features(store, features=["user_stats.x", "user_stats.y"], entity_rows={"user_id": [0, 7]})
     assert response.to_dict() == {"user_id": [0, 7], "x": [0.0, 70.0], "y": [None, None]}
     assert response.missing_features == {"user_stats": ("y",)}
