@@ -61,12 +61,16 @@ def marker_name(view: str) -> str:
     return f"layout:{view}"
 
 
-def marker_value(layout: ViewLayout, previous: ActiveLayout | None, deleted: Sequence[str] = ()) -> bytes:
+def marker_value(
+    layout: ViewLayout, previous: ActiveLayout | None, deleted: Sequence[str] = (), *, legacy: str | None = None
+) -> bytes:
     """The marker recording ``layout`` as active; the previous active layout (if another) is retired
-    now, retired layouts already deleted (``deleted``) are forgotten."""
+    now, retired layouts already deleted (``deleted``) are forgotten. ``legacy``: the layout a
+    store without a marker was materialized with (from the state store), retired likewise."""
     retired = [(fp, at) for fp, at in (previous.retired if previous else ()) if fp not in deleted]
-    if previous is not None and previous.fingerprint != layout.fingerprint:
-        retired.append((previous.fingerprint, time.time()))
+    replaced = previous.fingerprint if previous is not None else legacy
+    if replaced is not None and replaced != layout.fingerprint:
+        retired.append((replaced, time.time()))
     retired = [(fp, at) for fp, at in retired if fp != layout.fingerprint]
     return json.dumps(
         {

@@ -245,6 +245,7 @@ def materialize_view(
         heartbeat.watch(lambda: online.touch(fence), fence, online.describe())
         prior = state.view_state(view.name)
         layout_changed = prior is not None and prior.layout != layout.fingerprint
+        legacy = prior.layout if layout_changed and prior is not None else None
         marker = f"watermark:{view.name}:{layout.fingerprint}"
         if prior is not None and not layout_changed and online.get_marker(marker) != _marker_value(prior.watermark):
             # The state says "materialized up to W", but this online store does not hold W
@@ -360,7 +361,7 @@ def materialize_view(
             # The view's layout is complete in this store now (read in full, or incrementally on
             # the layout it already had): lookups switch to it when the marker lands.
             markers[marker] = _marker_value(new_watermark)
-            markers[layouts.marker_name(view.name)] = layouts.marker_value(layout, active, retired)
+            markers[layouts.marker_name(view.name)] = layouts.marker_value(layout, active, retired, legacy=legacy)
             state.check_lease(lease)  # another run owns the view now: record nothing
         # Atomically in the store: the fence still ours, the ledger holding every request this
         # run sent (nothing acknowledged was lost), then the markers. A crash between this and

@@ -124,8 +124,9 @@ class RedisOnlineStore(OnlineStore):
             )
         described = describe_failure(exc)
         if described is not None:
-            return OnlineStoreError(f"Redis at {self._location} {described[0]}, while trying to {action}.",
-                                    fix=described[1])
+            return OnlineStoreError(
+                f"Redis at {self._location} {described[0]}, while trying to {action}.", fix=described[1]
+            )
         if isinstance(exc, _TRANSIENT):
             return OnlineStoreError(
                 f"Redis at {self._location} is unreachable: could not {action} ({type(exc).__name__}: {exc}), "
