@@ -22,6 +22,7 @@ from feature_layer.online import materialize as materialize_module
 from feature_layer.online.encoding import to_micros
 from feature_layer.online.materialize import materialize, materialize_view
 from feature_layer.online.sqlite_store import SqliteOnlineStore
+from feature_layer.registry.model import Feature
 from feature_layer.state import StateStore
 from tests.redis_helpers import RedisServer, make_parts, private_redis, redis_server  # noqa: F401
 from tests.test_materialize import BASE, END, engine, load_events, lookup, make_view, redis_store, snapshot, state  # noqa: F401
@@ -450,6 +451,22 @@ def test_an_acl_user_without_info_still_materializes_and_still_detects_a_flush(
         )
     result = materialize_view(make_view(), engine=engine, online=online, state=state, end=END, statistics=False)
     assert result.rows_written == 2_000 and state.watermark("user_stats").event_time == END
+    # Every other path under the same user: incremental, a full refresh deleting a vanished
+    # entity (fenced deletes), the eviction check past the EXISTS limit (SCAN), a layout change.
+    load_events(engine, users=2_000, per_user=1, day_offset=3)
+    assert run_view(engine, online, state).rows_written == 2_000
+    engine.execute("DELETE FROM main.events WHERE user_id = 5")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(materialize_module, "EXISTS_CHECK_KEYS", 0)
+        run_view(engine, online, state, full_refresh=True)
+    wider = make_view(extra=(Feature("y", "user_stats", "int64"),))
+    materialize_view(wider, engine=engine, online=online, state=state, end=END, statistics=False)
+    parts = make_parts(engine, online, state, [wider])
+    assert lookup(parts, [4, 5], ("user_stats.x", "user_stats.y")) == {
+        "user_id": [4, 5],
+        "x": [43.0, None],
+        "y": [4, None],
+    }
 
 
 def test_runs_sharing_a_store_do_not_trip_each_others_sentinel(
