@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from feature_layer.clock import clock_from_env
 from feature_layer.dbt.artifacts import DbtNode
 from feature_layer.errors import InputError, UnknownFeatureError
 from feature_layer.registry.model import Entity, Feature, FeatureService, FeatureView, Relation
@@ -267,6 +268,7 @@ class FakeStore:
 
     def __init__(self, registry: FakeRegistry | None = None) -> None:
         self._registry = registry or build_registry()
+        self.clock = clock_from_env()
         self.engine = FakeEngine()
         self.state = FakeState(watermarks={"user_txn_features": datetime(2026, 3, 25, tzinfo=UTC)})
         self._latest: dict[tuple[str, Any], dict[str, Any]] = {}

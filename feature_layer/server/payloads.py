@@ -131,7 +131,7 @@ def _aware(value: datetime) -> datetime:
 
 def freshness(store: Any, view: FeatureView, now: datetime | None = None) -> dict[str, Any]:
     """Last materialized event time, its lag behind now, and whether it exceeds the TTL."""
-    now = now or datetime.now(UTC)
+    now = now or store.clock.now()
     event_time, run_time = _last_materialized(store, view.name)
     ttl = view.ttl.total_seconds() if view.ttl else None
     if event_time is None:
@@ -168,7 +168,7 @@ def view_summary(store: Any, view: FeatureView) -> dict[str, Any]:
 
 
 def freshness_gauges(store: Any, registry: Any) -> list[tuple[str, str, dict[str, str], float]]:
-    now = datetime.now(UTC)
+    now = store.clock.now()
     out: list[tuple[str, str, dict[str, str], float]] = []
     for view in sorted(registry.views.values(), key=lambda v: v.name):
         if view.ttl:
