@@ -42,6 +42,8 @@ class WarehouseSettings:
     database: str | None = None
     """The database dbt compiles relations into: dbname (PostgreSQL), the file's stem or the
     profile's ``database`` (DuckDB). A manifest built for another target names another one."""
+    options: dict[str, str] = field(default_factory=dict)
+    """Engine settings of the target (Spark: its ``server_side_parameters``)."""
 
 
 @dataclass(frozen=True)
@@ -309,9 +311,13 @@ def warehouse_settings(settings: Settings, dbt_project_profile: str | None = Non
             schema=out.get("schema"),
             database=out.get("dbname") or out.get("database"),
         )
+    if kind in {"spark", "databricks"}:
+        from feature_layer.offline.spark_settings import spark_warehouse_settings
+
+        return spark_warehouse_settings(target, outputs[target], settings.project_dir)
     raise ConfigError(
         f"Target {target!r} uses adapter {kind!r}, which feature_layer cannot query yet.",
-        fix="use a duckdb or postgres target.",
+        fix="use a duckdb, postgres or spark target.",
     )
 
 

@@ -8,8 +8,9 @@ from types import ModuleType
 
 from feature_layer.errors import FeatureLayerError
 
-EXTRAS = {"pandas": "pandas", "polars": "polars", "psycopg2": "postgres"}
+EXTRAS = {"pandas": "pandas", "polars": "polars", "psycopg2": "postgres", "pyspark": "spark"}
 """Importable module → the feature_layer extra that installs it."""
+_PACKAGES = {"psycopg2": "dbt-postgres", "pyspark": "pyspark dbt-spark[session]"}
 
 
 class MissingExtraError(FeatureLayerError):
@@ -27,5 +28,5 @@ def require(module: str, needed_for: str) -> ModuleType:
         extra = EXTRAS.get(module, module)
         raise MissingExtraError(
             f"{needed_for} needs {module}, which is not installed ({exc}).",
-            fix=f"pip install 'feature_layer[{extra}]' (or pip install {module if module != 'psycopg2' else 'dbt-postgres'}).",
+            fix=f"pip install 'feature_layer[{extra}]' (or pip install {_PACKAGES.get(module, module)}).",
         ) from None

@@ -57,3 +57,23 @@
 {% macro duckdb__seconds_between(start, end) -%}
     (CAST(epoch_us({{ end }}) - epoch_us({{ start }}) AS DOUBLE) / 1000000.0)
 {%- endmacro %}
+
+{% macro spark__seconds_between(start, end) -%}
+    (cast(unix_micros(cast({{ end }} as timestamp)) - unix_micros(cast({{ start }} as timestamp)) as double) / 1000000.0)
+{%- endmacro %}
+
+
+{% macro portable_type(name) %}
+    {#- `name` (a PostgreSQL/DuckDB spelling such as 'double precision' or 'varchar') in the
+        adapter's own spelling. -#}
+    {{- return(adapter.dispatch('portable_type', 'feature_layer')(name)) -}}
+{% endmacro %}
+
+{% macro default__portable_type(name) %}
+    {{- return(name) -}}
+{% endmacro %}
+
+{% macro spark__portable_type(name) %}
+    {%- set spelled = {'double precision': 'double', 'varchar': 'string', 'text': 'string'} -%}
+    {{- return(spelled.get(name | trim | lower, name)) -}}
+{% endmacro %}

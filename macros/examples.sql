@@ -13,6 +13,10 @@
 {% endmacro %}
 
 {% macro project_file(relation) %}
+    {{- return(adapter.dispatch('project_file', 'feature_layer')(relation)) -}}
+{% endmacro %}
+
+{% macro default__project_file(relation) %}
     {#-
         A dbt-duckdb source read from a file (`external_location`), its relative path
         anchored at the project folder: dbt resolves it against the directory dbt runs in
@@ -25,6 +29,24 @@
     {%- if location is string and location.startswith("'") and location[1:2] not in ['/', '~']
             and ':' not in location -%}
         {{- return("'" ~ adapter.config.project_root ~ "/" ~ location[1:]) -}}
+    {%- endif -%}
+    {{- return(relation) -}}
+{% endmacro %}
+
+{% macro spark__project_file(relation) %}
+    {#- On Spark the source's `external_location` (Parquet) is read by path: parquet.`<file>`,
+        a relative path anchored at the project folder. Sources without one are tables. -#}
+    {%- if execute -%}
+        {%- for node in graph.sources.values() if node.schema == relation.schema and node.identifier == relation.identifier -%}
+            {%- set location = (node.meta or {}).get('external_location') or (node.config.meta or {}).get('external_location') -%}
+            {%- if location -%}
+                {%- set path = location.format(name=node.name) -%}
+                {%- if not path.startswith('/') -%}
+                    {%- set path = adapter.config.project_root ~ "/" ~ path -%}
+                {%- endif -%}
+                {{- return("parquet.`" ~ path ~ "`") -}}
+            {%- endif -%}
+        {%- endfor -%}
     {%- endif -%}
     {{- return(relation) -}}
 {% endmacro %}

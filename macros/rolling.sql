@@ -49,7 +49,7 @@
     {%- if data_type is none -%}
         {{- return(expression ~ " " ~ over) -}}
     {%- else -%}
-        {{- return("CAST(" ~ expression ~ " " ~ over ~ " AS " ~ data_type ~ ")") -}}
+        {{- return("CAST(" ~ expression ~ " " ~ over ~ " AS " ~ feature_layer.portable_type(data_type) ~ ")") -}}
     {%- endif -%}
 {% endmacro %}
 
@@ -85,4 +85,16 @@
         {%- endif -%}
     {%- endfor -%}
     {{- return(columns | map('trim') | list) -}}
+{% endmacro %}
+
+
+{% macro spark__rolling_window_frame(window, macro_name) %}
+    {#- Spark wants a literal frame bound: the window less one microsecond, as DAY TO SECOND. -#}
+    {%- if window is none -%}
+        {{- return("RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW") -}}
+    {%- endif -%}
+    {%- set micros = feature_layer.duration_seconds(window, 'window', 'feature_layer.' ~ macro_name) * 1000000 - 1 -%}
+    {%- set seconds = micros // 1000000 -%}
+    {%- set bound = "%d %02d:%02d:%02d.%06d" | format(seconds // 86400, (seconds % 86400) // 3600, (seconds % 3600) // 60, seconds % 60, micros % 1000000) -%}
+    {{- return("RANGE BETWEEN INTERVAL '" ~ bound ~ "' DAY TO SECOND PRECEDING AND CURRENT ROW") -}}
 {% endmacro %}

@@ -11,3 +11,7 @@
 {% macro duckdb__day_spine(start, end) -%}
     select cast(unnest(generate_series({{ start }}, {{ end }}, interval '1 day')) as timestamp) as day
 {%- endmacro %}
+
+{% macro spark__day_spine(start, end) -%}
+    select explode(sequence(cast({{ start }} as timestamp), cast({{ end }} as timestamp), interval 1 day)) as day
+{%- endmacro %}

@@ -768,7 +768,11 @@ def connect(settings: WarehouseSettings) -> Engine:
             schema=settings.schema,
             target=settings.target,
         )
+    if settings.type in {"spark", "databricks"}:
+        from feature_layer.offline.spark_settings import connect_spark
+
+        return connect_spark(settings)
     raise WarehouseError(
         f"Target {settings.target!r} uses adapter {settings.type!r}, which feature_layer cannot query yet.",
-        fix="use a duckdb or postgres target.",
+        fix="use a duckdb, postgres or spark target.",
     )

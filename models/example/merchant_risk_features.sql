@@ -95,6 +95,6 @@ select
     case when txn_count_30d > 0 then amount_sum_30d / txn_count_30d end as amount_avg_30d,
     chargeback_count_30d,
     fraud_chargeback_count_90d,
-    cast(fraud_chargeback_count_30d as double precision) / nullif(txn_count_30d, 0) as chargeback_rate_30d,
+    cast(fraud_chargeback_count_30d as {{ feature_layer.portable_type('double precision') }}) / nullif(txn_count_30d, 0) as chargeback_rate_30d,
     fraud_chargeback_count_30d > 0 as had_fraud_30d
 from rolling

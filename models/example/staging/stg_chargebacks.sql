@@ -3,6 +3,6 @@
 select
     cast(transaction_id as bigint) as transaction_id,
     cast(reported_at as timestamp) as reported_at,
-    cast(reason as varchar) as reason,
+    cast(reason as {{ feature_layer.portable_type('varchar') }}) as reason,
     reason in ('fraud', 'stolen_card') as is_fraud
 from {{ feature_layer.project_file(source('raw', 'chargebacks')) }}

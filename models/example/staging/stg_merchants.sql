@@ -2,7 +2,7 @@
 
 select
     cast(merchant_id as bigint) as merchant_id,
-    cast(category as varchar) as category,
-    cast(country as varchar) as country,
+    cast(category as {{ feature_layer.portable_type('varchar') }}) as category,
+    cast(country as {{ feature_layer.portable_type('varchar') }}) as country,
     cast(created_at as timestamp) as created_at
 from {{ feature_layer.project_file(source('raw', 'merchants')) }}
