@@ -91,16 +91,13 @@ def active_session() -> Any | None:
 
     if "pyspark" not in sys.modules:
         return None
+    from pyspark.errors import PySparkRuntimeError
     from pyspark.sql import SparkSession
 
-    return SparkSession.getActiveSession() or _default_session(SparkSession)
-
-
-def _default_session(session_class: Any) -> Any | None:
-    get_default = getattr(session_class, "getDefaultSession", None)
-    if callable(get_default):
-        return get_default()
-    return None
+    try:
+        return SparkSession.active()  # the thread's active session, else the process's default
+    except PySparkRuntimeError:
+        return None
 
 
 def start_session(conf: Mapping[str, str], *, catalog: str = "in-memory") -> Any:
@@ -192,6 +189,36 @@ class SparkEngine(Engine):
                 df.collect()
             except Exception as exc:  # noqa: BLE001
                 raise self._failure("run a statement", statement, exc) from exc
+
+    def replace_table(self, table: exp.Table, query: exp.Expression) -> None:
+        """Replace ``table`` by the rows of ``query``: built under a new name first (a failing
+        query leaves the old table as it was), then swapped in by two renames and the old one
+        dropped. Spark's file-based tables have no transactional swap, so between the renames
+        (metadata only, milliseconds) the name is briefly absent."""
+        from sqlglot import exp as sg
+
+        suffix = uuid.uuid4().hex[:8]
+
+        def renamed(prefix: str) -> sg.Table:
+            copy = table.copy()
+            copy.set("this", sg.to_identifier(f"{prefix}_{suffix}", quoted=True))
+            return copy
+
+        staging, old = renamed("__fl_new"), renamed("__fl_old")
+        self.execute(sg.Create(this=staging, kind="TABLE", expression=query))
+        had_old = self._exists(table)
+        if had_old:
+            self.execute(f"ALTER TABLE {table.sql(dialect='spark')} RENAME TO {old.sql(dialect='spark')}")
+        self.execute(f"ALTER TABLE {staging.sql(dialect='spark')} RENAME TO {table.sql(dialect='spark')}")
+        if had_old:
+            self.execute(f"DROP TABLE IF EXISTS {old.sql(dialect='spark')}")
+
+    def _exists(self, table: exp.Table) -> bool:
+        name = ".".join(p.name for p in table.parts)
+        try:
+            return bool(self.session.catalog.tableExists(name))
+        except Exception:  # noqa: BLE001
+            return False
 
     def register_arrow(self, name: str, table: pa.Table) -> None:
         """``table`` as a temporary view ``name`` of this session."""

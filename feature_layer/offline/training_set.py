@@ -170,6 +170,8 @@ class TrainingSet:
             self._engine.execute(exp.Create(this=table, kind="TABLE", expression=self.expression()))
         elif dialect == "postgres":
             self._replace_postgres_table(table)
+        elif hasattr(self._engine, "replace_table"):  # no atomic CREATE OR REPLACE … AS (Spark)
+            self._engine.replace_table(table, self.expression())
         else:  # DuckDB and the rest: one statement, atomic
             self._engine.execute(exp.Create(this=table, kind="TABLE", expression=self.expression(), replace=True))
         return name
