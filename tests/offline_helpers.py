@@ -36,6 +36,13 @@ def load_table(engine: Engine, name: str, table: pa.Table) -> Relation:
         engine.execute(f'CREATE OR REPLACE TABLE main."{name}" AS SELECT * FROM "{staging}"')
         engine.unregister(staging)
         return Relation(None, "main", name)
+    if engine.dialect == "spark":
+        staging = f"__stage_{uuid.uuid4().hex[:8]}"
+        engine.register_arrow(staging, table)
+        engine.execute(f"DROP TABLE IF EXISTS fl_test.`{name}`")
+        engine.execute(f"CREATE TABLE fl_test.`{name}` USING parquet AS SELECT * FROM `{staging}`")
+        engine.unregister(staging)
+        return Relation(None, "fl_test", name)
     engine.register_arrow(name, table)  # a session temp table
     return Relation(None, "pg_temp", name)
 

@@ -141,6 +141,7 @@ class SparkEngine(Engine):
         if warehouse_dir is not None:
             conf.setdefault("spark.sql.warehouse.dir", str(warehouse_dir))
         self.session = session if session is not None else start_session(conf)
+        self.session.sparkContext.setLogLevel("ERROR")  # Spark's WARN lines would drown the CLI's output
         self.warehouse_dir = Path(warehouse_dir) if warehouse_dir is not None else None
         self._registered: set[str] = set()
         self._shared = shared
