@@ -75,12 +75,15 @@ class FeatureStore:
 
     @property
     def registry(self) -> Registry:
-        """The registry, re-read when dbt rewrites ``manifest.json`` or ``catalog.json``."""
+        """The registry, re-read when dbt rewrites ``manifest.json`` or ``catalog.json``.
+
+        Loaded leniently: an invalid view is left out (``registry.broken_views``) and asking
+        for it raises its issues, so one bad declaration does not block the others."""
         from feature_layer.registry.registry import Registry, artifact_stamp
 
         stamp = artifact_stamp(self.settings)
         if self._registry is None or stamp != self._registry_stamp:
-            self._registry = Registry.load(self.settings)
+            self._registry = Registry.load(self.settings, strict=False)
             self._registry_stamp = stamp
         return self._registry
 
