@@ -27,9 +27,15 @@ def serve(ctx: Context, host: str, port: int, reload_interval: float, workers: i
     """Serve the HTTP API (online features, search, lineage, metrics) and the web UI."""
     import uvicorn
 
+    from feature_layer.server.reload import holder_for_store
+
     store = ctx.store
-    summary = len(store.registry.views)  # load now: a broken project fails here, with its message
-    click.echo(f"feature_layer: {summary} feature views; UI and API on http://{host}:{port}/", err=True)
+    holder = holder_for_store(store)  # load now: a missing or unreadable manifest fails here, with its message
+    click.echo(f"feature_layer: {len(holder.registry.views)} feature views; UI and API on http://{host}:{port}/",
+               err=True)
+    for name, issues in sorted(getattr(holder.registry, "broken_views", {}).items()):
+        click.secho(f"warning: feature view {name!r} is not served (invalid declaration): "
+                    f"{issues[0].message if issues else ''} (see /healthz)", fg="yellow", err=True)
     loop = "uvloop" if _has("uvloop") else "asyncio"
     http = "httptools" if _has("httptools") else "h11"
     if workers > 1:
@@ -44,7 +50,8 @@ def serve(ctx: Context, host: str, port: int, reload_interval: float, workers: i
         return
     from feature_layer.server.app import Limits, create_app
 
-    app = create_app(store, reload_interval=reload_interval or None, limits=Limits(lookup_deadline=lookup_deadline))
+    app = create_app(store, reload_interval=reload_interval or None, limits=Limits(lookup_deadline=lookup_deadline),
+                     holder=holder)
     uvicorn.run(app, host=host, port=port, loop=loop, http=http, log_level=log_level, access_log=False)
 
 

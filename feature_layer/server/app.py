@@ -38,8 +38,11 @@ from feature_layer.errors import (
     WarehouseError,
 )
 from feature_layer.server import routes
+from feature_layer.server.clock import clock_for
 from feature_layer.server.fastpath import OnlineFastPath, OnlineStoreTimeoutError, lookup_inline
+from feature_layer.server.health import StoreProbe
 from feature_layer.server.metrics import Metrics, MetricsMiddleware
+from feature_layer.server.public import public_text
 from feature_layer.server.reload import RegistryHolder, ServingStore, holder_for_store
 from feature_layer.server.requests import RequestFieldError, RequestTooLargeError
 
@@ -113,9 +116,11 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def error_body(exc: FeatureLayerError) -> dict[str, Any]:
-    return {"error": {"type": type(exc).__name__, "message": exc.message,
-                      "field": getattr(exc, "field", None), "fix": exc.fix}}
+def error_body(exc: FeatureLayerError, project_dir: Any = None) -> dict[str, Any]:
+    """The JSON error of ``exc``; absolute server paths are made relative or hidden (public_text)."""
+    fix = exc.fix
+    return {"error": {"type": type(exc).__name__, "message": public_text(exc.message, project_dir),
+                      "field": getattr(exc, "field", None), "fix": public_text(fix, project_dir) if fix else fix}}
 
 
 def status_for(exc: Exception) -> int:
@@ -130,7 +135,7 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
     status = status_for(exc)
     if status >= 500:
         log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
-    return json_response(error_body(exc), status)
+    return json_response(error_body(exc, request.app.state.project_dir), status)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -167,14 +172,17 @@ def create_app(
     reload_interval: float | None = 2.0,
     limits: Limits | None = None,
     holder: RegistryHolder | None = None,
+    clock: Any | None = None,
 ) -> Starlette:
     """The feature server for ``store`` (a :class:`~feature_layer.client.FeatureStore`).
 
     ``reload_interval``: seconds between checks of the dbt artifacts (None: never reload).
+    ``clock``: what "now" is for freshness (``now() -> datetime``); by default the store's.
     """
     holder = holder or holder_for_store(store)
     metrics = Metrics()
     limits = limits or Limits()
+    probe = StoreProbe(store)
     executor = ThreadPoolExecutor(max_workers=max(1, limits.lookup_threads), thread_name_prefix="feature-layer-lookup")
 
     @contextlib.asynccontextmanager
@@ -188,6 +196,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             executor.shutdown(wait=False, cancel_futures=True)  # a lookup stuck in IO must not hold up shutdown
+            probe.close()
 
     online_route = Route("/v1/online-features", routes.online_features, methods=["POST"])
     app = Starlette(
@@ -210,6 +219,9 @@ def create_app(
     )
     app.state.store = ServingStore(store, holder)
     app.state.holder = holder
+    app.state.clock = clock or clock_for(store)
+    app.state.project_dir = getattr(getattr(store, "settings", None), "project_dir", None)
+    app.state.store_probe = probe
     app.state.metrics = metrics
     app.state.limits = limits
     app.state.lookup_executor = executor

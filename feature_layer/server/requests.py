@@ -18,6 +18,9 @@ from feature_layer.registry.declarations import close_matches
 
 ONLINE_KEYS = ("features", "service", "entity_rows", "entities", "include_event_times")
 _SCALARS = (str, int, float, bool, type(None))
+# JSON numbers beyond int64 (orjson parses those past 2**64 as floats) can match no key exactly.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_TWO_63 = float(2**63)  # a float at ±2**63 is a rounded out-of-range literal: -9223372036854775809 parses to it
 
 
 class RequestFieldError(InputError):
@@ -186,15 +189,24 @@ def _entity_rows(payload: Mapping[str, Any], max_rows: int) -> list[dict[str, An
     if len(rows) > max_rows:
         raise RequestFieldError(field, f"More than {max_rows} entity rows in one request.",
                                 fix=f"send at most {max_rows} rows per request.")
+    def cell(i: int, key: str) -> str:
+        return f"entities.{key}[{i}]" if columns is not None else f"entity_rows[{i}].{key}"
+
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or not row:
             raise RequestFieldError(f"{field}[{i}]", f"{field}[{i}] must be a non-empty object of join key → value.",
                                     fix='write each row as {"user_id": 1}.')
         for key, value in row.items():
             if not isinstance(value, _SCALARS):
-                raise RequestFieldError(f"{field}[{i}].{key}", f"{field}[{i}].{key} is a {type(value).__name__}; "
+                raise RequestFieldError(cell(i, key), f"{cell(i, key)} is a {type(value).__name__}; "
                                         "join key values must be strings, numbers or booleans.",
                                         fix=f'write "{key}": 1 or "{key}": "abc".')
+            if (type(value) is int and not INT64_MIN <= value <= INT64_MAX) or \
+                    (type(value) is float and not -_TWO_63 < value < _TWO_63):
+                raise RequestFieldError(cell(i, key), f"{cell(i, key)} = {value!r} is outside the 64-bit integer "
+                                        "range of join keys.",
+                                        fix=f"pass a value from {INT64_MIN} to {INT64_MAX}, or a string key as a "
+                                        "JSON string.")
     return rows
 
 
