@@ -85,7 +85,7 @@ def test_serve_lookup_deadline_bounds_lookups_on_a_hung_online_store(parsed_exam
             while True:
                 assert proc.poll() is None, proc.stderr.read().decode()
                 try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    if httpx.get(f"{url}/healthz", timeout=3).status_code in (200, 503):
                         break
                 except httpx.HTTPError:
                     pass
@@ -97,8 +97,45 @@ def test_serve_lookup_deadline_bounds_lookups_on_a_hung_online_store(parsed_exam
             assert response.status_code == 504, response.text
             assert time.monotonic() - start < 2.0
             assert "within 0.3 s" in response.json()["error"]["message"]
-            assert httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+            health = httpx.get(f"{url}/healthz", timeout=5)  # answered at once, and honestly
+            assert health.status_code == 503 and health.json()["online_store"]["status"] == "unreachable"
         finally:
             silent.__exit__(None, None, None)  # the stuck lookups see the connection close and end
             proc.terminate()
             proc.wait(timeout=20)
+
+
+def test_serve_starts_cold_with_a_broken_view_and_reports_it_degraded(built_example_project: Path, tmp_path: Path):
+    import json
+
+    project = tmp_path / "p"
+    shutil.copytree(built_example_project, project, ignore=shutil.ignore_patterns(".feature_layer", "logs"))
+    manifest = project / "target" / "manifest.json"
+    raw = json.loads(manifest.read_text())
+    node = next(n for n in raw["nodes"].values() if n.get("name") == "user_merchant_features")
+    node["config"]["meta"]["feature_layer"]["ttl"] = "soon"  # unparseable
+    manifest.write_text(json.dumps(raw))
+    port = _free_port()
+    cmd = [sys.executable, "-c", "from feature_layer.cli import main; main()", "--project-dir", str(project),
+           "serve", "--port", str(port), "--log-level", "warning", "--reload-interval", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                health = httpx.get(f"{url}/healthz", timeout=3)
+                break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "feature-layer serve did not start"
+            time.sleep(0.1)
+        assert health.status_code == 200 and health.json()["status"] == "degraded", health.text
+        assert list(health.json()["broken_views"]) == ["user_merchant_features"]
+        assert httpx.get(f"{url}/v1/views/user_profile_features").status_code == 200
+        assert httpx.get(f"{url}/v1/views/user_merchant_features").status_code == 404
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert "user_merchant_features" in err.decode() and "not served" in err.decode()

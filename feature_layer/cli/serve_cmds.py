@@ -33,9 +33,11 @@ def serve(ctx: Context, host: str, port: int, reload_interval: float, workers: i
     holder = holder_for_store(store)  # load now: a missing or unreadable manifest fails here, with its message
     click.echo(f"feature_layer: {len(holder.registry.views)} feature views; UI and API on http://{host}:{port}/",
                err=True)
-    for name, issues in sorted(getattr(holder.registry, "broken_views", {}).items()):
-        click.secho(f"warning: feature view {name!r} is not served (invalid declaration): "
-                    f"{issues[0].message if issues else ''} (see /healthz)", fg="yellow", err=True)
+    from feature_layer.server.health import broken_views
+
+    for name, messages in broken_views(holder.registry).items():
+        click.secho(f"warning: feature view {name!r} is not served: {messages[0]} (see /healthz)", fg="yellow",
+                    err=True)
     loop = "uvloop" if _has("uvloop") else "asyncio"
     http = "httptools" if _has("httptools") else "h11"
     if workers > 1:

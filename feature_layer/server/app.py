@@ -187,6 +187,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(probe.warm_up)
         task = asyncio.create_task(holder.watch(reload_interval)) if reload_interval else None
         try:
             yield

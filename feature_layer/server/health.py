@@ -24,7 +24,9 @@ from typing import Any
 from feature_layer.errors import FeatureLayerError
 from feature_layer.server.public import public_text
 
-ONLINE_STORE_PING_SECONDS = 0.25
+ONLINE_STORE_PING_SECONDS = 0.5
+# A ping answered this recently answers the next health checks too (no ping storm under probes).
+PING_REUSE_SECONDS = 1.0
 
 
 class StoreProbe:
@@ -36,17 +38,30 @@ class StoreProbe:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-layer-ping")
         self._lock = threading.Lock()
         self._inflight: concurrent.futures.Future[float] | None = None
+        self._done_at = 0.0
 
     def _ping(self) -> float:
+        online = self._store.online_store()  # opening it (a first SQLite open) is not the ping
         start = time.perf_counter()
-        self._store.online_store().ping()
-        return (time.perf_counter() - start) * 1000
+        try:
+            online.ping()
+            return (time.perf_counter() - start) * 1000
+        finally:
+            self._done_at = time.monotonic()
+
+    def warm_up(self) -> None:
+        """Open the online store (no IO for Redis, the file for SQLite); errors wait for /healthz."""
+        try:
+            self._store.online_store()
+        except Exception:  # noqa: BLE001 - reported by the first ping instead
+            pass
 
     def _future(self) -> concurrent.futures.Future[float]:
         with self._lock:
-            if self._inflight is None or self._inflight.done():
-                self._inflight = self._executor.submit(self._ping)
-            return self._inflight
+            inflight = self._inflight
+            if inflight is None or (inflight.done() and time.monotonic() - self._done_at > PING_REUSE_SECONDS):
+                self._inflight = inflight = self._executor.submit(self._ping)
+            return inflight
 
     async def check(self) -> dict[str, Any]:
         """{"status": "ok", "latency_ms"} or {"status": "unreachable", "error"}; never raises."""
@@ -65,12 +80,25 @@ class StoreProbe:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+def _broken(registry: Any) -> dict[str, list[Any]]:
+    broken = getattr(registry, "broken_views", None)
+    if broken is not None:
+        return dict(broken)
+    # Registries without ``broken_views``: the lenient load's issues, grouped by the model left out.
+    out: dict[str, list[Any]] = {}
+    nodes = getattr(registry, "nodes", {})
+    for issue in getattr(registry, "issues", ()):
+        node = nodes.get(issue.unique_id) if issue.unique_id else None
+        name = getattr(node, "name", None)
+        if name and name not in registry.views:
+            out.setdefault(name, []).append(issue)
+    return out
+
+
 def broken_views(registry: Any) -> dict[str, list[str]]:
     """View name → its validation messages, for the views the lenient load left out."""
-    out: dict[str, list[str]] = {}
-    for name, issues in sorted(getattr(registry, "broken_views", {}).items()):
-        out[name] = [f"[{i.code}] {i.message} To fix this, {i.fix}" for i in issues]
-    return out
+    return {name: [f"[{i.code}] {i.message} To fix this, {i.fix}" for i in issues]
+            for name, issues in sorted(_broken(registry).items())}
 
 
 def stale_layouts(store: Any, registry: Any) -> dict[str, dict[str, Any]]:
