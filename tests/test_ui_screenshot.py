@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from server_helpers import LiveServer, launch_chromium
+from server_helpers import EXAMPLE_NOW, LiveServer, launch_chromium, open_store
 
 from feature_layer.server.app import create_app
 
@@ -25,13 +25,11 @@ FEATURE = "merchant_risk_features.chargeback_rate_30d"
 def test_feature_page_of_the_example_project(built_example_project: Path, tmp_path: Path, monkeypatch):
     from playwright.sync_api import sync_playwright
 
-    from feature_layer import FeatureStore
-
     project = tmp_path / "fraud"
     shutil.copytree(built_example_project, project, ignore=shutil.ignore_patterns(".feature_layer", "logs"))
     monkeypatch.chdir(project)  # the snippet names the project as the user would: "."
-    store = FeatureStore(project)
-    store.materialize()
+    store = open_store(project)  # the clock pinned to the data's end: the page shows it fresh
+    store.materialize(end=EXAMPLE_NOW)
     try:
         with LiveServer(create_app(store, reload_interval=None)) as server, sync_playwright() as p:
             browser = launch_chromium(p)
@@ -44,7 +42,7 @@ def test_feature_page_of_the_example_project(built_example_project: Path, tmp_pa
                 assert svg.locator(f'[data-unique-id="source.feature_layer.{source}"]').count() == 1
             assert svg.locator('[data-unique-id="exposure.feature_layer.fraud_model_v1"]').count() == 1
             assert "Computed at materialization" in page.locator("#stats").inner_text()
-            assert page.locator(".fresh-big .pill").inner_text() in ("fresh", "stale")
+            assert page.locator(".fresh-big .pill").inner_text() == "fresh"
             assert 'FeatureStore(".")' in page.locator("#snippet").inner_text()
             shot = tmp_path / "feature_page.png"
             page.screenshot(path=str(shot), full_page=True)
