@@ -48,31 +48,26 @@ HEADERS_TOO_LARGE = _response(b"431 Request Header Fields Too Large", b"The requ
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` plus a header read timeout and a header size limit (module docstring)."""
+    """``HttpToolsProtocol`` plus a header read timeout and a header size limit (module docstring).
+
+    Per request on the hot path: three overridden callbacks and a comparison. Header bytes
+    are counted per read while a request's headers are incomplete; only when a single read is
+    larger than the limit are the parsed headers measured exactly.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout, self.max_header_bytes = _limits()
         self._in_headers = True
         self._header_bytes = 0
-        self._headers_since = 0.0
+        self._read = 0
         self._header_timer: asyncio.TimerHandle | None = None
         self._headers_too_large = False
 
     # -- the header read timeout -----------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._headers_since = self.loop.time()
-        self._arm_header_timer()
-
-    def _arm_header_timer(self) -> None:
-        remaining = self._headers_since + self.header_timeout - self.loop.time()
-        self._header_timer = self.loop.call_later(max(0.0, remaining), self._header_timeout_expired)
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._header_timer = self.loop.call_later(self.header_timeout, self._header_timeout_expired)
 
     def _header_timeout_expired(self) -> None:
         self._header_timer = None
@@ -81,45 +76,47 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        self._read = len(data)
         super().data_received(data)
-        if self._in_headers and self._header_timer is None and not self.transport.is_closing():
-            self._arm_header_timer()  # this read ended mid-headers: they must complete in time
+        if self._in_headers and not self.transport.is_closing():  # this read ended mid-headers
+            self._header_bytes += self._read
+            if self._header_bytes > self.max_header_bytes:
+                self._reject_headers()
+            elif self._header_timer is None:  # they must complete in time from now
+                self._header_timer = self.loop.call_later(self.header_timeout, self._header_timeout_expired)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         super().connection_lost(exc)
 
     # -- parser callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        if not self._in_headers:  # a new request on a kept-alive connection
-            self._in_headers = True
-            self._headers_since = self.loop.time()
+        self._in_headers = True
         self._header_bytes = 0
         super().on_message_begin()
 
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        super().on_header(name, value)
-
-    def _count(self, size: int) -> None:
-        self._header_bytes += size
-        if self._header_bytes > self.max_header_bytes:
+    def on_headers_complete(self) -> None:
+        if self._header_bytes + self._read > self.max_header_bytes and self._header_size() > self.max_header_bytes:
             self._headers_too_large = True
             raise ValueError("request headers too large")  # httptools stops parsing: send_400_response
-
-    def on_headers_complete(self) -> None:
         self._in_headers = False
-        self._cancel_header_timer()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         super().on_headers_complete()
+
+    def _header_size(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def _reject_headers(self) -> None:
+        self.transport.write(HEADERS_TOO_LARGE)
+        self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         if self._headers_too_large:
-            self.transport.write(HEADERS_TOO_LARGE)
-            self.transport.close()
+            self._reject_headers()
             return
         super().send_400_response(msg)
 
