@@ -14,7 +14,6 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from feature_layer.server.clock import clock_for
 from feature_layer.server.fastpath import OnlineFastPath, OnlineStoreTimeoutError, lookup_inline
 from feature_layer.server.health import StoreProbe
 from feature_layer.server.metrics import Metrics, MetricsMiddleware
+from feature_layer.server.pools import Pool
 from feature_layer.server.public import public_text
 from feature_layer.server.reload import RegistryHolder, ServingStore, holder_for_store
 from feature_layer.server.requests import RequestFieldError, RequestTooLargeError
@@ -183,7 +183,7 @@ def create_app(
     metrics = Metrics()
     limits = limits or Limits()
     probe = StoreProbe(store)
-    executor = ThreadPoolExecutor(max_workers=max(1, limits.lookup_threads), thread_name_prefix="feature-layer-lookup")
+    lookup_pool = Pool(limits.lookup_threads, "feature-layer-lookup")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -196,7 +196,7 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            executor.shutdown(wait=False, cancel_futures=True)  # a lookup stuck in IO must not hold up shutdown
+            lookup_pool.shutdown()  # a lookup stuck in IO must not hold up shutdown
             probe.close()
 
     online_route = Route("/v1/online-features", routes.online_features, methods=["POST"])
@@ -212,6 +212,7 @@ def create_app(
             Route("/v1/catalog", routes.get_catalog, methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
+            Route("/openapi.json", routes.openapi, methods=["GET"]),
             Route("/", _index, methods=["GET"]),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
@@ -221,11 +222,12 @@ def create_app(
     app.state.store = ServingStore(store, holder)
     app.state.holder = holder
     app.state.clock = clock or clock_for(store)
+    app.state.openapi = None  # built on first request (routes.openapi)
     app.state.project_dir = getattr(getattr(store, "settings", None), "project_dir", None)
     app.state.store_probe = probe
     app.state.metrics = metrics
     app.state.limits = limits
-    app.state.lookup_executor = executor
+    app.state.lookup_pool = lookup_pool
     app.state.lookup_inline = lookup_inline(store, limits.lookup_offload)
     app.state.stats_locks = {}  # feature ref -> asyncio.Lock: one computation per feature at a time
     app.state.stats_computed = {}  # feature ref -> (monotonic time, statistics) of the last computation

@@ -71,7 +71,7 @@ async def lookup_json(state: Any, payload: Any) -> bytes:
     """Validate a parsed request body, look the features up, return the JSON response body.
 
     Validation runs on the event loop (pure CPU, microseconds); the store call runs in
-    ``state.lookup_executor`` under ``state.limits.lookup_deadline`` seconds — except for the
+    ``state.lookup_pool`` under ``state.limits.lookup_deadline`` seconds — except for the
     embedded SQLite store (``state.lookup_inline``, see :func:`lookup_inline`).
     """
     limits = state.limits
@@ -83,7 +83,7 @@ async def lookup_json(state: Any, payload: Any) -> bytes:
             body = _lookup_in_thread(state.store, parsed)
         else:
             future = asyncio.get_running_loop().run_in_executor(
-                state.lookup_executor, _lookup_in_thread, state.store, parsed)
+                state.lookup_pool.get(), _lookup_in_thread, state.store, parsed)
             body = await asyncio.wait_for(future, limits.lookup_deadline)
     except TimeoutError:
         raise _timeout_error(state.store, limits.lookup_deadline) from None

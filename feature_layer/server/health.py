@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from feature_layer.errors import FeatureLayerError
+from feature_layer.server.pools import Pool
 from feature_layer.server.public import public_text
 
 ONLINE_STORE_PING_SECONDS = 0.5
@@ -35,7 +36,7 @@ class StoreProbe:
     def __init__(self, store: Any, timeout: float = ONLINE_STORE_PING_SECONDS) -> None:
         self._store = store
         self.timeout = timeout
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-layer-ping")
+        self._pool = Pool(1, "feature-layer-ping")
         self._lock = threading.Lock()
         self._inflight: concurrent.futures.Future[float] | None = None
         self._done_at = 0.0
@@ -60,7 +61,7 @@ class StoreProbe:
         with self._lock:
             inflight = self._inflight
             if inflight is None or (inflight.done() and time.monotonic() - self._done_at > PING_REUSE_SECONDS):
-                self._inflight = inflight = self._executor.submit(self._ping)
+                self._inflight = inflight = self._pool.get().submit(self._ping)
             return inflight
 
     async def check(self) -> dict[str, Any]:
@@ -77,7 +78,7 @@ class StoreProbe:
         return {"status": "ok", "latency_ms": round(latency, 3)}
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
 
 
 def _broken(registry: Any) -> dict[str, list[Any]]:

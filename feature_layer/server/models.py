@@ -33,14 +33,14 @@ class OnlineFeaturesRequest(BaseModel):
         "examples": [EXAMPLE],
     })
 
-    features: list[StrictStr] = Field(
+    features: list[Annotated[StrictStr, Field(pattern=r"\.")]] = Field(
         default=None, min_length=1,  # type: ignore[assignment]
         description="Feature references `view.feature` (or `view.*`).")
     service: StrictStr = Field(default=None, description="A feature service: an ML exposure's name.")  # type: ignore[assignment]
     entity_rows: list[Annotated[dict[str, JoinKeyValue], Field(min_length=1)]] = Field(
         default=None, min_length=1,  # type: ignore[assignment]
         description="One object of join key → value per entity.")
-    entities: Annotated[dict[str, list[JoinKeyValue]], Field(min_length=1)] = Field(
+    entities: Annotated[dict[str, Annotated[list[JoinKeyValue], Field(min_length=1)]], Field(min_length=1)] = Field(
         default=None,  # type: ignore[assignment]
         description="Columnar entities: join key → one value per entity (lists of equal length).")
     include_event_times: StrictBool = Field(default=False, description="Also return `<feature>__event_time` columns.")

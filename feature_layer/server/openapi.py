@@ -37,14 +37,24 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
 
-def _path(name: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "description": description,
-            "schema": {"type": "string"}}
+def _path(name: str, description: str, example: str | None = None) -> dict[str, Any]:
+    out = {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
+    if example is not None:
+        out["example"] = example
+    return out
 
 
 def _get(summary: str, ok: type[BaseModel], parameters: list[dict[str, Any]], *errors: int) -> dict[str, Any]:
     return {"get": {"summary": summary, "parameters": parameters,
                     "responses": {"200": _json(ok, "OK"), **_errors(*errors, 405, 500)}}}
+
+
+def _examples(registry: Any) -> tuple[str | None, str | None, str | None]:
+    views = sorted(getattr(registry, "views", {}).values(), key=lambda v: v.name)
+    view = next((v for v in views if v.features), None)
+    if view is None:
+        return None, None, None
+    return view.features[0].ref, view.name, (view.entities[0] if view.entities else None)
 
 
 def _schemas(limits: Any) -> dict[str, Any]:
@@ -55,14 +65,19 @@ def _schemas(limits: Any) -> dict[str, Any]:
         out.update(schema.pop("$defs", {}))
         out[model.__name__] = schema
     request = out["OnlineFeaturesRequest"]["properties"]
+    for prop in request.values():  # "absent" is the default, not null (null is refused)
+        if prop.get("default", 0) is None:
+            del prop["default"]
     request["features"]["maxItems"] = limits.max_features  # the server's limits, as configured
     request["entity_rows"]["maxItems"] = limits.max_entity_rows
     return out
 
 
-def openapi_document(limits: Any, version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the feature server with ``limits`` (``app.Limits``)."""
-    name = _path("name", "A feature reference `view.feature`.")
+def openapi_document(limits: Any, version: str, registry: Any = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the feature server with ``limits`` (``app.Limits``); names
+    from ``registry`` (the one served) are the path parameters' examples."""
+    feature, view, entity = _examples(registry)
+    name = _path("name", "A feature reference `view.feature`.", feature)
     text = {"type": "string", "maxLength": limits.max_query_chars}
     search = [_query(k, d, text) for k, d in SEARCH_PARAMS.items()]
     search.append(_query("limit", "Most results to return.",
@@ -86,9 +101,9 @@ def openapi_document(limits: Any, version: str) -> dict[str, Any]:
                                    [name, _query("level", "column (default) or model.",
                                                  {"type": "string", "enum": ["column", "model"]})], 404, 422),
         "/v1/entities/{name}": _get("An entity, its views and features.", models.Document,
-                                    [_path("name", "An entity name.")], 404),
+                                    [_path("name", "An entity name.", entity)], 404),
         "/v1/views/{name}": _get("A feature view: metadata, freshness, layout, features, SQL.", models.Document,
-                                 [_path("name", "A feature view name.")], 404),
+                                 [_path("name", "A feature view name.", view)], 404),
         "/v1/catalog": _get("Entities, views, owners, tags and services (for the UI's filters).", models.Document, []),
         "/healthz": {"get": {"summary": "Health: ok, degraded (named views) or unavailable (online store down).",
                              "responses": {"200": _json(models.HealthResponse, "ok or degraded"),

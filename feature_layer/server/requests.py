@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import Receive
 
 from feature_layer.errors import InputError, UnknownFeatureError
 from feature_layer.registry.declarations import close_matches
+from feature_layer.server.models import OnlineFeaturesRequest
 
 ONLINE_KEYS = ("features", "service", "entity_rows", "entities", "include_event_times")
 _SCALARS = (str, int, float, bool, type(None))
@@ -101,7 +103,59 @@ class OnlineRequest:
 
 def parse_online_request(payload: Any, registry: Any, refs: frozenset[str], *, max_rows: int,
                          max_features: int) -> OnlineRequest:
-    """Validate a ``POST /v1/online-features`` body against the registry."""
+    """Validate a ``POST /v1/online-features`` body: its structure with the declared model
+    (``models.OnlineFeaturesRequest``, the one ``/openapi.json`` describes), then the server's
+    limits and the registry (features and service exist).
+
+    A body the model refuses is re-checked field by field to word the error (the field, what
+    is wrong, the fix); the hot path, a valid body, pays for the model and membership checks only.
+    """
+    try:
+        request = OnlineFeaturesRequest.model_validate(payload)
+    except ValidationError as exc:
+        check_online_request(payload, registry, refs, max_rows=max_rows, max_features=max_features)
+        raise _from_model_error(exc) from None
+    features = request.features
+    if features is not None and (len(features) > max_features or not all(ref in refs for ref in features)):
+        features = _features(features, registry, refs, max_features)  # `view.*`, or a worded error
+    service = request.service
+    if service is not None and service not in registry.services:
+        raise unknown_feature("service", f"Feature service {service!r} does not exist."
+                              f"{close_matches(service, registry.services)}",
+                              fix=f"use one of: {', '.join(sorted(registry.services)) or '(none declared)'}.")
+    rows = request.entity_rows
+    if rows is None or len(rows) > max_rows:
+        rows = _entity_rows(payload, max_rows)  # columnar entities as rows, or the row limit's error
+    return OnlineRequest(features, service, rows, request.include_event_times)
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as the API names fields: ``entity_rows[3].user_id``, ``entities.user_id[2]``."""
+    if not loc:
+        return "body"
+    head = str(loc[0])
+    if head == "entity_rows" and len(loc) >= 3:
+        return f"entity_rows[{loc[1]}].{loc[2]}"
+    if head == "entities" and len(loc) >= 3:
+        return f"entities.{loc[1]}[{loc[2]}]"
+    if head in ("entity_rows", "features") and len(loc) >= 2:
+        return f"{head}[{loc[1]}]"
+    if head == "entities" and len(loc) == 2:
+        return f"entities.{loc[1]}"
+    return head
+
+
+def _from_model_error(exc: ValidationError) -> RequestFieldError:
+    first = exc.errors(include_url=False)[0]
+    field = _field_of(tuple(first.get("loc", ())))
+    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    return RequestFieldError(field, f"{field}: {message}.",
+                             fix="see GET /openapi.json for the request schema (OnlineFeaturesRequest).")
+
+
+def check_online_request(payload: Any, registry: Any, refs: frozenset[str], *, max_rows: int,
+                         max_features: int) -> OnlineRequest:
+    """The request checked field by field, each error worded with the field and the fix."""
     if not isinstance(payload, dict):
         raise RequestFieldError("body", f"The body must be a JSON object, not {type(payload).__name__}.",
                                 fix='send {"features": [...], "entity_rows": [{...}]}.')

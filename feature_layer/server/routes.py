@@ -286,6 +286,22 @@ async def get_catalog(request: Request) -> Response:
     })
 
 
+async def openapi(request: Request) -> Response:
+    """The OpenAPI 3.1 description, generated once per app from the request models and limits."""
+    state = request.app.state
+    if getattr(state, "openapi", None) is None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from feature_layer.server.openapi import openapi_document
+
+        try:
+            release = version("feature_layer")
+        except PackageNotFoundError:
+            release = "0"
+        state.openapi = openapi_document(state.limits, release, state.holder.registry)
+    return _json(state.openapi)
+
+
 async def healthz(request: Request) -> Response:
     """ok / degraded (broken views, stale layouts, a failed reload) / unavailable (online store down: 503)."""
     state = request.app.state
