@@ -50,6 +50,14 @@ class OnlineStoreSettings:
     socket_timeout: float = 5.0
     retries: int = 3
     batch_size: int = 5000
+    connect_timeout: float = 2.0
+    """Seconds to open a connection, TLS handshake included (a plain port never answers one)."""
+    ssl_ca_certs: Path | None = None
+    """TLS: the CA bundle that signed the server's certificate (``rediss://`` only)."""
+    ssl_certfile: Path | None = None
+    """TLS: this client's certificate, for servers that require client certificates."""
+    ssl_keyfile: Path | None = None
+    """TLS: the private key of ``ssl_certfile``."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,9 @@ class Settings:
 
 
 _TOP_KEYS = {"project", "target", "online_store", "state_path", "target_path", "profiles_dir"}
-_ONLINE_KEYS = {"type", "path", "url", "username", "password", "socket_timeout", "retries", "batch_size"}
+_TLS_KEYS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+_ONLINE_KEYS = {"type", "path", "url", "username", "password", "socket_timeout", "retries", "batch_size",
+                "connect_timeout", *_TLS_KEYS}
 
 
 def _refuse_unknown(section: str, given: dict[str, Any], allowed: set[str], source: Path) -> None:
@@ -94,7 +104,7 @@ def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, so
         return OnlineStoreSettings(type="sqlite", path=project_dir / ".feature_layer" / "online.sqlite")
     if isinstance(raw, str):
         if raw.startswith(("redis://", "rediss://", "unix://")):
-            return OnlineStoreSettings(type="redis", url=raw)
+            return OnlineStoreSettings(type="redis", url=raw, **_redis_url_tls(raw, {}, project_dir, source))
         if raw.startswith("sqlite:///"):
             return OnlineStoreSettings(type="sqlite", path=(project_dir / raw[len("sqlite:///"):]).resolve())
         raise ConfigError(
@@ -110,6 +120,13 @@ def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, so
     if kind == "redis" and not raw.get("url"):
         raise ConfigError(f"online_store in {source} is redis but has no url.", fix="add `url: redis://127.0.0.1:6379/0`.")
     path = raw.get("path")
+    for key in ("url", "path", "username", "password", *_TLS_KEYS):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise ConfigError(f"online_store.{key} in {source} must be a string, not {raw[key]!r}.",
+                              fix=f"quote the value of {key}.")
+    if kind == "sqlite" and any(raw.get(k) for k in _TLS_KEYS):
+        raise ConfigError(f"online_store in {source} is sqlite but sets TLS options.", fix="remove the ssl_* keys.")
+    tls = _redis_url_tls(raw["url"], raw, project_dir, source) if kind == "redis" else {}
     resolved = (project_dir / path).resolve() if path else project_dir / ".feature_layer" / "online.sqlite"
     try:
         settings = OnlineStoreSettings(
@@ -118,19 +135,79 @@ def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, so
             url=raw.get("url"),
             username=raw.get("username"),
             password=raw.get("password"),
-            socket_timeout=float(raw.get("socket_timeout", 5.0)),
-            retries=int(raw.get("retries", 3)),
-            batch_size=int(raw.get("batch_size", 5000)),
+            socket_timeout=_number(raw.get("socket_timeout", 5.0), float),
+            retries=_number(raw.get("retries", 3), int),
+            batch_size=_number(raw.get("batch_size", 5000), int),
+            connect_timeout=_number(raw.get("connect_timeout", 2.0), float),
+            **tls,
         )
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"online_store in {source} has a bad number: {exc}", fix="use plain numbers.") from exc
     for key, value, low, high in (("socket_timeout", settings.socket_timeout, 0.001, 3600),
+                                  ("connect_timeout", settings.connect_timeout, 0.001, 3600),
                                   ("retries", settings.retries, 0, 100),
                                   ("batch_size", settings.batch_size, 1, 1_000_000)):
         if not low <= value <= high:
             raise ConfigError(f"online_store.{key} in {source} is {value}, outside {low}..{high}.",
                               fix=f"set {key} between {low} and {high}.")
     return settings
+
+
+def _number(value: Any, kind: type) -> Any:
+    """``kind(value)`` for a number or a numeric string; booleans and fractional integers refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{value!r} is not a number")
+    number = kind(value)
+    if kind is int and isinstance(value, float) and value != number:
+        raise ValueError(f"{value!r} is not a whole number")
+    if kind is float and number != number:  # NaN passes every range check: refuse it here
+        raise ValueError(f"{value!r} is not a number")
+    return number
+
+
+def _redis_url_tls(url: str, raw: dict[str, Any], project_dir: Path, source: Path) -> dict[str, Path]:
+    """Check a Redis URL (scheme, host, port, db) and resolve its TLS files; ConfigError naming the fix.
+
+    redis-py reads ``redis://host/notadb`` as db 0 and ignores it: refuse it here instead. TLS files
+    may come from the settings (``ssl_ca_certs: certs/ca.crt``, relative to the project) or from
+    the URL's query (``rediss://…?ssl_ca_certs=/path``); each must be a readable file.
+    """
+    from urllib.parse import parse_qs, unquote, urlparse
+
+    fix = "use redis://[user:password@]host:port/db (db a number), rediss://… for TLS, or unix:///path.sock?db=0."
+    try:
+        parsed = urlparse(url)
+        port = parsed.port
+        query = parse_qs(parsed.query)
+    except ValueError as exc:
+        raise ConfigError(f"The Redis URL in {source} is not valid: {exc}.", fix=fix) from None
+    if parsed.scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigError(f"The Redis URL in {source} must start with redis://, rediss:// or unix://.", fix=fix)
+    if parsed.scheme != "unix" and port == 0:
+        raise ConfigError(f"The Redis URL in {source} has port 0.", fix=fix)
+    db_text = query.get("db", [None])[0]
+    if db_text is None and parsed.scheme != "unix":
+        db_text = unquote(parsed.path).strip("/") or None
+    if db_text is not None and not (db_text.isascii() and db_text.isdigit() and int(db_text) < 2**31):
+        raise ConfigError(
+            f"The Redis URL in {source} names database {db_text!r}, which is not a database number.", fix=fix
+        )
+    tls: dict[str, Path] = {}
+    for key in _TLS_KEYS:
+        given = raw.get(key) or (query.get(key, [None])[0])
+        if not given:
+            continue
+        if parsed.scheme != "rediss":
+            raise ConfigError(
+                f"online_store.{key} in {source} is a TLS setting, but the URL is not rediss://.",
+                fix="use a rediss://host:port/db URL for a TLS server, or remove the ssl_* settings.",
+            )
+        file = (project_dir / given).resolve()
+        if not file.is_file():
+            raise ConfigError(f"online_store.{key} in {source} names {file}, which is not a file.",
+                              fix=f"point {key} at an existing PEM file (relative paths start at the project).")
+        tls[key] = file
+    return tls
 
 
 def load_settings(project_dir: str | Path = ".", *, target: str | None = None) -> Settings:

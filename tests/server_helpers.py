@@ -159,18 +159,12 @@ def build_registry() -> Registry:
 EXAMPLE_NOW = datetime(2025, 12, 2, 12, tzinfo=UTC)
 
 
-def pin_clock(store: Any, now: datetime = EXAMPLE_NOW) -> Any:
-    """Make ``store`` (a FeatureStore) read and expire values as of ``now``, never today."""
-    us = int(now.timestamp() * 1_000_000)
-    store.online_store().clock = lambda: us
-    return store
-
-
 def open_store(project: Path, now: datetime = EXAMPLE_NOW, **kwargs: Any) -> Any:
-    """A real FeatureStore over ``project`` with the clock pinned to ``now``."""
+    """A real FeatureStore over ``project`` with the clock pinned to ``now`` (never today)."""
     from feature_layer import FeatureStore
+    from feature_layer.clock import FixedClock
 
-    return pin_clock(FeatureStore(project, **kwargs), now)
+    return FeatureStore(project, clock=FixedClock(now), **kwargs)
 
 
 def materialized_copy(built_project: Path, dest: Path, select: list[str] | None = None,

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from feature_layer.config import OnlineStoreSettings
 from feature_layer.errors import OnlineStoreError
+from feature_layer.online.backends import connect_online_store
 from feature_layer.online.encoding import decode_values, encode_batch, to_micros, view_layout
 from feature_layer.online.redis_store import RedisOnlineStore
 from feature_layer.online.sqlite_store import SqliteOnlineStore
-from feature_layer.online.store import connect_online_store
 from tests.redis_helpers import RedisServer, private_redis, redis_server  # noqa: F401
 from tests.test_online_encoding import make_view
 
@@ -176,7 +176,7 @@ def test_unreachable_redis_fails_with_a_clear_message() -> None:
 def test_rediss_url_configures_tls() -> None:
     store = connect_online_store(OnlineStoreSettings(type="redis", url="rediss://cache.example:6380/2"), "p")
     pool = store.client.connection_pool
-    assert pool.connection_class.__name__ == "SSLConnection"
+    assert issubclass(pool.connection_class, __import__("redis").SSLConnection)
     assert store.describe() == "rediss://cache.example:6380/2"
 
 

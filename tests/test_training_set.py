@@ -249,7 +249,7 @@ BAD_INPUTS = [
     ("unsupported type", lambda: [{"user_id": 1}], InputError, "entity_df has type list", "pass a pandas or polars"),
     ("missing parquet", lambda: "nope/entities.parquet", InputError, "Entity file nope/entities.parquet does not exist",
      "existing Parquet file"),
-    ("missing table", lambda: "main.no_such_entities", WarehouseError, "no_such_entities", "run `dbt run`"),
+    ("missing table", lambda: "main.no_such_entities", WarehouseError, "no_such_entities", "is not in the warehouse of this target: build it with `dbt build"),
     ("bad query", lambda: "SELECT FROM WHERE", InputError, "does not parse as duckdb SQL", "correct the SQL"),
 ]
 

@@ -430,12 +430,14 @@ def test_cli_printed_sql_gives_the_same_rows_in_any_session_time_zone(tz_tables,
     engine, entity_table, requested = tz_tables
 
     class Store:
+        registry = None  # resolve_requested is replaced below
+
         def offline_engine(self):
             return engine
 
     monkeypatch.setattr(sql_cmds, "_target_dialect", lambda ctx: engine.dialect)
     monkeypatch.setattr(
-        "feature_layer.offline.training_set.resolve_requested", lambda store, features, service: requested
+        "feature_layer.offline.training_set.resolve_requested", lambda registry, features, service: requested
     )
     monkeypatch.setattr("feature_layer.cli.base.Context.store", property(lambda self: Store()), raising=False)
     result = CliRunner().invoke(cli, ["sql", "training-set", "--features", "x.y", "--entity-table", entity_table])

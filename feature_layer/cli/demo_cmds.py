@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -57,7 +56,7 @@ def demo(ctx: Context, rows: int, skip_dbt: bool) -> None:
     if not skip_dbt:
         _step(f"Generating {rows:,} card transactions into {data_dir}")
         # Data ending today, so the online store serves values within their TTL.
-        generate_demo_data(data_dir, rows=rows, end=datetime.now(UTC).date())
+        generate_demo_data(data_dir, rows=rows, end=ctx.store.clock.now().date())
         warehouse = warehouse_settings(ctx.store.settings)
         if warehouse.type == "postgres":
             from feature_layer.demo.data import load_demo_data_into_postgres

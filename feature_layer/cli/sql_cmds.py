@@ -56,7 +56,7 @@ def training_set(
     from feature_layer.sql.point_in_time import EntitySpine, plan_outputs, training_set_sql
 
     store = ctx.store
-    requested = resolve_requested(store, _split(features) or None, service)
+    requested = resolve_requested(store.registry, _split(features) or None, service)
     engine_dialect = _target_dialect(ctx)
     dialect = capabilities(dialect or engine_dialect).name
     source = warehouse_source(entity_table, dialect)

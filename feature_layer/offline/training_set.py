@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     import pandas
     import polars
 
-    from feature_layer.client import FeatureStore
     from feature_layer.offline.engine import Engine
+    from feature_layer.parts import Parts
+    from feature_layer.registry.registry import Registry
 
 
 class TrainingSet:
@@ -98,7 +99,7 @@ class TrainingSet:
 
         import pyarrow.parquet as pq
 
-        target = Path(path)
+        target = _parquet_target(path)
         # Same folder (so os.replace is an atomic rename), created like any file (umask applies).
         temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
         writer: pq.ParquetWriter | None = None
@@ -114,6 +115,12 @@ class TrainingSet:
                 if writer is not None:
                     writer.close()
             os.replace(temp, target)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise InputError(
+                f"Could not write the training set to {target}: {exc.strerror or exc}.",
+                fix="pass a writable file path (its folder must exist and be writable).",
+            ) from exc
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
@@ -127,7 +134,7 @@ class TrainingSet:
         the query fails, the previous table is left as it was. Returns the table name as given.
         """
         dialect = self._engine.dialect
-        table = exp.to_table(name, dialect=dialect)
+        table = _output_table(name, dialect)
         for part in ("this", "db", "catalog"):
             node = table.args.get(part)
             if isinstance(node, exp.Identifier):
@@ -178,6 +185,40 @@ class TrainingSet:
         return f"TrainingSet(features={list(self.features)!r}, rows={self._entities.num_rows})"
 
 
+def _parquet_target(path: str | Path) -> Path:
+    """The Parquet output path, refused up front when it cannot be a file we may write."""
+    if not isinstance(path, (str, Path)) or not str(path).strip():
+        raise InputError(f"to_parquet needs a file path, got {path!r}.", fix="pass a path such as 'training.parquet'.")
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{target} is a folder, not a file.", fix=f"pass a file path, e.g. {target / 'training.parquet'}.")
+    if not target.parent.is_dir():
+        raise InputError(
+            f"Cannot write the training set to {target}: the folder {target.parent} does not exist.",
+            fix="create the folder first or pass a path in an existing folder.",
+        )
+    return target
+
+
+def _output_table(name: str, dialect: str) -> exp.Table:
+    """``name`` (``table``, ``schema.table``, ``catalog.schema.table``) as a table node, or InputError."""
+    from sqlglot.errors import SqlglotError
+
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"to_table needs a table name, got {name!r}.", fix="pass a name such as 'training_set'.")
+    try:
+        table = exp.to_table(name, dialect=dialect)
+    except SqlglotError as exc:
+        raise InputError(
+            f"{name!r} is not a table name the warehouse accepts ({dialect}).",
+            fix="use letters, digits and underscores, optionally as `schema.table`; no quotes.",
+        ) from exc
+    parts = [table.args.get(k) for k in ("this", "db", "catalog") if table.args.get(k) is not None]
+    if not table.name or table.comments or not all(isinstance(p, exp.Identifier) for p in parts):
+        raise InputError(f"{name!r} is not a plain table name.", fix="pass `table` or `schema.table`.")
+    return table
+
+
 def build_training_set(
     engine: Engine,
     entity_df: Any,
@@ -209,7 +250,7 @@ def build_training_set(
 
 
 def resolve_requested(
-    store: FeatureStore, features: Sequence[str] | str | None, service: str | None
+    registry: Registry, features: Sequence[str] | str | None, service: str | None
 ) -> list[tuple[FeatureView, list[Feature]]]:
     """Feature references (or a service's) → (view, features) pairs in request order."""
     if features is not None and service is not None:
@@ -217,17 +258,17 @@ def resolve_requested(
     if features is None and service is None:
         raise InputError("No features were requested.", fix="pass features=['view.feature', …] or service='…'.")
     if service is not None:
-        refs: Sequence[str] = list(store.registry.service(service).features)
+        refs: Sequence[str] = list(registry.service(service).features)
     else:
         refs = [features] if isinstance(features, str) else list(features or [])
     if not refs:
         raise InputError("The feature list is empty.", fix="pass at least one 'view.feature' or 'view.*'.")
-    resolved = store.registry.resolve(refs)
-    return [(store.registry.view(name), list(feats)) for name, feats in resolved.items()]
+    resolved = registry.resolve(refs)
+    return [(registry.view(name), list(feats)) for name, feats in resolved.items()]
 
 
 def get_training_set(
-    store: FeatureStore,
+    parts: Parts,
     entity_df: Any,
     *,
     features: Sequence[str] | str | None = None,
@@ -241,9 +282,9 @@ def get_training_set(
     table name or SQL query. Its timestamp column is ``event_timestamp``, else its only
     timestamp column, else ``timestamp_column``.
     """
-    requested = resolve_requested(store, features, service)
+    requested = resolve_requested(parts.registry(), features, service)
     return build_training_set(
-        store.offline_engine(),
+        parts.engine(),
         entity_df,
         requested,
         full_feature_names=full_feature_names,

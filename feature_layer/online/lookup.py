@@ -35,6 +35,7 @@ from feature_layer.online.encoding import (
     view_layout,
 )
 from feature_layer.online.store import OnlineStore
+from feature_layer.parts import Parts
 
 
 @dataclass(frozen=True)
@@ -193,12 +194,14 @@ class LookupPlan:
         if isinstance(entity_rows, (pa.Table, pa.RecordBatch)):
             missing = [k for k in self.join_keys if k not in entity_rows.schema.names]
             self._raise_missing(missing, entity_rows.schema.names)
-            return entity_rows.num_rows, {k: entity_rows.column(k) for k in self.join_keys}, True
+            _refuse_duplicates(entity_rows.schema.names, self.join_keys)
+            return entity_rows.num_rows, {k: _decoded(entity_rows.column(k)) for k in self.join_keys}, True
         if hasattr(entity_rows, "columns") and hasattr(entity_rows, "to_dict") and not isinstance(entity_rows, list):
             missing = [k for k in self.join_keys if k not in entity_rows.columns]
             self._raise_missing(missing, list(entity_rows.columns))
-            table = pa.Table.from_pandas(entity_rows[list(self.join_keys)], preserve_index=False)
-            return table.num_rows, {k: table.column(k) for k in self.join_keys}, True
+            _refuse_duplicates(list(entity_rows.columns), self.join_keys)
+            table = _arrow_from_pandas(entity_rows[list(self.join_keys)])
+            return table.num_rows, {k: _decoded(table.column(k)) for k in self.join_keys}, True
         if isinstance(entity_rows, Sequence) and not isinstance(entity_rows, (str, bytes)):
             try:
                 columns = {k: [row[k] for row in entity_rows] for k in self.join_keys}
@@ -331,7 +334,7 @@ def lookup_plan(registry: Any, namespace: str, features: Sequence[str] | str | N
 
 
 def get_online_features(
-    store: Any,
+    parts: Parts,
     *,
     features: Sequence[str] | None = None,
     service: str | None = None,
@@ -343,8 +346,8 @@ def get_online_features(
     ``entity_rows``: a list of dicts, a dict of columns, a pyarrow table or a pandas DataFrame
     holding the join keys of the requested views. Missing and expired values are None.
     """
-    online = store.online_store()
-    plan = lookup_plan(store.registry, online.namespace, features, service)
+    online = parts.online()
+    plan = lookup_plan(parts.registry(), online.namespace, features, service)
     return plan.execute(online, entity_rows, include_event_times=include_event_times)
 
 
@@ -367,3 +370,31 @@ def _check_key_types(layout: Any, table: pa.Table) -> None:
                 f"{table.schema.field(name).type} ({given}).",
                 fix=f"cast {name!r} to {key_type} before the lookup.",
             )
+
+
+def _refuse_duplicates(names: Sequence[Any], join_keys: Sequence[str]) -> None:
+    """A join key given twice is ambiguous: refuse it instead of picking one of the columns."""
+    twice = sorted({str(n) for n in names if n in join_keys and list(names).count(n) > 1})
+    if twice:
+        raise InputError(
+            f"The entity rows have the join key column(s) {', '.join(twice)} more than once.",
+            fix="keep one column per join key (rename or drop the duplicates).",
+        )
+
+
+def _arrow_from_pandas(frame: Any) -> pa.Table:
+    """Join-key columns of a pandas DataFrame as Arrow; mixed-type object columns are an InputError."""
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise InputError(
+            f"The entity rows' join keys cannot be converted to Arrow: {exc}",
+            fix="give each join-key column one type (e.g. no mixed numbers and strings in one column).",
+        ) from exc
+
+
+def _decoded(column: Any) -> Any:
+    """Dictionary-encoded (categorical) keys looked up by their values."""
+    if pa.types.is_dictionary(column.type):
+        return column.cast(column.type.value_type)
+    return column

@@ -27,11 +27,11 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from feature_layer.config import OnlineStoreSettings
 from feature_layer.errors import OnlineStoreError
 from feature_layer.online.encoding import EncodedBatch
+from feature_layer.online.redis_connect import RetryPolicy, describe_failure, redis_client, single_attempt
 from feature_layer.online.store import OnlineStore, WriteCounts, Writer
 
 _SCRIPT = resources.files("feature_layer.online").joinpath("write_latest.lua").read_text()
@@ -92,34 +92,21 @@ class RedisOnlineStore(OnlineStore):
         self.backoff = ExponentialBackoff(cap=1.0, base=0.05)
         self._location = location
         self._sha: str | None = None
+        self.retry = RetryPolicy(retries)  # the one retry policy: redis-py's, one level deep
 
     @classmethod
     def from_settings(cls, settings: OnlineStoreSettings, namespace: str) -> RedisOnlineStore:
         """Connect from settings: ``redis://`` / ``rediss://`` (TLS) / ``unix://`` URL, ACL user, password."""
-        options: dict[str, Any] = {
-            "socket_timeout": settings.socket_timeout,
-            "socket_connect_timeout": settings.socket_timeout,
-            "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), settings.retries),
-            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
-            "health_check_interval": 30,
-        }
-        if settings.username:
-            options["username"] = settings.username
-        if settings.password:
-            options["password"] = settings.password
         try:
-            client = redis.Redis.from_url(settings.url or "redis://127.0.0.1:6379/0", **options)
+            client, policy, location = redis_client(settings)
         except ValueError as exc:
             raise OnlineStoreError(
                 f"The Redis URL in the online_store settings is not valid: {exc}.",
                 fix="use redis://[user:password@]host:port/db, rediss://… for TLS, or unix:///path/redis.sock.",
             ) from exc
-        kw = client.connection_pool.connection_kwargs
-        location = (
-            f"{'rediss' if settings.url and settings.url.startswith('rediss') else 'redis'}://"
-            f"{kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}/{kw.get('db', 0)}"
-        )
-        return cls(client, namespace, batch_size=settings.batch_size, retries=settings.retries, location=location)
+        store = cls(client, namespace, batch_size=settings.batch_size, retries=settings.retries, location=location)
+        store.retry = policy
+        return store
 
     # -- errors -----------------------------------------------------------------------------
     def _error(self, action: str, exc: Exception) -> OnlineStoreError:
@@ -128,6 +115,10 @@ class RedisOnlineStore(OnlineStore):
                 f"Redis at {self._location} refused the credentials while trying to {action}: {exc}.",
                 fix="set online_store.username / online_store.password (or the URL's user:password) to a valid ACL user.",
             )
+        described = describe_failure(exc)
+        if described is not None:
+            return OnlineStoreError(f"Redis at {self._location} {described[0]}, while trying to {action}.",
+                                    fix=described[1])
         if isinstance(exc, _TRANSIENT):
             return OnlineStoreError(
                 f"Redis at {self._location} is unreachable: could not {action} ({type(exc).__name__}: {exc}), "
@@ -201,43 +192,44 @@ class RedisOnlineStore(OnlineStore):
                 len(keys) + 1,
                 b"".join([b"$%d\r\n%s\r\n" % (len(k), k) for k in keys]),
             )
+        try:
+            reply = self.retry.run(lambda: self._read_once(packed, len(keys)))
+        except _TRANSIENT as exc:
+            raise self._error("read feature values", exc) from exc
+        except RedisError as exc:
+            raise self._error("read feature values", exc) from exc
+        return [reply] if len(keys) == 1 else reply
+
+    def _read_once(self, packed: bytes, count: int) -> Any:
+        """One attempt: a pooled connection, the packed command, the reply (the policy retries)."""
         pool = self.client.connection_pool
-        attempt = 0
-        while True:
-            conn = None
-            try:
-                conn = pool.get_connection()
-                conn.send_packed_command([packed], check_health=False)
-                if len(keys) > 1 and _raw_readable(conn):
-                    try:
-                        reply = _read_bulk_array(conn._sock, len(keys))
-                    except BaseException:
-                        conn.disconnect()  # the stream position is unknown now
-                        raise
-                else:
-                    reply = conn.read_response()
-            except _TRANSIENT as exc:
-                if conn is not None:
+        conn = None
+        try:
+            conn = pool.get_connection()
+            conn.send_packed_command([packed], check_health=False)
+            if count > 1 and _raw_readable(conn):
+                try:
+                    reply = _read_bulk_array(conn._sock, count)
+                except BaseException:
+                    conn.disconnect()  # the stream position is unknown now
+                    raise
+            else:
+                reply = conn.read_response()
+        except RedisError as exc:
+            if conn is not None:
+                if isinstance(exc, _TRANSIENT):
                     conn.disconnect()
-                    pool.release(conn)
-                attempt += 1
-                if attempt > self.retries:
-                    raise self._error("read feature values", exc) from exc
-                time.sleep(self.backoff.compute(attempt))
-                continue
-            except RedisError as exc:
-                if conn is not None:
-                    pool.release(conn)
-                raise self._error("read feature values", exc) from exc
-            except BaseException:
-                # Anything else (a malformed reply, KeyboardInterrupt, a bug): the connection's
-                # stream position is unknown, so drop it — but always give it back to the pool.
-                if conn is not None:
-                    conn.disconnect()
-                    pool.release(conn)
-                raise
-            pool.release(conn)
-            return [reply] if len(keys) == 1 else reply
+                pool.release(conn)
+            raise
+        except BaseException:
+            # Anything else (a socket error, a malformed reply, KeyboardInterrupt, a bug): the
+            # connection's stream position is unknown, so drop it — but always give it back to the pool.
+            if conn is not None:
+                conn.disconnect()
+                pool.release(conn)
+            raise
+        pool.release(conn)
+        return reply
 
     # -- writes -----------------------------------------------------------------------------
     def script_sha(self, refresh: bool = False) -> str:
@@ -484,8 +476,9 @@ class RedisWriter(Writer):
             self._drop_connection()
             time.sleep(self.store.backoff.compute(attempt))
             try:
-                self.sha = self.store.script_sha(refresh=True).encode()
-                self._resend_all()
+                with single_attempt():  # this loop is the write path's retry policy: no nested retries
+                    self.sha = self.store.script_sha(refresh=True).encode()
+                    self._resend_all()
                 return
             except (OnlineStoreError, *_TRANSIENT) as exc:  # noqa: PERF203 - retry loop
                 error = exc.__cause__ if isinstance(exc, OnlineStoreError) and exc.__cause__ else exc

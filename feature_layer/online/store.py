@@ -9,12 +9,12 @@ Two implementations share one contract (and one test suite):
   SQLite file, the same never-older rule as an ``ON CONFLICT … WHERE`` upsert.
 
 Both enforce TTL at read time from the event time stored in the value (and expire keys where
-the store can), so an expired value is served as missing, never as present.
+the store can), so an expired value is served as missing, never as present. Opening the one a
+project configures is ``feature_layer.online.backends.connect_online_store``.
 """
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,14 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from feature_layer.config import OnlineStoreSettings
-from feature_layer.errors import ConfigError
+from feature_layer.clock import clock_from_env, epoch_us_source
 from feature_layer.online.encoding import EncodedBatch
-
-
-def wall_clock_us() -> int:
-    return time.time_ns() // 1000
-
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -113,9 +107,10 @@ class OnlineStore(ABC):
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
-        self.clock: Callable[[], int] = wall_clock_us
-        """Microseconds since the epoch: decides TTL at read and key expiry at write (tests and
-        benchmarks replace it to replay a point in time)."""
+        self.clock: Callable[[], int] = epoch_us_source(clock_from_env())
+        """Microseconds since the epoch: decides TTL at read and key expiry at write. Set from
+        the ``FeatureStore``'s :class:`~feature_layer.clock.Clock` (``FEATURE_LAYER_NOW`` by
+        default); tests and benchmarks pin it to replay a point in time."""
 
     @abstractmethod
     def writer(self, *, ttl_us: int | None, force: bool = False) -> Writer:
@@ -189,18 +184,3 @@ class OnlineStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def connect_online_store(settings: OnlineStoreSettings, namespace: str) -> OnlineStore:
-    """Open the online store ``settings`` describe, for the project ``namespace``."""
-    if settings.type == "redis":
-        from feature_layer.online.redis_store import RedisOnlineStore
-
-        return RedisOnlineStore.from_settings(settings, namespace)
-    if settings.type == "sqlite":
-        from feature_layer.online.sqlite_store import SqliteOnlineStore
-
-        if settings.path is None:
-            raise ConfigError("The sqlite online store has no path.", fix="set online_store.path in feature_layer.yml.")
-        return SqliteOnlineStore(settings.path, namespace)
-    raise ConfigError(f"Online store type {settings.type!r} is not supported.", fix="use `redis` or `sqlite`.")
