@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["create_app"]
+__all__ = ["DEFAULT_HEADER_TIMEOUT", "DEFAULT_KEEP_ALIVE_TIMEOUT", "DEFAULT_MAX_HEADER_BYTES", "create_app"]
+
+# Slow and idle clients (feature_layer.server.protocol; `feature-layer serve` options).
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for the request line and headers
+DEFAULT_KEEP_ALIVE_TIMEOUT = 5  # seconds an idle keep-alive connection stays open
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024  # request line + headers
 
 
 def create_app(store: Any, **kwargs: Any) -> Any:

@@ -14,7 +14,6 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,12 @@ from feature_layer.errors import (
     WarehouseError,
 )
 from feature_layer.server import routes
+from feature_layer.server.clock import clock_for
 from feature_layer.server.fastpath import OnlineFastPath, OnlineStoreTimeoutError, lookup_inline
+from feature_layer.server.health import StoreProbe
 from feature_layer.server.metrics import Metrics, MetricsMiddleware
+from feature_layer.server.pools import Pool
+from feature_layer.server.public import public_text
 from feature_layer.server.reload import RegistryHolder, ServingStore, holder_for_store
 from feature_layer.server.requests import RequestFieldError, RequestTooLargeError
 
@@ -113,9 +116,11 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def error_body(exc: FeatureLayerError) -> dict[str, Any]:
-    return {"error": {"type": type(exc).__name__, "message": exc.message,
-                      "field": getattr(exc, "field", None), "fix": exc.fix}}
+def error_body(exc: FeatureLayerError, project_dir: Any = None) -> dict[str, Any]:
+    """The JSON error of ``exc``; absolute server paths are made relative or hidden (public_text)."""
+    fix = exc.fix
+    return {"error": {"type": type(exc).__name__, "message": public_text(exc.message, project_dir),
+                      "field": getattr(exc, "field", None), "fix": public_text(fix, project_dir) if fix else fix}}
 
 
 def status_for(exc: Exception) -> int:
@@ -130,7 +135,7 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
     status = status_for(exc)
     if status >= 500:
         log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
-    return json_response(error_body(exc), status)
+    return json_response(error_body(exc, request.app.state.project_dir), status)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -167,18 +172,22 @@ def create_app(
     reload_interval: float | None = 2.0,
     limits: Limits | None = None,
     holder: RegistryHolder | None = None,
+    clock: Any | None = None,
 ) -> Starlette:
     """The feature server for ``store`` (a :class:`~feature_layer.client.FeatureStore`).
 
     ``reload_interval``: seconds between checks of the dbt artifacts (None: never reload).
+    ``clock``: what "now" is for freshness (``now() -> datetime``); by default the store's.
     """
     holder = holder or holder_for_store(store)
     metrics = Metrics()
     limits = limits or Limits()
-    executor = ThreadPoolExecutor(max_workers=max(1, limits.lookup_threads), thread_name_prefix="feature-layer-lookup")
+    probe = StoreProbe(store)
+    lookup_pool = Pool(limits.lookup_threads, "feature-layer-lookup")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(probe.warm_up)
         task = asyncio.create_task(holder.watch(reload_interval)) if reload_interval else None
         try:
             yield
@@ -187,7 +196,8 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            executor.shutdown(wait=False, cancel_futures=True)  # a lookup stuck in IO must not hold up shutdown
+            lookup_pool.shutdown()  # a lookup stuck in IO must not hold up shutdown
+            probe.close()
 
     online_route = Route("/v1/online-features", routes.online_features, methods=["POST"])
     app = Starlette(
@@ -202,6 +212,7 @@ def create_app(
             Route("/v1/catalog", routes.get_catalog, methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
+            Route("/openapi.json", routes.openapi, methods=["GET"]),
             Route("/", _index, methods=["GET"]),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
@@ -210,9 +221,13 @@ def create_app(
     )
     app.state.store = ServingStore(store, holder)
     app.state.holder = holder
+    app.state.clock = clock or clock_for(store)
+    app.state.openapi = None  # built on first request (routes.openapi)
+    app.state.project_dir = getattr(getattr(store, "settings", None), "project_dir", None)
+    app.state.store_probe = probe
     app.state.metrics = metrics
     app.state.limits = limits
-    app.state.lookup_executor = executor
+    app.state.lookup_pool = lookup_pool
     app.state.lookup_inline = lookup_inline(store, limits.lookup_offload)
     app.state.stats_locks = {}  # feature ref -> asyncio.Lock: one computation per feature at a time
     app.state.stats_computed = {}  # feature ref -> (monotonic time, statistics) of the last computation

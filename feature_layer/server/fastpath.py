@@ -16,14 +16,13 @@ timeout frees it; requests beyond the pool wait in its queue, within the same de
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from feature_layer.errors import FeatureLayerError, InputError, OnlineStoreError, UnknownFeatureError
+from feature_layer.server.public import online_store_name
 from feature_layer.server.requests import (
     OnlineRequest,
     parse_json_body,
@@ -56,7 +55,7 @@ class OnlineFastPath:
         except FeatureLayerError as exc:
             from feature_layer.server.app import error_body, status_for
 
-            status, payload = status_for(exc), orjson.dumps(error_body(exc))
+            status, payload = status_for(exc), orjson.dumps(error_body(exc, self.state.project_dir))
         await send({"type": "http.response.start", "status": status,
                     "headers": [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
@@ -72,7 +71,7 @@ async def lookup_json(state: Any, payload: Any) -> bytes:
     """Validate a parsed request body, look the features up, return the JSON response body.
 
     Validation runs on the event loop (pure CPU, microseconds); the store call runs in
-    ``state.lookup_executor`` under ``state.limits.lookup_deadline`` seconds — except for the
+    ``state.lookup_pool`` under ``state.limits.lookup_deadline`` seconds — except for the
     embedded SQLite store (``state.lookup_inline``, see :func:`lookup_inline`).
     """
     limits = state.limits
@@ -84,7 +83,7 @@ async def lookup_json(state: Any, payload: Any) -> bytes:
             body = _lookup_in_thread(state.store, parsed)
         else:
             future = asyncio.get_running_loop().run_in_executor(
-                state.lookup_executor, _lookup_in_thread, state.store, parsed)
+                state.lookup_pool.get(), _lookup_in_thread, state.store, parsed)
             body = await asyncio.wait_for(future, limits.lookup_deadline)
     except TimeoutError:
         raise _timeout_error(state.store, limits.lookup_deadline) from None
@@ -162,23 +161,6 @@ def lookup_inline(store: Any, offload: bool | None) -> bool:
         return not offload
     settings = getattr(getattr(store, "settings", None), "online_store", None)
     return getattr(settings, "type", None) == "sqlite"
-
-
-def online_store_name(store: Any) -> str:
-    """The online store as an operator knows it, from the settings alone (no IO, no credentials)."""
-    settings = getattr(getattr(store, "settings", None), "online_store", None)
-    if settings is None:
-        return "The online store"
-    if getattr(settings, "type", None) == "redis":
-        url = getattr(settings, "url", None) or "redis://127.0.0.1:6379/0"
-        with contextlib.suppress(ValueError):
-            parts = urlsplit(url)
-            host = parts.hostname or parts.path or "?"
-            port = f":{parts.port}" if parts.port else ""
-            db = parts.path if parts.hostname and parts.path not in ("", "/") else ""
-            return f"Redis at {parts.scheme}://{host}{port}{db}"  # never the user:password part
-        return "Redis (online_store.url)"
-    return f"The embedded SQLite online store at {getattr(settings, 'path', '?')}"
 
 
 def _timeout_error(store: Any, deadline: float) -> OnlineStoreTimeoutError:

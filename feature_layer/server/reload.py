@@ -68,6 +68,12 @@ class RegistryHolder:
         self.failures = 0
         self.last_error: str | None = None
 
+    @property
+    def loaded_at_iso(self) -> str:
+        from datetime import UTC, datetime
+
+        return datetime.fromtimestamp(self.loaded_at, UTC).isoformat(timespec="seconds")
+
     def check(self) -> bool:
         """Reload if the artifacts changed; True when a new registry was swapped in."""
         stamp = file_stamp(self.paths)
@@ -114,8 +120,10 @@ def holder_for_store(store: Any) -> RegistryHolder:
 
     from feature_layer.registry.registry import Registry
 
-    return RegistryHolder(lambda: Registry.load(settings), [settings.manifest_path, settings.catalog_path],
-                          initial=store.registry)
+    # Lenient: a view with an invalid declaration is left out (Registry.broken_views, reported
+    # by /healthz) instead of taking every other view down with it.
+    return RegistryHolder(lambda: Registry.load(settings, strict=False),
+                          [settings.manifest_path, settings.catalog_path])
 
 
 class ServingStore:

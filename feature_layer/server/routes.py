@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,9 @@ from feature_layer.registry import column_lineage as column_lineage_mod
 from feature_layer.registry.declarations import close_matches
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.registry.search import index_for
-from feature_layer.server import payloads
+from feature_layer.server import health, payloads
 from feature_layer.server.fastpath import lookup_json
+from feature_layer.server.public import online_store_name
 from feature_layer.server.requests import (
     int_param,
     query_params,
@@ -106,7 +106,7 @@ async def get_feature(request: Request) -> Response:
     registry = state.holder.registry
     view, feature = _resolve_feature(registry, request.path_params["name"])
     body = payloads.feature_detail(registry, view, feature, project_dir=_project_dir(state.store))
-    body["freshness"] = payloads.freshness(state.store, view)
+    body["freshness"] = payloads.freshness(state.store, view, state.clock.now())
     body["statistics"] = _stored_statistics(state.store, feature.ref)
     return _json(body)
 
@@ -165,6 +165,7 @@ async def _computed_statistics(state: Any, view: FeatureView, feature: Feature, 
                                                    or stored.get("histogram_source")):
             return stored  # another caller completed them while this one waited
         async with state.stats_scans:
+            state.metrics.inc("feature_layer_statistics_warehouse_scans_total")
             if refresh or stored is None:
                 stats = await run_in_threadpool(_compute_and_save, state.store, view, feature)
             else:
@@ -235,11 +236,12 @@ async def get_entity(request: Request) -> Response:
         raise unknown_feature("name", f"Entity {name!r} does not exist.{close_matches(name, registry.entities)}",
                               fix=f"use one of: {', '.join(sorted(registry.entities))}.")
     views = [v for v in sorted(registry.views.values(), key=lambda v: v.name) if name in v.entities]
+    now = request.app.state.clock.now()
     return _json({
         "name": entity.name,
         "join_keys": list(entity.join_keys),
         "description": entity.description,
-        "views": [payloads.view_summary(request.app.state.store, v) for v in views],
+        "views": [payloads.view_summary(request.app.state.store, v, now) for v in views],
         "features": [payloads.feature_summary(registry, f) for v in views for f in v.features],
     })
 
@@ -252,7 +254,7 @@ async def get_view(request: Request) -> Response:
     if view is None:
         raise unknown_feature("name", f"Feature view {name!r} does not exist.{close_matches(name, registry.views)}",
                               fix="GET /v1/catalog lists the feature views.")
-    body = payloads.view_summary(state.store, view)
+    body = payloads.view_summary(state.store, view, state.clock.now())
     body.update({
         "features": [payloads.feature_summary(registry, f) for f in view.features],
         "compiled_sql": view.compiled_sql,
@@ -284,16 +286,30 @@ async def get_catalog(request: Request) -> Response:
     })
 
 
+async def openapi(request: Request) -> Response:
+    """The OpenAPI 3.1 description, generated once per app from the request models and limits."""
+    state = request.app.state
+    if getattr(state, "openapi", None) is None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from feature_layer.server.openapi import openapi_document
+
+        try:
+            release = version("feature_layer")
+        except PackageNotFoundError:
+            release = "0"
+        state.openapi = openapi_document(state.limits, release, state.holder.registry)
+    return _json(state.openapi)
+
+
 async def healthz(request: Request) -> Response:
-    holder = request.app.state.holder
-    return _json({
-        "status": "ok" if holder.last_error is None else "degraded",
-        "features": len(holder.refs),
-        "views": len(holder.registry.views),
-        "registry_loaded_at": datetime.fromtimestamp(holder.loaded_at, UTC).isoformat(timespec="seconds"),
-        "reloads": holder.reloads,
-        "reload_error": holder.last_error,
-    })
+    """ok / degraded (broken views, stale layouts, a failed reload) / unavailable (online store down: 503)."""
+    state = request.app.state
+    holder = state.holder
+    online = await state.store_probe.check()
+    stale = await run_in_threadpool(health.stale_layouts, state.store, holder.registry) if online["status"] == "ok" else {}
+    body, status = health.health_body(holder, online, online_store_name(state.store), stale, state.project_dir)
+    return _json(body, status)
 
 
 async def metrics(request: Request) -> Response:
@@ -306,5 +322,5 @@ async def metrics(request: Request) -> Response:
         ("feature_layer_registry_loaded_timestamp_seconds", "When the served registry was loaded.", {},
          holder.loaded_at),
     ]
-    gauges += await run_in_threadpool(payloads.freshness_gauges, state.store, holder.registry)
+    gauges += await run_in_threadpool(payloads.freshness_gauges, state.store, holder.registry, state.clock.now())
     return Response(state.metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8")
