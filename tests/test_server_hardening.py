@@ -274,14 +274,13 @@ def test_only_the_embedded_sqlite_store_is_read_on_the_event_loop():
     from feature_layer.server.fastpath import lookup_inline
     from feature_layer.server.public import online_store_name
 
-    def store(**settings):
-        return SimpleNamespace(settings=SimpleNamespace(online_store=OnlineStoreSettings(**settings)))
+    def settings(**online):
+        return SimpleNamespace(project_dir=Path("/p"), online_store=OnlineStoreSettings(**online))
 
-    sqlite = SimpleNamespace(settings=SimpleNamespace(project_dir=Path("/p"), online_store=OnlineStoreSettings(
-        type="sqlite", path=Path("/p/.feature_layer/online.sqlite"))))
-    elsewhere = store(type="sqlite", path=Path("/srv/shared/online.sqlite"))
-    redis = store(type="redis", url="redis://alice:s3cret@cache.internal:6380/2")
-    assert lookup_inline(sqlite, None) and not lookup_inline(redis, None) and not lookup_inline(SimpleNamespace(), None)
+    sqlite = settings(type="sqlite", path=Path("/p/.feature_layer/online.sqlite"))
+    elsewhere = settings(type="sqlite", path=Path("/srv/shared/online.sqlite"))
+    redis = settings(type="redis", url="redis://alice:s3cret@cache.internal:6380/2")
+    assert lookup_inline(sqlite, None) and not lookup_inline(redis, None) and not lookup_inline(None, None)
     assert not lookup_inline(sqlite, True) and lookup_inline(redis, False)
     assert online_store_name(redis) == "Redis at redis://cache.internal:6380/2"  # never the credentials
     assert online_store_name(sqlite) == "The embedded SQLite online store at .feature_layer/online.sqlite"

@@ -165,10 +165,9 @@ def online_get(
 def online_status(obj: Context, as_json: bool) -> None:
     """Freshness of every online view: watermark, when it ran, rows written."""
     from feature_layer.freshness import freshness
-    from feature_layer.server.clock import clock_for
 
     store = obj.store
-    now = clock_for(store).now()
+    now = store.clock.now()
     out = []
     for view in obj.registry.views.values():
         if not view.online:

@@ -19,11 +19,16 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from feature_layer.errors import FeatureLayerError
+from feature_layer.parts import Parts
 from feature_layer.server.pools import Pool
 from feature_layer.server.public import public_text
+
+if TYPE_CHECKING:
+    from feature_layer.online.store import OnlineStore
 
 ONLINE_STORE_PING_SECONDS = 0.5
 # A ping answered this recently answers the next health checks too (no ping storm under probes).
@@ -33,8 +38,8 @@ PING_REUSE_SECONDS = 1.0
 class StoreProbe:
     """A bounded, shared ping of the online store."""
 
-    def __init__(self, store: Any, timeout: float = ONLINE_STORE_PING_SECONDS) -> None:
-        self._store = store
+    def __init__(self, online: Callable[[], OnlineStore], timeout: float = ONLINE_STORE_PING_SECONDS) -> None:
+        self._online = online
         self.timeout = timeout
         self._pool = Pool(1, "feature-layer-ping")
         self._lock = threading.Lock()
@@ -42,7 +47,7 @@ class StoreProbe:
         self._done_at = 0.0
 
     def _ping(self) -> float:
-        online = self._store.online_store()  # opening it (a first SQLite open) is not the ping
+        online = self._online()  # opening it (a first SQLite open) is not the ping
         start = time.perf_counter()
         try:
             online.ping()
@@ -53,7 +58,7 @@ class StoreProbe:
     def warm_up(self) -> None:
         """Open the online store (no IO for Redis, the file for SQLite); errors wait for /healthz."""
         try:
-            self._store.online_store()
+            self._online()
         except Exception:  # noqa: BLE001 - reported by the first ping instead
             pass
 
@@ -102,7 +107,7 @@ def broken_views(registry: Any) -> dict[str, list[str]]:
             for name, issues in sorted(_broken(registry).items())}
 
 
-def stale_layouts(store: Any, registry: Any) -> dict[str, dict[str, Any]]:
+def stale_layouts(parts: Parts, registry: Any) -> dict[str, dict[str, Any]]:
     """Online views whose materialized layout differs from the one their declaration needs.
 
     Empty when the online store cannot tell (no ``feature_layer.online.layouts`` yet)."""
@@ -110,7 +115,7 @@ def stale_layouts(store: Any, registry: Any) -> dict[str, dict[str, Any]]:
         from feature_layer.online.layouts import layout_state
     except ImportError:
         return {}
-    online = store.online_store()
+    online = parts.online()
     out: dict[str, dict[str, Any]] = {}
     for view in sorted(registry.views.values(), key=lambda v: v.name):
         if not view.online:
@@ -125,14 +130,14 @@ def stale_layouts(store: Any, registry: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def layout_of(store: Any, view: Any) -> dict[str, Any] | None:
+def layout_of(parts: Parts, view: Any) -> dict[str, Any] | None:
     """The view's layout state as JSON for the UI (None when unknown)."""
     try:
         from feature_layer.online.layouts import layout_state
     except ImportError:
         return None
     try:
-        state = layout_state(store.online_store(), view)
+        state = layout_state(parts.online(), view)
     except FeatureLayerError:
         return None
     return {"active": state.active, "wanted": state.wanted, "stale": state.stale,

@@ -8,6 +8,7 @@ from typing import Any
 
 from feature_layer.errors import FeatureLayerError
 from feature_layer.freshness import freshness as freshness_of
+from feature_layer.parts import Parts
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.server.health import layout_of
 
@@ -115,10 +116,10 @@ def feature_detail(registry: Any, view: FeatureView, feature: Feature, *, projec
     return out
 
 
-def _view_state(store: Any, view_name: str) -> Any:
+def _view_state(parts: Parts, view_name: str) -> Any:
     """The view's last successful materialization (a ``ViewState``), None when never (or unreadable)."""
     try:
-        return store.state.view_state(view_name)
+        return parts.state().view_state(view_name)
     except (FeatureLayerError, OSError):
         return None
 
@@ -133,9 +134,9 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def freshness(store: Any, view: FeatureView, now: datetime) -> dict[str, Any]:
+def freshness(parts: Parts, view: FeatureView, now: datetime) -> dict[str, Any]:
     """The view's freshness (:func:`feature_layer.freshness.freshness`) with its run, as JSON."""
-    state = _view_state(store, view.name)
+    state = _view_state(parts, view.name)
     fresh = freshness_of(state.newest_event_time if state else None, view.ttl, now)
     return {
         "newest_event_time": _iso(fresh.newest_event_time),
@@ -149,7 +150,7 @@ def freshness(store: Any, view: FeatureView, now: datetime) -> dict[str, Any]:
     }
 
 
-def view_summary(store: Any, view: FeatureView, now: datetime) -> dict[str, Any]:
+def view_summary(parts: Parts, view: FeatureView, now: datetime) -> dict[str, Any]:
     return {
         "name": view.name,
         "description": view.description,
@@ -164,18 +165,18 @@ def view_summary(store: Any, view: FeatureView, now: datetime) -> dict[str, Any]
         "materialized": view.materialized,
         "relation": ".".join(view.relation.parts()) if view.relation else None,
         "feature_count": len(view.features),
-        "freshness": freshness(store, view, now),
-        "layout": layout_of(store, view) if view.online else None,
+        "freshness": freshness(parts, view, now),
+        "layout": layout_of(parts, view) if view.online else None,
     }
 
 
-def freshness_gauges(store: Any, registry: Any, now: datetime) -> list[tuple[str, str, dict[str, str], float]]:
+def freshness_gauges(parts: Parts, registry: Any, now: datetime) -> list[tuple[str, str, dict[str, str], float]]:
     out: list[tuple[str, str, dict[str, str], float]] = []
     for view in sorted(registry.views.values(), key=lambda v: v.name):
         if view.ttl:
             out.append(("feature_layer_feature_view_ttl_seconds", "TTL of each feature view.",
                         {"view": view.name}, view.ttl.total_seconds()))
-        state = _view_state(store, view.name)
+        state = _view_state(parts, view.name)
         if state is None:
             continue
         fresh = freshness_of(state.newest_event_time, view.ttl, now)

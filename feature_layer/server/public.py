@@ -17,8 +17,11 @@ import contextlib
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from feature_layer.config import Settings
 
 # An absolute POSIX path below a usual filesystem root (not an API route like /v1/features,
 # not the path part of a URL: those follow ':' or '/' or a word character).
@@ -52,10 +55,9 @@ def public_text(text: str, project_dir: Any = None) -> str:
     return _WINDOWS.sub(_basename, text)
 
 
-def online_store_name(store: Any) -> str:
+def online_store_name(settings: Settings | None) -> str:
     """The online store as an operator knows it, from the settings alone (no IO, no credentials,
     no absolute path)."""
-    settings = getattr(store, "settings", None)
     online = getattr(settings, "online_store", None)
     if online is None:
         return "The online store"
