@@ -36,6 +36,11 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     return f"{count:,} {many}"
 
 
+class FeatureLayerWarning(UserWarning):
+    """Something a user should act on that does not stop the command (stale artifacts, a
+    skipped view). Raised with ``warnings.warn``; the CLI prints each as one line."""
+
+
 class ConfigError(FeatureLayerError):
     """Settings (feature_layer.yml, profiles.yml, environment) are missing or malformed."""
 

@@ -60,7 +60,7 @@ def materialize(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--late-lookback") from None
     store = obj.store
-    skipped = {} if select else obj.registry.broken_views  # a named broken view fails with its issues
+    obj.registry  # noqa: B018 - loads it, warning once about any view left out
     result = store.materialize(
         list(select) or None,
         start=start,
@@ -70,8 +70,8 @@ def materialize(
         late_lookback=lookback,
     )
     if as_json:
-        echo_json(result.to_dict() | {"skipped": {name: [i.__dict__ for i in issues] for name, issues in skipped.items()}})
-        _fail_if_skipped(skipped)
+        echo_json(result.to_dict())
+        _fail_if_skipped(result.skipped)
         return
     rows = [
         (
@@ -91,7 +91,7 @@ def materialize(
         rows,
         title=f"Materialized into {store.online_store().describe()}",
     )
-    _fail_if_skipped(skipped)
+    _fail_if_skipped(result.skipped)
 
 
 def _fail_if_skipped(skipped: dict[str, Any]) -> None:

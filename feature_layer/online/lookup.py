@@ -156,6 +156,9 @@ class OnlineResponse:
         return pa.table(arrays)
 
     def to_pandas(self) -> Any:
+        from feature_layer.extras import require
+
+        require("pandas", "OnlineResponse.to_pandas()")
         return self.to_arrow().to_pandas()
 
     def __repr__(self) -> str:

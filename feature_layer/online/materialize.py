@@ -103,6 +103,8 @@ class MaterializeResult:
     views: list[ViewResult]
     end: datetime
     seconds: float
+    skipped: dict[str, list[Any]] = field(default_factory=dict)
+    """Views left out of an all-view run because their declaration is invalid (with the issues)."""
 
     @property
     def rows_written(self) -> int:
@@ -119,7 +121,8 @@ class MaterializeResult:
         raise KeyError(view)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"end": self.end.isoformat(), "seconds": self.seconds, "views": [v.to_dict() for v in self.views]}
+        return {"end": self.end.isoformat(), "seconds": self.seconds, "views": [v.to_dict() for v in self.views],
+                "skipped": {name: [i.__dict__ for i in issues] for name, issues in self.skipped.items()}}
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -174,7 +177,9 @@ def materialize(
     start = _utc(start)
     if start is not None and start > end:
         raise InputError(f"--start {start.isoformat()} is after --end {end.isoformat()}.", fix="swap them.")
-    views = select_views(parts.registry(), select)
+    registry = parts.registry()
+    views = select_views(registry, select)
+    skipped = {} if select else dict(registry.broken_views)  # a named broken view raised its issues
     engine = parts.engine()
     online = parts.online()
     state = parts.state()
@@ -196,7 +201,7 @@ def materialize(
                     late_lookback=late_lookback,
                 )
             )
-    return MaterializeResult(results, end, time.perf_counter() - began)
+    return MaterializeResult(results, end, time.perf_counter() - began, skipped)
 
 
 def materialize_view(
