@@ -70,16 +70,21 @@ def entity_tables(draw: Any) -> tuple[pa.Table, list[Any]]:
     rows = draw(st.integers(0, 4))
     plausible = [("user_id", "small_int64"), ("merchant_id", "small_int64"), ("event_timestamp", "ts_us_None")]
     columns = draw(mostly(
-        st.lists(st.sampled_from(plausible), min_size=1, max_size=3, unique=True).flatmap(
+        st.just(plausible).flatmap(
             lambda base: st.lists(st.tuples(COLUMN_NAMES, st.sampled_from(KIND_NAMES)), max_size=2).map(
                 lambda extra: base + extra)),
-        st.lists(st.tuples(COLUMN_NAMES, st.sampled_from(KIND_NAMES)), max_size=5),
-        2,
+        st.one_of(
+            st.lists(st.sampled_from(plausible), min_size=1, max_size=3, unique=True).flatmap(
+                lambda base: st.lists(st.tuples(COLUMN_NAMES, st.sampled_from(KIND_NAMES)), max_size=2).map(
+                    lambda extra: base + extra)),
+            st.lists(st.tuples(COLUMN_NAMES, st.sampled_from(KIND_NAMES)), max_size=5),
+        ),
+        1,
     ))
     arrays, names, objects = [], [], []
     for name, kind in columns:
         arrow_type, values = KINDS[kind]
-        data = draw(st.lists(st.one_of(values, values, values, st.none()), min_size=rows, max_size=rows))
+        data = draw(st.lists(mostly(values, st.none(), 7), min_size=rows, max_size=rows))
         if draw(st.integers(0, 9)) == 0:
             array = pa.array(data, type=arrow_type).dictionary_encode() if kind not in ("list", "struct") else \
                 pa.array(data, type=arrow_type)
