@@ -147,22 +147,16 @@ class PrivateRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class BenchStore:
-    """What get_online_features/materialize need from FeatureStore, for a view made in code."""
+def bench_parts(engine, online, state, views):  # noqa: ANN001, ANN201
+    """The collaborators get_online_features/materialize take, for a view made in code."""
+    from feature_layer.clock import FixedClock
+    from feature_layer.parts import Parts
+    from feature_layer.registry.registry import Registry
 
-    def __init__(self, engine, online, state, views) -> None:  # noqa: ANN001
-        from feature_layer.registry.registry import Registry
-
-        self.registry = Registry(
-            entities={}, views={v.name: v for v in views}, services={}, nodes={}, parent_map={}, child_map={}
-        )
-        self._engine, self._online, self.state = engine, online, state
-
-    def offline_engine(self):  # noqa: ANN201
-        return self._engine
-
-    def online_store(self):  # noqa: ANN201
-        return self._online
+    registry = Registry(
+        entities={}, views={v.name: v for v in views}, services={}, nodes={}, parent_map={}, child_map={}
+    )
+    return Parts.of(registry=registry, engine=engine, online=online, state=state, clock=FixedClock(NOW))
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -273,7 +267,7 @@ def bench_lookup(db: Path, redis_server: PrivateRedis, calls: int) -> dict:
     tmp = tempfile.mkdtemp()
     state = StateStore(Path(tmp) / "state.sqlite")
     materialize_view(view, engine=engine, online=online, state=state, end=NOW, statistics=False)
-    store = BenchStore(engine, online, state, [view])
+    store = bench_parts(engine, online, state, [view])
     layout = view_layout(view, "bench")
     live = [i for i, v in enumerate(client.mget([layout.key_prefix + b"%d" % i for i in range(ENTITIES)])) if v]
     rng = np.random.default_rng(3)

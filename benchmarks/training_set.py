@@ -124,21 +124,17 @@ class _Registry:
         return self._view
 
 
-class _Store:
-    """The two things ``get_training_set`` asks of a FeatureStore, without a dbt project."""
+def _parts(engine, view):
+    """The two collaborators ``get_training_set`` uses (registry, engine), without a dbt project."""
+    from feature_layer.parts import Parts
 
-    def __init__(self, engine, view) -> None:
-        self._engine = engine
-        self.registry = _Registry(view)
-
-    def offline_engine(self):
-        return self._engine
+    return Parts.of(registry=_Registry(view), engine=engine)
 
 
 def _feature_layer(engine, entities):
     from feature_layer.offline.training_set import get_training_set
 
-    store = _Store(engine, _view())
+    store = _parts(engine, _view())
     training_set = get_training_set(store, entities, features=[f"user_features.{f}" for f in FEATURES])
     try:
         return training_set.to_arrow()
@@ -231,7 +227,7 @@ def worker(variant: str, db: Path, entities_path: Path, repeat: int) -> dict:
         def run(engine, entities):  # noqa: ANN001, ANN202
             from feature_layer.offline.training_set import get_training_set
 
-            training = get_training_set(_Store(engine, view), entities, features=[f"user_features.{f}" for f in FEATURES])
+            training = get_training_set(_parts(engine, view), entities, features=[f"user_features.{f}" for f in FEATURES])
             try:
                 return training.to_arrow()
             finally:
@@ -399,7 +395,7 @@ timestamps uniform over 2025-02-01..2026-01-31.
 **Contenders**, each in a fresh subprocess per round (rounds interleaved), same DuckDB file,
 same Arrow entity table:
 
-- `feature_layer`: `get_training_set(store, entities, features=[…10 features…]).to_arrow()` —
+- `feature_layer`: `get_training_set(parts, entities, features=[…10 features…]).to_arrow()` —
   the whole public path: validation, timestamp normalisation, row numbering, registration,
   the generated SQL (ASOF formulation), fetch to Arrow.
 - `hand_written`: the query an expert writes for the same semantics — dedupe per

@@ -1,7 +1,8 @@
 """``FeatureStore``: the one object users hold. It wires settings to the parts and delegates.
 
 It stays small on purpose: training sets live in ``feature_layer.offline``, materialization
-and lookup in ``feature_layer.online``, the registry in ``feature_layer.registry``.
+and lookup in ``feature_layer.online``, the registry in ``feature_layer.registry``. Those
+receive the store's :class:`~feature_layer.parts.Parts` (built once, here), never the store.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from feature_layer.clock import Clock, clock_from_env
 from feature_layer.config import Settings, load_settings, online_settings_from, warehouse_settings
+from feature_layer.parts import Parts
 
 if TYPE_CHECKING:
     from feature_layer.offline.engine import Engine
@@ -47,13 +49,25 @@ class FeatureStore:
                 online_store=online_settings_from(online_store, settings.project_dir, Path("<argument>")),
             )
         self.settings: Settings = settings
-        self.clock: Clock = clock_from_env() if clock is None else clock
         self._registry: Registry | None = None
         self._registry_stamp: tuple[float, float] | None = None
         self._engine: Engine | None = None
         self._online: OnlineStore | None = None
         self._state: StateStore | None = None
         self._open_lock = threading.Lock()  # the server's threads may ask for a part at once
+        self.parts = Parts(
+            registry=lambda: self.registry,
+            engine=self.offline_engine,
+            online=self.online_store,
+            state=lambda: self.state,
+            clock=clock_from_env() if clock is None else clock,
+            new_engine=self._new_engine,
+        )
+        """The collaborators handed to training sets, materialization, lookups and the server."""
+
+    @property
+    def clock(self) -> Clock:
+        return self.parts.clock
 
     @property
     def project_dir(self) -> Path:
@@ -61,12 +75,15 @@ class FeatureStore:
 
     @property
     def registry(self) -> Registry:
-        """The registry, re-read when dbt rewrites ``manifest.json`` or ``catalog.json``."""
+        """The registry, re-read when dbt rewrites ``manifest.json`` or ``catalog.json``.
+
+        Loaded leniently: an invalid view is left out (``registry.broken_views``) and asking
+        for it raises its issues, so one bad declaration does not block the others."""
         from feature_layer.registry.registry import Registry, artifact_stamp
 
         stamp = artifact_stamp(self.settings)
         if self._registry is None or stamp != self._registry_stamp:
-            self._registry = Registry.load(self.settings)
+            self._registry = Registry.load(self.settings, strict=False)
             self._registry_stamp = stamp
         return self._registry
 
@@ -78,10 +95,15 @@ class FeatureStore:
             self._engine = connect(warehouse_settings(self.settings))
         return self._engine
 
+    def _new_engine(self) -> Engine:
+        from feature_layer.offline.engine import connect
+
+        return connect(warehouse_settings(self.settings))
+
     def online_store(self) -> OnlineStore:
         """The configured online store (embedded SQLite unless Redis is configured)."""
         if self._online is None:
-            from feature_layer.online.store import connect_online_store
+            from feature_layer.online.backends import connect_online_store
 
             with self._open_lock:
                 if self._online is None:
@@ -118,7 +140,7 @@ class FeatureStore:
         from feature_layer.offline.training_set import get_training_set
 
         return get_training_set(
-            self,
+            self.parts,
             entity_df,
             features=features,
             service=service,
@@ -144,7 +166,7 @@ class FeatureStore:
         from feature_layer.online.materialize import DEFAULT_LATE_LOOKBACK, materialize
 
         return materialize(
-            self,
+            self.parts,
             select=select,
             start=start,
             end=end,
@@ -165,7 +187,7 @@ class FeatureStore:
         from feature_layer.online.lookup import get_online_features
 
         return get_online_features(
-            self,
+            self.parts,
             features=features,
             service=service,
             entity_rows=entity_rows,

@@ -23,6 +23,19 @@ class FeatureLayerError(Exception):
         return self.message
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``1 feature view``, ``2 feature views``, ``1 entity``, ``3 entities``: counts in messages.
+
+    >>> plural(1, "entity"), plural(3, "entity"), plural(2, "match", "matches")
+    ('1 entity', '3 entities', '2 matches')
+    """
+    if count == 1:
+        return f"{count:,} {noun}"
+    if many is None:
+        many = noun[:-1] + "ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" else noun + "s"
+    return f"{count:,} {many}"
+
+
 class ConfigError(FeatureLayerError):
     """Settings (feature_layer.yml, profiles.yml, environment) are missing or malformed."""
 
@@ -40,20 +53,27 @@ class ValidationIssue:
     fix: str
     unique_id: str | None = None
     file: str | None = None
+    yaml_file: str | None = None
+    """The model's properties file (schema.yml), when it has one: where most declarations live."""
 
     def render(self) -> str:
-        where = f"{self.unique_id} ({self.file})" if self.unique_id else (self.file or "project")
+        files = ", ".join(f for f in (self.file, self.yaml_file) if f)
+        where = f"{self.unique_id} ({files})" if self.unique_id else (self.file or "project")
         return f"[{self.code}] {where}: {self.message}\n    To fix this, {self.fix}"
 
 
 class DeclarationError(FeatureLayerError):
     """One or more feature declarations are invalid; all problems found in one pass."""
 
-    def __init__(self, issues: list[ValidationIssue]) -> None:
+    def __init__(self, issues: list[ValidationIssue], headline: str | None = None) -> None:
         self.issues = list(issues)
-        lines = [f"{len(self.issues)} problem(s) in feature declarations:"]
+        lines = [headline or f"{plural(len(self.issues), 'problem')} in feature declarations:"]
         lines += [issue.render() for issue in self.issues]
         super().__init__("\n".join(lines))
+
+
+class BrokenDeclarationError(DeclarationError):
+    """A feature view or service was asked for by name, but its declaration is invalid (lenient load)."""
 
 
 class UnknownFeatureError(FeatureLayerError):

@@ -8,6 +8,11 @@
 ``postgres_example_project`` the same project built on the ``postgres`` target in a fresh,
                             uniquely named schema that is dropped at teardown. Fails (never
                             skips) when PostgreSQL is not reachable on 127.0.0.1:5432.
+``fixture_now``             the end of the built example data (the newest event time of its
+                            online views, UTC): the "now" every test pins the clock to, via
+                            ``FeatureStore(..., clock=FixedClock(fixture_now))`` or
+                            ``FEATURE_LAYER_NOW`` (``now_env``) for the CLI and subprocesses,
+                            so no test depends on today's date.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -100,6 +106,44 @@ def built_example_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         run_dbt(["build"], project, target="duckdb", quiet=True)
         run_dbt(["docs", "generate"], project, target="duckdb", quiet=True)
     return project
+
+
+def data_end(project: Path) -> datetime:
+    """The newest event time of ``project``'s online views in its warehouse, UTC-aware."""
+    from sqlglot import exp
+
+    from feature_layer.client import FeatureStore
+    from feature_layer.sql.names import relation_table
+
+    with clean_project_env(), FeatureStore(project) as store:
+        views = [v for v in store.registry.views.values() if v.online]
+        engine = store.offline_engine()
+        newest = [
+            engine.fetch_arrow(
+                exp.select(exp.func("max", exp.column(v.event_time, quoted=True))).from_(relation_table(v))
+            ).column(0)[0].as_py()
+            for v in views
+        ]
+    found = [t for t in newest if t is not None]
+    if not views or not found:
+        raise AssertionError(f"{project} has no online view with data: the example project changed.")
+    latest = max(t if isinstance(t, datetime) else datetime(t.year, t.month, t.day) for t in found)
+    return latest.replace(tzinfo=UTC) if latest.tzinfo is None else latest.astimezone(UTC)
+
+
+@pytest.fixture(scope="session")
+def fixture_now(built_example_project: Path) -> datetime:
+    """The end of the built example data: what "now" is in every test on it (never today)."""
+    return data_end(built_example_project)
+
+
+@pytest.fixture
+def now_env(fixture_now: datetime, monkeypatch: pytest.MonkeyPatch) -> datetime:
+    """``FEATURE_LAYER_NOW`` pinned to ``fixture_now`` for this test (CLI runs, subprocesses)."""
+    from feature_layer.clock import NOW_VARIABLE
+
+    monkeypatch.setenv(NOW_VARIABLE, fixture_now.isoformat())
+    return fixture_now
 
 
 # --- PostgreSQL --------------------------------------------------------------------------

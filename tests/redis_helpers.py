@@ -143,36 +143,32 @@ def redis_online(redis_server: RedisServer) -> Iterator[object]:
     store.close()
 
 
-class StubStore:
-    """The parts of ``FeatureStore`` that materialize/lookup use, wired to given objects.
+def make_parts(
+    engine: object,
+    online: object,
+    state: object,
+    views: list,
+    services: list | None = None,
+    *,
+    clock: object | None = None,
+) -> object:
+    """Real ``Parts`` over the given engine, online store and state store, with a registry of ``views``.
 
     Lets the online tests build small views in DuckDB without a dbt project; the end-to-end
     tests use the real ``FeatureStore`` on the built example project.
     """
+    from feature_layer.parts import Parts
+    from feature_layer.registry.registry import Registry
 
-    def __init__(
-        self, engine: object, online: object, state: object, views: list, services: list | None = None
-    ) -> None:
-        from feature_layer.clock import clock_from_env
-        from feature_layer.registry.registry import Registry
-
-        self.clock = clock_from_env()
-
-        self.registry = Registry(
-            entities={},
-            views={v.name: v for v in views},
-            services={s.name: s for s in services or []},
-            nodes={},
-            parent_map={},
-            child_map={},
-        )
-        self._engine, self._online, self.state = engine, online, state
-
-    def offline_engine(self) -> object:
-        return self._engine
-
-    def online_store(self) -> object:
-        return self._online
+    registry = Registry(
+        entities={},
+        views={v.name: v for v in views},
+        services={s.name: s for s in services or []},
+        nodes={},
+        parent_map={},
+        child_map={},
+    )
+    return Parts.of(registry=registry, engine=engine, online=online, state=state, clock=clock)
 
 
-__all__ += ["StubStore"]
+__all__ += ["make_parts"]

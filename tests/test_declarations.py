@@ -154,3 +154,136 @@ def test_duration_format_round_trips(seconds: int) -> None:
 def test_bad_durations_are_rejected_with_the_accepted_forms(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+# --- columns: catalog, then the model's SQL select list, then schema.yml -------------------
+
+def sql_model(name: str, sql: str, *, columns: dict[str, str | None] | None = None,
+              catalog: dict[str, str] | None = None, block: object = None, compiled: bool = True) -> DbtNode:
+    node = model(name, block or {"entities": ["user"], "event_time": "ts"}, ())
+    return DbtNode(**{**node.__dict__,
+                      "columns": {c.lower(): DbtColumn(name=c, data_type=t) for c, t in (columns or {}).items()},
+                      "catalog_types": {c.lower(): t for c, t in (catalog or {}).items()},
+                      "catalog_names": tuple(catalog or ()),
+                      "compiled_sql": sql if compiled else None, "raw_sql": "" if compiled else sql})
+
+
+def declare(*nodes: DbtNode, dialect: str = "duckdb", entities: object = ENTITIES):  # noqa: ANN201
+    manifest = Manifest(Path("m.json"), "1.11", "p", {n.unique_id: n for n in nodes}, {}, {}, False)
+    return build_declarations(manifest, entities, "dbt_project.yml", dialect)
+
+
+def test_a_key_selected_in_compiled_sql_is_found_without_yaml() -> None:
+    out = declare(sql_model("v", "with s as (select * from raw) select user_id, ts, count(*) over w as n from s",
+                            columns={"n": "bigint"}))
+    assert not out.issues and out.views["v"].feature_names == ("n",) and out.views["v"].feature("n").dtype == "int64"
+
+
+@pytest.mark.parametrize("sql", ["select * from t", "select t.*, 1 as x from t", "select count(*), x from t",
+                                 "select columns('a.*'), x from t"])
+def test_an_incomplete_select_list_claims_nothing_missing(sql: str) -> None:
+    out = declare(sql_model("v", sql, columns={"x": "double"}))
+    assert not out.issues and out.views["v"].feature_names == ("x",)
+
+
+def test_a_complete_select_list_reports_the_missing_key_and_what_it_read() -> None:
+    out = declare(sql_model("v", "select driver_id, ts, x from {{ ref('trips') }}", compiled=False))
+    [issue] = out.issues
+    assert issue.code == "join-key-missing"
+    assert "the model's SQL selects: driver_id, ts, x" in issue.message and "select 'user_id'" in issue.fix
+
+
+def test_a_missing_key_read_from_the_catalog_says_to_refresh_it() -> None:
+    out = declare(sql_model("v", "select user_id, ts, x from t", catalog={"driver_id": "BIGINT", "ts": "TIMESTAMP",
+                                                                          "x": "DOUBLE"}))
+    [issue] = out.issues
+    assert "catalog.json lists: driver_id, ts, x" in issue.message and "`dbt docs generate`" in issue.fix
+
+
+def test_unreadable_sql_falls_back_to_yaml_and_says_so() -> None:
+    out = declare(sql_model("v", "{% for c in cols %}select {{ c }}{% endfor %}", columns={"ts": "timestamp", "x": None},
+                            compiled=False))
+    [issue] = out.issues
+    assert issue.code == "join-key-missing" and "schema.yml" in issue.message and "`dbt compile`" in issue.fix
+
+
+@pytest.mark.parametrize(
+    ("dialect", "sql", "entity_key", "ok"),
+    [
+        ("postgres", "select User_ID, ts, x from t", "user_id", True),  # unquoted: PostgreSQL folds to user_id
+        ("postgres", "select User_ID, ts, x from t", "User_ID", False),
+        ("postgres", 'select "User_ID", ts, x from t', "User_ID", True),
+        ("duckdb", "select User_ID, ts, x from t", "user_id", False),  # DuckDB keeps the spelling
+    ],
+)
+def test_names_must_be_spelled_as_the_warehouse_names_the_column(dialect: str, sql: str, entity_key: str, ok: bool) -> None:
+    out = declare(sql_model("v", sql), dialect=dialect, entities={"user": {"join_keys": [entity_key]}})
+    if ok:
+        assert not out.issues and out.views["v"].join_keys == (entity_key,)
+    else:
+        [issue] = out.issues
+        assert issue.code == "name-case" and "only when case is ignored" in issue.message
+        assert "vars.feature_layer.entities" in issue.fix
+
+
+def test_catalog_spelling_is_checked_and_kept() -> None:
+    catalog = {"user_id": "BIGINT", "ts": "TIMESTAMP", "Amount": "DOUBLE"}
+    out = declare(sql_model("v", "", catalog=catalog))
+    assert not out.issues and out.views["v"].feature_names == ("Amount",)
+    out = declare(sql_model("v", "", catalog=catalog, block={"entities": ["user"], "event_time": "TS"}))
+    assert [(i.code, "spell it 'ts'" in i.fix) for i in out.issues] == [("name-case", True)]
+
+
+@pytest.mark.parametrize(
+    ("sql_type", "dtype", "fits"),
+    [("DOUBLE", "int64", False), ("DECIMAL(38,0)", "int64", True), ("DECIMAL(10,2)", "int64", False),
+     ("INTEGER", "float64", True), ("VARCHAR", "int64", False), ("TIMESTAMP", "date", False),
+     ("DATE", "timestamp", True), ("BIGINT", "string", True), ("GEOMETRY", "int64", True)],
+)
+def test_a_dtype_override_must_fit_the_warehouse_type(sql_type: str, dtype: str, fits: bool) -> None:
+    node = sql_model("v", "", catalog={"user_id": "BIGINT", "ts": "TIMESTAMP", "x": sql_type})
+    node = DbtNode(**{**node.__dict__, "columns": {"x": DbtColumn(name="x", meta={"feature_layer": {"dtype": dtype}})}})
+    out = declare(node)
+    if fits:
+        assert not out.issues and out.views["v"].feature("x").dtype == dtype
+    else:
+        [issue] = out.issues
+        assert issue.code == "dtype-mismatch" and "in the warehouse (catalog.json)" in issue.message
+        assert "cast(x as " in issue.fix
+
+
+@pytest.mark.parametrize(("ttl", "words"), [(2, "ttl 2 has no unit"), (1.5, "ttl 1.5 has no unit"),
+                                            (float("inf"), "not a duration"), (float("nan"), "not a duration"),
+                                            (True, "cannot be parsed"), ("2", "cannot be parsed")])
+def test_a_ttl_needs_a_unit(ttl: object, words: str) -> None:
+    out = declare(sql_model("v", "select user_id, ts, x from t", block={"entities": ["user"], "event_time": "ts", "ttl": ttl}))
+    [issue] = out.issues
+    assert issue.code == "bad-ttl" and words in issue.message and ("30d" in issue.fix or "2h" in issue.fix or "h`" in issue.fix)
+
+
+@pytest.mark.parametrize(("owner", "fix"), [({"name": "x"}, "`owner: x`"), ({"email": "a@b.c", "name": "x"}, "`owner: a@b.c`"),
+                                            (["a", "b"], "`owner: risk-team`"), (3, "`owner: risk-team`")])
+def test_an_owner_must_be_a_string(owner: object, fix: str) -> None:
+    out = declare(sql_model("v", "select user_id, ts, x from t", block={"entities": ["user"], "event_time": "ts", "owner": owner}))
+    [issue] = out.issues
+    assert issue.code == "bad-owner" and fix in issue.fix
+    ok = declare(sql_model("v", "select user_id, ts, x from t", block={"entities": ["user"], "event_time": "ts", "owner": "risk"}))
+    assert ok.views["v"].owner == "risk"
+
+
+def test_a_misspelt_column_block_and_a_misspelt_exposure_block_are_issues() -> None:
+    node = sql_model("v", "select user_id, ts, x from t")
+    node = DbtNode(**{**node.__dict__, "columns": {"x": DbtColumn(name="x", meta={"feature-layer": {"dtype": "int64"}})}})
+    exposure = DbtNode(unique_id="exposure.p.m", name="m", resource_type="exposure", file_path="models/x.yml",
+                       meta={"featureLayer": {"features": ["v.x"]}}, exposure_type="ml")
+    out = declare(node, exposure)
+    assert [(i.code, i.unique_id) for i in out.issues] == [("misspelt-block", "model.p.v"), ("misspelt-block", "exposure.p.m")]
+    assert "Did you mean 'feature_layer'" in out.issues[0].message and "column 'x'" in out.issues[0].message
+    assert sorted(out.broken_views) == ["v"] and sorted(out.broken_services) == ["m"]
+
+
+def test_counts_read_as_english() -> None:
+    from feature_layer.cli.registry_cmds import describe_counts
+
+    assert describe_counts({"entities": 1, "feature_views": 2, "features": 1, "feature_services": 0}) == (
+        "1 entity, 2 feature views, 1 feature, 0 feature services")

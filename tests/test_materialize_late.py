@@ -9,13 +9,13 @@ from pathlib import Path
 
 from feature_layer.online.materialize import materialize
 from feature_layer.state import StateStore
-from tests.redis_helpers import RedisServer, StubStore, redis_server  # noqa: F401
+from tests.redis_helpers import RedisServer, make_parts, redis_server  # noqa: F401
 from tests.test_materialize import BASE, END, engine, load_events, lookup, make_view, redis_store, state  # noqa: F401
 
 
 def test_a_late_row_created_before_the_watermark_is_still_read(redis_server: RedisServer, engine, state) -> None:  # noqa: ANN001
     load_events(engine, users=3)  # latest per user: day 2, created 30 s after the event
-    store = StubStore(engine, redis_store(redis_server), state, [make_view()])
+    store = make_parts(engine, redis_store(redis_server), state, [make_view()])
     materialize(store, end=END)
     watermark = state.watermark("user_stats")
     # User 0's newest event, created 12 s *before* the created-at watermark (by the source's
@@ -34,9 +34,10 @@ def test_a_backfill_with_start_does_not_move_the_created_at_watermark_past_unrea
     state,  # noqa: ANN001
 ) -> None:
     load_events(engine, users=3)
-    store = StubStore(engine, redis_store(redis_server), state, [make_view()])
+    store = make_parts(engine, redis_store(redis_server), state, [make_view()])
     materialize(store, end=BASE + timedelta(days=10))
     before = state.watermark("user_stats")
+    assert before is not None and before.created_at is not None
     # A late row for day 0 (before the backfill window), created far after the watermark.
     engine.execute(
         "INSERT INTO main.events VALUES (1, TIMESTAMP '2025-01-05', TIMESTAMP '2025-01-20', -2, 'late-day4', 1)"
@@ -50,7 +51,7 @@ def test_a_backfill_with_start_does_not_move_the_created_at_watermark_past_unrea
 
 def test_the_newest_event_time_materialized_is_recorded(redis_server: RedisServer, engine, state) -> None:  # noqa: ANN001
     load_events(engine, users=5)  # newest event: day 2 + 4 s
-    store = StubStore(engine, redis_store(redis_server), state, [make_view()])
+    store = make_parts(engine, redis_store(redis_server), state, [make_view()])
     newest = BASE + timedelta(days=2, seconds=4)
     result = materialize(store, end=END)
     assert result["user_stats"].newest_event_time == newest

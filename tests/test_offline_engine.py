@@ -80,6 +80,7 @@ def test_unregister_drops_the_upload(engine):
 
 
 def test_connect_chooses_the_engine_from_the_target(tmp_path):
+    DuckDBEngine(tmp_path / "w.duckdb", read_only=False).close()  # a warehouse file dbt would have built
     duck = connect(WarehouseSettings(type="duckdb", target="dev", path=tmp_path / "w.duckdb", schema="main"))
     assert isinstance(duck, DuckDBEngine) and duck.dialect == "duckdb"
     duck.close()

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from feature_layer.config import OnlineStoreSettings
 from feature_layer.errors import OnlineStoreError
+from feature_layer.online.backends import connect_online_store
 from feature_layer.online.encoding import decode_values, encode_batch, to_micros, view_layout
 from feature_layer.online.redis_store import RedisOnlineStore
 from feature_layer.online.sqlite_store import SqliteOnlineStore
-from feature_layer.online.store import connect_online_store
 from tests.redis_helpers import RedisServer, private_redis, redis_server  # noqa: F401
 from tests.test_online_encoding import make_view
 

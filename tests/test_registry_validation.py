@@ -26,6 +26,7 @@ EXPECTED = {
     "join_key_missing": ("join-key-missing", ["'merchant_id'", "'user_merchant'"], ["select 'merchant_id'"]),
     "duplicate_feature": ("duplicate-feature", ["'amount'", "twice"], ["once"]),
     "model_with_missing_feature": ("unknown-feature", ["'good_view.amonut'", "Did you mean 'amount'"], ["amount"]),
+    "model_using_broken_view": ("service-uses-broken-view", ["'unknown_entity'", "left out"], ["validate"]),
 }
 
 
@@ -74,7 +75,7 @@ def test_strict_load_raises_all_problems_at_once(broken_project: Path) -> None:
         Registry.load(load_settings(broken_project))
     assert len(raised.value.issues) == len(EXPECTED)
     text = str(raised.value)
-    assert f"{len(EXPECTED)} problem(s)" in text
+    assert f"{len(EXPECTED)} problems in feature declarations" in text
     for name in EXPECTED:
         assert name in text
 
@@ -87,6 +88,8 @@ def test_validate_command_lists_every_problem_and_exits_1(broken_project: Path) 
     as_json = CliRunner().invoke(main, ["--project-dir", str(broken_project), "validate", "--json"])
     payload = json.loads(as_json.stdout)
     assert payload["ok"] is False and len(payload["issues"]) == len(EXPECTED)
+    assert "unknown_entity" in payload["broken_views"] and payload["broken_services"] == ["model_using_broken_view",
+                                                                                        "model_with_missing_feature"]
 
 
 def test_missing_manifest_says_run_dbt_parse(tmp_path: Path) -> None:

@@ -22,15 +22,16 @@ DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "feature_page.p
 FEATURE = "merchant_risk_features.chargeback_rate_30d"
 
 
-def test_feature_page_of_the_example_project(built_example_project: Path, tmp_path: Path, monkeypatch):
+def test_feature_page_of_the_example_project(built_example_project: Path, fixture_now, tmp_path: Path, monkeypatch):
     from playwright.sync_api import sync_playwright
 
     from feature_layer import FeatureStore
+    from feature_layer.clock import FixedClock
 
     project = tmp_path / "fraud"
     shutil.copytree(built_example_project, project, ignore=shutil.ignore_patterns(".feature_layer", "logs"))
     monkeypatch.chdir(project)  # the snippet names the project as the user would: "."
-    store = FeatureStore(project)
+    store = FeatureStore(project, clock=FixedClock(fixture_now))  # the data's end, never today
     store.materialize()
     try:
         with LiveServer(create_app(store, reload_interval=None)) as server, sync_playwright() as p:
@@ -44,7 +45,7 @@ def test_feature_page_of_the_example_project(built_example_project: Path, tmp_pa
                 assert svg.locator(f'[data-unique-id="source.feature_layer.{source}"]').count() == 1
             assert svg.locator('[data-unique-id="exposure.feature_layer.fraud_model_v1"]').count() == 1
             assert "Computed at materialization" in page.locator("#stats").inner_text()
-            assert page.locator(".fresh-big .pill").inner_text() in ("fresh", "stale")
+            assert page.locator(".fresh-big .pill").inner_text() == "fresh"  # newest value within its 2-day TTL
             assert 'FeatureStore(".")' in page.locator("#snippet").inner_text()
             shot = tmp_path / "feature_page.png"
             page.screenshot(path=str(shot), full_page=True)

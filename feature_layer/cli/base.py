@@ -24,6 +24,7 @@ class Context:
         self.target = target
         self.debug = debug
         self._store = None
+        self._warned = False
 
     @property
     def store(self):  # noqa: ANN201 - FeatureStore, imported lazily
@@ -32,6 +33,16 @@ class Context:
 
             self._store = FeatureStore(self.project_dir, target=self.target)
         return self._store
+
+    @property
+    def registry(self):  # noqa: ANN201 - Registry, imported lazily
+        """The store's registry; once per command, a one-line warning naming any view left out."""
+        registry = self.store.registry
+        message = registry.degraded_message()
+        if message and not self._warned:
+            self._warned = True
+            click.secho(f"Warning: {message}", fg="yellow", err=True)
+        return registry
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

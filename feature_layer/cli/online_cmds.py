@@ -10,7 +10,7 @@ import click
 
 from feature_layer.cli.base import Context, echo_json, handle_errors, main, render_table
 from feature_layer.durations import format_duration, parse_duration
-from feature_layer.errors import InputError
+from feature_layer.errors import InputError, plural
 
 
 class _Timestamp(click.ParamType):
@@ -60,6 +60,7 @@ def materialize(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--late-lookback") from None
     store = obj.store
+    skipped = {} if select else obj.registry.broken_views  # a named broken view fails with its issues
     result = store.materialize(
         list(select) or None,
         start=start,
@@ -69,7 +70,8 @@ def materialize(
         late_lookback=lookback,
     )
     if as_json:
-        echo_json(result.to_dict())
+        echo_json(result.to_dict() | {"skipped": {name: [i.__dict__ for i in issues] for name, issues in skipped.items()}})
+        _fail_if_skipped(skipped)
         return
     rows = [
         (
@@ -89,6 +91,16 @@ def materialize(
         rows,
         title=f"Materialized into {store.online_store().describe()}",
     )
+    _fail_if_skipped(skipped)
+
+
+def _fail_if_skipped(skipped: dict[str, Any]) -> None:
+    """A run that left views out is not a success: name them and exit 1 (the others were written)."""
+    if skipped:
+        click.secho(f"Error: skipped {plural(len(skipped), 'invalid feature view')}: {', '.join(sorted(skipped))}; "
+                    "the other views were materialized.\nTo fix this, fix the problems `feature-layer validate` "
+                    "lists, then materialize again.", fg="red", err=True)
+        raise SystemExit(1)
 
 
 def _parse_rows(entities: tuple[str, ...], rows_json: str | None) -> list[dict[str, Any]]:
@@ -135,6 +147,7 @@ def online_get(
 ) -> None:
     """Look up online values: feature-layer online-get users.score -e user_id=42."""
     rows = _parse_rows(entities, rows_json)
+    obj.registry  # noqa: B018 - loads it, warning once about any view left out
     response = obj.store.get_online_features(
         list(features) or None, rows, service=service, include_event_times=event_times
     )
@@ -153,7 +166,7 @@ def online_status(obj: Context, as_json: bool) -> None:
     """Freshness of every online view: watermark, when it ran, rows written."""
     store = obj.store
     out = []
-    for view in store.registry.views.values():
+    for view in obj.registry.views.values():
         if not view.online:
             continue
         state = store.state.view_state(view.name)

@@ -8,6 +8,7 @@ import click
 
 from feature_layer.cli.base import Context, echo_json, handle_errors, main, render_table
 from feature_layer.durations import format_duration
+from feature_layer.errors import plural
 from feature_layer.registry.model import Feature
 from feature_layer.registry.registry import LineageNode, Registry
 
@@ -16,8 +17,9 @@ def describe_counts(summary: dict[str, int]) -> str:
     """'3 entities, 1 feature service, …' with singular and plural right."""
     parts = []
     for key, count in summary.items():
-        noun = key.replace("_", " ")
-        parts.append(f"{count:,} {noun[:-1] if count == 1 and noun.endswith('s') else noun}")
+        many = key.replace("_", " ")
+        one = many[:-3] + "y" if many.endswith("ies") else many.removesuffix("s")
+        parts.append(plural(count, one, many))
     return ", ".join(parts)
 
 
@@ -58,7 +60,7 @@ def feature_record(registry: Registry, feature: Feature) -> dict[str, Any]:
 @handle_errors
 def features(ctx: Context, entity: str | None, tag: str | None, owner: str | None, view: str | None, as_json: bool) -> None:
     """List features."""
-    registry = ctx.store.registry
+    registry = ctx.registry
     found = registry.features(entity=entity, tag=tag, owner=owner, view=view)
     if as_json:
         echo_json([feature_record(registry, f) | {"compiled_sql": None} for f in found])
@@ -69,7 +71,7 @@ def features(ctx: Context, entity: str | None, tag: str | None, owner: str | Non
         rows.append((f.ref, f.dtype, ", ".join(v.entities), format_duration(v.ttl) if v.ttl else "-",
                      v.owner or "-", f.description))
     render_table(["feature", "type", "entities", "ttl", "owner", "description"], rows,
-                 title=f"{len(rows)} feature(s)")
+                 title=plural(len(rows), "feature"))
 
 
 @main.command()
@@ -79,7 +81,7 @@ def features(ctx: Context, entity: str | None, tag: str | None, owner: str | Non
 @handle_errors
 def show(ctx: Context, feature: str, as_json: bool) -> None:
     """Show one feature (VIEW.FEATURE): type, entities, TTL, owner, SQL, services."""
-    registry = ctx.store.registry
+    registry = ctx.registry
     record = feature_record(registry, registry.feature(feature))
     if as_json:
         echo_json(record)
@@ -108,7 +110,7 @@ def show(ctx: Context, feature: str, as_json: bool) -> None:
 def search(ctx: Context, text: str, entity: str | None, tag: str | None, owner: str | None, view: str | None,
            limit: int, as_json: bool) -> None:
     """Search features by name, tags, entities, owner and description (ranked)."""
-    registry = ctx.store.registry
+    registry = ctx.registry
     hits = registry.search(text, entity=entity, tag=tag, owner=owner, view=view, limit=limit)
     if as_json:
         echo_json([{"name": h.feature.ref, "score": round(h.score, 3), "matched": list(h.matched),
@@ -136,7 +138,7 @@ def _print_tree(node: LineageNode, prefix: str = "", last: bool = True, top: boo
 @handle_errors
 def lineage(ctx: Context, feature: str, as_json: bool) -> None:
     """Lineage of a feature: upstream to sources and seeds, downstream to exposures."""
-    result = ctx.store.registry.lineage(feature)
+    result = ctx.registry.lineage(feature)
     if as_json:
         echo_json(result.to_dict())
         return
@@ -163,9 +165,10 @@ def validate(ctx: Context, as_json: bool) -> None:
     registry = Registry.load(ctx.store.settings, strict=False)
     if as_json:
         echo_json({"ok": not registry.issues, "summary": registry.summary(),
-                   "issues": [issue.__dict__ for issue in registry.issues]})
+                   "issues": [issue.__dict__ for issue in registry.issues],
+                   "broken_views": sorted(registry.broken_views), "broken_services": sorted(registry.broken_services)})
     elif registry.issues:
-        click.secho(f"{len(registry.issues)} problem(s) in feature declarations:", fg="red", err=True)
+        click.secho(f"{plural(len(registry.issues), 'problem')} in feature declarations:", fg="red", err=True)
         for issue in registry.issues:
             click.echo(issue.render(), err=True)
     else:

@@ -8,6 +8,7 @@ instead of a KeyError deep inside the registry.
 from __future__ import annotations
 
 import gc
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,12 @@ class DbtColumn:
     data_type: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Keys dbt does not define for a column (where a misplaced ``feature_layer:`` block lands)."""
+
+
+_COLUMN_KEYS = {"name", "description", "meta", "data_type", "constraints", "quote", "config", "tags", "granularity",
+                "doc_blocks", "tests", "data_tests"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,8 @@ class DbtNode:
     """Declared columns (schema.yml), by lower-cased name, in declaration order."""
     catalog_types: dict[str, str] = field(default_factory=dict)
     """Warehouse column types from catalog.json, by lower-cased name, in table order."""
+    catalog_names: tuple[str, ...] = ()
+    """The same columns spelled as the warehouse has them (catalog.json), in table order."""
     meta: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
@@ -59,6 +68,8 @@ class DbtNode:
     exposure_type: str | None = None
     owner: str | None = None
     url: str | None = None
+    yaml_path: str | None = None
+    """The properties file (schema.yml) that documents the node, where its meta usually lives."""
 
     @property
     def enabled(self) -> bool:
@@ -95,7 +106,10 @@ def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
     try:
         loaded = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise ManifestError(f"{path} is not valid JSON ({exc}).", fix=fix) from exc
+        try:  # dbt writes YAML's .inf / .nan as Infinity / NaN, which orjson refuses; json reads them
+            loaded = json.loads(data)
+        except ValueError:
+            raise ManifestError(f"{path} is not valid JSON ({exc}).", fix=fix) from exc
     if not isinstance(loaded, dict):
         raise ManifestError(f"{path} does not hold a JSON object.", fix=fix)
     return loaded
@@ -119,6 +133,7 @@ def _columns(raw: dict[str, Any]) -> dict[str, DbtColumn]:
             data_type=col.get("data_type"),
             meta=col_meta,
             tags=tuple(col.get("tags") or ()),
+            extra={k: v for k, v in col.items() if k not in _COLUMN_KEYS},
         )
     return columns
 
@@ -139,6 +154,7 @@ def _owner(raw: dict[str, Any]) -> str | None:
 
 
 def _node(raw: dict[str, Any], catalog_types: dict[str, str]) -> DbtNode:
+    """``catalog_types``: the model's catalog columns, as the warehouse spells them, in table order."""
     resource_type = raw.get("resource_type", "")
     return DbtNode(
         unique_id=raw["unique_id"],
@@ -149,7 +165,8 @@ def _node(raw: dict[str, Any], catalog_types: dict[str, str]) -> DbtNode:
         description=raw.get("description") or "",
         relation=_relation(raw) if resource_type in _NODE_TYPES | {"source"} else None,
         columns=_columns(raw),
-        catalog_types=catalog_types,
+        catalog_types={name.lower(): sql_type for name, sql_type in catalog_types.items()},
+        catalog_names=tuple(catalog_types),
         meta=_merged_meta(raw),
         config=raw.get("config") or {},
         tags=tuple(raw.get("tags") or ()),
@@ -160,6 +177,7 @@ def _node(raw: dict[str, Any], catalog_types: dict[str, str]) -> DbtNode:
         exposure_type=raw.get("type") if resource_type == "exposure" else None,
         owner=_owner(raw) if resource_type == "exposure" else None,
         url=raw.get("url"),
+        yaml_path=(raw.get("patch_path") or "").partition("://")[2] or None,
     )
 
 
@@ -171,7 +189,7 @@ def _catalog_types(catalog_path: Path | None) -> dict[str, dict[str, str]]:
     for section in ("nodes", "sources"):
         for unique_id, entry in (catalog.get(section) or {}).items():
             cols = sorted((entry.get("columns") or {}).values(), key=lambda c: c.get("index", 0))
-            types[unique_id] = {c["name"].lower(): c.get("type") or "" for c in cols}
+            types[unique_id] = {c["name"]: c.get("type") or "" for c in cols}
     return types
 
 

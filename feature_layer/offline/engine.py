@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -83,17 +84,162 @@ class Engine(ABC):
         self.close()
 
 
-def _fail(action: str, sql: str, exc: Exception, fix: str) -> WarehouseError:
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _fail(action: str, sql: str, exc: Exception, fix: str, *, lead: str = "", whole: bool = False) -> WarehouseError:
+    text = str(exc).strip()
+    if whole:  # every line of the driver's message, on one line
+        first_line = " ".join(text.split()) or type(exc).__name__
+    else:
+        first_line = text.splitlines()[0] if text else type(exc).__name__
     snippet = sql if len(sql) < 400 else sql[:400] + " …"
-    return WarehouseError(f"The warehouse failed to {action}: {first_line}\nSQL: {snippet}", fix=fix)
+    return WarehouseError(f"{lead}The warehouse failed to {action}: {first_line}\nSQL: {snippet}", fix=fix)
 
 
-_QUERY_FIX = "check that the tables exist (run `dbt run` for this target) and that the SQL is valid for the engine."
+# ----------------------------------------------------------------------------- what happened → the fix
+# A warehouse error is mapped to a fix by what actually happened, never to a blanket
+# "run dbt run": each kind below names its own cause and remedy.
+
+_MISSING_COLUMN = re.compile(r'column "?([\w.]+)"? (?:does not exist|not found)|Referenced column "([^"]+)"', re.I)
+_MISSING_TABLE = re.compile(r'(?:Table|relation|Schema) (?:with name )?"?([^"\s!]+)"? does not exist', re.I)
+
+
+def _target_flag(target: str | None) -> str:
+    return f" --target {target}" if target else ""
+
+
+def _named(pattern: re.Pattern[str], message: str) -> str:
+    match = pattern.search(message)
+    name = next((g for g in match.groups() if g), None) if match else None
+    return repr(name) if name else "it"
+
+
+def fix_for(kind: str, message: str, target: str | None = None) -> str:
+    """The remedy for a warehouse failure of ``kind`` (see ``_duckdb_kind`` / ``_postgres_kind``)."""
+    build = f"`dbt build{_target_flag(target)}`"
+    if kind == "missing_table":
+        return (
+            f"the table {_named(_MISSING_TABLE, message)} is not in the warehouse of this target: build it with "
+            f"{build} (or `dbt build -s <model>{_target_flag(target)}`), and check that profiles.yml points at the "
+            "warehouse dbt built."
+        )
+    if kind == "missing_column":
+        return (
+            f"the warehouse table has no column {_named(_MISSING_COLUMN, message)}, which the dbt artifacts declare: "
+            f"the table is older than its model (rebuild it with {build}), or target/catalog.json is stale "
+            "(refresh it with `dbt docs generate`)."
+        )
+    if kind == "cast":
+        return (
+            "a value could not be converted to the type feature_layer asked for: fix the column's `dtype` "
+            "override (meta.feature_layer.dtype in the model's YAML) to match the warehouse column's type, or cast "
+            "the column in the model's SQL."
+        )
+    if kind == "lock":
+        return (
+            "another process holds a lock on the data (a `dbt build`, another materialization or a feature-layer "
+            "command writing a table): wait for it to finish and retry."
+        )
+    if kind == "connection":
+        return (
+            "the warehouse closed the connection while the query ran (an administrator or pg_terminate_backend, a "
+            "server restart, a network drop or an idle timeout); nothing partial was kept: check that the server is "
+            "up and run the command again."
+        )
+    if kind == "canceled":
+        return (
+            "the query was canceled (statement_timeout, lock_timeout or pg_cancel_backend): raise the timeout for "
+            "the feature_layer user or rerun when the warehouse is less busy."
+        )
+    if kind == "permission":
+        return "grant the target's user SELECT on the feature tables (and CREATE on the schema for to_table)."
+    if kind == "read_only":
+        return "this engine opened the DuckDB file read-only: open it with read_only=False (or the default) to write."
+    if kind == "syntax":
+        return "the SQL is not valid for this engine; if feature_layer generated it, please report it with the SQL."
+    return "check the SQL above against the warehouse; the error says what the engine refused."
+
+
+def _duckdb_kind(exc: Exception) -> str:
+    import duckdb
+
+    message = str(exc)
+    if "Could not set lock" in message or "Conflicting lock" in message:
+        return "lock"
+    if isinstance(exc, duckdb.ConnectionException) and "different configuration" in message:
+        return "config"
+    if isinstance(exc, duckdb.CatalogException) and _MISSING_TABLE.search(message):
+        return "missing_table"
+    if isinstance(exc, duckdb.BinderException) and _MISSING_COLUMN.search(message):
+        return "missing_column"
+    if isinstance(exc, duckdb.ConversionException) or "Could not convert" in message:
+        return "cast"
+    if isinstance(exc, duckdb.ParserException):
+        return "syntax"
+    if isinstance(exc, duckdb.InterruptException):
+        return "canceled"
+    if _writes_a_read_only_file(exc):
+        return "read_only"
+    return "other"
+
+
+def _duckdb_fix(exc: Exception, target: str | None) -> str:
+    kind = _duckdb_kind(exc)
+    return fix_for("lock" if kind == "config" else kind, str(exc), target)
+
+
+# SQLSTATE codes (https://www.postgresql.org/docs/current/errcodes-appendix.html) by what happened.
+_PG_KINDS = {
+    "42P01": "missing_table",
+    "3F000": "missing_table",
+    "42703": "missing_column",
+    "42804": "cast",
+    "42846": "cast",
+    "42883": "cast",  # operator does not exist: e.g. text = integer on a join key
+    "55P03": "lock",
+    "40P01": "lock",
+    "40001": "lock",
+    "57014": "canceled",
+    "42501": "permission",
+    "42601": "syntax",
+}
+
+
+def _postgres_kind(exc: Exception) -> str:
+    import psycopg2
+
+    code = getattr(exc, "pgcode", None) or ""
+    if code in _PG_KINDS:
+        return _PG_KINDS[code]
+    if code.startswith("22"):  # data exception: invalid text, out of range, bad datetime …
+        return "cast"
+    if code.startswith(("08", "57P")) or isinstance(exc, psycopg2.InterfaceError):
+        return "connection"
+    if isinstance(exc, psycopg2.OperationalError) and not code:
+        return "connection"  # the server went away: psycopg2 has no SQLSTATE for it
+    return "other"
+
+
+def _writes_a_read_only_file(exc: Exception) -> bool:
+    import duckdb
+
+    return isinstance(exc, duckdb.InvalidInputException) and "read-only mode" in str(exc)
+
+
+def _lock_holder(message: str) -> str:
+    match = re.search(r"held in (.+?) \(PID (\d+)\)", message)
+    return f"process {match.group(2)} ({match.group(1)})" if match else "another process"
 
 
 class DuckDBEngine(Engine):
-    """DuckDB, the embedded default: a file written by dbt-duckdb, or ``:memory:``."""
+    """DuckDB, the embedded default: a file written by dbt-duckdb, or ``:memory:``.
+
+    A database file is opened **read-only** unless ``read_only=False``: DuckDB lets many
+    processes read one file at once but only one hold it for writing, so materializations of
+    different views (and training sets) run side by side. A statement that writes to the file
+    (``to_table``) briefly reopens it for writing, replays the Arrow tables registered on this
+    engine, runs, and goes back to reading; ``read_only=True`` never writes. While another
+    process holds the file (``dbt build``, another engine's write), opening waits up to
+    ``lock_wait`` seconds, then fails naming that process.
+    """
 
     dialect = "duckdb"
 
@@ -102,45 +248,116 @@ class DuckDBEngine(Engine):
         path: str | Path = ":memory:",
         *,
         schema: str | None = None,
-        read_only: bool = False,
+        read_only: bool | None = None,
         file_search_path: str | Path | None = None,
+        lock_wait: float = 10.0,
+        target: str | None = None,
     ) -> None:
         import duckdb
 
         self._duckdb = duckdb
-        target = str(path)
+        self.path = str(path)
+        self.target = target
+        self._schema = schema
+        self._file_search_path = file_search_path
+        self._lock_wait = lock_wait
+        self._in_memory = Path(self.path).name == ":memory:" or self.path == ""
+        self._may_write = read_only is None  # a file opened for reading that may upgrade for a write
+        self._registered: dict[str, pa.Table] = {}
+        self._con = self._open(read_only=read_only is not False and not self._in_memory)
+
+    # -- opening ------------------------------------------------------------------------------
+    def _open(self, *, read_only: bool) -> Any:
+        """A configured connection, waiting out other processes' locks for ``lock_wait`` seconds."""
+        deadline = time.monotonic() + self._lock_wait
+        pause = 0.02
+        while True:
+            try:
+                con = self._connect(read_only)
+                break
+            except self._duckdb.Error as exc:
+                if _duckdb_kind(exc) != "lock" or time.monotonic() >= deadline:
+                    raise self._open_error(exc, read_only) from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
         try:
-            self._con = duckdb.connect(target, read_only=read_only)
-            self._con.execute("SET TimeZone = 'UTC'")
-            if file_search_path is not None:
-                # dbt ran in the project folder, so its views may read relative paths
-                # ('data/raw/x.parquet'): resolve them there, whatever our working directory.
-                self._con.execute("SET file_search_path = ?", [str(file_search_path)])
-            if schema:
-                exists = self._con.execute(
-                    "SELECT count(*) FROM information_schema.schemata WHERE schema_name = ?", [schema]
-                ).fetchone()
-                if exists and exists[0]:
-                    self._con.execute(f'SET schema = \'{schema.replace(chr(39), chr(39) * 2)}\'')
-        except duckdb.Error as exc:
-            raise WarehouseError(
-                f"Could not open the DuckDB database {target}: {exc}",
-                fix="check the `path` of the duckdb target in profiles.yml and that no other process holds "
-                "a write lock on the file.",
-            ) from exc
-        self.path = target
+            self._configure(con)
+        except self._duckdb.Error as exc:
+            con.close()
+            raise self._open_error(exc, read_only) from exc
+        return con
+
+    def _connect(self, read_only: bool) -> Any:
+        try:
+            return self._duckdb.connect(self.path, read_only=read_only)
+        except self._duckdb.ConnectionException as exc:
+            if read_only and "different configuration" in str(exc):
+                # This process already has the file open for writing (a fixture, an in-process
+                # dbt run): share that database instead; the lock is ours either way.
+                return self._duckdb.connect(self.path)
+            raise
+
+    def _configure(self, con: Any) -> None:
+        con.execute("SET TimeZone = 'UTC'")
+        if self._file_search_path is not None:
+            # dbt ran in the project folder, so its views may read relative paths
+            # ('data/raw/x.parquet'): resolve them there, whatever our working directory.
+            con.execute("SET file_search_path = ?", [str(self._file_search_path)])
+        if self._schema:
+            exists = con.execute(
+                "SELECT count(*) FROM information_schema.schemata WHERE schema_name = ?", [self._schema]
+            ).fetchone()
+            if exists and exists[0]:
+                con.execute(f"SET schema = '{self._schema.replace(chr(39), chr(39) * 2)}'")
+        for name, table in self._registered.items():
+            con.register(name, table)
+
+    def _open_error(self, exc: Exception, read_only: bool) -> WarehouseError:
+        kind = _duckdb_kind(exc)
+        message = str(exc).strip()
+        if kind == "lock":
+            holder = _lock_holder(message)
+            mode = "read" if read_only else "write to"
+            return WarehouseError(
+                f"Could not {mode} the DuckDB database {self.path}: {holder} holds it "
+                f"{'for writing' if read_only else ''} (waited {self._lock_wait:g} s). {message}".replace("  ", " "),
+                fix="wait for that process to finish (a `dbt build`, or another feature-layer command writing a "
+                "table) and retry; DuckDB lets many processes read a file at once, but a writer excludes everyone.",
+            )
+        if kind == "config":
+            return WarehouseError(
+                f"Could not reopen the DuckDB database {self.path} for writing: another connection in this "
+                f"process has it open for reading. {message}",
+                fix="close the other FeatureStore or engine on this file (or open this one with "
+                "read_only=False) before writing a table.",
+            )
+        if "does not exist" in message:
+            return WarehouseError(
+                f"The DuckDB database {self.path} does not exist.",
+                fix=f"build it with `dbt build{_target_flag(self.target)}` in the dbt project, or check the `path` "
+                "of the duckdb target in profiles.yml.",
+            )
+        return WarehouseError(
+            f"Could not open the DuckDB database {self.path}: {message}",
+            fix="check the `path` of the duckdb target in profiles.yml and that the file is a DuckDB database "
+            "written by a compatible DuckDB version.",
+        )
 
     @property
     def connection(self) -> Any:
         """The underlying ``duckdb.DuckDBPyConnection`` (for advanced use and tests)."""
         return self._con
 
+    # -- queries ------------------------------------------------------------------------------
+    def _failure(self, action: str, sql: str, exc: Exception) -> WarehouseError:
+        return _fail(action, sql, exc, _duckdb_fix(exc, self.target))
+
     def fetch_arrow(self, sql_or_expression: str | exp.Expression) -> pa.Table:
         sql = self.render(sql_or_expression)
         try:
             return self._con.sql(sql).to_arrow_table()
         except self._duckdb.Error as exc:
-            raise _fail("run a query", sql, exc, _QUERY_FIX) from exc
+            raise self._failure("run a query", sql, exc) from exc
 
     def stream_arrow(
         self, sql_or_expression: str | exp.Expression, batch_size: int = 100_000
@@ -149,7 +366,7 @@ class DuckDBEngine(Engine):
         try:
             reader = self._con.sql(sql).to_arrow_reader(batch_size)
         except self._duckdb.Error as exc:
-            raise _fail("run a query", sql, exc, _QUERY_FIX) from exc
+            raise self._failure("run a query", sql, exc) from exc
         return self._iterate(reader, sql)
 
     def _iterate(self, reader: pa.RecordBatchReader, sql: str) -> Iterator[pa.RecordBatch]:
@@ -158,28 +375,49 @@ class DuckDBEngine(Engine):
                 if batch.num_rows:
                     yield batch
         except (self._duckdb.Error, pa.ArrowException) as exc:
-            raise _fail("stream a query", sql, exc, _QUERY_FIX) from exc
+            raise self._failure("stream a query", sql, exc) from exc
 
     def execute(self, sql: str | exp.Expression) -> None:
         text = self.render(sql)
         try:
             self._con.execute(text)
         except self._duckdb.Error as exc:
-            raise _fail("run a statement", text, exc, _QUERY_FIX) from exc
+            if not (self._may_write and _writes_a_read_only_file(exc)):
+                raise self._failure("run a statement", text, exc) from exc
+            self._execute_writing(text)
+
+    def _execute_writing(self, text: str) -> None:
+        """Run ``text`` on the file opened for writing, then go back to reading (see the class doc)."""
+        self._con.close()
+        try:
+            writer = self._open(read_only=False)
+        except WarehouseError:
+            self._con = self._open(read_only=True)
+            raise
+        try:
+            writer.execute(text)
+        except self._duckdb.Error as exc:
+            raise self._failure("run a statement", text, exc) from exc
+        finally:
+            writer.close()
+            self._con = self._open(read_only=True)
 
     def register_arrow(self, name: str, table: pa.Table) -> None:
         try:
             self._con.register(name, table)
         except self._duckdb.Error as exc:
             raise _fail("register an Arrow table", name, exc, "use a name that is not taken.") from exc
+        self._registered[name] = table
 
     def unregister(self, name: str) -> None:
+        self._registered.pop(name, None)
         try:
             self._con.unregister(name)
         except self._duckdb.Error:
             pass
 
     def close(self) -> None:
+        self._registered.clear()
         try:
             self._con.close()
         except self._duckdb.Error:
@@ -257,7 +495,13 @@ def _quote_pg(name: str) -> str:
 
 
 class PostgresEngine(Engine):
-    """PostgreSQL through psycopg2, with the connection of the dbt-postgres target."""
+    """PostgreSQL through psycopg2, with the connection of the dbt-postgres target.
+
+    Every failure is a ``WarehouseError`` naming what happened (``fix_for``). A connection the
+    server ended (``pg_terminate_backend``, a restart, a network drop) fails the running call
+    with that cause, never with psycopg2's follow-up ``InterfaceError``; the next call opens a
+    new connection and reloads the Arrow tables registered on this engine.
+    """
 
     dialect = "postgres"
 
@@ -270,32 +514,66 @@ class PostgresEngine(Engine):
         password: str | None = None,
         dbname: str | None = None,
         schema: str | None = None,
+        target: str | None = None,
     ) -> None:
         import psycopg2
 
         self._pg = psycopg2
+        self._params = {"host": host, "port": port, "user": user, "password": password, "dbname": dbname}
+        self.schema = schema
+        self.target = target
+        self._registered: dict[str, pa.Table] = {}
+        self._con = self._connect()
+
+    def _connect(self) -> Any:
+        params = self._params
         try:
-            self._con = psycopg2.connect(
-                host=host, port=port, user=user, password=password, dbname=dbname, application_name="feature_layer"
-            )
-            with self._con.cursor() as cur:
+            con = self._pg.connect(**params, application_name="feature_layer")
+            with con.cursor() as cur:
                 cur.execute("SET TIME ZONE 'UTC'")
                 cur.execute("SET DateStyle TO ISO, YMD")
-                if schema:
-                    cur.execute(f"SET search_path TO {_quote_pg(schema)}, public")
-            self._con.commit()
-        except psycopg2.Error as exc:
+                if self.schema:
+                    cur.execute(f"SET search_path TO {_quote_pg(self.schema)}, public")
+            con.commit()
+        except self._pg.Error as exc:
             raise WarehouseError(
-                f"Could not connect to PostgreSQL at {host}:{port} (database {dbname!r}, user {user!r}): "
-                f"{str(exc).strip()}",
+                f"Could not connect to PostgreSQL at {params['host']}:{params['port']} (database "
+                f"{params['dbname']!r}, user {params['user']!r}): {str(exc).strip()}",
                 fix="check that the server is running and the postgres target in profiles.yml is right.",
             ) from exc
-        self.schema = schema
+        return con
+
+    def _live(self) -> Any:
+        """The connection, reopened (with the registered tables reloaded) if the server ended it."""
+        if self._con.closed:
+            self._con = self._connect()
+            for name, table in self._registered.items():
+                self._load(name, table)
+        return self._con
+
+    def _rollback(self) -> None:
+        """Roll back after a failure; a connection that is already gone needs nothing."""
+        if self._con.closed:
+            return
+        try:
+            self._con.rollback()
+        except self._pg.Error:
+            pass
+
+    def _failure(self, action: str, sql: str, exc: Exception, fix: str | None = None) -> WarehouseError:
+        self._rollback()
+        kind = _postgres_kind(exc)
+        lead = ""
+        if kind == "connection":
+            lead = f"The connection to PostgreSQL at {self._params['host']}:{self._params['port']} was lost. "
+        elif fix is None:
+            fix = fix_for(kind, str(exc), self.target)
+        return _fail(action, sql, exc, fix or fix_for(kind, str(exc), self.target), lead=lead, whole=bool(lead))
 
     @property
     def connection(self) -> Any:
         """The underlying psycopg2 connection (for advanced use and tests)."""
-        return self._con
+        return self._live()
 
     def _to_table(self, description: Any, rows: list[tuple]) -> pa.Table:
         names = [d.name for d in description]
@@ -316,15 +594,15 @@ class PostgresEngine(Engine):
         if fast is not None:
             return fast
         try:
-            with self._con.cursor() as cur:
+            con = self._live()
+            with con.cursor() as cur:
                 cur.execute(sql)
                 rows = cur.fetchall() if cur.description else []
                 table = self._to_table(cur.description or [], rows)
-            self._con.commit()
+            con.commit()
             return table
         except self._pg.Error as exc:
-            self._con.rollback()
-            raise _fail("run a query", sql, exc, _QUERY_FIX) from exc
+            raise self._failure("run a query", sql, exc) from exc
 
     def _fetch_via_copy(self, sql: str) -> pa.Table | None:
         """``None`` when the query is not a plain SELECT of CSV-safe types (the caller falls back)."""
@@ -333,13 +611,16 @@ class PostgresEngine(Engine):
         stripped = sql.strip().rstrip(";")
         if not _SELECT.match(stripped):
             return None
+        con = self._live()
         try:
-            with self._con.cursor() as cur:
+            with con.cursor() as cur:
                 cur.execute(f"SELECT * FROM ({stripped}) AS __fl_probe LIMIT 0")
                 description = cur.description
-            self._con.commit()
-        except self._pg.Error:
-            self._con.rollback()
+            con.commit()
+        except self._pg.Error as exc:
+            if _postgres_kind(exc) == "connection":
+                raise self._failure("run a query", sql, exc) from exc
+            self._rollback()
             return None
         names = [d.name for d in description]
         types = [_CSV_SAFE.get(d.type_code) for d in description]
@@ -347,12 +628,11 @@ class PostgresEngine(Engine):
             return None
         buffer = io.BytesIO()
         try:
-            with self._con.cursor() as cur:
+            with con.cursor() as cur:
                 cur.copy_expert(f"COPY ({stripped}) TO STDOUT WITH (FORMAT csv)", buffer)
-            self._con.commit()
+            con.commit()
         except self._pg.Error as exc:
-            self._con.rollback()
-            raise _fail("run a query", sql, exc, _QUERY_FIX) from exc
+            raise self._failure("run a query", sql, exc) from exc
         if buffer.tell() == 0:
             return pa.table({n: pa.array([], t) for n, t in zip(names, types, strict=True)})
         buffer.seek(0)
@@ -379,8 +659,9 @@ class PostgresEngine(Engine):
 
     def _stream(self, sql: str, batch_size: int) -> Iterator[pa.RecordBatch]:
         name = f"fl_cursor_{uuid.uuid4().hex[:12]}"
+        con = self._live()
         # WITH HOLD: other statements on this connection (which commit) do not close the stream.
-        cur = self._con.cursor(name=name, withhold=True)
+        cur = con.cursor(name=name, withhold=True)
         cur.itersize = batch_size
         try:
             cur.execute(sql)
@@ -390,35 +671,39 @@ class PostgresEngine(Engine):
                     break
                 yield from self._to_table(cur.description, rows).to_batches()
             cur.close()
-            self._con.commit()
+            con.commit()
         except self._pg.Error as exc:
-            self._con.rollback()
-            raise _fail("stream a query", sql, exc, _QUERY_FIX) from exc
+            raise self._failure("stream a query", sql, exc) from exc
         finally:
-            if not cur.closed:
+            if not cur.closed and not con.closed:
                 try:
                     cur.close()
-                    self._con.rollback()
+                    con.rollback()
                 except self._pg.Error:
                     pass
 
     def execute(self, sql: str | exp.Expression) -> None:
         text = self.render(sql)
         try:
-            with self._con.cursor() as cur:
+            con = self._live()
+            with con.cursor() as cur:
                 cur.execute(text)
-            self._con.commit()
+            con.commit()
         except self._pg.Error as exc:
-            self._con.rollback()
-            raise _fail("run a statement", text, exc, _QUERY_FIX) from exc
+            raise self._failure("run a statement", text, exc) from exc
 
     def register_arrow(self, name: str, table: pa.Table) -> None:
         """Load ``table`` into a temporary table ``name`` with COPY (CSV, nulls kept apart from '')."""
-        import pyarrow.csv as pacsv
-
         for index, field in enumerate(table.schema):
             if pa.types.is_dictionary(field.type):  # pandas categoricals: load the values
                 table = table.set_column(index, field.name, table.column(index).cast(field.type.value_type))
+        self._live()
+        self._load(name, table)
+        self._registered[name] = table
+
+    def _load(self, name: str, table: pa.Table) -> None:
+        import pyarrow.csv as pacsv
+
         columns = ", ".join(f"{_quote_pg(f.name)} {_arrow_to_pg_type(f)}" for f in table.schema)
         buffer = io.BytesIO()
         if table.num_rows:
@@ -437,16 +722,21 @@ class PostgresEngine(Engine):
                 cur.execute(f"ANALYZE {_quote_pg(name)}")
             self._con.commit()
         except self._pg.Error as exc:
-            self._con.rollback()
-            raise _fail("load an Arrow table", name, exc, "check the column types of the data.") from exc
+            kind = _postgres_kind(exc)
+            fix = None if kind in {"connection", "lock", "canceled"} else "check the column types of the data."
+            raise self._failure("load an Arrow table", name, exc, fix) from exc
 
     def unregister(self, name: str) -> None:
+        self._registered.pop(name, None)
+        if self._con.closed:
+            return  # its temporary tables went with it
         try:
             self.execute(f"DROP TABLE IF EXISTS {_quote_pg(name)}")
         except WarehouseError:
             pass
 
     def close(self) -> None:
+        self._registered.clear()
         try:
             self._con.close()
         except self._pg.Error:
@@ -459,7 +749,9 @@ def connect(settings: WarehouseSettings) -> Engine:
         path: str | Path = settings.path or ":memory:"
         if Path(path).name == ":memory:":
             path = ":memory:"
-        return DuckDBEngine(path, schema=settings.schema, file_search_path=settings.project_dir)
+        return DuckDBEngine(
+            path, schema=settings.schema, file_search_path=settings.project_dir, target=settings.target
+        )
     if settings.type == "postgres":
         return PostgresEngine(
             host=settings.host,
@@ -468,6 +760,7 @@ def connect(settings: WarehouseSettings) -> Engine:
             password=settings.password,
             dbname=settings.dbname,
             schema=settings.schema,
+            target=settings.target,
         )
     raise WarehouseError(
         f"Target {settings.target!r} uses adapter {settings.type!r}, which feature_layer cannot query yet.",

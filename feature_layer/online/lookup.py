@@ -35,6 +35,7 @@ from feature_layer.online.encoding import (
     view_layout,
 )
 from feature_layer.online.store import OnlineStore
+from feature_layer.parts import Parts
 
 
 @dataclass(frozen=True)
@@ -337,7 +338,7 @@ def lookup_plan(registry: Any, namespace: str, features: Sequence[str] | str | N
 
 
 def get_online_features(
-    store: Any,
+    parts: Parts,
     *,
     features: Sequence[str] | None = None,
     service: str | None = None,
@@ -349,8 +350,8 @@ def get_online_features(
     ``entity_rows``: a list of dicts, a dict of columns, a pyarrow table or a pandas DataFrame
     holding the join keys of the requested views. Missing and expired values are None.
     """
-    online = store.online_store()
-    plan = lookup_plan(store.registry, online.namespace, features, service)
+    online = parts.online()
+    plan = lookup_plan(parts.registry(), online.namespace, features, service)
     return plan.execute(online, entity_rows, include_event_times=include_event_times)
 
 

@@ -37,6 +37,7 @@ import numpy as np
 from feature_layer.errors import InputError, MaterializationConflictError, OnlineStoreError
 from feature_layer.online.encoding import encode_batch, view_layout
 from feature_layer.online.store import OnlineStore, WriteCounts, key_hashes
+from feature_layer.parts import Parts
 from feature_layer.registry.model import FeatureView
 from feature_layer.sql.latest import (
     CREATED_ALIAS,
@@ -136,7 +137,7 @@ def select_views(registry: Any, select: Sequence[str] | str | None) -> list[Feat
 
 
 def materialize(
-    store: Any,
+    parts: Parts,
     *,
     select: Sequence[str] | str | None = None,
     start: datetime | None = None,
@@ -146,7 +147,7 @@ def materialize(
     statistics: bool | None = None,
     late_lookback: timedelta = DEFAULT_LATE_LOOKBACK,
 ) -> MaterializeResult:
-    """Materialize the selected online views of ``store`` (a ``FeatureStore``) up to ``end`` (default now).
+    """Materialize the selected online views of ``parts`` up to ``end`` (default: the clock's now).
 
     Incremental from each view's watermark unless ``full_refresh`` (which first deletes the
     view's keys) or an explicit ``start`` (re-read rows with event time in [start, end]).
@@ -156,14 +157,14 @@ def materialize(
     warehouse out of created-at order (``feature_layer.sql.latest``).
     """
     began = time.perf_counter()
-    end = _utc(end) or store.clock.now()
+    end = _utc(end) or parts.clock.now()
     start = _utc(start)
     if start is not None and start > end:
         raise InputError(f"--start {start.isoformat()} is after --end {end.isoformat()}.", fix="swap them.")
-    views = select_views(store.registry, select)
-    engine = store.offline_engine()
-    online = store.online_store()
-    state = store.state
+    views = select_views(parts.registry(), select)
+    engine = parts.engine()
+    online = parts.online()
+    state = parts.state()
     results: list[ViewResult] = []
     with _Progress(progress) as bar:
         for view in views:
@@ -178,7 +179,7 @@ def materialize(
                     full_refresh=full_refresh,
                     statistics=statistics,
                     on_rows=bar.tracker(view.name),
-                    statistics_engine=_second_connection(store),
+                    statistics_engine=parts.new_engine,
                     late_lookback=late_lookback,
                 )
             )
@@ -444,21 +445,6 @@ def _as_utc(value: Any) -> datetime | None:
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     return None
-
-
-def _second_connection(store: Any) -> Callable[[], Any] | None:
-    """A factory for another warehouse connection of ``store`` (for statistics), when it has settings."""
-    settings = getattr(store, "settings", None)
-    if settings is None:
-        return None
-
-    def open_engine() -> Any:
-        from feature_layer.config import warehouse_settings
-        from feature_layer.offline.engine import connect
-
-        return connect(warehouse_settings(settings))
-
-    return open_engine
 
 
 def _marker_value(watermark: Watermark) -> bytes:

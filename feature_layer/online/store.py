@@ -9,7 +9,8 @@ Two implementations share one contract (and one test suite):
   SQLite file, the same never-older rule as an ``ON CONFLICT … WHERE`` upsert.
 
 Both enforce TTL at read time from the event time stored in the value (and expire keys where
-the store can), so an expired value is served as missing, never as present.
+the store can), so an expired value is served as missing, never as present. Opening the one a
+project configures is ``feature_layer.online.backends.connect_online_store``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from feature_layer.clock import Clock, clock_from_env, epoch_us_source
-from feature_layer.config import OnlineStoreSettings
-from feature_layer.errors import ConfigError
+from feature_layer.clock import clock_from_env, epoch_us_source
 from feature_layer.online.encoding import EncodedBatch
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
@@ -185,26 +184,3 @@ class OnlineStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def connect_online_store(settings: OnlineStoreSettings, namespace: str, clock: Clock | None = None) -> OnlineStore:
-    """Open the online store ``settings`` describe, for the project ``namespace``, telling time by
-    ``clock`` (default: ``FEATURE_LAYER_NOW`` or the system clock)."""
-    store = _open_online_store(settings, namespace)
-    if clock is not None:
-        store.clock = epoch_us_source(clock)
-    return store
-
-
-def _open_online_store(settings: OnlineStoreSettings, namespace: str) -> OnlineStore:
-    if settings.type == "redis":
-        from feature_layer.online.redis_store import RedisOnlineStore
-
-        return RedisOnlineStore.from_settings(settings, namespace)
-    if settings.type == "sqlite":
-        from feature_layer.online.sqlite_store import SqliteOnlineStore
-
-        if settings.path is None:
-            raise ConfigError("The sqlite online store has no path.", fix="set online_store.path in feature_layer.yml.")
-        return SqliteOnlineStore(settings.path, namespace)
-    raise ConfigError(f"Online store type {settings.type!r} is not supported.", fix="use `redis` or `sqlite`.")

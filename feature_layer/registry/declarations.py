@@ -7,13 +7,16 @@ its file and the fix, and building carries on, so a user sees all problems in on
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from feature_layer.dbt.artifacts import DbtNode, Manifest
 from feature_layer.durations import parse_duration
 from feature_layer.errors import ValidationIssue
+from feature_layer.registry.columns import CATALOG, SQL, YAML, ModelColumns, model_columns
 from feature_layer.registry.model import Entity, Feature, FeatureService, FeatureView
 from feature_layer.types import LOGICAL_TYPES, logical_type
 
@@ -33,6 +36,10 @@ class Declarations:
     views: dict[str, FeatureView] = field(default_factory=dict)
     services: dict[str, FeatureService] = field(default_factory=dict)
     issues: list[ValidationIssue] = field(default_factory=list)
+    broken_views: dict[str, list[ValidationIssue]] = field(default_factory=dict)
+    """Models declared as feature views but left out, by model name, with their own issues."""
+    broken_services: dict[str, list[ValidationIssue]] = field(default_factory=dict)
+    """ML exposures left out (a bad reference, or a feature view that is itself broken)."""
 
 
 def close_matches(word: str, candidates: Iterable[str]) -> str:
@@ -48,7 +55,12 @@ def _issue(code: str, message: str, fix: str, node: DbtNode | None = None, file:
         fix=fix,
         unique_id=node.unique_id if node else None,
         file=node.file_path if node else file,
+        yaml_file=node.yaml_path if node and node.yaml_path != node.file_path else None,
     )
+
+
+def _unknown_keys(keys: list[str]) -> str:
+    return f"{'an unknown key' if len(keys) == 1 else 'unknown keys'} {', '.join(keys)}"
 
 
 def _string_list(value: Any) -> list[str] | None:
@@ -78,7 +90,7 @@ def parse_entities(raw: Any, source: str) -> tuple[dict[str, Entity], list[Valid
             continue
         unknown = sorted(set(spec) - ENTITY_KEYS)
         if unknown:
-            issues.append(_issue("unknown-key", f"entity {name!r} has unknown key(s) {', '.join(unknown)}.",
+            issues.append(_issue("unknown-key", f"entity {name!r} has {_unknown_keys(unknown)}.",
                                  f"use only {', '.join(sorted(ENTITY_KEYS))}.", file=source))
         keys = _string_list(spec.get("join_keys"))
         if not keys:
@@ -89,14 +101,191 @@ def parse_entities(raw: Any, source: str) -> tuple[dict[str, Entity], list[Valid
     return entities, issues
 
 
-def _model_columns(node: DbtNode) -> dict[str, str | None]:
-    """Known columns of a model: the catalog (real table) when present, else schema.yml."""
-    if node.catalog_types:
-        return dict(node.catalog_types)
-    return {name: col.data_type for name, col in node.columns.items()}
+def near_miss_keys(keys: Iterable[Any]) -> list[str]:
+    """Keys that look like ``feature_layer`` but are not (``feature-layer``, ``featureLayer``, ``feature_layers``)."""
+    out = []
+    for key in keys:
+        text = str(key)
+        squashed = re.sub(r"[^a-z]", "", text.lower())
+        if text != META_KEY and (squashed == "featurelayer" or difflib.SequenceMatcher(None, text.lower(), META_KEY).ratio() >= 0.85):
+            out.append(text)
+    return out
 
 
-def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[ValidationIssue]) -> FeatureView | None:
+def misplaced_blocks(node: DbtNode) -> list[ValidationIssue]:
+    """A ``feature_layer`` block dbt keeps but feature_layer does not read: near-miss names, wrong level."""
+    issues = []
+    kind = "exposure" if node.resource_type == "exposure" else "model"
+    if META_KEY not in node.meta:
+        for key in near_miss_keys(node.meta):
+            issues.append(_issue("misspelt-block", f"the {kind}'s meta has a {key!r} block, which feature_layer does not "
+                                 f"read. Did you mean {META_KEY!r}?",
+                                 f"rename `{key}:` to `{META_KEY}:` under the {kind}'s `config: meta:`.", node))
+        for key in [k for k in node.config if k == META_KEY or k in near_miss_keys(node.config)]:
+            issues.append(_issue("misplaced-block", f"the {kind} has `{key}:` directly under `config:`, which "
+                                 f"feature_layer does not read (it reads `config: meta: {META_KEY}:`).",
+                                 f"move the block under `config: meta:` and name it `{META_KEY}:`.", node))
+    return issues
+
+
+def _misplaced_column_blocks(node: DbtNode) -> list[ValidationIssue]:
+    """Column-level ``feature_layer`` blocks that are misspelt or outside the column's meta."""
+    issues = []
+    for col in node.columns.values():
+        if META_KEY not in col.meta:
+            for key in near_miss_keys(col.meta):
+                issues.append(_issue("misspelt-block", f"column {col.name!r} has a meta block {key!r}, which "
+                                     f"feature_layer does not read. Did you mean {META_KEY!r}?",
+                                     f"rename `{key}:` to `{META_KEY}:` under the column's `config: meta:`.", node))
+        for key in [k for k in col.extra if k == META_KEY or k in near_miss_keys(col.extra)]:
+            issues.append(_issue("misplaced-block", f"column {col.name!r} has `{key}:` outside its meta, which "
+                                 "feature_layer does not read (dbt keeps it as an unknown column property).",
+                                 f"move it under the column's `config: meta: {META_KEY}:`, e.g. "
+                                 f"`- name: {col.name}` / `config: {{meta: {{{META_KEY}: {{...}}}}}}`.", node))
+    return issues
+
+
+_READ_FROM = {CATALOG: "catalog.json lists", SQL: "the model's SQL selects",
+              YAML: "the model's `columns:` in schema.yml list (no catalog.json, and the SQL could not be read)"}
+
+
+def _not_found(cols: ModelColumns, name: str) -> str:
+    shown = ", ".join(list(cols.names.values())[:12]) + (", …" if len(cols.names) > 12 else "")
+    return f" ({_READ_FROM[cols.source]}: {shown or 'nothing'}).{close_matches(name.lower(), cols.types)}"
+
+
+def _source_fix(cols: ModelColumns) -> str:
+    if cols.source == CATALOG:
+        return "; catalog.json is the warehouse table as of the last `dbt docs generate`, so run it again after `dbt build`"
+    if cols.source == YAML:
+        return "; or list it under the model's `columns:`, or run `dbt compile` so the compiled SQL can be read"
+    return ""
+
+
+@dataclass(frozen=True)
+class _Role:
+    """What a declared column name is for, in words for messages."""
+
+    label: str  # "join key 'user_id' of entity 'user'"
+    code: str  # issue code when the column is missing
+    fix: str  # fix when it is missing
+    where: str  # where the name is written, for the case fix
+
+
+def _column_check(node: DbtNode, cols: ModelColumns, name: str, role: _Role, issues: list[ValidationIssue]) -> bool:
+    """Is ``name`` a column, spelled exactly as the warehouse has it? Unknown (``select *``) counts as yes.
+
+    Names must match exactly: PostgreSQL (like most warehouses) treats quoted names as
+    case-sensitive and the generated SQL quotes every name, so ``User_ID`` is not ``user_id``.
+    """
+    lowered = name.lower()
+    if lowered in cols.types:
+        actual = cols.spelling(lowered)
+        if lowered in cols.exact and actual != name:
+            issues.append(_issue("name-case", f"{role.label} matches the model's column {actual!r} only when case "
+                                 "is ignored; generated SQL quotes names, and PostgreSQL (like most warehouses) "
+                                 "compares quoted names case-sensitively, so it would fail there.",
+                                 f"spell it {actual!r} in {role.where} (or alias the column `as \"{name}\"` "
+                                 "in the model).", node))
+            return False
+        return True
+    if cols.complete:
+        issues.append(_issue(role.code, f"{role.label} is not a column of the model{_not_found(cols, name)}",
+                             role.fix + _source_fix(cols) + ".", node))
+        return False
+    return True
+
+
+def _entity_names(node: DbtNode, block: Mapping[str, Any], entities: Mapping[str, Entity],
+                  issues: list[ValidationIssue]) -> list[str]:
+    entity_names = _string_list(block.get("entities", block.get("entity")))
+    if not entity_names:
+        issues.append(_issue("missing-entity", "the feature view names no entity.",
+                             f"add `entities: [<name>]` to meta.{META_KEY}; declared entities: {', '.join(entities) or '(none)'}.", node))
+        return []
+    for name in entity_names:
+        if name not in entities:
+            issues.append(_issue("unknown-entity", f"entity {name!r} is not declared.{close_matches(name, entities)}",
+                                 f"declare it under vars.feature_layer.entities in dbt_project.yml, or use one of: "
+                                 f"{', '.join(entities) or '(none)'}.", node))
+    return entity_names
+
+
+def _join_keys(node: DbtNode, entity_names: list[str], entities: Mapping[str, Entity], cols: ModelColumns,
+               issues: list[ValidationIssue]) -> list[str]:
+    join_keys: list[str] = []
+    for name in entity_names:
+        for key in entities[name].join_keys if name in entities else ():
+            if key not in join_keys:
+                join_keys.append(key)
+            _column_check(node, cols, key, _Role(
+                f"join key {key!r} of entity {name!r}", "join-key-missing",
+                f"select {key!r} in the model, or use an entity whose keys the model has",
+                f"the join_keys of entity {name!r} (vars.feature_layer.entities in dbt_project.yml)"), issues)
+    return join_keys
+
+
+def _timestamps(node: DbtNode, block: Mapping[str, Any], cols: ModelColumns, issues: list[ValidationIssue]) -> tuple[Any, Any]:
+    event_time = block.get("event_time") or node.config.get("event_time")
+    created_at = block.get("created_at")
+    if not event_time:
+        issues.append(_issue("missing-event-time", "the feature view has no event-time column.",
+                             f"set `event_time: <column>` in meta.{META_KEY} or dbt's `event_time` model config.", node))
+    for role, name, code, fix in (
+        ("event-time", event_time, "event-time-not-in-model", "name an existing timestamp column, or select it in the model"),
+        ("created-at", created_at, "created-at-not-in-model", "name an existing timestamp column, or remove `created_at`"),
+    ):
+        if not name:
+            continue
+        if not isinstance(name, str):
+            issues.append(_issue(f"{role}-format", f"{role} must be a column name, got {name!r}.",
+                                 f"write `{role.replace('-', '_')}: <column>`.", node))
+            continue
+        key = role.replace("-", "_")
+        if not _column_check(node, cols, name, _Role(f"{role} column {name!r}", code, fix,
+                                                     f"`{key}:` of meta.{META_KEY}"), issues):
+            continue
+        sql_type = cols.types.get(name.lower())
+        if sql_type and logical_type(sql_type) not in {"timestamp", "date", "unknown"}:
+            issues.append(_issue(f"{role}-type", f"{role} column {name!r} has type {sql_type}, not a timestamp.",
+                                 f"cast it in the model, e.g. `cast({name} as timestamp) as {name}`.", node))
+    return event_time, created_at
+
+
+def _ttl(node: DbtNode, raw: Any, issues: list[ValidationIssue]) -> timedelta | None:
+    """A TTL with a unit: a bare YAML number (``ttl: 2``) is refused, not read as seconds."""
+    if raw in (None, "", "none"):
+        return None
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        if raw != raw or raw in (float("inf"), float("-inf")):  # .nan, .inf
+            issues.append(_issue("bad-ttl", f"ttl {raw!r} is not a duration.",
+                                 "leave ttl out for no limit, or write a duration such as `30d` or `12h`.", node))
+            return None
+        shown = int(raw) if raw == int(raw) else raw
+        issues.append(_issue("bad-ttl", f"ttl {shown!r} has no unit (a bare number is ambiguous).",
+                             f"write `{shown}h` or `{shown}d` (or `{shown}s` if you mean seconds); units are s, m, h, d, w.", node))
+        return None
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        issues.append(_issue("bad-ttl", f"ttl {raw!r} cannot be parsed: {exc}.",
+                             "write a duration such as `30d`, `12h`, `1w` or `1d12h`, or leave ttl out for no limit.", node))
+        return None
+
+
+def _owner(node: DbtNode, raw: Any, issues: list[ValidationIssue]) -> str | None:
+    if raw in (None, ""):
+        return None
+    if isinstance(raw, str):
+        return raw
+    example = next((str(raw[k]) for k in ("email", "name") if isinstance(raw, Mapping) and raw.get(k)), "risk-team")
+    issues.append(_issue("bad-owner", f"owner must be a team name or an email, got {type(raw).__name__} {raw!r}.",
+                         f"write `owner: {example}`.", node))
+    return None
+
+
+def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[ValidationIssue],
+                    dialect: str = "duckdb") -> FeatureView | None:
     block = node.meta.get(META_KEY)
     if not isinstance(block, Mapping):
         issues.append(_issue("meta-format", f"meta.{META_KEY} must be a mapping, got {type(block).__name__}.",
@@ -106,55 +295,19 @@ def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[
     unknown = sorted(set(block) - VIEW_KEYS)
     if unknown:
         hint = "".join(close_matches(k, VIEW_KEYS) for k in unknown)
-        issues.append(_issue("unknown-key", f"meta.{META_KEY} has unknown key(s) {', '.join(unknown)}.{hint}",
+        issues.append(_issue("unknown-key", f"meta.{META_KEY} has {_unknown_keys(unknown)}.{hint}",
                              f"use only {', '.join(sorted(VIEW_KEYS))}.", node))
-    entity_names = _string_list(block.get("entities", block.get("entity")))
-    if not entity_names:
-        issues.append(_issue("missing-entity", "the feature view names no entity.",
-                             f"add `entities: [<name>]` to meta.{META_KEY}; declared entities: {', '.join(entities) or '(none)'}.", node))
-        entity_names = []
-    for name in entity_names:
-        if name not in entities:
-            issues.append(_issue("unknown-entity", f"entity {name!r} is not declared.{close_matches(name, entities)}",
-                                 f"declare it under vars.feature_layer.entities in dbt_project.yml, or use one of: "
-                                 f"{', '.join(entities) or '(none)'}.", node))
-    columns = _model_columns(node)
-    if not columns:
+    issues.extend(_misplaced_column_blocks(node))
+    entity_names = _entity_names(node, block, entities, issues)
+    cols = model_columns(node, dialect)
+    if not cols:
         issues.append(_issue("no-columns", "no columns are known for this model.",
-                             "list its columns in the model's schema.yml, or run `dbt docs generate` to write catalog.json.", node))
-    join_keys: list[str] = []
-    for name in entity_names:
-        for key in entities[name].join_keys if name in entities else ():
-            if key not in join_keys:
-                join_keys.append(key)
-            if columns and key.lower() not in columns:
-                issues.append(_issue("join-key-missing", f"join key {key!r} of entity {name!r} is not a column of the model.",
-                                     f"select {key!r} in the model, or use an entity whose keys the model has.", node))
-    event_time = block.get("event_time") or node.config.get("event_time")
-    if not event_time:
-        issues.append(_issue("missing-event-time", "the feature view has no event-time column.",
-                             f"set `event_time: <column>` in meta.{META_KEY} or dbt's `event_time` model config.", node))
-    elif columns and str(event_time).lower() not in columns:
-        issues.append(_issue("event-time-not-in-model", f"event-time column {event_time!r} is not in the model."
-                             f"{close_matches(str(event_time).lower(), columns)}",
-                             "name an existing timestamp column, or select it in the model.", node))
-    for role, name in (("event-time", event_time), ("created-at", block.get("created_at"))):
-        sql_type = columns.get(str(name).lower()) if name else None
-        if sql_type and logical_type(sql_type) not in {"timestamp", "date", "unknown"}:
-            issues.append(_issue(f"{role}-type", f"{role} column {name!r} has type {sql_type}, not a timestamp.",
-                                 f"cast it in the model, e.g. `cast({name} as timestamp) as {name}`.", node))
-    created_at = block.get("created_at")
-    if created_at and columns and str(created_at).lower() not in columns:
-        issues.append(_issue("created-at-not-in-model", f"created-at column {created_at!r} is not in the model."
-                             f"{close_matches(str(created_at).lower(), columns)}",
-                             "name an existing timestamp column, or remove `created_at`.", node))
-    ttl = None
-    if block.get("ttl") not in (None, "", "none"):
-        try:
-            ttl = parse_duration(block["ttl"])
-        except ValueError as exc:
-            issues.append(_issue("bad-ttl", f"ttl {block['ttl']!r} cannot be parsed: {exc}.",
-                                 "write a duration such as `30d`, `12h`, `1w` or `1d12h`, or leave ttl out for no limit.", node))
+                             "list its columns in the model's schema.yml, or run `dbt compile` (feature_layer reads the "
+                             "select list) or `dbt docs generate` (it writes catalog.json).", node))
+    join_keys = _join_keys(node, entity_names, entities, cols, issues)
+    event_time, created_at = _timestamps(node, block, cols, issues)
+    ttl = _ttl(node, block.get("ttl"), issues)
+    owner = _owner(node, block.get("owner"), issues)
     online = block.get("online", True)
     if not isinstance(online, bool):
         issues.append(_issue("bad-online", f"online must be true or false, got {online!r}.", "write `online: true` or `online: false`.", node))
@@ -162,10 +315,10 @@ def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[
     if tags is None:
         issues.append(_issue("bad-tags", "tags must be a list of strings.", "write `tags: [fraud, velocity]`.", node))
         tags = []
-    features = _features(node, block, columns, join_keys, event_time, created_at, issues)
+    features = _features(node, block, cols, join_keys, event_time, created_at, issues)
     if len(issues) > start:
         return None
-    column_types = tuple((node.columns[c].name if c in node.columns else c, logical_type(t)) for c, t in columns.items())
+    column_types = tuple((cols.spelling(c), logical_type(t)) for c, t in cols.types.items())
     return FeatureView(
         name=node.name,
         unique_id=node.unique_id,
@@ -175,7 +328,7 @@ def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[
         created_at=str(created_at) if created_at else None,
         ttl=ttl,
         online=online,
-        owner=str(block["owner"]) if block.get("owner") else None,
+        owner=owner,
         tags=tuple(tags) + tuple(t for t in node.tags if t not in tags),
         description=str(block.get("description") or node.description),
         features=tuple(features),
@@ -190,17 +343,36 @@ def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[
     )
 
 
-def _features(
-    node: DbtNode,
-    block: Mapping[str, Any],
-    columns: Mapping[str, str | None],
-    join_keys: list[str],
-    event_time: Any,
-    created_at: Any,
-    issues: list[ValidationIssue],
-) -> list[Feature]:
-    """Columns that are features: the explicit list, else marked columns, else all non-key columns."""
-    reserved = {k.lower() for k in join_keys} | {str(event_time).lower(), str(created_at).lower()}
+# warehouse logical type -> dtypes its values convert to without loss (what materialize's Arrow cast accepts)
+_CONVERTS_TO: dict[str, set[str]] = {
+    "int64": {"int64", "float64", "decimal", "string"},
+    "float64": {"float64", "string"},
+    "decimal": {"decimal", "float64", "string"},
+    "bool": {"bool", "int64", "float64", "string"},
+    "date": {"date", "timestamp", "string"},
+    "timestamp": {"timestamp", "string"},
+    "string": {"string"},
+}
+_DECIMAL_SCALE = re.compile(r"\(\s*\d+\s*,\s*(\d+)\s*\)")
+
+
+def _dtype_fits(sql_type: str, dtype: str) -> bool:
+    """Can a ``sql_type`` column be read as ``dtype``? Unknown warehouse types are given the benefit."""
+    source = logical_type(sql_type)
+    if source == "unknown" or dtype in _CONVERTS_TO.get(source, {dtype}):
+        return True
+    if source == "decimal" and dtype == "int64":  # DECIMAL(38,0) from integer sums: whole numbers
+        scale = _DECIMAL_SCALE.search(sql_type)
+        return scale is not None and int(scale.group(1)) == 0
+    return False
+
+
+_CAST_TO = {"int64": "bigint", "float64": "double", "bool": "boolean", "string": "varchar", "timestamp": "timestamp",
+            "date": "date", "decimal": "decimal(38, 9)"}
+
+
+def _column_overrides(node: DbtNode, cols: ModelColumns, issues: list[ValidationIssue]) -> tuple[dict[str, bool], dict[str, dict[str, Any]]]:
+    """Per-column ``meta.feature_layer``: the ``feature`` flags and the dtype/tags overrides."""
     flags: dict[str, bool] = {}
     overrides: dict[str, dict[str, Any]] = {}
     for name, col in node.columns.items():
@@ -221,47 +393,72 @@ def _features(
             issues.append(_issue("bad-dtype", f"column {col.name!r} has dtype {spec['dtype']!r}.{close_matches(str(spec['dtype']), USABLE_TYPES)}",
                                  f"use one of: {', '.join(USABLE_TYPES)}.", node))
             continue
+        sql_type = cols.types.get(name) or col.data_type
+        if "dtype" in spec and sql_type and not _dtype_fits(sql_type, spec["dtype"]):
+            where = "in the warehouse (catalog.json)" if cols.source == CATALOG and cols.types.get(name) else "(its data_type)"
+            issues.append(_issue("dtype-mismatch", f"column {col.name!r} is {sql_type} {where}, but its dtype "
+                                 f"override is {spec['dtype']!r}: its values do not convert without loss, so "
+                                 "materialize would fail.",
+                                 f"remove the dtype (it is read as {logical_type(sql_type)!r}), or convert in the model: "
+                                 f"`cast({col.name} as {_CAST_TO[spec['dtype']]}) as {col.name}`.", node))
+            continue
         if "tags" in spec and _string_list(spec["tags"]) is None:
             issues.append(_issue("bad-tags", f"column {col.name!r}: tags must be a list of strings.",
                                  "write `tags: [fraud, velocity]`.", node))
             continue
         overrides[name] = dict(spec)
+    return flags, overrides
+
+
+def _features(
+    node: DbtNode,
+    block: Mapping[str, Any],
+    cols: ModelColumns,
+    join_keys: list[str],
+    event_time: Any,
+    created_at: Any,
+    issues: list[ValidationIssue],
+) -> list[Feature]:
+    """Columns that are features: the explicit list, else marked columns, else all non-key columns."""
+    reserved = {k.lower() for k in join_keys} | {str(event_time).lower(), str(created_at).lower()}
+    flags, overrides = _column_overrides(node, cols, issues)
     explicit = block.get("features")
     if explicit is not None:
         names = _string_list(explicit)
         if names is None:
             issues.append(_issue("bad-features", "features must be a list of column names.", "write `features: [col_a, col_b]`.", node))
             return []
-        lowered = [n.lower() for n in names]
+        wanted = names
     elif any(flags.values()):
-        lowered = [n for n, on in flags.items() if on]
+        wanted = [cols.spelling(n) if n in cols else node.columns[n].name for n, on in flags.items() if on]
     else:
-        lowered = [c for c in columns if c not in reserved and flags.get(c, True)]
+        wanted = [cols.spelling(c) for c in cols.types if c not in reserved and flags.get(c, True)]
     seen: set[str] = set()
     features: list[Feature] = []
-    for name in lowered:
-        if name in seen:
+    for name in wanted:
+        lowered = name.lower()
+        if lowered in seen:
             issues.append(_issue("duplicate-feature", f"feature {name!r} is listed twice.", "list each feature once.", node))
             continue
-        seen.add(name)
-        if columns and name not in columns:
-            issues.append(_issue("feature-not-in-model", f"feature {name!r} is not a column of the model."
-                                 f"{close_matches(name, columns)}", "select it in the model or remove it from the list.", node))
+        seen.add(lowered)
+        if not _column_check(node, cols, name, _Role(f"feature {name!r}", "feature-not-in-model",
+                                                     "select it in the model or remove it from the list",
+                                                     f"`features:` of meta.{META_KEY}"), issues):
             continue
-        if name in reserved:
+        if lowered in reserved:
             issues.append(_issue("feature-is-key", f"{name!r} is a join key or timestamp, so it cannot be a feature.",
                                  "remove it from the feature list.", node))
             continue
-        col = node.columns.get(name)
-        sql_type = columns.get(name) or (col.data_type if col else None)
-        dtype = str(overrides.get(name, {}).get("dtype") or logical_type(sql_type))
+        col = node.columns.get(lowered)
+        sql_type = cols.types.get(lowered) or (col.data_type if col else None)
+        override = overrides.get(lowered, {})
         features.append(Feature(
-            name=col.name if col else name,
+            name=name,
             view=node.name,
-            dtype=dtype,
+            dtype=str(override.get("dtype") or logical_type(sql_type)),
             description=col.description if col else "",
             sql_type=sql_type,
-            tags=tuple(_string_list(overrides.get(name, {}).get("tags")) or (col.tags if col else ())),
+            tags=tuple(_string_list(override.get("tags")) or (col.tags if col else ())),
         ))
     if not features:
         issues.append(_issue("no-features", "the feature view has no feature columns.",
@@ -269,7 +466,7 @@ def _features(
     return features
 
 
-def _service_from_node(node: DbtNode, views: Mapping[str, FeatureView], known_views: set[str],
+def _service_from_node(node: DbtNode, views: Mapping[str, FeatureView], broken_views: Mapping[str, Any],
                        issues: list[ValidationIssue]) -> FeatureService | None:
     block = node.meta.get(META_KEY)
     if not isinstance(block, Mapping):
@@ -278,7 +475,7 @@ def _service_from_node(node: DbtNode, views: Mapping[str, FeatureView], known_vi
         return None
     unknown = sorted(set(block) - SERVICE_KEYS)
     if unknown:
-        issues.append(_issue("unknown-key", f"meta.{META_KEY} has unknown key(s) {', '.join(unknown)}.",
+        issues.append(_issue("unknown-key", f"meta.{META_KEY} has {_unknown_keys(unknown)}.",
                              f"use only {', '.join(sorted(SERVICE_KEYS))}.", node))
     refs = _string_list(block.get("features"))
     if not refs:
@@ -286,6 +483,7 @@ def _service_from_node(node: DbtNode, views: Mapping[str, FeatureView], known_vi
                              f"add `features: [view.feature, view.*]` to meta.{META_KEY}.", node))
         return None
     resolved: list[str] = []
+    broken_refs: set[str] = set()
     ok = True
     for ref in refs:
         view_name, dot, feature_name = ref.partition(".")
@@ -296,7 +494,16 @@ def _service_from_node(node: DbtNode, views: Mapping[str, FeatureView], known_vi
             continue
         view = views.get(view_name)
         if view is None:
-            if view_name not in known_views:  # an invalid view already has its own issue
+            if view_name in broken_views:
+                if view_name in broken_refs:
+                    ok = False
+                    continue
+                broken_refs.add(view_name)
+                issues.append(_issue("service-uses-broken-view", f"{ref!r} is in feature view {view_name!r}, "
+                                     "which is invalid and left out, so this service is left out too.",
+                                     f"fix the problems reported for feature view {view_name!r} "
+                                     "(`feature-layer validate` lists them).", node))
+            else:
                 issues.append(_issue("unknown-feature", f"feature view {view_name!r} (in {ref!r}) does not exist."
                                      f"{close_matches(view_name, views)}",
                                      "use a model with a meta.feature_layer block, or fix the name.", node))
@@ -327,26 +534,43 @@ def _service_from_node(node: DbtNode, views: Mapping[str, FeatureView], known_vi
     )
 
 
-def build_declarations(manifest: Manifest, raw_entities: Any, entities_source: str) -> Declarations:
-    """Validate every declaration in ``manifest``; return the good objects and all issues."""
+def build_declarations(manifest: Manifest, raw_entities: Any, entities_source: str,
+                       dialect: str = "duckdb") -> Declarations:
+    """Validate every declaration in ``manifest``; return the good objects and all issues.
+
+    ``dialect``: the sqlglot dialect of the compiled SQL, whose select list names the columns
+    when there is no catalog.
+    """
     out = Declarations()
     out.entities, out.issues = parse_entities(raw_entities, entities_source)
-    candidates = [n for n in manifest.nodes.values()
-                  if n.resource_type in {"model", "snapshot"} and n.enabled and META_KEY in n.meta]
+    models = [n for n in manifest.nodes.values() if n.resource_type in {"model", "snapshot"} and n.enabled]
+    misplaced = {n.unique_id: misplaced_blocks(n) for n in models if META_KEY not in n.meta}
+    for node in models:  # a misspelt block is a view that would silently vanish: it is a broken view
+        if misplaced.get(node.unique_id):
+            out.issues.extend(misplaced[node.unique_id])
+            out.broken_views[node.name] = misplaced[node.unique_id]
+    candidates = [n for n in models if META_KEY in n.meta]
     by_name: dict[str, list[DbtNode]] = {}
     for node in candidates:
         by_name.setdefault(node.name, []).append(node)
     for name, nodes in by_name.items():
+        start = len(out.issues)
         if len(nodes) > 1:
             for node in nodes:
                 out.issues.append(_issue("duplicate-view", f"feature view name {name!r} is used by "
                                          f"{', '.join(n.unique_id for n in nodes)}.",
                                          "rename one model (feature views are addressed by model name).", node))
+            out.broken_views[name] = out.issues[start:]
             continue
-        view = _view_from_node(nodes[0], out.entities, out.issues)
+        view = _view_from_node(nodes[0], out.entities, out.issues, dialect)
         if view is not None:
             out.views[view.name] = view
+        else:
+            out.broken_views[name] = out.issues[start:]
     for node in manifest.nodes.values():
+        if node.resource_type == "exposure" and META_KEY not in node.meta and misplaced_blocks(node):
+            out.issues.extend(misplaced_blocks(node))
+            out.broken_services[node.name] = misplaced_blocks(node)
         if node.resource_type != "exposure" or META_KEY not in node.meta:
             continue
         if node.exposure_type != "ml":
@@ -354,7 +578,10 @@ def build_declarations(manifest: Manifest, raw_entities: Any, entities_source: s
                                      "set `type: ml` on the exposure (feature services are ML exposures), "
                                      f"or remove its meta.{META_KEY} block.", node))
             continue
-        service = _service_from_node(node, out.views, set(by_name), out.issues)
+        start = len(out.issues)
+        service = _service_from_node(node, out.views, out.broken_views, out.issues)
         if service is not None:
             out.services[service.name] = service
+        else:
+            out.broken_services[node.name] = out.issues[start:]
     return out

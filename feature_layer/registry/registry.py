@@ -15,8 +15,15 @@ import yaml
 
 from feature_layer.config import Settings
 from feature_layer.dbt.artifacts import DbtNode, Manifest, load_manifest
-from feature_layer.errors import ConfigError, DeclarationError, UnknownFeatureError, ValidationIssue
-from feature_layer.registry.declarations import META_KEY, build_declarations, close_matches
+from feature_layer.errors import (
+    BrokenDeclarationError,
+    ConfigError,
+    DeclarationError,
+    UnknownFeatureError,
+    ValidationIssue,
+    plural,
+)
+from feature_layer.registry.declarations import META_KEY, build_declarations, close_matches, near_miss_keys
 from feature_layer.registry.model import Entity, Feature, FeatureService, FeatureView
 
 if TYPE_CHECKING:
@@ -39,15 +46,22 @@ def artifact_stamp(settings: Settings) -> tuple[float, float]:
     return mtime(settings.manifest_path), mtime(settings.catalog_path)
 
 
-def read_entity_declarations(project_dir: Path) -> tuple[Any, str]:
-    """``vars: feature_layer: entities:`` from dbt_project.yml (raw, validated later)."""
+def read_entity_declarations(project_dir: Path) -> tuple[Any, str, list[ValidationIssue]]:
+    """``vars: feature_layer: entities:`` from dbt_project.yml (raw, validated later), and a
+    misspelt ``vars`` block (``feature-layer:``) as an issue rather than silently no entities."""
     path = project_dir / "dbt_project.yml"
     try:
         project = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"Cannot read {path}: {exc}", fix="make dbt_project.yml valid YAML.") from exc
-    block = (project.get("vars") or {}).get(META_KEY) or {}
-    return (block.get("entities") if isinstance(block, dict) else None), str(path.name)
+    variables = project.get("vars") if isinstance(project, dict) else None
+    variables = variables if isinstance(variables, dict) else {}
+    block = variables.get(META_KEY) or {}
+    issues = [] if META_KEY in variables else [
+        ValidationIssue(code="misspelt-block", message=f"vars has a {key!r} block, which feature_layer does not read. "
+                        f"Did you mean {META_KEY!r}?", fix=f"rename `{key}:` to `{META_KEY}:` under `vars:`.",
+                        file=path.name) for key in near_miss_keys(variables)]
+    return (block.get("entities") if isinstance(block, dict) else None), str(path.name), issues
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,10 @@ class Registry:
     dbt_version: str = ""
     adapter_type: str = ""
     issues: list[ValidationIssue] = field(default_factory=list)
+    broken_views: dict[str, list[ValidationIssue]] = field(default_factory=dict)
+    """Feature views left out because their declaration is invalid (lenient load), by name."""
+    broken_services: dict[str, list[ValidationIssue]] = field(default_factory=dict)
+    """Feature services left out: a bad reference, or a feature view they use is broken."""
     _features: dict[str, Feature] = field(default_factory=dict, repr=False)
     _search_index: Any = field(default=None, repr=False)
 
@@ -111,8 +129,10 @@ class Registry:
     # -- construction ---------------------------------------------------------------
     @classmethod
     def from_manifest(cls, manifest: Manifest, raw_entities: Any, entities_source: str = "dbt_project.yml",
-                      *, strict: bool = True) -> Registry:
-        declared = build_declarations(manifest, raw_entities, entities_source)
+                      *, strict: bool = True, project_issues: Sequence[ValidationIssue] = ()) -> Registry:
+        declared = build_declarations(manifest, raw_entities, entities_source,
+                                      ADAPTER_DIALECTS.get(manifest.adapter_type, manifest.adapter_type or "duckdb"))
+        declared.issues[:0] = project_issues
         if strict and declared.issues:
             raise DeclarationError(declared.issues)
         return cls(
@@ -126,14 +146,44 @@ class Registry:
             dbt_version=manifest.dbt_version,
             adapter_type=manifest.adapter_type,
             issues=declared.issues,
+            broken_views=declared.broken_views,
+            broken_services=declared.broken_services,
         )
 
     @classmethod
     def load(cls, settings: Settings, *, strict: bool = True) -> Registry:
-        """Read the project's artifacts; ``strict`` raises on any invalid declaration."""
+        """Read the project's artifacts; ``strict`` raises on any invalid declaration.
+
+        ``strict=False`` keeps every valid view and service and lists the rest in
+        ``broken_views`` / ``broken_services``: one bad declaration degrades only itself,
+        and asking for a broken one by name raises its own issues.
+        """
         manifest = load_manifest(settings.manifest_path, settings.catalog_path)
-        raw_entities, source = read_entity_declarations(settings.project_dir)
-        return cls.from_manifest(manifest, raw_entities, source, strict=strict)
+        raw_entities, source, project_issues = read_entity_declarations(settings.project_dir)
+        return cls.from_manifest(manifest, raw_entities, source, strict=strict, project_issues=project_issues)
+
+    @property
+    def degraded(self) -> bool:
+        """True when a lenient load left out a feature view or service."""
+        return bool(self.broken_views or self.broken_services)
+
+    def degraded_message(self) -> str | None:
+        """One line naming what a lenient load left out (None when nothing was)."""
+        parts = []
+        if self.broken_views:
+            parts.append(f"{plural(len(self.broken_views), 'invalid feature view')} left out: "
+                         f"{', '.join(sorted(self.broken_views))}")
+        if self.broken_services:
+            parts.append(f"{plural(len(self.broken_services), 'feature service')} left out: "
+                         f"{', '.join(sorted(self.broken_services))}")
+        if not parts:
+            return None
+        return "; ".join(parts) + " (run `feature-layer validate` for the problems and their fixes)."
+
+    def _broken(self, kind: str, name: str, issues: list[ValidationIssue]) -> BrokenDeclarationError:
+        return BrokenDeclarationError(
+            issues, headline=f"{kind} {name!r} is invalid, so it was left out of the registry "
+            f"({plural(len(issues), 'problem')}):")
 
     @property
     def dialect(self) -> str:
@@ -154,6 +204,8 @@ class Registry:
         try:
             return self.views[name]
         except KeyError:
+            if name in self.broken_views:
+                raise self._broken("Feature view", name, self.broken_views[name]) from None
             raise UnknownFeatureError(
                 f"Feature view {name!r} does not exist.{close_matches(name, self.views)}",
                 fix="run `feature-layer features` to list feature views, or `dbt parse` if you just added it.",
@@ -163,6 +215,8 @@ class Registry:
         try:
             return self.services[name]
         except KeyError:
+            if name in self.broken_services:
+                raise self._broken("Feature service", name, self.broken_services[name]) from None
             raise UnknownFeatureError(
                 f"Feature service {name!r} does not exist.{close_matches(name, self.services)}",
                 fix=f"use one of: {', '.join(sorted(self.services)) or '(none declared)'} "

@@ -241,18 +241,17 @@ class SearchIndex:
                 if allowed is not None and i not in allowed:
                     continue
                 total = first_score
-                matched = [first_where]
+                wheres = []
                 for term in others:
                     score, where = self._score_one(i, term)
                     if not score:
                         break
                     total += score
-                    if where not in matched:
-                        matched.append(where)
+                    wheres.append(where)
                 else:
                     if snake in names[i] or phrase in self.descriptions[i]:
                         total += 15  # the words appear together, in order
-                    scored.append((-total, order[i], i, tuple(matched)))
+                    scored.append((-total, order[i], i, _in_query_order(terms, rarest, first_where, others, wheres)))
         best = sorted(scored) if limit is None or limit >= len(scored) else heapq.nsmallest(limit, scored)
         return [SearchHit(self.features[i], -neg, matched) for neg, _, i, matched in best], len(scored)
 
@@ -335,6 +334,15 @@ def index_for(registry: Any) -> SearchIndex:
         _indexes[:] = [(r, i) for r, i in _indexes if r() is not None][-(_CACHE_SIZE - 1):]
         _indexes.append((weakref.ref(registry), index))
     return index
+
+
+def _in_query_order(
+    terms: list[str], rarest: str, first_where: str, others: list[str], wheres: list[str]
+) -> tuple[str, ...]:
+    """The fields the (distinct) words matched, in the order they were typed, each field once."""
+    where_of = dict(zip(others, wheres, strict=True))
+    where_of[rarest] = first_where
+    return tuple(dict.fromkeys(where_of[t] for t in terms))
 
 
 def search(

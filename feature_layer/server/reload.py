@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,8 @@ class ServingStore:
     def __init__(self, store: Any, holder: RegistryHolder) -> None:
         self._store = store
         self._holder = holder
+        parts = getattr(store, "parts", None)
+        self.parts = None if parts is None else replace(parts, registry=lambda: holder.registry)
 
     @property
     def registry(self) -> Any:

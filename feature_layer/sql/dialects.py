@@ -5,9 +5,11 @@ of formulation cannot be left to the generator: it is made here, explicitly, per
 
 * ``asof``: DuckDB's ``ASOF LEFT JOIN`` on a feature table deduplicated per
   (keys, event time). One sort-merge pass; the fastest formulation where it exists.
-* ``window``: a range join on keys and ``event_time <= ts`` (and the TTL) ranked with
-  ``ROW_NUMBER()``; portable to every engine with window functions (PostgreSQL, Spark,
-  BigQuery, Trino, Snowflake, …).
+* ``window``: the entity rows and the feature rows in one ``UNION ALL``, sorted once per key
+  by a ``SUM(…) OVER (… ROWS UNBOUNDED PRECEDING)`` that numbers each entity row's latest
+  feature row, joined back on that number, the TTL applied after; portable to every engine
+  with window functions (PostgreSQL, Spark, BigQuery, Trino, Snowflake, …), and its cost does
+  not depend on how many feature rows share a key value.
 
 Both formulations implement the same semantics (``docs/training_sets.md``) and are executed
 against a brute-force reference in the tests.

@@ -9,10 +9,16 @@ The query is assembled in small named passes, each a function you can read on it
    timestamp as a naive UTC ``TIMESTAMP`` (``__fl_ts``).
 3. ``build_latest_per_event`` (dedupe) — for the ASOF formulation: one row per
    (keys, event time), the tie-break order deciding (ranking only the tied pairs).
-4. ``build_ranked_matches`` (per-view join) — for the window formulation: every feature row a
-   spine row may see, ranked, the best one kept.
+4. ``build_window_events`` + ``build_latest_matches`` (per-view join) — for the window
+   formulation: the view's feature rows and the entity rows in one ``UNION ALL``, one window per
+   key numbering each entity row's latest feature row, joined back on that number; the TTL
+   applied after, to the matched row. The cost does not depend on how many feature rows share a
+   key value.
 5. ``build_training_set_query`` (project) — joins the spine to each view and projects the
    entity columns unchanged, then the features, in input order.
+6. ``typed_feature`` (conform) — each feature cast to its logical type's SQL type (a DuckDB
+   ``HUGEINT`` to ``BIGINT``, a naive UTC timestamp to an instant), so every result — Arrow,
+   Parquet, a warehouse table — has the registry's type, as the online store does.
 
 Semantics (``docs/training_sets.md``): for each entity row and view, the matching feature row
 has equal join keys, ``event_time <= ts`` and, with a TTL, ``event_time >= ts - ttl``; the
@@ -71,6 +77,16 @@ class EntitySpine:
 
 
 @dataclass(frozen=True)
+class Conversion:
+    """How one feature's warehouse column becomes its logical type (see ``typed_feature``)."""
+
+    cast: exp.DataType | None = None
+    """The SQL type to cast to first (``None``: the column already has it)."""
+    to_instant: bool = False
+    """The (cast) value is a naive UTC timestamp to turn into a time-zone-aware instant."""
+
+
+@dataclass(frozen=True)
 class ViewOutputs:
     """The features one view contributes, and their output column names."""
 
@@ -80,10 +96,16 @@ class ViewOutputs:
     tz_aware: bool = False
     """The view's event time is time-zone-aware (``timestamptz``): it is compared with the as-of
     time as an instant in UTC, so the SQL gives the same rows in any session time zone."""
+    conversions: tuple[Conversion | None, ...] = ()
+    """Per feature (in ``features`` order), how its column becomes its logical type; empty or
+    ``None``: projected as the warehouse has it."""
 
     @property
     def alias(self) -> str:
         return self.view.name
+
+    def conversion(self, index: int) -> Conversion | None:
+        return self.conversions[index] if index < len(self.conversions) else None
 
 
 def interval(ttl: timedelta) -> exp.Interval:
@@ -107,12 +129,14 @@ def plan_outputs(
     entity_columns: Sequence[str] = (),
     full_feature_names: bool = False,
     tz_aware_views: Collection[str] = (),
+    conversions: Mapping[str, Conversion] | None = None,
 ) -> tuple[ViewOutputs, ...]:
     """Name each requested feature's output column and refuse clashes.
 
     Features are named as themselves, or ``view__feature`` with ``full_feature_names``. A name
     used twice (two views, or a view and an entity column) is an error naming both sources.
-    ``tz_aware_views`` names the views whose event time is time-zone-aware.
+    ``tz_aware_views`` names the views whose event time is time-zone-aware; ``conversions``
+    maps a feature reference (``view.feature``) to how its column becomes its logical type.
     """
     items = list(requested.items()) if isinstance(requested, Mapping) else list(requested)
     taken: dict[str, str] = {c: "the entity dataframe" for c in entity_columns}
@@ -145,7 +169,9 @@ def plan_outputs(
             taken[name] = f"feature {feature.ref}"
             names.append(name)
         if features:
-            plans.append(ViewOutputs(view, tuple(features), tuple(names), tz_aware=view.name in tz_aware_views))
+            typed = tuple((conversions or {}).get(f.ref) for f in features)
+            plans.append(ViewOutputs(view, tuple(features), tuple(names), tz_aware=view.name in tz_aware_views,
+                                     conversions=typed if any(typed) else ()))
     return tuple(plans)
 
 
@@ -274,6 +300,13 @@ def build_latest_per_event(outputs: ViewOutputs, dialect: str | None, tied: str)
 
 # ----------------------------------------------------------------------------- 4. per-view join (window)
 
+FEATURE_FLAG = "__fl_feature"
+"""In the window formulation's union: 1 for a feature row, 0 for an entity row."""
+AT = "__fl_t"
+"""In the window formulation's union: the feature row's event time, or the entity row's as-of time."""
+GROUP = "__fl_grp"
+"""How many feature rows of the key sort at or before this row: an entity row's latest feature row."""
+
 
 def _within_ttl(
     view: FeatureView, event: exp.Expression, ts: exp.Expression, *, tz_aware: bool = False, dialect: str | None = None
@@ -301,28 +334,100 @@ def _comparable(
     return to_naive_utc(event, dialect), ts
 
 
-def build_ranked_matches(outputs: ViewOutputs, dialect: str | None, as_of: str = TS) -> exp.Select:
-    """For each spine row, the best feature row it may see (the portable formulation)."""
+def _carried_columns(outputs: ViewOutputs) -> list[str]:
+    """The feature-row columns the union carries: the tie-break columns, then the requested features."""
     view = outputs.view
-    on = [exp.EQ(this=col(k, "s"), expression=col(k, "f")) for k in view.join_keys]
-    event, ts = _comparable(col(view.event_time, "f"), col(as_of, "s"), outputs.tz_aware, dialect)
-    on.append(exp.LTE(this=event, expression=ts))
-    ttl = _within_ttl(view, col(view.event_time, "f"), col(as_of, "s"), tz_aware=outputs.tz_aware, dialect=dialect)
-    if ttl is not None:
-        on.append(ttl)
-    order = [exp.Ordered(this=col(view.event_time, "f"), desc=True, nulls_first=False)]
-    order += tie_break_order(view, "f", dialect)
-    rank = exp.Window(this=exp.RowNumber(), partition_by=[col(ROW, "s")], order=exp.Order(expressions=order))
-    inner = (
-        exp.select(col(ROW, "s"), *[col(f.name, "f") for f in outputs.features])
-        .select(exp.alias_(rank, RANK, quoted=True))
+    names = [view.created_at] if view.created_at else []
+    names += [f.name for f in view.features if f.dtype in _ORDERABLE]
+    names += [f.name for f in outputs.features]
+    return list(dict.fromkeys(names))
+
+
+def _ascending(order: Sequence[exp.Ordered]) -> list[exp.Ordered]:
+    """``order`` reversed (latest/largest first, nulls last → oldest/smallest first, nulls first)."""
+    return [exp.Ordered(this=o.this.copy(), desc=False, nulls_first=True) for o in order]
+
+
+def build_window_events(outputs: ViewOutputs, dialect: str | None, as_of: str = TS) -> exp.Select:
+    """Entity rows and feature rows in one relation, each tagged with its key's latest feature row.
+
+    ``UNION ALL`` of the view's feature rows (``__fl_t`` = event time, as naive UTC) and the
+    spine's entity rows (``__fl_t`` = as-of time), then one window per key, ordered by time with
+    feature rows before entity rows at equal time and, among feature rows of one time, by the
+    tie-break order reversed (the winner last). ``__fl_grp`` counts the feature rows sorted at
+    or before each row: on a feature row it numbers that row, on an entity row it names the
+    latest feature row it may see (0: none). One sort per key, whatever the number of feature
+    rows per key value; ``build_latest_matches`` joins the numbers back.
+    """
+    view = outputs.view
+    carried = _carried_columns(outputs)
+    event = col(view.event_time, "f")
+    if outputs.tz_aware:
+        event = to_naive_utc(event, dialect)
+    features = (
+        exp.select(*[col(k, "f") for k in view.join_keys])
+        .select(
+            exp.alias_(event, AT, quoted=True),
+            exp.alias_(exp.Literal.number(1), FEATURE_FLAG, quoted=True),
+            exp.alias_(exp.Null(), ROW, quoted=True),
+        )
+        .select(*[col(c, "f") for c in carried])
+        .from_(relation_table(view, "f"))
+        .where(_not_null(*[col(k, "f") for k in view.join_keys], col(view.event_time, "f")))
+    )
+    entities = (
+        exp.select(*[col(k, "s") for k in view.join_keys])
+        .select(
+            exp.alias_(col(as_of, "s"), AT, quoted=True),
+            exp.alias_(exp.Literal.number(0), FEATURE_FLAG, quoted=True),
+            col(ROW, "s"),
+        )
+        .select(*[exp.alias_(exp.Null(), c, quoted=True) for c in carried])
         .from_(exp.Table(this=ident(SPINE), alias=exp.TableAlias(this=ident("s"))))
-        .join(relation_table(view, "f"), on=exp.and_(*on), join_type="inner")
+    )
+    order = [
+        exp.Ordered(this=col(AT, "u"), desc=False, nulls_first=True),
+        exp.Ordered(this=col(FEATURE_FLAG, "u"), desc=True, nulls_first=False),
+        *_ascending(tie_break_order(view, "u", dialect)),
+    ]
+    group = exp.Window(
+        this=exp.Sum(this=col(FEATURE_FLAG, "u")),
+        partition_by=[col(k, "u") for k in view.join_keys],
+        order=exp.Order(expressions=order),
+        spec=exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"),
     )
     return (
-        exp.select(col(ROW), *[col(f.name) for f in outputs.features])
-        .from_(inner.subquery(ident("ranked")))
-        .where(exp.EQ(this=col(RANK), expression=exp.Literal.number(1)))
+        exp.select(*[col(c, "u") for c in (*view.join_keys, AT, FEATURE_FLAG, ROW)])
+        .select(*[col(f.name, "u") for f in outputs.features])
+        .select(exp.alias_(group, GROUP, quoted=True))
+        .from_(exp.union(features, entities, distinct=False).subquery(ident("u")))
+    )
+
+
+def build_latest_matches(outputs: ViewOutputs, events: str) -> exp.Select:
+    """For each entity row, the feature row ``build_window_events`` numbered for it, within the TTL.
+
+    An equality join on (keys, ``__fl_grp``) of the entity rows with the feature rows of the CTE
+    ``events``; the TTL is applied after, on the matched row only (an expired latest row gives
+    nulls, it is never replaced by an older one). Keys compare with ``=``: a null key matches
+    nothing.
+    """
+    view = outputs.view
+    on = [exp.EQ(this=col(k, "e"), expression=col(k, "f")) for k in view.join_keys]
+    on.append(exp.EQ(this=col(GROUP, "e"), expression=col(GROUP, "f")))
+    on.append(exp.EQ(this=col(FEATURE_FLAG, "f"), expression=exp.Literal.number(1)))
+    if view.ttl is not None:
+        bound = exp.Sub(this=col(AT, "e"), expression=interval(view.ttl))
+        on.append(exp.GTE(this=col(AT, "f"), expression=bound))
+    return (
+        exp.select(col(ROW, "e"), *[col(f.name, "f") for f in outputs.features])
+        .from_(exp.Table(this=ident(events), alias=exp.TableAlias(this=ident("e"))))
+        .join(
+            exp.Table(this=ident(events), alias=exp.TableAlias(this=ident("f"))),
+            on=exp.and_(*on),
+            join_type="inner",
+        )
+        .where(exp.EQ(this=col(FEATURE_FLAG, "e"), expression=exp.Literal.number(0)))
     )
 
 
@@ -388,14 +493,50 @@ def build_training_set_query(
                     value = exp.Case(ifs=[exp.If(this=ttl.copy(), true=value)])
                 projections.append(exp.alias_(value, name, quoted=True))
         else:
-            query = query.with_(ident(cte), as_=build_ranked_matches(out, dialect, spine.as_of))
+            events = f"{cte}_events"
+            query = query.with_(ident(events), as_=build_window_events(out, dialect, spine.as_of))
+            query = query.with_(ident(cte), as_=build_latest_matches(out, events))
             query = query.join(
                 target, on=exp.EQ(this=col(ROW, alias), expression=col(ROW, "s")), join_type="left"
             )
             for feature, name in zip(out.features, out.names, strict=True):
                 projections.append(exp.alias_(col(feature.name, alias), name, quoted=True))
 
-    return query.select(*projections).order_by(exp.Ordered(this=col(ROW, "s")))
+    query = query.select(*projections).order_by(exp.Ordered(this=col(ROW, "s")))
+    return conform_feature_types(query, outputs, dialect)
+
+
+# ----------------------------------------------------------------------------- 6. conform
+
+
+def typed_feature(value: exp.Expression, conversion: Conversion | None, dialect: str | None) -> exp.Expression:
+    """``value`` as its feature's logical type: cast, then (a naive UTC timestamp) made an instant.
+
+    The instant is built with ``AT TIME ZONE 'UTC'``, never a cast that follows the session
+    time zone. Dialects without that conversion keep the naive UTC value.
+    """
+    if conversion is None:
+        return value
+    if conversion.cast is not None:
+        value = exp.cast(value, conversion.cast.copy())
+    if conversion.to_instant and capabilities(dialect).utc_instant:
+        value = to_utc_instant(value, dialect)
+    return value
+
+
+def conform_feature_types(query: exp.Select, outputs: Sequence[ViewOutputs], dialect: str | None) -> exp.Select:
+    """Apply each feature's ``Conversion`` to its output column (the last projections, in order)."""
+    conversions = [out.conversion(i) for out in outputs for i in range(len(out.features))]
+    if not any(conversions):
+        return query
+    projections = list(query.expressions)
+    start = len(projections) - len(conversions)
+    for offset, conversion in enumerate(conversions):
+        projection = projections[start + offset]
+        if conversion is not None and isinstance(projection, exp.Alias):
+            typed = typed_feature(projection.this, conversion, dialect)
+            projections[start + offset] = exp.alias_(typed, projection.alias, quoted=True)
+    return query.select(*projections, append=False)
 
 
 def training_set_sql(

@@ -8,64 +8,148 @@ WITH "__fl_spine" AS (
       ORDER BY "src"."user_id" NULLS FIRST, "src"."merchant_id" NULLS FIRST, "src"."event_timestamp" NULLS FIRST, "src"."label" NULLS FIRST
     ) AS "__fl_row"
   FROM "fl_snapshot"."entities" AS "src"
+), "__fl_v0_events" AS (
+  SELECT
+    "u"."user_id",
+    "u"."__fl_t",
+    "u"."__fl_feature",
+    "u"."__fl_row",
+    "u"."amount",
+    SUM("u"."__fl_feature") OVER (
+      PARTITION BY "u"."user_id"
+      ORDER BY "u"."__fl_t" ASC NULLS FIRST, "u"."__fl_feature" DESC, "u"."created_ts" ASC NULLS FIRST, "u"."amount" ASC NULLS FIRST, "u"."merchant" ASC NULLS FIRST
+      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    ) AS "__fl_grp"
+  FROM (
+    SELECT
+      "f"."user_id",
+      "f"."event_ts" AS "__fl_t",
+      1 AS "__fl_feature",
+      NULL AS "__fl_row",
+      "f"."created_ts",
+      "f"."amount",
+      "f"."merchant"
+    FROM "fl_snapshot"."user_activity" AS "f"
+    WHERE
+      NOT "f"."user_id" IS NULL AND NOT "f"."event_ts" IS NULL
+    UNION ALL
+    SELECT
+      "s"."user_id",
+      "s"."__fl_ts" AS "__fl_t",
+      0 AS "__fl_feature",
+      "s"."__fl_row",
+      NULL AS "created_ts",
+      NULL AS "amount",
+      NULL AS "merchant"
+    FROM "__fl_spine" AS "s"
+  ) AS "u"
 ), "__fl_v0" AS (
   SELECT
-    "__fl_row",
-    "amount"
+    "e"."__fl_row",
+    "f"."amount"
+  FROM "__fl_v0_events" AS "e"
+  INNER JOIN "__fl_v0_events" AS "f"
+    ON "e"."user_id" = "f"."user_id"
+    AND "e"."__fl_grp" = "f"."__fl_grp"
+    AND "f"."__fl_feature" = 1
+    AND "f"."__fl_t" >= "e"."__fl_t" - INTERVAL '30' DAY
+  WHERE
+    "e"."__fl_feature" = 0
+), "__fl_v1_events" AS (
+  SELECT
+    "u"."user_id",
+    "u"."merchant_id",
+    "u"."__fl_t",
+    "u"."__fl_feature",
+    "u"."__fl_row",
+    "u"."txn_count",
+    "u"."first_seen",
+    SUM("u"."__fl_feature") OVER (
+      PARTITION BY "u"."user_id", "u"."merchant_id"
+      ORDER BY "u"."__fl_t" ASC NULLS FIRST, "u"."__fl_feature" DESC, "u"."txn_count" ASC NULLS FIRST, "u"."first_seen" ASC NULLS FIRST
+      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    ) AS "__fl_grp"
   FROM (
     SELECT
+      "f"."user_id",
+      "f"."merchant_id",
+      "f"."event_ts" AS "__fl_t",
+      1 AS "__fl_feature",
+      NULL AS "__fl_row",
+      "f"."txn_count",
+      "f"."first_seen"
+    FROM "fl_snapshot"."user_merchant" AS "f"
+    WHERE
+      NOT "f"."user_id" IS NULL
+      AND NOT "f"."merchant_id" IS NULL
+      AND NOT "f"."event_ts" IS NULL
+    UNION ALL
+    SELECT
+      "s"."user_id",
+      "s"."merchant_id",
+      "s"."__fl_ts" AS "__fl_t",
+      0 AS "__fl_feature",
       "s"."__fl_row",
-      "f"."amount",
-      ROW_NUMBER() OVER (
-        PARTITION BY "s"."__fl_row"
-        ORDER BY "f"."event_ts" DESC, "f"."created_ts" DESC, "f"."amount" DESC, "f"."merchant" DESC
-      ) AS "__fl_rank"
+      NULL AS "txn_count",
+      NULL AS "first_seen"
     FROM "__fl_spine" AS "s"
-    INNER JOIN "fl_snapshot"."user_activity" AS "f"
-      ON "s"."user_id" = "f"."user_id"
-      AND "f"."event_ts" <= "s"."__fl_ts"
-      AND "f"."event_ts" >= "s"."__fl_ts" - INTERVAL '30' DAY
-  ) AS "ranked"
-  WHERE
-    "__fl_rank" = 1
+  ) AS "u"
 ), "__fl_v1" AS (
   SELECT
-    "__fl_row",
-    "txn_count",
-    "first_seen"
+    "e"."__fl_row",
+    "f"."txn_count",
+    "f"."first_seen"
+  FROM "__fl_v1_events" AS "e"
+  INNER JOIN "__fl_v1_events" AS "f"
+    ON "e"."user_id" = "f"."user_id"
+    AND "e"."merchant_id" = "f"."merchant_id"
+    AND "e"."__fl_grp" = "f"."__fl_grp"
+    AND "f"."__fl_feature" = 1
+    AND "f"."__fl_t" >= "e"."__fl_t" - INTERVAL '36' HOUR
+  WHERE
+    "e"."__fl_feature" = 0
+), "__fl_v2_events" AS (
+  SELECT
+    "u"."user_id",
+    "u"."__fl_t",
+    "u"."__fl_feature",
+    "u"."__fl_row",
+    "u"."age",
+    SUM("u"."__fl_feature") OVER (
+      PARTITION BY "u"."user_id"
+      ORDER BY "u"."__fl_t" ASC NULLS FIRST, "u"."__fl_feature" DESC, "u"."age" ASC NULLS FIRST
+      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    ) AS "__fl_grp"
   FROM (
     SELECT
+      "f"."user_id",
+      "f"."event_ts" AS "__fl_t",
+      1 AS "__fl_feature",
+      NULL AS "__fl_row",
+      "f"."age"
+    FROM "fl_snapshot"."user_profile" AS "f"
+    WHERE
+      NOT "f"."user_id" IS NULL AND NOT "f"."event_ts" IS NULL
+    UNION ALL
+    SELECT
+      "s"."user_id",
+      "s"."__fl_ts" AS "__fl_t",
+      0 AS "__fl_feature",
       "s"."__fl_row",
-      "f"."txn_count",
-      "f"."first_seen",
-      ROW_NUMBER() OVER (
-        PARTITION BY "s"."__fl_row"
-        ORDER BY "f"."event_ts" DESC, "f"."txn_count" DESC, "f"."first_seen" DESC
-      ) AS "__fl_rank"
+      NULL AS "age"
     FROM "__fl_spine" AS "s"
-    INNER JOIN "fl_snapshot"."user_merchant" AS "f"
-      ON "s"."user_id" = "f"."user_id"
-      AND "s"."merchant_id" = "f"."merchant_id"
-      AND "f"."event_ts" <= "s"."__fl_ts"
-      AND "f"."event_ts" >= "s"."__fl_ts" - INTERVAL '36' HOUR
-  ) AS "ranked"
-  WHERE
-    "__fl_rank" = 1
+  ) AS "u"
 ), "__fl_v2" AS (
   SELECT
-    "__fl_row",
-    "age"
-  FROM (
-    SELECT
-      "s"."__fl_row",
-      "f"."age",
-      ROW_NUMBER() OVER (PARTITION BY "s"."__fl_row" ORDER BY "f"."event_ts" DESC, "f"."age" DESC) AS "__fl_rank"
-    FROM "__fl_spine" AS "s"
-    INNER JOIN "fl_snapshot"."user_profile" AS "f"
-      ON "s"."user_id" = "f"."user_id" AND "f"."event_ts" <= "s"."__fl_ts"
-  ) AS "ranked"
+    "e"."__fl_row",
+    "f"."age"
+  FROM "__fl_v2_events" AS "e"
+  INNER JOIN "__fl_v2_events" AS "f"
+    ON "e"."user_id" = "f"."user_id"
+    AND "e"."__fl_grp" = "f"."__fl_grp"
+    AND "f"."__fl_feature" = 1
   WHERE
-    "__fl_rank" = 1
+    "e"."__fl_feature" = 0
 )
 SELECT
   "s"."user_id" AS "user_id",

@@ -8,43 +8,97 @@ WITH `__fl_spine` AS (
       ORDER BY `src`.`user_id`, `src`.`merchant_id`, `src`.`event_timestamp`, `src`.`label`
     ) AS `__fl_row`
   FROM `fl_snapshot`.`entities` AS `src`
+), `__fl_v0_events` AS (
+  SELECT
+    `u`.`user_id`,
+    `u`.`__fl_t`,
+    `u`.`__fl_feature`,
+    `u`.`__fl_row`,
+    `u`.`amount`,
+    `u`.`merchant`,
+    SUM(`u`.`__fl_feature`) OVER (
+      PARTITION BY `u`.`user_id`
+      ORDER BY `u`.`__fl_t` ASC, `u`.`__fl_feature` DESC, `u`.`created_ts` ASC, `u`.`amount` ASC, `u`.`merchant` ASC
+      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    ) AS `__fl_grp`
+  FROM (
+    SELECT
+      `f`.`user_id`,
+      DATETIME(`f`.`event_ts`, 'UTC') AS `__fl_t`,
+      1 AS `__fl_feature`,
+      NULL AS `__fl_row`,
+      `f`.`created_ts`,
+      `f`.`amount`,
+      `f`.`merchant`
+    FROM `fl_snapshot`.`user_activity` AS `f`
+    WHERE
+      NOT `f`.`user_id` IS NULL AND NOT `f`.`event_ts` IS NULL
+    UNION ALL
+    SELECT
+      `s`.`user_id`,
+      `s`.`__fl_ts` AS `__fl_t`,
+      0 AS `__fl_feature`,
+      `s`.`__fl_row`,
+      NULL AS `created_ts`,
+      NULL AS `amount`,
+      NULL AS `merchant`
+    FROM `__fl_spine` AS `s`
+  ) AS `u`
 ), `__fl_v0` AS (
   SELECT
-    `__fl_row`,
-    `amount`,
-    `merchant`
+    `e`.`__fl_row`,
+    `f`.`amount`,
+    `f`.`merchant`
+  FROM `__fl_v0_events` AS `e`
+  INNER JOIN `__fl_v0_events` AS `f`
+    ON `e`.`user_id` = `f`.`user_id`
+    AND `e`.`__fl_grp` = `f`.`__fl_grp`
+    AND `f`.`__fl_feature` = 1
+    AND `f`.`__fl_t` >= `e`.`__fl_t` - INTERVAL '30' DAY
+  WHERE
+    `e`.`__fl_feature` = 0
+), `__fl_v1_events` AS (
+  SELECT
+    `u`.`user_id`,
+    `u`.`__fl_t`,
+    `u`.`__fl_feature`,
+    `u`.`__fl_row`,
+    `u`.`age`,
+    SUM(`u`.`__fl_feature`) OVER (
+      PARTITION BY `u`.`user_id`
+      ORDER BY `u`.`__fl_t` ASC, `u`.`__fl_feature` DESC, `u`.`age` ASC
+      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    ) AS `__fl_grp`
   FROM (
     SELECT
+      `f`.`user_id`,
+      `f`.`event_ts` AS `__fl_t`,
+      1 AS `__fl_feature`,
+      NULL AS `__fl_row`,
+      `f`.`age`
+    FROM `fl_snapshot`.`user_profile` AS `f`
+    WHERE
+      NOT `f`.`user_id` IS NULL AND NOT `f`.`event_ts` IS NULL
+    UNION ALL
+    SELECT
+      `s`.`user_id`,
+      `s`.`__fl_ts` AS `__fl_t`,
+      0 AS `__fl_feature`,
       `s`.`__fl_row`,
-      `f`.`amount`,
-      `f`.`merchant`,
-      ROW_NUMBER() OVER (
-        PARTITION BY `s`.`__fl_row`
-        ORDER BY `f`.`event_ts` DESC, `f`.`created_ts` DESC, `f`.`amount` DESC, `f`.`merchant` DESC
-      ) AS `__fl_rank`
+      NULL AS `age`
     FROM `__fl_spine` AS `s`
-    INNER JOIN `fl_snapshot`.`user_activity` AS `f`
-      ON `s`.`user_id` = `f`.`user_id`
-      AND DATETIME(`f`.`event_ts`, 'UTC') <= `s`.`__fl_ts`
-      AND DATETIME(`f`.`event_ts`, 'UTC') >= `s`.`__fl_ts` - INTERVAL '30' DAY
-  ) AS `ranked`
-  WHERE
-    `__fl_rank` = 1
+  ) AS `u`
 ), `__fl_v1` AS (
   SELECT
-    `__fl_row`,
-    `age`
-  FROM (
-    SELECT
-      `s`.`__fl_row`,
-      `f`.`age`,
-      ROW_NUMBER() OVER (PARTITION BY `s`.`__fl_row` ORDER BY `f`.`event_ts` DESC, `f`.`age` DESC) AS `__fl_rank`
-    FROM `__fl_spine` AS `s`
-    INNER JOIN `fl_snapshot`.`user_profile` AS `f`
-      ON `s`.`user_id` = `f`.`user_id` AND `f`.`event_ts` <= `s`.`__fl_ts`
-  ) AS `ranked`
+    `e`.`__fl_row`,
+    `f`.`age`
+  FROM `__fl_v1_events` AS `e`
+  INNER JOIN `__fl_v1_events` AS `f`
+    ON `e`.`user_id` = `f`.`user_id`
+    AND `e`.`__fl_grp` = `f`.`__fl_grp`
+    AND `f`.`__fl_feature` = 1
   WHERE
-    `__fl_rank` = 1
+    `e`.`__fl_feature` = 0
 )
 SELECT
   `s`.`user_id` AS `user_id`,

@@ -4,21 +4,48 @@ WITH "__fl_spine" AS (
   SELECT
     "src".*
   FROM "__fl_entities_0" AS "src"
-), "__fl_v0" AS (
+), "__fl_v0_events" AS (
   SELECT
-    "__fl_row",
-    "age"
+    "u"."user_id",
+    "u"."__fl_t",
+    "u"."__fl_feature",
+    "u"."__fl_row",
+    "u"."age",
+    SUM("u"."__fl_feature") OVER (
+      PARTITION BY "u"."user_id"
+      ORDER BY "u"."__fl_t" ASC NULLS FIRST, "u"."__fl_feature" DESC, "u"."age" ASC NULLS FIRST
+      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    ) AS "__fl_grp"
   FROM (
     SELECT
+      "f"."user_id",
+      "f"."event_ts" AS "__fl_t",
+      1 AS "__fl_feature",
+      NULL AS "__fl_row",
+      "f"."age"
+    FROM "fl_snapshot"."user_profile" AS "f"
+    WHERE
+      NOT "f"."user_id" IS NULL AND NOT "f"."event_ts" IS NULL
+    UNION ALL
+    SELECT
+      "s"."user_id",
+      "s"."event_timestamp" AS "__fl_t",
+      0 AS "__fl_feature",
       "s"."__fl_row",
-      "f"."age",
-      ROW_NUMBER() OVER (PARTITION BY "s"."__fl_row" ORDER BY "f"."event_ts" DESC, "f"."age" DESC) AS "__fl_rank"
+      NULL AS "age"
     FROM "__fl_spine" AS "s"
-    INNER JOIN "fl_snapshot"."user_profile" AS "f"
-      ON "s"."user_id" = "f"."user_id" AND "f"."event_ts" <= "s"."event_timestamp"
-  ) AS "ranked"
+  ) AS "u"
+), "__fl_v0" AS (
+  SELECT
+    "e"."__fl_row",
+    "f"."age"
+  FROM "__fl_v0_events" AS "e"
+  INNER JOIN "__fl_v0_events" AS "f"
+    ON "e"."user_id" = "f"."user_id"
+    AND "e"."__fl_grp" = "f"."__fl_grp"
+    AND "f"."__fl_feature" = 1
   WHERE
-    "__fl_rank" = 1
+    "e"."__fl_feature" = 0
 )
 SELECT
   "s"."user_id" AS "user_id",
