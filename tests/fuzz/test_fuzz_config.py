@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from feature_layer.client import FeatureStore
 from feature_layer.config import load_settings, warehouse_settings
-from feature_layer.online.store import connect_online_store
+from feature_layer.online.backends import connect_online_store
 from tests.fuzz.fuzz_harness import check, examples
 from tests.fuzz.strategies import NASTY_TEXT, NUMBERS, TEXT, json_values, mapping, maybe, mostly
 
