@@ -104,13 +104,15 @@ class TrainingSet:
         return batch
 
     def to_pandas(self) -> pandas.DataFrame:
+        from feature_layer.extras import require
+
+        require("pandas", "TrainingSet.to_pandas()")
         return self.to_arrow().to_pandas()
 
     def to_polars(self) -> polars.DataFrame:
-        try:
-            import polars as pl
-        except ImportError as exc:
-            raise InputError("polars is not installed.", fix="pip install 'feature_layer[polars]'.") from exc
+        from feature_layer.extras import require
+
+        pl = require("polars", "TrainingSet.to_polars()")
         return pl.from_arrow(_polars_ready(self.to_arrow()))
 
     def to_parquet(self, path: str | Path, *, batch_size: int = 100_000) -> Path:
