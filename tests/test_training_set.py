@@ -155,7 +155,7 @@ def test_outputs_arrow_pandas_polars_parquet_table_sql(duck_store, labels, tmp_p
     training.to_table("main.my_training_set", replace=True)
     assert "ASOF LEFT JOIN" in training.sql()
     postgres_sql = training.sql("postgres")
-    assert "ASOF" not in postgres_sql and "ROW_NUMBER() OVER" in postgres_sql
+    assert "ASOF" not in postgres_sql and "UNION ALL" in postgres_sql and "ROWS BETWEEN UNBOUNDED PRECEDING" in postgres_sql
     assert engine.fetch_arrow(training.sql()).to_pylist() == table.to_pylist()
 
 
