@@ -241,11 +241,18 @@ def bench_materialize(db: Path, redis_server: PrivateRedis, repeat: int) -> dict
     write_times, floor_times = [], []
     values = [np.random.default_rng(1).bytes(88) for _ in range(n_keys)]
     keys = [b"floor:%d" % i for i in range(n_keys)]
-    for _ in range(repeat + 2):
+    from feature_layer.online.store import RunFence
+
+    for i in range(repeat + 2):
         client.flushall()
         writer_online.script_sha(refresh=True)
+        # Fenced and ledgered like a real run: every request carries the token, the lease expiry
+        # and its ledger bit (the write script checks the fence and the server's TIME).
+        lease_end = (time.time_ns() // 1000) + 3_600_000_000
+        fence = RunFence("bench", "bench", i + 1, f"run{i}", lambda end=lease_end: end)
+        writer_online.claim(fence)
         start = time.perf_counter()
-        with writer_online.writer(ttl_us=layout.ttl_us) as w:
+        with writer_online.writer(ttl_us=layout.ttl_us, fence=fence) as w:
             for e in encoded:
                 w.write(e)
         write_times.append(time.perf_counter() - start)
