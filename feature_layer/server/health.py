@@ -134,7 +134,7 @@ def stale_layouts(store: Any, registry: Any) -> dict[str, dict[str, Any]]:
             state = layout_state(online, view)
         except FeatureLayerError:
             continue
-        if state.stale:
+        if state.stale and state.active is not None:  # never materialized is freshness "never", not stale
             out[view.name] = {"active": state.active, "wanted": state.wanted,
                               "missing_features": list(state.missing_features)}
     return out
