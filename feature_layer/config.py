@@ -10,6 +10,7 @@ Unknown keys are refused, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,11 @@ class WarehouseSettings:
     schema: str | None = None
     project_dir: Path | None = None
     """Relative paths in the warehouse (dbt-duckdb views over Parquet) resolve against it."""
+    profile_path: str | None = None
+    """The DuckDB ``path`` as written in profiles.yml (rendered), for messages."""
+    database: str | None = None
+    """The database dbt compiles relations into: dbname (PostgreSQL), the file's stem or the
+    profile's ``database`` (DuckDB). A manifest built for another target names another one."""
 
 
 @dataclass(frozen=True)
@@ -285,11 +291,11 @@ def warehouse_settings(settings: Settings, dbt_project_profile: str | None = Non
     out = {k: _render_env(v) for k, v in outputs[target].items()}
     kind = out.get("type")
     if kind == "duckdb":
-        path = Path(out.get("path", ":memory:"))
-        if not path.is_absolute():
-            path = settings.project_dir / path
+        raw_path = str(out.get("path", ":memory:"))
         return WarehouseSettings(
-            type="duckdb", target=target, path=path, schema=out.get("schema", "main"), project_dir=settings.project_dir
+            type="duckdb", target=target, path=duckdb_path(raw_path, settings.project_dir),
+            schema=out.get("schema", "main"), project_dir=settings.project_dir, profile_path=raw_path,
+            database=out.get("database") or _duckdb_database_name(raw_path),
         )
     if kind == "postgres":
         return WarehouseSettings(
@@ -301,8 +307,66 @@ def warehouse_settings(settings: Settings, dbt_project_profile: str | None = Non
             password=out.get("password") or out.get("pass") or None,
             dbname=out.get("dbname") or out.get("database"),
             schema=out.get("schema"),
+            database=out.get("dbname") or out.get("database"),
         )
     raise ConfigError(
         f"Target {target!r} uses adapter {kind!r}, which feature_layer cannot query yet.",
         fix="use a duckdb or postgres target.",
+    )
+
+
+def _is_file_path(raw_path: str) -> bool:
+    """False for ``:memory:`` and URL-like paths (``md:…``, ``s3://…``) DuckDB opens itself."""
+    return raw_path not in {"", ":memory:"} and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", raw_path)
+
+
+def duckdb_path(raw_path: str, project_dir: Path) -> Path:
+    """Where the DuckDB file of a profile lives.
+
+    dbt-duckdb hands ``path`` to ``duckdb.connect`` unchanged, so a relative path is relative
+    to the directory dbt runs in: the project folder when you run ``dbt build`` there (dbt's
+    default, and what ``feature_layer.dbt.runner`` does). feature_layer cannot know where an
+    earlier dbt ran, so it resolves a relative path against the project folder, that same
+    default; ``require_warehouse_file`` explains the other case when the file is missing.
+    """
+    if not _is_file_path(raw_path):
+        return Path(raw_path)
+    path = Path(raw_path).expanduser()
+    return path if path.is_absolute() else project_dir / path
+
+
+def _duckdb_database_name(raw_path: str) -> str:
+    """The catalog name dbt-duckdb gives the database: the file's stem (``memory`` in memory)."""
+    if not _is_file_path(raw_path):
+        return "memory" if raw_path in {"", ":memory:"} else raw_path.split(":", 1)[-1].split("?")[0].rsplit("/", 1)[-1]
+    return Path(raw_path).stem
+
+
+def require_warehouse_file(warehouse: WarehouseSettings) -> None:
+    """Refuse to open a DuckDB file that does not exist: ``duckdb.connect`` would create an
+    empty one, and every query would then fail with "table does not exist"."""
+    if warehouse.type != "duckdb" or warehouse.path is None:
+        return
+    written = warehouse.profile_path or str(warehouse.path)
+    if not _is_file_path(written) or warehouse.path.name == ":memory:" or warehouse.path.exists():
+        return
+    project = warehouse.project_dir or warehouse.path.parent
+    build = f"`cd {project} && dbt build --target {warehouse.target}`"
+    if Path(written).expanduser().is_absolute():
+        raise ConfigError(
+            f"The DuckDB warehouse {warehouse.path} does not exist (path of target {warehouse.target!r} in "
+            "profiles.yml).",
+            fix=f"build it first: {build}; or correct the `path` in profiles.yml.",
+        )
+    elsewhere = Path.cwd() / written
+    if elsewhere.resolve() != warehouse.path.resolve() and elsewhere.exists():
+        hint = (f" A file {elsewhere} exists: dbt-duckdb resolves a relative path against the directory dbt "
+                "ran in, feature_layer against the project folder.")
+    else:
+        hint = " A relative path is taken from the project folder, where `dbt build` runs by default."
+    raise ConfigError(
+        f"The DuckDB warehouse {warehouse.path} does not exist (path {written!r} of target "
+        f"{warehouse.target!r} in profiles.yml).{hint}",
+        fix=f"build it first: {build}; or give an absolute `path` in profiles.yml so dbt and feature_layer "
+        "open the same file wherever they run.",
     )
