@@ -52,6 +52,8 @@ def contract_run(app: Any, examples: int) -> dict[str, Any]:
         modes = [schemathesis.GenerationMode.POSITIVE]
         if _has_inputs(operation):  # nothing to make invalid otherwise
             modes.append(schemathesis.GenerationMode.NEGATIVE)
+        for strategy in operation.get_strategies_from_examples():  # the document's own examples, always sent
+            _fuzz(app, strategy, 1, checks, statuses)
         for mode in modes:
             try:
                 _fuzz(app, operation.as_strategy(generation_mode=mode), examples, checks, statuses)
