@@ -162,7 +162,11 @@ def main() -> None:
                         help="A/B: also serve the feature_layer package found in this folder (e.g. `git archive main "
                         "| tar -x -C /tmp/base`), alternating with this one run by run.")
     parser.add_argument("--repeat", type=int, default=1, help="Runs per configuration (with --baseline-src: pairs).")
+    parser.add_argument("--now", default="2025-12-02T12:00:00+00:00",
+                        help="FEATURE_LAYER_NOW for materialization and the servers: the demo data's end, so the "
+                        "looked-up values are live, not expired (default: the data's last day).")
     args = parser.parse_args()
+    os.environ["FEATURE_LAYER_NOW"] = args.now
     if args.baseline_src is not None:
         ab_main(args)
         return

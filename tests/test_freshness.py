@@ -89,3 +89,34 @@ def _entity_with_event(store, view_name: str, event_time: datetime) -> dict:
                                            "where occurred_at = ?", [event_time.replace(tzinfo=None)]).fetchall()]
     assert users, "no row carries the newest event time"
     return {"user_id": users[0]}
+
+
+def test_online_status_cli_and_the_api_report_the_same_freshness(built_example_project: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    import json
+
+    from click.testing import CliRunner
+    from starlette.testclient import TestClient
+
+    from feature_layer.cli import main
+    from feature_layer.clock import NOW_VARIABLE
+    from feature_layer.server.app import create_app
+
+    now = EXAMPLE_NOW + timedelta(days=31)  # past the 30-day TTL of user_transaction_features, not the 90-day one
+    project = materialized_copy(built_example_project, tmp_path / "p", now=EXAMPLE_NOW)
+    monkeypatch.setenv(NOW_VARIABLE, now.isoformat())
+    out = CliRunner().invoke(main, ["--project-dir", str(project), "online-status", "--json"])
+    assert out.exit_code == 0, out.output
+    cli = {v["view"]: v for v in json.loads(out.output[out.output.index("{"):])["views"]}
+    store = open_store(project, now)
+    try:
+        with TestClient(create_app(store, reload_interval=None)) as client:
+            api = {name: client.get(f"/v1/views/{name}").json()["freshness"] for name in cli}
+    finally:
+        store.close()
+    assert cli["user_transaction_features"]["status"] == "expired" and cli["user_merchant_features"]["status"] == "fresh"
+    for name, row in cli.items():
+        assert row["newest_event_time"] is not None
+        assert (row["status"], row["expired"], row["newest_event_time"]) == \
+            (api[name]["status"], api[name]["expired"], api[name]["newest_event_time"]), name
+        assert row["lag_seconds"] == pytest.approx(api[name]["lag_seconds"])

@@ -369,3 +369,43 @@ def test_serve_starts_with_a_broken_view_and_health_names_it(project: Path, tmp_
     assert any("merchant_risk_features" in p for p in body["problems"])
     assert lookup.status_code == 200 and lookup.json()["country"] == ["IN"]  # the valid rest is served
     assert gone.status_code == 404
+
+
+def test_a_layout_change_while_serving_keeps_values_and_reports_the_view_stale(project: Path, tmp_path: Path):
+    """Mark one column `feature: false` and `dbt parse` while the server runs: the reload keeps
+    serving the features still declared (values, not nulls), /healthz is degraded naming the
+    view as stale, and its page says so."""
+    import shutil
+
+    from conftest import clean_project_env, replace_in_file
+
+    from feature_layer.dbt.runner import run_dbt
+
+    copy = tmp_path / "p"
+    shutil.copytree(project, copy)
+    store = open_store(copy)
+    kept = {"features": [AMOUNT, "user_transaction_features.txn_count_24h"], "entity_rows": [{"user_id": 7}]}
+    try:
+        with TestClient(create_app(store, reload_interval=None)) as client:
+            before = client.post("/v1/online-features", json=kept).json()
+            assert before["amount"][0] is not None and before["txn_count_24h"][0] is not None
+            assert client.get("/healthz").json()["status"] == "ok"
+            replace_in_file(
+                copy / "models" / "example" / "schema.yml",
+                "        description: Seconds since the card holder's previous payment (null for the first).\n"
+                "        data_type: double\n",
+                "        description: Seconds since the card holder's previous payment (null for the first).\n"
+                "        data_type: double\n        config:\n          meta:\n            feature_layer: {feature: false}\n",
+            )
+            with clean_project_env():
+                run_dbt(["parse"], copy, target="duckdb", quiet=True)
+            assert client.app.state.holder.check()  # what the reload task does on its next tick
+            after = client.post("/v1/online-features", json=kept)
+            health = client.get("/healthz").json()
+            view = client.get("/v1/views/user_transaction_features").json()
+    finally:
+        store.close()
+    assert after.status_code == 200 and after.json() == before  # values, not nulls
+    assert health["status"] == "degraded" and list(health["stale_layouts"]) == ["user_transaction_features"]
+    assert any("user_transaction_features" in p and "stale" in p for p in health["problems"])
+    assert view["layout"]["stale"] is True and view["layout"]["active"] != view["layout"]["wanted"]

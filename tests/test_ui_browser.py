@@ -221,3 +221,36 @@ def test_search_highlighting_never_splits_html_entities(page, project: Path, tmp
             expect(desc).to_have_text(description, use_inner_text=True)
     finally:
         store.close()
+
+
+def test_a_stale_layout_is_shown_on_the_view_page(browser, project: Path, tmp_path: Path):
+    from conftest import clean_project_env, replace_in_file
+
+    from feature_layer.dbt.runner import run_dbt
+
+    copy = tmp_path / "p"
+    shutil.copytree(project, copy)
+    replace_in_file(copy / "models" / "example" / "schema.yml",
+                    "        description: Seconds since the card holder's previous payment (null for the first).\n"
+                    "        data_type: double\n",
+                    "        description: Seconds since the card holder's previous payment (null for the first).\n"
+                    "        data_type: double\n        config:\n          meta:\n            feature_layer: {feature: false}\n")
+    with clean_project_env():
+        run_dbt(["parse"], copy, target="duckdb", quiet=True)  # after materialization: the layout is now stale
+    store = open_store(copy)
+    try:
+        with LiveServer(create_app(store, reload_interval=None)) as live:
+            page = browser.new_page()
+            page.goto(live.url + "/#/view/user_transaction_features")
+            page.wait_for_selector("#view-title")
+            pill = page.locator(".head-pills .pill-layout")
+            assert pill.inner_text().strip() == "layout stale"
+            assert "feature-layer materialize" in pill.get_attribute("title")
+            from playwright.sync_api import expect
+
+            page.goto(live.url + "/#/view/user_profile_features")
+            expect(page.locator("#view-title")).to_have_text("user_profile_features", timeout=15_000)
+            assert page.locator(".head-pills .pill-layout").count() == 0  # a current layout shows nothing
+            page.close()
+    finally:
+        store.close()

@@ -45,6 +45,7 @@ class StoreProbe:
         self._lock = threading.Lock()
         self._inflight: concurrent.futures.Future[float] | None = None
         self._done_at = 0.0
+        self._started_at = 0.0
 
     def _ping(self) -> float:
         online = self._online()  # opening it (a first SQLite open) is not the ping
@@ -67,20 +68,23 @@ class StoreProbe:
             inflight = self._inflight
             if inflight is None or (inflight.done() and time.monotonic() - self._done_at > PING_REUSE_SECONDS):
                 self._inflight = inflight = self._pool.get().submit(self._ping)
+                self._started_at = time.monotonic()
             return inflight
 
     async def check(self) -> dict[str, Any]:
         """{"status": "ok", "latency_ms"} or {"status": "unreachable", "error"}; never raises."""
-        future = asyncio.wrap_future(self._future())
-        try:
-            latency = await asyncio.wait_for(asyncio.shield(future), self.timeout)
-        except TimeoutError:
-            return {"status": "unreachable", "error": f"no answer to a ping within {self.timeout:g} s"}
-        except FeatureLayerError as exc:
-            return {"status": "unreachable", "error": exc.message}
-        except Exception as exc:  # noqa: BLE001 - a health check reports, it never crashes
-            return {"status": "unreachable", "error": type(exc).__name__}
-        return {"status": "ok", "latency_ms": round(latency, 3)}
+        inflight = self._future()
+        if not inflight.done():
+            waited = time.monotonic() - self._started_at
+            if waited >= self.timeout:  # a ping stuck since earlier checks: no need to wait again
+                return {"status": "unreachable", "error": f"no answer to a ping for {waited:.1f} s"}
+            try:
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(inflight)), self.timeout - waited)
+            except TimeoutError:
+                return {"status": "unreachable", "error": f"no answer to a ping within {self.timeout:g} s"}
+            except Exception:  # noqa: BLE001 - read below, from the future itself
+                pass
+        return _outcome(inflight)
 
     def close(self) -> None:
         self._pool.shutdown()
@@ -99,6 +103,17 @@ def _broken(registry: Any) -> dict[str, list[Any]]:
         if name and name not in registry.views:
             out.setdefault(name, []).append(issue)
     return out
+
+
+def _outcome(done: concurrent.futures.Future[float]) -> dict[str, Any]:
+    if done.cancelled():  # the server is shutting down
+        return {"status": "unreachable", "error": "the ping was cancelled"}
+    exc = done.exception()
+    if exc is None:
+        return {"status": "ok", "latency_ms": round(done.result(), 3)}
+    if isinstance(exc, FeatureLayerError):
+        return {"status": "unreachable", "error": exc.message}
+    return {"status": "unreachable", "error": type(exc).__name__}  # a health check reports, it never crashes
 
 
 def broken_views(registry: Any) -> dict[str, list[str]]:
@@ -124,7 +139,7 @@ def stale_layouts(parts: Parts, registry: Any) -> dict[str, dict[str, Any]]:
             state = layout_state(online, view)
         except FeatureLayerError:
             continue
-        if state.stale:
+        if state.stale and state.active is not None:  # never materialized is freshness "never", not stale
             out[view.name] = {"active": state.active, "wanted": state.wanted,
                               "missing_features": list(state.missing_features)}
     return out

@@ -57,6 +57,14 @@ def _examples(registry: Any) -> tuple[str | None, str | None, str | None]:
     return view.features[0].ref, view.name, (view.entities[0] if view.entities else None)
 
 
+def _lookup_example(registry: Any) -> dict[str, Any]:
+    views = sorted(getattr(registry, "views", {}).values(), key=lambda v: v.name)
+    view = next((v for v in views if v.features and v.online), None)
+    if view is None:
+        return models.EXAMPLE
+    return {"features": [view.features[0].ref], "entity_rows": [{key: 1 for key in view.join_keys}]}
+
+
 def _schemas(limits: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for model in (models.OnlineFeaturesRequest, models.OnlineFeaturesResponse, models.ErrorResponse,
@@ -86,7 +94,8 @@ def openapi_document(limits: Any, version: str, registry: Any = None) -> dict[st
         "/v1/online-features": {"post": {
             "summary": "Latest feature values for entity rows (one online-store round trip).",
             "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"$ref": REF.format(model="OnlineFeaturesRequest")}}}},
+                "schema": {"$ref": REF.format(model="OnlineFeaturesRequest")},
+                "example": _lookup_example(registry)}}},
             "responses": {"200": _json(models.OnlineFeaturesResponse, "One list per column, one value per entity row."),
                           **_errors(404, 405, 413, 422, 500, 503, 504)},
         }},

@@ -163,29 +163,34 @@ def check_online_request(payload: Any, registry: Any, refs: frozenset[str], *, m
     if unknown:
         raise RequestFieldError(unknown[0], f"Unknown field {unknown[0]!r}.{close_matches(unknown[0], ONLINE_KEYS)}",
                                 fix=f"use only: {', '.join(ONLINE_KEYS)}.")
+    nulls = [k for k in ONLINE_KEYS if k in payload and payload[k] is None]
+    if nulls:
+        raise RequestFieldError(nulls[0], f"`{nulls[0]}` is null.", fix=f"leave `{nulls[0]}` out, or give it a value.")
     features = payload.get("features")
     service = payload.get("service")
     if (features is None) == (service is None):
         raise RequestFieldError("features", "Give exactly one of `features` and `service`.",
                                 fix='pass "features": ["view.feature", ...] or "service": "<ml exposure name>".')
     if features is not None:
-        features = _features(features, registry, refs, max_features)
-    if service is not None:
-        if not isinstance(service, str):
-            raise RequestFieldError("service", "`service` must be a string.", fix='pass "service": "fraud_model_v1".')
-        if service not in registry.services:
-            raise unknown_feature("service", f"Feature service {service!r} does not exist."
-                                  f"{close_matches(service, registry.services)}",
-                                  fix=f"use one of: {', '.join(sorted(registry.services)) or '(none declared)'}.")
+        _features(features, None, refs, max_features)  # the structure first, the registry after it
+    if service is not None and not isinstance(service, str):
+        raise RequestFieldError("service", "`service` must be a string.", fix='pass "service": "fraud_model_v1".')
     rows = _entity_rows(payload, max_rows)
     include = payload.get("include_event_times", False)
     if not isinstance(include, bool):
         raise RequestFieldError("include_event_times", "`include_event_times` must be true or false.",
                                 fix='pass "include_event_times": true.')
+    if features is not None:
+        features = _features(features, registry, refs, max_features)
+    if service is not None and service not in registry.services:
+        raise unknown_feature("service", f"Feature service {service!r} does not exist."
+                              f"{close_matches(service, registry.services)}",
+                              fix=f"use one of: {', '.join(sorted(registry.services)) or '(none declared)'}.")
     return OnlineRequest(features, service, rows, include)
 
 
-def _features(features: Any, registry: Any, refs: frozenset[str], max_features: int) -> list[str]:
+def _features(features: Any, registry: Any | None, refs: frozenset[str], max_features: int) -> list[str]:
+    """``features`` checked (each one known to ``registry``; None: the shape only)."""
     if not isinstance(features, list) or not features:
         raise RequestFieldError("features", "`features` must be a non-empty list of `view.feature` strings.",
                                 fix='pass "features": ["user_txn_features.amount_sum_7d"].')
@@ -199,11 +204,11 @@ def _features(features: Any, registry: Any, refs: frozenset[str], max_features: 
         if ref in refs:
             continue
         view_name, dot, name = ref.partition(".")
-        if dot and name == "*" and view_name in registry.views:
-            continue
         if not dot:
             raise RequestFieldError(f"features[{i}]", f"{ref!r} is not a feature reference.",
                                     fix="write `view.feature` (or `view.*`).")
+        if registry is None or (name == "*" and view_name in registry.views):
+            continue  # registry None: the structure only
         if view_name not in registry.views:
             raise unknown_feature(f"features[{i}]", f"Feature view {view_name!r} does not exist."
                                   f"{close_matches(view_name, registry.views)}",

@@ -90,7 +90,7 @@
   }
 
   function layoutPill(layout) {
-    if (!layout || !layout.stale) return "";
+    if (!layout || !layout.stale || !layout.active) return "";  // never materialized: the freshness pill says so
     const missing = (layout.missing_features || []).join(", ");
     const title = `the online layout is older than the declaration${missing ? "; not served yet: " + missing : ""}; run feature-layer materialize`;
     return `<span class="pill pill-stale pill-layout" title="${esc(title)}"><i></i>layout stale</span>`;
