@@ -190,7 +190,9 @@ def test_a_column_marked_feature_false_keeps_serving_the_others_and_reports_the_
         store.get_online_features([f"{view}.seconds_since_previous_txn"], entity_rows=[entity])
     state = layout_state(store.online_store(), store.registry.view(view))
     assert state.stale and state.missing_features == () and state.active != state.wanted
-    status = json.loads(runner.invoke(main, [*base, "online-status", "--json"]).output)["views"]
+    done = runner.invoke(main, [*base, "online-status", "--json"])
+    assert done.exit_code == 0, done.output
+    status = json.loads(done.stdout)["views"]
     assert next(v for v in status if v["view"] == view)["layout"]["stale"] is True
     table = runner.invoke(main, [*base, "online-status"]).output
     assert "stale" in table
