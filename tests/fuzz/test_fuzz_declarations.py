@@ -9,6 +9,7 @@ FeatureLayerError.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +149,12 @@ def _exercise(registry: Registry, text: str) -> None:
 @given(manifest=manifests(), entities=ENTITIES, text=TEXT, strict=st.booleans())
 @examples(sample=40, full=2000)
 def test_declarations_load_or_name_every_problem(folder: Path, manifest, entities, text, strict) -> None:
-    (folder / "target" / "manifest.json").write_text(json.dumps(manifest))
     project = {"name": PROJECT, "profile": PROJECT, "vars": {"feature_layer": {"entities": entities}}}
     (folder / "dbt_project.yml").write_text(yaml.safe_dump(project, allow_unicode=True))
+    manifest_path = folder / "target" / "manifest.json"
+    manifest_path.write_text(json.dumps(manifest))  # written after the project file, as dbt parse does
+    stamp = (folder / "dbt_project.yml").stat().st_mtime_ns + 1_000_000
+    os.utime(manifest_path, ns=(stamp, stamp))
 
     def action() -> None:
         registry = Registry.load(load_settings(folder), strict=strict)
