@@ -31,6 +31,9 @@ CASES = {
                       ["spell it 'user_id'"]),
     "dtype_on_double": ("dtype-mismatch", ["'amount' is double", "'int64'", "materialize would fail"],
                         ["cast(amount as bigint) as amount", "'float64'"]),
+    "model_level_block": ("misplaced-block", ["beside `config:`", "dbt drops"], ["under the model's `config: meta:`"]),
+    "column_config_block": ("misplaced-block", ["column 'amount'", "directly under `config:`", "dbt drops"],
+                            ["under the column's `config: meta:`"]),
     "owner_mapping": ("bad-owner", ["team name or an email", "{'name': 'risk-team'}"], ["`owner: risk-team`"]),
 }
 

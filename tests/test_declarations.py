@@ -186,6 +186,21 @@ def test_an_incomplete_select_list_claims_nothing_missing(sql: str) -> None:
     assert not out.issues and out.views["v"].feature_names == ("x",)
 
 
+@pytest.mark.parametrize(("raw", "complete"), [
+    ("{{ config(materialized='table', tags=['a']) }}\nselect user_id, ts, x from {{ ref('t') }}", True),
+    ("{% set n = 3 %} select user_id, ts, x from {{ ref('t') }}", True),
+    ("select user_id, ts, x from {{ ref('t') }} {% if is_incremental() %} where ts > (select max(ts) from {{ this }})"
+     " {% endif %}", False),
+    ("select user_id, ts, {% for c in ['p', 'q'] %} sum({{ c }}) as {{ c }}_sum, {% endfor %} x from t group by all", False),
+])
+def test_raw_sql_after_dbt_parse_is_read_through_its_jinja(raw: str, complete: bool) -> None:
+    from feature_layer.registry.columns import SQL, model_columns
+
+    cols = model_columns(sql_model("v", raw, compiled=False))
+    assert (list(cols.types)[:2], cols.source, cols.complete) == (["user_id", "ts"], SQL, complete)
+    assert "x" in cols
+
+
 def test_a_complete_select_list_reports_the_missing_key_and_what_it_read() -> None:
     out = declare(sql_model("v", "select driver_id, ts, x from {{ ref('trips') }}", compiled=False))
     [issue] = out.issues
@@ -201,8 +216,8 @@ def test_a_missing_key_read_from_the_catalog_says_to_refresh_it() -> None:
 
 
 def test_unreadable_sql_falls_back_to_yaml_and_says_so() -> None:
-    out = declare(sql_model("v", "{% for c in cols %}select {{ c }}{% endfor %}", columns={"ts": "timestamp", "x": None},
-                            compiled=False))
+    out = declare(sql_model("v", "{{ dbt_utils.union_relations(relations=[ref('a'), ref('b')]) }}",
+                            columns={"ts": "timestamp", "x": None}, compiled=False))
     [issue] = out.issues
     assert issue.code == "join-key-missing" and "schema.yml" in issue.message and "`dbt compile`" in issue.fix
 

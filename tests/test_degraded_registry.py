@@ -86,6 +86,8 @@ def test_a_service_using_a_broken_view_is_left_out_with_an_issue(built_broken: P
         (["show", "good_view.amount"], "Amount paid"),
         (["search", "amount"], "good_view.amount"),
         (["lineage", "good_view.amount"], "good_view [model]"),
+        (["sql", "training-set", "-f", "good_view.amount", "--entity-table", "service_target",
+          "--timestamp-column", "occurred_at", "--full-feature-names"], "good_view__amount"),
     ],
 )
 def test_commands_that_do_not_need_a_broken_view_work_and_warn_once(built_broken: Path, args: list[str],
@@ -129,3 +131,15 @@ def test_materialize_naming_a_broken_view_refuses_it(built_broken: Path) -> None
     result = run(built_broken, "materialize", "--no-progress", "-s", "bad_ttl")
     assert result.exit_code == 1
     assert "'bad_ttl' is invalid" in result.stderr and "[bad-ttl]" in result.stderr
+
+
+def test_python_materialize_reports_the_views_it_skipped(built_broken: Path) -> None:
+    from datetime import UTC, datetime
+
+    store = FeatureStore(built_broken, online_store="sqlite:///python-online.sqlite")
+    result = store.materialize(end=datetime(2100, 1, 1, tzinfo=UTC))
+    assert sorted(v.view for v in result.views) == VALID_VIEWS and result.rows_written == 2
+    assert sorted(result.skipped) == BROKEN_VIEWS
+    assert result.skipped["bad_ttl"][0].code == "bad-ttl"
+    assert sorted(result.to_dict()["skipped"]) == BROKEN_VIEWS
+    assert store.materialize(["good_view"], end=datetime(2100, 1, 1, tzinfo=UTC)).skipped == {}

@@ -56,6 +56,7 @@ def training_set(
     from feature_layer.sql.point_in_time import EntitySpine, plan_outputs, training_set_sql
 
     store = ctx.store
+    ctx.registry  # noqa: B018 - loads it, warning once about any view left out
     requested = resolve_requested(store.registry, _split(features) or None, service)
     engine_dialect = _target_dialect(ctx)
     dialect = capabilities(dialect or engine_dialect).name

@@ -24,6 +24,8 @@ YAML = "schema.yml"
 
 _JINJA_EXPR = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 _JINJA_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
+_JINJA_CONFIG = re.compile(r"\{\{-?\s*config\s*\(.*?\)\s*-?\}\}", re.DOTALL)
+_JINJA_TAG = re.compile(r"\{%-?\s*(\w+).*?-?%\}", re.DOTALL)
 _PLACEHOLDER = "__feature_layer_jinja__"
 
 
@@ -110,14 +112,21 @@ def select_list(sql: str | None, dialect: str) -> tuple[list[str], bool] | None:
     return names, complete
 
 
-def _sql_of(node: DbtNode) -> str | None:
-    """Compiled SQL, else the raw SQL when its Jinja is only ``{{ … }}`` expressions (ref, source)."""
+def _sql_of(node: DbtNode) -> tuple[str | None, bool]:
+    """The model's SQL and whether its select list can be trusted to be whole.
+
+    Compiled SQL when dbt wrote it (``dbt compile``/``run``/``build``). After ``dbt parse``
+    alone, the raw SQL with ``config()`` dropped, ``{{ … }}`` replaced by a placeholder name
+    and ``{% … %}`` tags removed; with ``if``/``for`` tags both branches are read, so the
+    names found are kept but the list is not claimed whole.
+    """
     if node.compiled_sql:
-        return node.compiled_sql
-    raw = _JINJA_COMMENT.sub("", node.raw_sql or "")
-    if not raw.strip() or "{%" in raw:
-        return None
-    return _JINJA_EXPR.sub(_PLACEHOLDER, raw)
+        return node.compiled_sql, True
+    raw = _JINJA_CONFIG.sub("", _JINJA_COMMENT.sub("", node.raw_sql or ""))
+    if not raw.strip():
+        return None, False
+    branches = {tag.group(1) for tag in _JINJA_TAG.finditer(raw)} & {"if", "for", "elif", "else", "call", "macro"}
+    return _JINJA_EXPR.sub(_PLACEHOLDER, _JINJA_TAG.sub(" ", raw)), not branches
 
 
 def model_columns(node: DbtNode, dialect: str = "duckdb") -> ModelColumns:
@@ -126,11 +135,12 @@ def model_columns(node: DbtNode, dialect: str = "duckdb") -> ModelColumns:
     if node.catalog_types:
         names = {n.lower(): n for n in node.catalog_names} or {n: n for n in node.catalog_types}
         return ModelColumns(dict(node.catalog_types), names, CATALOG, complete=True, exact=frozenset(names))
-    selected = select_list(_sql_of(node), dialect)
+    sql, whole = _sql_of(node)
+    selected = select_list(sql, dialect)
     if selected is None:
         spelled = {name: col.name for name, col in node.columns.items()}
         return ModelColumns(declared, spelled, YAML, complete=bool(declared))
-    sql_names, complete = selected
+    sql_names, complete = selected[0], selected[1] and whole
     types: dict[str, str | None] = {}
     names: dict[str, str] = {}
     for name in sql_names:

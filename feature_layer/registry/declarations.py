@@ -301,9 +301,11 @@ def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[
     entity_names = _entity_names(node, block, entities, issues)
     cols = model_columns(node, dialect)
     if not cols:
-        issues.append(_issue("no-columns", "no columns are known for this model.",
-                             "list its columns in the model's schema.yml, or run `dbt compile` (feature_layer reads the "
-                             "select list) or `dbt docs generate` (it writes catalog.json).", node))
+        why = ("its SQL selects `*` (or unnamed expressions), and there is no catalog.json or `columns:` list"
+               if cols.source == SQL else "there is no catalog.json, no `columns:` list, and its SQL could not be read")
+        issues.append(_issue("no-columns", f"no columns are known for this model: {why}.",
+                             "run `dbt docs generate` after `dbt build` (catalog.json has the real table's columns), "
+                             "or list the columns under the model's `columns:` in schema.yml.", node))
     join_keys = _join_keys(node, entity_names, entities, cols, issues)
     event_time, created_at = _timestamps(node, block, cols, issues)
     ttl = _ttl(node, block.get("ttl"), issues)
@@ -534,17 +536,49 @@ def _service_from_node(node: DbtNode, views: Mapping[str, FeatureView], broken_v
     )
 
 
+def dropped_blocks(properties: Any, nodes: Mapping[str, DbtNode]) -> dict[str, list[ValidationIssue]]:
+    """``feature_layer`` blocks in a properties file (schema.yml) that dbt drops without a word.
+
+    dbt keeps no trace in the manifest of a model-level ``feature_layer:`` (beside ``config:``)
+    or of one under a column's ``config:``; only the YAML shows them. ``properties`` is the
+    parsed file, ``nodes`` its models by name. Returns issues by the model's unique_id.
+    """
+    found: dict[str, list[ValidationIssue]] = {}
+    entries = [e for kind in ("models", "snapshots") for e in ((properties or {}).get(kind) or [])
+               if isinstance(e, Mapping)] if isinstance(properties, Mapping) else []
+    for entry in entries:
+        node = nodes.get(str(entry.get("name")))
+        if node is None:
+            continue
+        for key in [k for k in entry if k == META_KEY or k in near_miss_keys(entry)]:
+            found.setdefault(node.unique_id, []).append(_issue(
+                "misplaced-block", f"the model has `{key}:` beside `config:` in its properties file, which dbt drops "
+                "(the view would silently not exist).", f"move it under the model's `config: meta:` and name it "
+                f"`{META_KEY}:`.", node))
+        for col in [c for c in entry.get("columns") or [] if isinstance(c, Mapping)]:
+            config = col.get("config") if isinstance(col.get("config"), Mapping) else {}
+            for key in [k for k in config if k == META_KEY or k in near_miss_keys(config)]:
+                found.setdefault(node.unique_id, []).append(_issue(
+                    "misplaced-block", f"column {col.get('name')!r} has `{key}:` directly under `config:`, which dbt "
+                    "drops.", f"move it under the column's `config: meta:` and name it `{META_KEY}:`.", node))
+    return found
+
+
 def build_declarations(manifest: Manifest, raw_entities: Any, entities_source: str,
-                       dialect: str = "duckdb") -> Declarations:
+                       dialect: str = "duckdb", dropped: Mapping[str, list[ValidationIssue]] | None = None,
+                       ) -> Declarations:
     """Validate every declaration in ``manifest``; return the good objects and all issues.
 
     ``dialect``: the sqlglot dialect of the compiled SQL, whose select list names the columns
-    when there is no catalog.
+    when there is no catalog. ``dropped``: issues found in the properties files by
+    ``dropped_blocks`` (blocks dbt dropped), by model unique_id.
     """
     out = Declarations()
     out.entities, out.issues = parse_entities(raw_entities, entities_source)
+    dropped = dropped or {}
     models = [n for n in manifest.nodes.values() if n.resource_type in {"model", "snapshot"} and n.enabled]
-    misplaced = {n.unique_id: misplaced_blocks(n) for n in models if META_KEY not in n.meta}
+    misplaced = {n.unique_id: misplaced_blocks(n) + dropped.get(n.unique_id, [])
+                 for n in models if META_KEY not in n.meta}
     for node in models:  # a misspelt block is a view that would silently vanish: it is a broken view
         if misplaced.get(node.unique_id):
             out.issues.extend(misplaced[node.unique_id])
@@ -562,8 +596,9 @@ def build_declarations(manifest: Manifest, raw_entities: Any, entities_source: s
                                          "rename one model (feature views are addressed by model name).", node))
             out.broken_views[name] = out.issues[start:]
             continue
+        out.issues.extend(dropped.get(nodes[0].unique_id, []))
         view = _view_from_node(nodes[0], out.entities, out.issues, dialect)
-        if view is not None:
+        if view is not None and len(out.issues) == start:
             out.views[view.name] = view
         else:
             out.broken_views[name] = out.issues[start:]

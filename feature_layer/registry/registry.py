@@ -6,6 +6,7 @@ entity declarations in ``dbt_project.yml``; nothing here is written back.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,13 @@ from feature_layer.errors import (
     ValidationIssue,
     plural,
 )
-from feature_layer.registry.declarations import META_KEY, build_declarations, close_matches, near_miss_keys
+from feature_layer.registry.declarations import (
+    META_KEY,
+    build_declarations,
+    close_matches,
+    dropped_blocks,
+    near_miss_keys,
+)
 from feature_layer.registry.model import Entity, Feature, FeatureService, FeatureView
 
 if TYPE_CHECKING:
@@ -63,6 +70,34 @@ def read_entity_declarations(project_dir: Path) -> tuple[Any, str, list[Validati
                         f"Did you mean {META_KEY!r}?", fix=f"rename `{key}:` to `{META_KEY}:` under `vars:`.",
                         file=path.name) for key in near_miss_keys(variables)]
     return (block.get("entities") if isinstance(block, dict) else None), str(path.name), issues
+
+
+_MENTIONS_BLOCK = re.compile(r"feature.?layer", re.IGNORECASE)
+
+
+def read_dropped_blocks(project_dir: Path, manifest: Manifest) -> dict[str, list[ValidationIssue]]:
+    """Blocks dbt dropped from the project's own properties files (see ``dropped_blocks``).
+
+    Only files that mention ``feature_layer`` (or a near spelling) are parsed, so a large
+    project pays one read per properties file and nothing more.
+    """
+    by_file: dict[str, dict[str, DbtNode]] = {}
+    for node in manifest.nodes.values():
+        if node.resource_type in {"model", "snapshot"} and node.yaml_path and (
+                not manifest.project_name or node.package_name == manifest.project_name):
+            by_file.setdefault(node.yaml_path, {})[node.name] = node
+    found: dict[str, list[ValidationIssue]] = {}
+    for relative, nodes in by_file.items():
+        try:
+            text = (project_dir / relative).read_text()
+            if not _MENTIONS_BLOCK.search(text):
+                continue
+            parsed = yaml.safe_load(text)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # dbt parsed it; a file changed or gone since is the staleness check's concern
+        for unique_id, issues in dropped_blocks(parsed, nodes).items():
+            found.setdefault(unique_id, []).extend(issues)
+    return found
 
 
 @dataclass(frozen=True)
@@ -130,9 +165,11 @@ class Registry:
     # -- construction ---------------------------------------------------------------
     @classmethod
     def from_manifest(cls, manifest: Manifest, raw_entities: Any, entities_source: str = "dbt_project.yml",
-                      *, strict: bool = True, project_issues: Sequence[ValidationIssue] = ()) -> Registry:
+                      *, strict: bool = True, project_issues: Sequence[ValidationIssue] = (),
+                      dropped: dict[str, list[ValidationIssue]] | None = None) -> Registry:
         declared = build_declarations(manifest, raw_entities, entities_source,
-                                      ADAPTER_DIALECTS.get(manifest.adapter_type, manifest.adapter_type or "duckdb"))
+                                      ADAPTER_DIALECTS.get(manifest.adapter_type, manifest.adapter_type or "duckdb"),
+                                      dropped)
         declared.issues[:0] = project_issues
         if strict and declared.issues:
             raise DeclarationError(declared.issues)
@@ -162,7 +199,8 @@ class Registry:
         manifest = load_manifest(settings.manifest_path, settings.catalog_path)
         check_artifacts(settings, manifest)  # stale artifacts warn; another target's manifest raises
         raw_entities, source, project_issues = read_entity_declarations(settings.project_dir)
-        return cls.from_manifest(manifest, raw_entities, source, strict=strict, project_issues=project_issues)
+        return cls.from_manifest(manifest, raw_entities, source, strict=strict, project_issues=project_issues,
+                                 dropped=read_dropped_blocks(settings.project_dir, manifest))
 
     @property
     def degraded(self) -> bool:
