@@ -10,6 +10,7 @@ Unknown keys are refused, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,11 @@ class WarehouseSettings:
     schema: str | None = None
     project_dir: Path | None = None
     """Relative paths in the warehouse (dbt-duckdb views over Parquet) resolve against it."""
+    profile_path: str | None = None
+    """The DuckDB ``path`` as written in profiles.yml (rendered), for messages."""
+    database: str | None = None
+    """The database dbt compiles relations into: dbname (PostgreSQL), the file's stem or the
+    profile's ``database`` (DuckDB). A manifest built for another target names another one."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ _ONLINE_KEYS = {"type", "path", "url", "username", "password", "socket_timeout",
 
 
 def _refuse_unknown(section: str, given: dict[str, Any], allowed: set[str], source: Path) -> None:
-    unknown = sorted(set(given) - allowed)
+    unknown = sorted(repr(k) if not isinstance(k, str) else k for k in set(given) - allowed)
     if unknown:
         raise ConfigError(
             f"Unknown key(s) {', '.join(unknown)} in {section} of {source}.",
@@ -115,7 +121,7 @@ def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, so
         raise ConfigError(f"online_store in {source} must be a mapping or a URL.", fix="see the README's Configuration section.")
     _refuse_unknown("online_store", raw, _ONLINE_KEYS, source)
     kind = raw.get("type", "redis" if raw.get("url") else "sqlite")
-    if kind not in {"redis", "sqlite"}:
+    if not isinstance(kind, str) or kind not in {"redis", "sqlite"}:
         raise ConfigError(f"online_store.type {kind!r} in {source} is not supported.", fix="use `redis` or `sqlite`.")
     if kind == "redis" and not raw.get("url"):
         raise ConfigError(f"online_store in {source} is redis but has no url.", fix="add `url: redis://127.0.0.1:6379/0`.")
@@ -225,18 +231,31 @@ def load_settings(project_dir: str | Path = ".", *, target: str | None = None) -
     from_env = os.environ.get("FEATURE_LAYER_ONLINE_STORE")
     online_raw = from_env or _render_env(raw.get("online_store"))
     online_source = Path("the environment variable FEATURE_LAYER_ONLINE_STORE") if from_env else source
-    target_path = root / raw.get("target_path", dbt_project.get("target-path", "target"))
+    target_path = root / (_text(raw, "target_path", source) or _text(dbt_project, "target-path", root / "dbt_project.yml")
+                          or "target")
+    profiles_dir = _text(raw, "profiles_dir", source)
     return Settings(
         project_dir=root,
-        project=str(raw.get("project") or dbt_project.get("name") or root.name),
-        target=target or os.environ.get("FEATURE_LAYER_TARGET") or raw.get("target"),
+        project=_text(raw, "project", source) or _text(dbt_project, "name", root / "dbt_project.yml") or root.name,
+        target=target or os.environ.get("FEATURE_LAYER_TARGET") or _text(raw, "target", source),
         online_store=online_settings_from(online_raw, root, online_source),
-        state_path=(root / raw.get("state_path", ".feature_layer/state.sqlite")).resolve(),
+        state_path=(root / (_text(raw, "state_path", source) or ".feature_layer/state.sqlite")).resolve(),
         manifest_path=target_path / "manifest.json",
         catalog_path=target_path / "catalog.json",
-        profiles_dir=(root / raw["profiles_dir"]).resolve() if raw.get("profiles_dir")
+        profiles_dir=(root / profiles_dir).resolve() if profiles_dir
         else Path(os.environ.get("DBT_PROFILES_DIR", root)),
     )
+
+
+def _text(raw: dict[str, Any], key: str, source: Path) -> str | None:
+    """A setting that must be text (a name or a path): None when absent, ConfigError when not text."""
+    value = raw.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or "\x00" in str(value):
+        raise ConfigError(f"`{key}` in {source} must be a name or a path, not {value!r}.",
+                          fix=f"write `{key}: <text>` (quote it if it looks like a number or a list).")
+    return str(value)
 
 
 def _render_env(value: Any) -> Any:
@@ -257,14 +276,20 @@ def _render_env(value: Any) -> Any:
                 )
             return default
 
-        return jinja2.Environment().from_string(value).render(env_var=env_var)
+        try:
+            return jinja2.Environment().from_string(value).render(env_var=env_var)
+        except ConfigError:
+            raise
+        except Exception as exc:  # a template error or what the template itself raised (e.g. 1/0)
+            raise ConfigError(f"The setting {value!r} is not a template dbt can render: {exc}",
+                              fix="write {{ env_var('NAME') }} or {{ env_var('NAME', 'default') }}, or plain text.") from None
     return value
 
 
 def warehouse_settings(settings: Settings, dbt_project_profile: str | None = None) -> WarehouseSettings:
     """Read the warehouse connection for ``settings.target`` from the project's profiles.yml."""
     project = _read_yaml(settings.project_dir / "dbt_project.yml")
-    profile_name = dbt_project_profile or project.get("profile")
+    profile_name = dbt_project_profile or _text(project, "profile", settings.project_dir / "dbt_project.yml")
     profiles_file = settings.profiles_dir / "profiles.yml"
     if not profiles_file.exists():
         raise ConfigError(f"No profiles.yml in {settings.profiles_dir}.", fix="create one or set DBT_PROFILES_DIR.")
@@ -277,32 +302,118 @@ def warehouse_settings(settings: Settings, dbt_project_profile: str | None = Non
         )
     target = settings.target or _render_env(profile.get("target"))
     outputs = profile.get("outputs", {})
-    if target not in outputs:
+    if not isinstance(outputs, dict):
+        raise ConfigError(f"`outputs` of profile {profile_name!r} in {profiles_file} is not a mapping.",
+                          fix="write `outputs: {<target>: {type: duckdb, path: ...}}`.")
+    if not isinstance(target, str) or target not in outputs:
         raise ConfigError(
             f"Target {target!r} is not an output of profile {profile_name!r} in {profiles_file}.",
-            fix=f"use one of: {', '.join(outputs) or '(none)'}.",
+            fix=f"use one of: {', '.join(map(str, outputs)) or '(none)'}.",
         )
-    out = {k: _render_env(v) for k, v in outputs[target].items()}
+    out = _output_settings(outputs[target], target, profiles_file)
     kind = out.get("type")
     if kind == "duckdb":
-        path = Path(out.get("path", ":memory:"))
-        if not path.is_absolute():
-            path = settings.project_dir / path
+        raw_path = str(out.get("path", ":memory:"))
         return WarehouseSettings(
-            type="duckdb", target=target, path=path, schema=out.get("schema", "main"), project_dir=settings.project_dir
+            type="duckdb", target=target, path=duckdb_path(raw_path, settings.project_dir),
+            schema=out.get("schema", "main"), project_dir=settings.project_dir, profile_path=raw_path,
+            database=out.get("database") or _duckdb_database_name(raw_path),
         )
     if kind == "postgres":
         return WarehouseSettings(
             type="postgres",
             target=target,
             host=out.get("host"),
-            port=int(out.get("port", 5432)),
+            port=out.get("port", 5432),
             user=out.get("user"),
             password=out.get("password") or out.get("pass") or None,
             dbname=out.get("dbname") or out.get("database"),
             schema=out.get("schema"),
+            database=out.get("dbname") or out.get("database"),
         )
     raise ConfigError(
         f"Target {target!r} uses adapter {kind!r}, which feature_layer cannot query yet.",
         fix="use a duckdb or postgres target.",
+    )
+
+
+def _output_settings(raw: Any, target: str, profiles_file: Path) -> dict[str, Any]:
+    """One profile output, rendered, with the fields feature_layer reads type-checked."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Output {target!r} in {profiles_file} is not a mapping.",
+                          fix=f"write `{target}: {{type: duckdb, path: target/warehouse.duckdb}}`.")
+    out = {k: _render_env(v) for k, v in raw.items()}
+    for key in ("type", "path", "host", "user", "password", "pass", "dbname", "database", "schema"):
+        value = out.get(key)
+        if value is not None and (not isinstance(value, (str, int, float)) or isinstance(value, bool)
+                                  or "\x00" in str(value)):
+            raise ConfigError(f"`{key}` of output {target!r} in {profiles_file} must be text, not {value!r}.",
+                              fix=f"write `{key}: <text>`.")
+        if value is not None and key in ("path", "host", "user", "dbname", "database", "schema"):
+            out[key] = str(value)
+    if "port" in out:
+        try:
+            out["port"] = _number(out["port"], int)
+        except (TypeError, ValueError, OverflowError):
+            out["port"] = -1
+        if not 1 <= out["port"] <= 65535:
+            raise ConfigError(f"`port` of output {target!r} in {profiles_file} is {raw.get('port')!r}, not a "
+                              "port number.", fix="write a port between 1 and 65535, e.g. `port: 5432`.")
+    return out
+
+
+def _is_file_path(raw_path: str) -> bool:
+    """False for ``:memory:`` and URL-like paths (``md:…``, ``s3://…``) DuckDB opens itself."""
+    return raw_path not in {"", ":memory:"} and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", raw_path)
+
+
+def duckdb_path(raw_path: str, project_dir: Path) -> Path:
+    """Where the DuckDB file of a profile lives.
+
+    dbt-duckdb hands ``path`` to ``duckdb.connect`` unchanged, so a relative path is relative
+    to the directory dbt runs in: the project folder when you run ``dbt build`` there (dbt's
+    default, and what ``feature_layer.dbt.runner`` does). feature_layer cannot know where an
+    earlier dbt ran, so it resolves a relative path against the project folder, that same
+    default; ``require_warehouse_file`` explains the other case when the file is missing.
+    """
+    if not _is_file_path(raw_path):
+        return Path(raw_path)
+    path = Path(raw_path).expanduser()
+    return path if path.is_absolute() else project_dir / path
+
+
+def _duckdb_database_name(raw_path: str) -> str:
+    """The catalog name dbt-duckdb gives the database: the file's stem (``memory`` in memory)."""
+    if not _is_file_path(raw_path):
+        return "memory" if raw_path in {"", ":memory:"} else raw_path.split(":", 1)[-1].split("?")[0].rsplit("/", 1)[-1]
+    return Path(raw_path).stem
+
+
+def require_warehouse_file(warehouse: WarehouseSettings) -> None:
+    """Refuse to open a DuckDB file that does not exist: ``duckdb.connect`` would create an
+    empty one, and every query would then fail with "table does not exist"."""
+    if warehouse.type != "duckdb" or warehouse.path is None:
+        return
+    written = warehouse.profile_path or str(warehouse.path)
+    if not _is_file_path(written) or warehouse.path.name == ":memory:" or warehouse.path.exists():
+        return
+    project = warehouse.project_dir or warehouse.path.parent
+    build = f"`cd {project} && dbt build --target {warehouse.target}`"
+    if Path(written).expanduser().is_absolute():
+        raise ConfigError(
+            f"The DuckDB warehouse {warehouse.path} does not exist (path of target {warehouse.target!r} in "
+            "profiles.yml).",
+            fix=f"build it first: {build}; or correct the `path` in profiles.yml.",
+        )
+    elsewhere = Path.cwd() / written
+    if elsewhere.resolve() != warehouse.path.resolve() and elsewhere.exists():
+        hint = (f" A file {elsewhere} exists: dbt-duckdb resolves a relative path against the directory dbt "
+                "ran in, feature_layer against the project folder.")
+    else:
+        hint = " A relative path is taken from the project folder, where `dbt build` runs by default."
+    raise ConfigError(
+        f"The DuckDB warehouse {warehouse.path} does not exist (path {written!r} of target "
+        f"{warehouse.target!r} in profiles.yml).{hint}",
+        fix=f"build it first: {build}; or give an absolute `path` in profiles.yml so dbt and feature_layer "
+        "open the same file wherever they run.",
     )

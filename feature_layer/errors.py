@@ -36,6 +36,11 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     return f"{count:,} {many}"
 
 
+class FeatureLayerWarning(UserWarning):
+    """Something a user should act on that does not stop the command (stale artifacts, a
+    skipped view). Raised with ``warnings.warn``; the CLI prints each as one line."""
+
+
 class ConfigError(FeatureLayerError):
     """Settings (feature_layer.yml, profiles.yml, environment) are missing or malformed."""
 
@@ -91,6 +96,20 @@ class WarehouseError(FeatureLayerError):
 class OnlineStoreError(FeatureLayerError):
     """The online store (Redis or the embedded store) failed or is unreachable."""
 
+    def __init__(self, message: str, *, fix: str | None = None, may_have_evicted: bool = False) -> None:
+        super().__init__(message, fix=fix)
+        self.may_have_evicted = may_have_evicted
+        """The store ran out of memory: keys written before (by any run) may have been evicted."""
+
 
 class MaterializationConflictError(OnlineStoreError):
     """Another materialization of the same feature view is running."""
+
+
+class LostWritesError(OnlineStoreError):
+    """The online store lost values it had acknowledged during a run (restart from an older
+    snapshot, failover to a lagging replica, flush, eviction); the run recorded nothing."""
+
+
+class StateStoreError(FeatureLayerError):
+    """The state store (watermarks, leases, statistics) cannot be read or written (a full disk)."""

@@ -4,6 +4,15 @@ One SQLite file (WAL mode, every write its own transaction, so a crash never lea
 watermark). Several processes may open it: materializations of the same view coordinate
 through a lease row taken with ``BEGIN IMMEDIATE``; a lease whose holder died expires (or is
 reclaimed at once when the holder was a dead process on this host).
+
+Each lease carries a *fencing token*: a per-view counter that only grows (``fences`` table),
+so a run that lost its lease holds a smaller token than the run that took it over, and the
+online store refuses its writes (``docs/online_store.md``, Fencing). The tokens are scoped by
+the state file's own random ``id``: runs coordinated by another state file never fence ours.
+
+SQLite errors (a full disk above all: ``database or disk is full``) become ``StateStoreError``
+naming the file and the fix; SQLite has already rolled the transaction back by then, so no
+second error (``cannot rollback - no transaction is active``) hides the first.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from feature_layer.errors import FeatureLayerError, MaterializationConflictError
+from feature_layer.errors import MaterializationConflictError, StateStoreError
 from feature_layer.sql.latest import Watermark
 
 _SCHEMA = """
@@ -41,6 +50,14 @@ CREATE TABLE IF NOT EXISTS leases (
     pid INTEGER NOT NULL,
     acquired_us INTEGER NOT NULL,
     expires_us INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fences (
+    view TEXT PRIMARY KEY,
+    token INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS statistics (
     feature_ref TEXT PRIMARY KEY,
@@ -86,6 +103,8 @@ class Lease:
     view: str
     owner: str
     expires_us: int
+    token: int = 0
+    """The fencing token: larger than every earlier lease of the view in this state file."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -111,11 +130,34 @@ class StateStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
             self._migrate()
+            self.id = self._store_id()
+            # Every table's pages in the main file from the start: on a full disk a checkpoint then
+            # only rewrites existing pages, which is what lets ``release_lease`` still succeed.
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as exc:
-            raise FeatureLayerError(
+            raise StateStoreError(
                 f"Cannot open the state store at {self.path}: {exc}.",
-                fix="check that the folder is writable, or set `state_path` in feature_layer.yml.",
+                fix="check that the folder is writable and the disk not full, or set `state_path` in "
+                "feature_layer.yml.",
             ) from exc
+
+    def _store_id(self) -> str:
+        """This state file's random id (created once): the scope of its fencing tokens."""
+        self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('id', ?)", (uuid.uuid4().hex[:12],))
+        return str(self._db.execute("SELECT value FROM meta WHERE key = 'id'").fetchone()[0])
+
+    def _failed(self, action: str, exc: sqlite3.Error) -> StateStoreError:
+        full = isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
+        if full:
+            return StateStoreError(
+                f"The state store at {self.path} could not {action}: the disk is full ({exc}).",
+                fix=f"free space on the disk holding {self.path.parent} (or move `state_path` in feature_layer.yml), "
+                "then rerun; nothing was recorded, so the rerun redoes the same work.",
+            )
+        return StateStoreError(
+            f"The state store at {self.path} could not {action}: {exc}.",
+            fix="check that the file is writable and not on a failing disk, then rerun.",
+        )
 
     def _migrate(self) -> None:
         """Add columns that state files written by earlier versions lack."""
@@ -128,37 +170,50 @@ class StateStore:
                     raise
 
     # -- helpers ---------------------------------------------------------------------------
-    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+    def _rollback(self) -> None:
+        """Roll back if a transaction is still open (SQLite ends it itself on SQLITE_FULL and the like)."""
+        if self._db.in_transaction:
             try:
-                self._db.execute(sql, params)
-                self._db.execute("COMMIT")
-            except BaseException:
                 self._db.execute("ROLLBACK")
-                raise
+            except sqlite3.Error:
+                pass
 
-    def _write_owned(self, lease: Lease | None, sql: str, params: tuple[Any, ...] = ()) -> None:
-        """``_write``, but only while ``lease`` (when given) is held by its owner — atomically."""
+    def _transaction(self, action: str, body: Any) -> Any:
+        """Run ``body(db)`` in one ``BEGIN IMMEDIATE`` transaction; SQLite errors as StateStoreError."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                if lease is not None:
-                    row = self._db.execute("SELECT owner FROM leases WHERE view = ?", (lease.view,)).fetchone()
-                    if row is None or row[0] != lease.owner:
-                        self._db.execute("ROLLBACK")
-                        raise self._lost(lease)
-                self._db.execute(sql, params)
+                self._db.execute("BEGIN IMMEDIATE")
+                result = body(self._db)
                 self._db.execute("COMMIT")
-            except MaterializationConflictError:
-                raise
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise self._failed(action, exc) from exc
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
+            return result
+
+    def _write(self, sql: str, params: tuple[Any, ...] = (), action: str = "record the change") -> None:
+        self._transaction(action, lambda db: db.execute(sql, params))
+
+    def _write_owned(self, lease: Lease | None, sql: str, params: tuple[Any, ...] = (), action: str = "") -> None:
+        """``_write``, but only while ``lease`` (when given) is held by its owner — atomically."""
+
+        def body(db: sqlite3.Connection) -> None:
+            if lease is not None:
+                row = db.execute("SELECT owner FROM leases WHERE view = ?", (lease.view,)).fetchone()
+                if row is None or row[0] != lease.owner:
+                    raise self._lost(lease)
+            db.execute(sql, params)
+
+        self._transaction(action or "record the change", body)
 
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
         with self._lock:
-            return self._db.execute(sql, params).fetchone()
+            try:
+                return self._db.execute(sql, params).fetchone()
+            except sqlite3.Error as exc:
+                raise self._failed("be read", exc) from exc
 
     # -- watermarks --------------------------------------------------------------------------
     def view_state(self, view: str) -> ViewState | None:
@@ -212,10 +267,11 @@ class StateStore:
                 entities,
                 _us(newest_event_time) if newest_event_time else None,
             ),
+            action=f"record the watermark of feature view {view!r}",
         )
 
     def clear_watermark(self, view: str) -> None:
-        self._write("DELETE FROM watermarks WHERE view = ?", (view,))
+        self._write("DELETE FROM watermarks WHERE view = ?", (view,), action=f"clear the watermark of {view!r}")
 
     def last_materialized(self, view: str) -> tuple[datetime, datetime] | None:
         """(event-time watermark, wall-clock time of the run) of the view's last successful run."""
@@ -236,62 +292,59 @@ class StateStore:
 
     # -- leases ------------------------------------------------------------------------------
     def acquire_lease(self, view: str, *, seconds: float = 60.0, owner: str | None = None) -> Lease:
-        """Take the view's materialization lease, or raise MaterializationConflictError."""
+        """Take the view's materialization lease (with the next fencing token), or raise
+        MaterializationConflictError."""
         owner = owner or uuid.uuid4().hex
         host, pid, now = socket.gethostname(), os.getpid(), _now_us()
         expires = now + int(seconds * 1_000_000)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT owner, host, pid, acquired_us, expires_us FROM leases WHERE view = ?", (view,)
-                ).fetchone()
-                if row is not None and row[0] != owner:
-                    other_owner, other_host, other_pid, acquired, other_expires = row
-                    dead = other_host == host and other_pid != pid and not _pid_alive(other_pid)
-                    if other_expires > now and not dead:
-                        self._db.execute("ROLLBACK")
-                        raise MaterializationConflictError(
-                            f"Feature view {view!r} is already being materialized (by pid {other_pid} on "
-                            f"{other_host}, since {_dt(acquired):%Y-%m-%d %H:%M:%S} UTC); two runs of one view "
-                            "must not interleave.",
-                            fix=f"wait for that run to finish and retry; if it crashed, its lease expires at "
-                            f"{_dt(other_expires):%H:%M:%S} UTC.",
-                        )
-                self._db.execute(
-                    "INSERT INTO leases (view, owner, host, pid, acquired_us, expires_us) VALUES (?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT(view) DO UPDATE SET owner = excluded.owner, host = excluded.host,"
-                    " pid = excluded.pid, acquired_us = excluded.acquired_us, expires_us = excluded.expires_us",
-                    (view, owner, host, pid, now, expires),
-                )
-                self._db.execute("COMMIT")
-            except MaterializationConflictError:
-                raise
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return Lease(view, owner, expires)
+
+        def body(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "SELECT owner, host, pid, acquired_us, expires_us FROM leases WHERE view = ?", (view,)
+            ).fetchone()
+            if row is not None and row[0] != owner:
+                other_owner, other_host, other_pid, acquired, other_expires = row
+                dead = other_host == host and other_pid != pid and not _pid_alive(other_pid)
+                if other_expires > now and not dead:
+                    raise MaterializationConflictError(
+                        f"Feature view {view!r} is already being materialized (by pid {other_pid} on "
+                        f"{other_host}, since {_dt(acquired):%Y-%m-%d %H:%M:%S} UTC); two runs of one view "
+                        "must not interleave.",
+                        fix=f"wait for that run to finish and retry; if it crashed, its lease expires at "
+                        f"{_dt(other_expires):%H:%M:%S} UTC.",
+                    )
+            db.execute(
+                "INSERT INTO leases (view, owner, host, pid, acquired_us, expires_us) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(view) DO UPDATE SET owner = excluded.owner, host = excluded.host,"
+                " pid = excluded.pid, acquired_us = excluded.acquired_us, expires_us = excluded.expires_us",
+                (view, owner, host, pid, now, expires),
+            )
+            db.execute(
+                "INSERT INTO fences (view, token) VALUES (?, 1) ON CONFLICT(view) DO UPDATE SET token = token + 1",
+                (view,),
+            )
+            return int(db.execute("SELECT token FROM fences WHERE view = ?", (view,)).fetchone()[0])
+
+        token = self._transaction(f"take the lease of feature view {view!r}", body)
+        return Lease(view, owner, expires, token)
 
     def renew_lease(self, lease: Lease, *, seconds: float = 60.0) -> Lease:
         """Extend ``lease``; MaterializationConflictError when it is no longer ours.
 
         A lease that expired and was taken by another run cannot be renewed: the caller must
-        stop before it records anything (its writes are harmless, its watermark would not be).
+        stop before it records anything (its writes are refused by the fence, its watermark
+        would not be recorded).
         """
         expires = _now_us() + int(seconds * 1_000_000)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._db.execute(
-                    "UPDATE leases SET expires_us = ? WHERE view = ? AND owner = ?", (expires, lease.view, lease.owner)
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        cur = self._transaction(
+            f"renew the lease of feature view {lease.view!r}",
+            lambda db: db.execute(
+                "UPDATE leases SET expires_us = ? WHERE view = ? AND owner = ?", (expires, lease.view, lease.owner)
+            ),
+        )
         if cur.rowcount != 1:
             raise self._lost(lease)
-        return Lease(lease.view, lease.owner, expires)
+        return Lease(lease.view, lease.owner, expires, lease.token)
 
     def _lost(self, lease: Lease) -> MaterializationConflictError:
         row = self._one("SELECT host, pid FROM leases WHERE view = ?", (lease.view,))
@@ -311,7 +364,20 @@ class StateStore:
             raise self._lost(lease)
 
     def release_lease(self, lease: Lease) -> None:
-        self._write("DELETE FROM leases WHERE view = ? AND owner = ?", (lease.view, lease.owner))
+        """Give the lease up. On a full disk, a checkpoint that restarts the WAL lets the one-row
+        delete reuse the WAL's existing space, so a run that failed for want of space leaves no
+        lease behind."""
+        sql, params = "DELETE FROM leases WHERE view = ? AND owner = ?", (lease.view, lease.owner)
+        action = f"release the lease of feature view {lease.view!r}"
+        try:
+            self._write(sql, params, action=action)
+        except StateStoreError:
+            with self._lock:
+                try:
+                    self._db.execute("PRAGMA wal_checkpoint(RESTART)")
+                except sqlite3.Error:
+                    pass
+            self._write(sql, params, action=action)
 
     # -- statistics --------------------------------------------------------------------------
     def save_statistics(self, feature_ref: str, stats: dict[str, Any]) -> None:
@@ -319,23 +385,21 @@ class StateStore:
             "INSERT INTO statistics (feature_ref, stats, computed_us) VALUES (?, ?, ?)"
             " ON CONFLICT(feature_ref) DO UPDATE SET stats = excluded.stats, computed_us = excluded.computed_us",
             (feature_ref, json.dumps(stats, default=str), _now_us()),
+            action="save feature statistics",
         )
 
     def save_many_statistics(self, stats: dict[str, dict[str, Any]]) -> None:
         """Save several features' statistics in one transaction."""
         now = _now_us()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT INTO statistics (feature_ref, stats, computed_us) VALUES (?, ?, ?)"
-                    " ON CONFLICT(feature_ref) DO UPDATE SET stats = excluded.stats, computed_us = excluded.computed_us",
-                    [(ref, json.dumps(s, default=str), now) for ref, s in stats.items()],
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        rows = [(ref, json.dumps(s, default=str), now) for ref, s in stats.items()]
+        self._transaction(
+            "save feature statistics",
+            lambda db: db.executemany(
+                "INSERT INTO statistics (feature_ref, stats, computed_us) VALUES (?, ?, ?)"
+                " ON CONFLICT(feature_ref) DO UPDATE SET stats = excluded.stats, computed_us = excluded.computed_us",
+                rows,
+            ),
+        )
 
     def get_statistics(self, feature_ref: str) -> dict[str, Any] | None:
         row = self._one("SELECT stats FROM statistics WHERE feature_ref = ?", (feature_ref,))

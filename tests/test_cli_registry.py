@@ -103,7 +103,7 @@ def test_registry_knows_the_warehouse_dialect(project: Path) -> None:
 
 
 def test_postgres_build_reads_as_postgres_and_traces_columns(postgres_example_project) -> None:  # noqa: ANN001
-    registry = FeatureStore(postgres_example_project.path).registry
+    registry = FeatureStore(postgres_example_project.path, target="postgres").registry  # the target that built it
     assert registry.dialect == "postgres"
     graph = registry.column_lineage("user_transaction_features.txn_count_24h").to_dict()
     text = json.dumps(graph)

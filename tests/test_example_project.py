@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 import yaml
-from conftest import FIXTURES_DIR, PostgresExampleProject, clean_project_env, copy_example_project
+from conftest import EXAMPLE_SEED, FIXTURES_DIR, PostgresExampleProject, clean_project_env, copy_example_project
 
 from feature_layer.dbt.runner import run_dbt
 from feature_layer.errors import FeatureLayerError
@@ -196,6 +196,54 @@ def test_merchant_chargebacks_count_only_once_reported(built_example_project: Pa
         conn.close()
     assert mismatches == [(0,)]
     assert latest_rows == [(0,)]
+
+
+def test_warehouse_returns_the_same_rows_whatever_directory_opens_it(
+    built_example_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder with other raw data under the same relative path (the repo root after
+    `make demo`) must not change what the built warehouse returns: staging is built as
+    tables, read once from the project's own files."""
+    from feature_layer.demo.data import generate_demo_data
+
+    generate_demo_data(tmp_path / "data" / "raw", rows=1_000, seed=EXAMPLE_SEED + 1)
+    monkeypatch.chdir(tmp_path)
+    conn = duckdb.connect(str(built_example_project / "target" / "feature_layer.duckdb"), read_only=True)
+    try:
+        counts = _rows(conn, "select (select count(*) from main.stg_transactions),"
+                             " (select count(*) from main.user_transaction_features)")[0]
+        kinds = dict(_rows(conn, "select table_name, table_type from information_schema.tables"
+                                 " where table_name like 'stg_%'"))
+    finally:
+        conn.close()
+    assert counts == (10_000, 10_000)
+    assert set(kinds.values()) == {"BASE TABLE"} and len(kinds) == 4
+
+
+def test_dbt_run_from_another_folder_reads_the_projects_raw_files(tmp_path: Path) -> None:
+    """`dbt build --project-dir project` from a folder that has its own data/raw reads the
+    project's files: relative source paths are anchored at the project, not dbt's cwd."""
+    import subprocess
+    import sys
+
+    from feature_layer.demo.data import generate_demo_data
+
+    project = copy_example_project(tmp_path / "project")
+    generate_demo_data(project / "data" / "raw", rows=1_000, seed=EXAMPLE_SEED)
+    generate_demo_data(tmp_path / "data" / "raw", rows=2_000, seed=EXAMPLE_SEED)  # the decoy
+    warehouse = tmp_path / "warehouse.duckdb"
+    with clean_project_env(FEATURE_LAYER_DUCKDB_PATH=str(warehouse)):
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "dbt"), "--quiet", "run", "--select", "path:models/example/staging",
+             "--project-dir", "project", "--profiles-dir", "project"],
+            capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ),
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    conn = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        assert _rows(conn, "select count(*) from main.stg_transactions") == [(1_000,)]
+    finally:
+        conn.close()
 
 
 def test_raw_data_directory_comes_from_the_environment(tmp_path: Path) -> None:

@@ -287,7 +287,11 @@ def test_full_refresh_removes_entities_gone_from_the_warehouse(redis_server: Red
     assert lookup(store, [3, 4])["x"] == [None, 42.0]
 
 
-def test_a_changed_view_layout_rewrites_values_and_drops_the_old_keys(redis_server: RedisServer, engine, state) -> None:  # noqa: ANN001, F811
+def test_a_changed_view_layout_rewrites_values_and_drops_the_old_keys_after_a_grace(
+    redis_server: RedisServer, engine, state, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001, F811
+) -> None:
+    from feature_layer.online import layouts
+
     online = redis_store(redis_server)
     load_events(engine, users=5)
     materialize(make_parts(engine, online, state, [make_view()]), end=END)
@@ -296,7 +300,13 @@ def test_a_changed_view_layout_rewrites_values_and_drops_the_old_keys(redis_serv
     result = materialize(store, end=END)
     assert result["user_stats"].full_refresh and result["user_stats"].rows_written == 5
     assert lookup(store, [2], ("user_stats.y", "user_stats.x")) == {"user_id": [2], "y": [2], "x": [22.0]}
-    assert len(snapshot(online)) == 5  # the old layout's keys are gone
+    assert len(snapshot(online)) == 10  # the old layout's keys stay while servers may still read them
+    materialize(store, end=END)
+    assert len(snapshot(online)) == 10  # a run within the grace keeps them
+    monkeypatch.setattr(layouts, "RETIRE_GRACE_SECONDS", 0.0)
+    materialize(store, end=END)
+    assert len(snapshot(online)) == 5  # the next run after it deletes them
+    assert lookup(store, [2], ("user_stats.y", "user_stats.x")) == {"user_id": [2], "y": [2], "x": [22.0]}
 
 
 def test_statistics_are_computed_in_the_warehouse_and_saved(redis_server: RedisServer, engine, state) -> None:  # noqa: ANN001, F811

@@ -143,3 +143,63 @@ def test_cli_reports_an_unreachable_redis_clearly(project: Path, monkeypatch: py
     out = CliRunner().invoke(main, ["--project-dir", str(project), "materialize", "--no-progress"])
     assert out.exit_code == 1
     assert "unreachable" in out.output and "watermark was not advanced" in out.output
+
+
+def test_a_column_marked_feature_false_keeps_serving_the_others_and_reports_the_view_stale(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The issue's case: mark one column `feature: false`, `dbt parse`, and the view's layout
+    # changes; lookups must keep serving the features still declared (not null) until the next
+    # materialization, and the view is reported stale.
+    from feature_layer.dbt.runner import run_dbt
+    from feature_layer.errors import UnknownFeatureError
+    from feature_layer.online.layouts import layout_state
+    from tests.conftest import clean_project_env, replace_in_file
+
+    runner = CliRunner()
+    base = ["--project-dir", str(project)]
+    view = "user_transaction_features"
+    store = FeatureStore(project)
+    entity = first_entity_row(store, view)
+    spec = store.registry.view(view)
+    rel = ".".join(f'"{p}"' for p in spec.relation.parts())
+    latest = store.offline_engine().fetch_arrow(f'SELECT max("{spec.event_time}") FROM {rel}').column(0)[0].as_py()
+    store.close()
+    now = (latest if latest.tzinfo else latest.replace(tzinfo=UTC)) + timedelta(hours=1)
+    monkeypatch.setenv("FEATURE_LAYER_NOW", now.isoformat())  # the end of the example data: values live
+    assert runner.invoke(main, [*base, "materialize", "--json"]).exit_code == 0
+    store = FeatureStore(project)
+    kept = [f"{view}.amount", f"{view}.txn_count_24h"]
+    before = store.get_online_features(kept, entity_rows=[entity]).to_dict()
+    assert before["amount"][0] is not None and before["txn_count_24h"][0] is not None
+    store.close()
+
+    replace_in_file(
+        project / "models" / "example" / "schema.yml",
+        "        description: Seconds since the card holder's previous payment (null for the first).\n"
+        "        data_type: double\n",
+        "        description: Seconds since the card holder's previous payment (null for the first).\n"
+        "        data_type: double\n        config:\n          meta:\n            feature_layer: {feature: false}\n",
+    )
+    with clean_project_env():
+        run_dbt(["parse"], project, target="duckdb", quiet=True)
+    store = FeatureStore(project)
+    assert "seconds_since_previous_txn" not in [f.name for f in store.registry.view(view).features]
+    assert store.get_online_features(kept, entity_rows=[entity]).to_dict() == before  # values, not nulls
+    with pytest.raises(UnknownFeatureError):
+        store.get_online_features([f"{view}.seconds_since_previous_txn"], entity_rows=[entity])
+    state = layout_state(store.online_store(), store.registry.view(view))
+    assert state.stale and state.missing_features == () and state.active != state.wanted
+    done = runner.invoke(main, [*base, "online-status", "--json"])
+    assert done.exit_code == 0, done.output
+    status = json.loads(done.stdout)["views"]
+    assert next(v for v in status if v["view"] == view)["layout"]["stale"] is True
+    table = runner.invoke(main, [*base, "online-status"]).output
+    assert "stale" in table
+    store.close()
+
+    assert runner.invoke(main, [*base, "materialize", "--json"]).exit_code == 0
+    store = FeatureStore(project)
+    assert not layout_state(store.online_store(), store.registry.view(view)).stale
+    assert store.get_online_features(kept, entity_rows=[entity]).to_dict() == before
+    store.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from feature_layer.online import redis_store as redis_store_module
 from feature_layer.online.redis_store import RedisOnlineStore
 from tests.redis_helpers import RedisServer, redis_server  # noqa: F401
 
@@ -29,8 +28,8 @@ def test_a_non_redis_error_during_a_read_does_not_leak_the_connection(
     assert store.read(keys) == [None] * len(keys)
     conn = pool.get_connection()
     pool.release(conn)
-    if where == "parse":
-        monkeypatch.setattr(redis_store_module, "_read_bulk_array", _broken)
+    if where == "parse":  # the reply parser (hiredis, through redis-py's public read_response) fails
+        monkeypatch.setattr(conn, "read_response", _broken)
     else:
         monkeypatch.setattr(conn, "send_packed_command", _broken)
     for _ in range(3):

@@ -257,3 +257,51 @@ def test_any_sequence_of_batches_leaves_the_latest_value_per_key(online, batches
     assert read_a(online, layout, list(range(6))) == [
         float(expected[k][2]) if k in expected else None for k in range(6)
     ]
+
+
+def _fence(token: int, expires_in_s: float = 60.0, view: str = "v"):  # noqa: ANN202
+    import time
+
+    from feature_layer.online.store import RunFence
+
+    expires = time.time_ns() // 1000 + int(expires_in_s * 1e6)
+    return RunFence(view, "scope", token, f"run{token}", lambda: expires)
+
+
+def test_a_stale_fencing_token_or_an_expired_lease_writes_nothing(online) -> None:  # noqa: ANN001
+    from feature_layer.errors import MaterializationConflictError
+
+    layout = view_layout(make_view([("a", "float64")]), online.namespace)
+    old, new = _fence(1), _fence(2)
+    online.claim(old)
+    online.claim(new)  # a newer run took the view over
+    for fence in (old, _fence(3, expires_in_s=-1.0)):  # a stale token; a lease that already expired
+        for force in (False, True):
+            with pytest.raises(MaterializationConflictError, match="refused its write"):
+                with online.writer(ttl_us=layout.ttl_us, force=force, fence=fence) as writer:
+                    writer.write(batch(layout, [1], [T0], [1.0]))
+        with pytest.raises(MaterializationConflictError):
+            online.delete_keys([layout.key_prefix + b"1"], fence)
+    assert read_a(online, layout, [1]) == [None]
+    with online.writer(ttl_us=layout.ttl_us, fence=new) as writer:
+        writer.write(batch(layout, [1], [T0], [2.0]))
+    assert read_a(online, layout, [1]) == [2.0]
+    online.commit(new, {"m": b"1"})
+    assert online.get_marker("m") == b"1"
+
+
+def test_a_commit_refuses_a_ledger_missing_requests(online) -> None:  # noqa: ANN001
+    from feature_layer.errors import LostWritesError
+
+    layout = view_layout(make_view([("a", "float64")]), online.namespace)
+    fence = _fence(1)
+    online.claim(fence)
+    with online.writer(ttl_us=layout.ttl_us, fence=fence) as writer:
+        writer.write(batch(layout, [1, 2], [T0, T0], [1.0, 2.0]))
+    assert fence.requests >= 1 and online.missing_requests(fence) == 0
+    fence.requests += 1  # a request the store acknowledged but no longer holds
+    fence.acknowledged.add(fence.requests)
+    assert online.missing_requests(fence) == 1
+    with pytest.raises(LostWritesError, match="lost values"):
+        online.commit(fence, {"m": b"1"})
+    assert online.get_marker("m") is None  # nothing set

@@ -83,3 +83,30 @@ def test_a_lease_taken_over_after_it_expired_cannot_be_renewed_nor_record_a_wate
     state.renew_lease(second)  # the owner renews
     state.set_watermark("v", Watermark(T), layout="abcd", lease=second)
     assert state.watermark("v") == Watermark(T)
+
+
+def test_fencing_tokens_only_grow_per_view_and_are_scoped_by_the_state_file(tmp_path: Path) -> None:
+    state = StateStore(tmp_path / "s.sqlite")
+    tokens = []
+    for _ in range(3):
+        lease = state.acquire_lease("v")
+        tokens.append(lease.token)
+        state.release_lease(lease)
+    assert tokens == [1, 2, 3]  # released leases never hand out a token again
+    assert state.acquire_lease("other").token == 1  # per view
+    again = StateStore(tmp_path / "s.sqlite")
+    assert again.id == state.id and again.acquire_lease("v", owner="x").token == 4  # durable
+    assert StateStore(tmp_path / "other.sqlite").id != state.id  # another state file, another scope
+    renewed = again.renew_lease(again.acquire_lease("w"))
+    assert renewed.token == 1  # renewal keeps the token
+
+
+def test_sqlite_errors_name_the_file_and_the_fix_and_leave_no_transaction_open(tmp_path: Path) -> None:
+    from feature_layer.errors import StateStoreError
+
+    state = StateStore(tmp_path / "s.sqlite")
+    state._db.execute("PRAGMA max_page_count = 1")  # the file may not grow: SQLITE_FULL on the next page
+    with pytest.raises(StateStoreError, match="disk is full") as info:
+        state.save_many_statistics({f"v.f{i}": {"histogram": list(range(500))} for i in range(50)})
+    assert str(state.path) in str(info.value) and "To fix this" in str(info.value)
+    assert "no transaction is active" not in str(info.value) and not state._db.in_transaction

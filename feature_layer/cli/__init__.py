@@ -14,5 +14,6 @@ from feature_layer.cli import demo_cmds, registry_cmds  # noqa: E402,F401
 from feature_layer.cli import serve_cmds  # noqa: E402,F401
 from feature_layer.cli import online_cmds  # noqa: E402,F401
 from feature_layer.cli import sql_cmds  # noqa: E402,F401
+from feature_layer.cli import init_cmds  # noqa: E402,F401
 
 __all__ = ["main"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from feature_layer.errors import FeatureLayerError
+from feature_layer.errors import FeatureLayerError, FeatureLayerWarning
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,13 +64,29 @@ def main(ctx: click.Context, project_dir: Path, target: str | None, debug: bool)
     ctx.obj = Context(project_dir, target, debug)
 
 
+def _echo_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """One line on stderr per feature_layer warning; other warnings as Python prints them."""
+    if issubclass(category, FeatureLayerWarning):
+        click.secho(f"Warning: {message}", fg="yellow", err=True)
+    else:
+        _show_python_warning(message, category, filename, lineno, file, line)
+
+
+_show_python_warning = warnings.showwarning
+
+
 def handle_errors(func: F) -> F:
-    """Turn domain errors into a one-line message and exit code 1 (traceback with --debug)."""
+    """Turn domain errors into a one-line message and exit code 1 (traceback with --debug);
+    print feature_layer warnings (stale artifacts, skipped views) as one line each."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("default", FeatureLayerWarning)  # each message once per command
+                warnings.showwarning = _echo_warning
+                return func(*args, **kwargs)
         except FeatureLayerError as exc:
             ctx = click.get_current_context(silent=True)
             if ctx is not None and isinstance(ctx.find_root().obj, Context) and ctx.find_root().obj.debug:

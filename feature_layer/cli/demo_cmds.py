@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -33,6 +34,14 @@ def demo_data(rows: int, out: Path, seed: int) -> None:
     for name, path in paths.items():
         click.echo(f"{name:<14} {path}  ({path.stat().st_size / 1e6:.1f} MB)")
     click.echo(f"Generated {rows:,} transactions in {took:.1f}s.")
+
+
+def _preview(table: Any, max_cols: int) -> str:
+    """A few rows as pandas prints them (the demo runs with the dev extras installed)."""
+    from feature_layer.extras import require
+
+    require("pandas", "The demo's table preview")
+    return table.to_pandas().to_string(max_cols=max_cols, max_colwidth=18)
 
 
 def _step(title: str) -> None:
@@ -93,7 +102,7 @@ def demo(ctx: Context, rows: int, skip_dbt: bool) -> None:
                                       timestamp_column="occurred_at")
     table = training.to_arrow()
     click.echo(f"{table.num_rows:,} rows x {table.num_columns} columns in {time.perf_counter() - start:.2f}s")
-    click.echo(table.slice(0, 5).to_pandas().to_string(max_cols=10, max_colwidth=18))
+    click.echo(_preview(table.slice(0, 5), max_cols=10))
 
     _step(f"Materializing online features into {store.settings.online_store.type}")
     result = store.materialize(progress=True)
@@ -106,7 +115,7 @@ def demo(ctx: Context, rows: int, skip_dbt: bool) -> None:
     rows_in = [{"user_id": r["user_id"], "merchant_id": r["merchant_id"]} for r in recent.to_pylist()]
     _step(f"Online lookup for {rows_in}")
     response = store.get_online_features(service=service.name, entity_rows=rows_in)
-    click.echo(response.to_pandas().to_string(max_cols=12, max_colwidth=18))
+    click.echo(_preview(response.to_arrow(), max_cols=12))
     _step("Next")
     click.echo("feature-layer search velocity | feature-layer lineage user_transaction_features.txn_count_24h "
                "| feature-layer serve")

@@ -164,12 +164,15 @@ def online_get(
 @handle_errors
 def online_status(obj: Context, as_json: bool) -> None:
     """Freshness of every online view: watermark, when it ran, rows written."""
+    from feature_layer.online.layouts import layout_state
+
     store = obj.store
     out = []
     for view in obj.registry.views.values():
         if not view.online:
             continue
         state = store.state.view_state(view.name)
+        layout = layout_state(store.online_store(), view)
         out.append(
             {
                 "view": view.name,
@@ -180,13 +183,19 @@ def online_status(obj: Context, as_json: bool) -> None:
                 "rows_written": state.rows_written if state else 0,
                 "entities": state.entities if state else 0,
                 "ttl": format_duration(view.ttl) if view.ttl else None,
+                "layout": {
+                    "active": layout.active,
+                    "wanted": layout.wanted,
+                    "stale": layout.stale,
+                    "missing_features": list(layout.missing_features),
+                },
             }
         )
     if as_json:
         echo_json({"online_store": store.online_store().describe(), "views": out})
         return
     render_table(
-        ["view", "newest event", "watermark", "materialized at", "entities", "written", "ttl"],
+        ["view", "newest event", "watermark", "materialized at", "entities", "written", "ttl", "layout"],
         [
             (
                 o["view"],
@@ -196,8 +205,19 @@ def online_status(obj: Context, as_json: bool) -> None:
                 o["entities"],
                 o["rows_written"],
                 o["ttl"] or "",
+                _layout_text(o["layout"]),
             )
             for o in out
         ],
         title=f"Online store {store.online_store().describe()}",
     )
+
+
+def _layout_text(layout: dict[str, Any]) -> str:
+    """Current, or stale with the features lookups serve as null until the next materialization."""
+    if layout["active"] is None:
+        return ""  # never materialized (the watermark column says so)
+    if not layout["stale"]:
+        return "current"
+    missing = layout["missing_features"]
+    return "stale" + (f" (not yet online: {', '.join(missing)})" if missing else " (rematerialize)")

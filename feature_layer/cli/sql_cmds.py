@@ -72,7 +72,7 @@ def training_set(
     # (the SQL converts those explicitly, so it gives the same rows in any session time zone).
     import pyarrow as pa
 
-    from feature_layer.offline.entity import tz_aware_event_times
+    from feature_layer.offline.training_set import warehouse_types
 
     try:
         engine = store.offline_engine()
@@ -89,8 +89,9 @@ def training_set(
             click.secho(f"Note: could not read {entity_table}'s columns ({exc.message.splitlines()[0]}); "
                         "returning only join keys and the timestamp. Pass --entity-columns to list them.",
                         fg="yellow", err=True)
-    try:
-        tz_views = tz_aware_event_times(store.offline_engine(), [view for view, feats in requested if feats])
+    conversions: dict = {}
+    try:  # and which features need a cast to their logical type, as the Python training set does
+        tz_views, conversions = warehouse_types(store.offline_engine(), requested)
     except FeatureLayerError:
         types_known = False
     if columns is not None and timestamp_column not in columns:
@@ -100,13 +101,15 @@ def training_set(
         )
     spine = EntitySpine(source=source, timestamp=timestamp_column, columns=columns, naive_utc=naive, tz_aware=aware)
     outputs = plan_outputs(
-        requested, entity_columns=columns or (), full_feature_names=full_feature_names, tz_aware_views=tz_views
+        requested, entity_columns=columns or (), full_feature_names=full_feature_names, tz_aware_views=tz_views,
+        conversions=conversions,
     )
     header = ""
     if not types_known:
         header = (
             "-- Some column types could not be read from the warehouse: this query treats timestamps as\n"
-            "-- naive UTC. If any is time-zone-aware, run it in a UTC session (SET TIME ZONE 'UTC').\n"
+            "-- naive UTC and returns features in the warehouse's types (no casts to their logical types).\n"
+            "-- If any timestamp is time-zone-aware, run it in a UTC session (SET TIME ZONE 'UTC').\n"
         )
     click.echo(header + training_set_sql(spine, outputs, dialect, strategy=strategy) + ";")
 

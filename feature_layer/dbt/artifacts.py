@@ -96,6 +96,22 @@ class Manifest:
     child_map: dict[str, tuple[str, ...]]
     has_catalog: bool
     adapter_type: str = ""
+    generated_at: str = ""
+    invocation_id: str = ""
+    catalog: CatalogInfo | None = None
+    """What the catalog was, when there is one: when it was made, and which nodes it got wrong."""
+
+
+@dataclass(frozen=True)
+class CatalogInfo:
+    """catalog.json as compared with the manifest it is read with."""
+
+    path: Path
+    generated_at: str = ""
+    invocation_id: str = ""
+    disagreeing: tuple[str, ...] = ()
+    """Nodes whose declared columns (schema.yml) the catalog lacks: it predates a rename, so
+    its columns were dropped and the manifest's are used."""
 
 
 def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
@@ -181,16 +197,25 @@ def _node(raw: dict[str, Any], catalog_types: dict[str, str]) -> DbtNode:
     )
 
 
-def _catalog_types(catalog_path: Path | None) -> dict[str, dict[str, str]]:
+def _catalog_types(catalog_path: Path | None) -> tuple[dict[str, dict[str, str]], dict[str, Any] | None]:
+    """Column types per node from catalog.json, and its metadata (None without a catalog)."""
     if catalog_path is None or not catalog_path.exists():
-        return {}
+        return {}, None
     catalog = _read_json(catalog_path, "dbt catalog", "run `dbt docs generate` again.")
     types: dict[str, dict[str, str]] = {}
     for section in ("nodes", "sources"):
         for unique_id, entry in (catalog.get(section) or {}).items():
             cols = sorted((entry.get("columns") or {}).values(), key=lambda c: c.get("index", 0))
             types[unique_id] = {c["name"]: c.get("type") or "" for c in cols}
-    return types
+    return types, dict(catalog.get("metadata") or {})
+
+
+def _agrees(entry: dict[str, Any], catalog_columns: dict[str, str]) -> bool:
+    """True unless the manifest declares a column the catalog does not have (a renamed or
+    new column the catalog predates). Undeclared catalog columns are fine: schema.yml
+    needs not list every column. Compared case-insensitively: spelling is validation's job."""
+    known = {name.lower() for name in catalog_columns}
+    return not known or all(name.lower() in known for name in (entry.get("columns") or {}))
 
 
 def _graph(edges: dict[str, list[str]] | None, nodes: dict[str, DbtNode]) -> dict[str, tuple[str, ...]]:
@@ -236,13 +261,18 @@ def _load_manifest(manifest_path: Path, catalog_path: Path | None) -> Manifest:
             f"{', '.join(SUPPORTED_MANIFEST_VERSIONS)} (dbt 1.8 to 1.11).",
             fix="install dbt-core>=1.11,<1.12 and run `dbt parse` again.",
         )
-    catalog = _catalog_types(catalog_path)
+    catalog, catalog_metadata = _catalog_types(catalog_path)
     nodes: dict[str, DbtNode] = {}
+    disagreeing: list[str] = []
     for section in ("nodes", "sources", "exposures"):
         for unique_id, entry in (raw.get(section) or {}).items():
             if entry.get("resource_type") in {"test", "unit_test", "analysis", "operation", "sql_operation"}:
                 continue
-            nodes[unique_id] = _node(entry, catalog.get(unique_id, {}))
+            types = catalog.get(unique_id, {})
+            if not _agrees(entry, types):
+                disagreeing.append(unique_id)
+                types = {}  # the manifest's columns win over a stale catalog
+            nodes[unique_id] = _node(entry, types)
     metadata = raw.get("metadata") or {}
     return Manifest(
         path=manifest_path,
@@ -253,4 +283,12 @@ def _load_manifest(manifest_path: Path, catalog_path: Path | None) -> Manifest:
         child_map=_graph(raw.get("child_map"), nodes),
         has_catalog=bool(catalog),
         adapter_type=str(metadata.get("adapter_type") or ""),
+        generated_at=str(metadata.get("generated_at") or ""),
+        invocation_id=str(metadata.get("invocation_id") or ""),
+        catalog=None if catalog_metadata is None or catalog_path is None else CatalogInfo(
+            path=catalog_path,
+            generated_at=str(catalog_metadata.get("generated_at") or ""),
+            invocation_id=str(catalog_metadata.get("invocation_id") or ""),
+            disagreeing=tuple(disagreeing),
+        ),
     )

@@ -347,8 +347,11 @@ def load_demo_data_into_postgres(data_dir: Path, dsn: str, schema: str = "raw") 
     ``schema``. Data is streamed batch by batch through ``COPY ... FROM STDIN`` as CSV.
     Returns the number of rows loaded per table.
     """
-    import psycopg2  # shipped with dbt-postgres; imported here to keep module import light
     import pyarrow.csv as pacsv
+
+    from feature_layer.extras import require
+
+    psycopg2 = require("psycopg2", "Loading the demo data into PostgreSQL")  # shipped with dbt-postgres
 
     data = Path(data_dir)
     missing = [name for name in TABLES if not (data / f"{name}.parquet").is_file()]

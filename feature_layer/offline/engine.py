@@ -204,7 +204,9 @@ _PG_KINDS = {
 
 
 def _postgres_kind(exc: Exception) -> str:
-    import psycopg2
+    from feature_layer.extras import require
+
+    psycopg2 = require("psycopg2", "The postgres target")  # installed: exc came from it
 
     code = getattr(exc, "pgcode", None) or ""
     if code in _PG_KINDS:
@@ -516,8 +518,9 @@ class PostgresEngine(Engine):
         schema: str | None = None,
         target: str | None = None,
     ) -> None:
-        import psycopg2
+        from feature_layer.extras import require
 
+        psycopg2 = require("psycopg2", "The postgres target")
         self._pg = psycopg2
         self._params = {"host": host, "port": port, "user": user, "password": password, "dbname": dbname}
         self.schema = schema
@@ -746,6 +749,9 @@ class PostgresEngine(Engine):
 def connect(settings: WarehouseSettings) -> Engine:
     """Open the engine for a dbt target (``duckdb`` or ``postgres``)."""
     if settings.type == "duckdb":
+        from feature_layer.config import require_warehouse_file
+
+        require_warehouse_file(settings)  # never let duckdb.connect create an empty database
         path: str | Path = settings.path or ":memory:"
         if Path(path).name == ":memory:":
             path = ":memory:"

@@ -2,7 +2,7 @@
 
 An entity input may be a pandas DataFrame, a pyarrow Table, a polars DataFrame, a Parquet
 path, or a table/query already in the warehouse. In-memory inputs are converted to Arrow
-once (no row loops), their timestamp normalised to naive UTC, a row-position column added,
+once (no row loops), a naive UTC copy of their timestamp and a row-position column added,
 and registered with the engine; warehouse inputs are checked through a zero-row query and
 never pulled into Python.
 """
@@ -20,8 +20,8 @@ import pyarrow as pa
 from sqlglot import exp
 
 from feature_layer.errors import InputError
-from feature_layer.registry.model import FeatureView
-from feature_layer.sql.point_in_time import INTERNAL_PREFIX, ROW, EntitySpine, ident
+from feature_layer.registry.model import Feature, FeatureView
+from feature_layer.sql.point_in_time import INTERNAL_PREFIX, ROW, TS, EntitySpine, ident
 from feature_layer.types import logical_type
 
 if TYPE_CHECKING:
@@ -71,6 +71,9 @@ class PreparedEntities:
     columns: tuple[str, ...]
     registered: str | None = None
     num_rows: int | None = None
+    table: pa.Table | None = None
+    """The in-memory input as given: its columns are returned as they are (types, time zones,
+    units), whatever the warehouse made of its copy."""
 
 
 def _to_arrow(entity_df: Any) -> pa.Table | None:
@@ -99,20 +102,37 @@ def _to_arrow(entity_df: Any) -> pa.Table | None:
             raise InputError("entity_df is a pandas Series.", fix="pass a DataFrame (series.to_frame()).")
         try:
             return pa.Table.from_pandas(entity_df, preserve_index=False)
-        except (pa.ArrowException, TypeError, ValueError) as exc:
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
             raise InputError(
                 f"The entity DataFrame cannot be converted to Arrow: {exc}",
                 fix="give each column one type (e.g. no mixed numbers and strings in one column).",
             ) from exc
     if module.startswith("polars"):
-        if hasattr(entity_df, "collect"):
-            entity_df = entity_df.collect()
-        return entity_df.to_arrow()
+        return polars_to_arrow(entity_df)
     raise InputError(
         f"entity_df has type {type(entity_df).__name__}, which is not a supported entity input.",
         fix="pass a pandas or polars DataFrame, a pyarrow Table, a Parquet path, or a warehouse table "
         "name or SQL query.",
     )
+
+
+def polars_to_arrow(frame: Any) -> pa.Table:
+    """A polars DataFrame or LazyFrame as Arrow; what polars cannot export is an InputError.
+
+    polars reports some inputs (a NUL in a column name, an unknown time zone) with a Rust panic,
+    a BaseException that would otherwise escape every handler as a traceback.
+    """
+    try:
+        if hasattr(frame, "collect"):
+            frame = frame.collect()
+        return frame.to_arrow()
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - polars panics (pyo3 PanicException) derive from it
+        raise InputError(
+            f"The polars entity frame cannot be converted to Arrow: {type(exc).__name__}: {exc}",
+            fix="check its column names (no NUL characters) and types, or pass a pyarrow table.",
+        ) from None
 
 
 def _pick_timestamp(schema: pa.Schema, timestamp_column: str | None) -> str:
@@ -209,30 +229,39 @@ def view_key_types(engine: Engine, views: Sequence[FeatureView]) -> dict[tuple[s
     return types
 
 
+def warehouse_schemas(
+    engine: Engine, requested: Sequence[tuple[FeatureView, Sequence[Feature]]]
+) -> dict[str, pa.Schema]:
+    """Each view's event time and requested features with the warehouse's own Arrow types.
+
+    One zero-row query per view: it tells which event times are time-zone-aware and which
+    feature columns need a cast to their logical type (``feature_layer.types``).
+    """
+    from feature_layer.sql.point_in_time import relation_table
+
+    schemas = {}
+    for view, features in requested:
+        names = list(dict.fromkeys([view.event_time, *(f.name for f in features)]))
+        query = exp.select(*[exp.column(ident(n)) for n in names]).from_(relation_table(view)).limit(0)
+        schemas[view.name] = engine.fetch_arrow(query).schema
+    return schemas
+
+
 def tz_aware_event_times(engine: Engine, views: Sequence[FeatureView]) -> set[str]:
     """Names of the views whose event time is time-zone-aware, from the warehouse's own types.
 
     The registry keeps logical types only (``timestamp`` for both), and the generated SQL must
-    convert a ``timestamptz`` explicitly to be right in any session time zone. One zero-row
-    query per view.
+    convert a ``timestamptz`` explicitly to be right in any session time zone.
     """
-    from feature_layer.sql.point_in_time import relation_table
-
-    aware = set()
-    for view in views:
-        query = exp.select(exp.column(ident(view.event_time))).from_(relation_table(view)).limit(0)
-        field_type = engine.fetch_arrow(query).schema.field(0).type
-        if pa.types.is_timestamp(field_type) and field_type.tz is not None:
-            aware.add(view.name)
-    return aware
+    schemas = warehouse_schemas(engine, [(view, ()) for view in views])
+    return {name for name, schema in schemas.items() if pa.types.is_timestamp(schema.field(0).type)
+            and schema.field(0).type.tz is not None}
 
 
-def _normalise_arrow(table: pa.Table, timestamp: str, key_types: Mapping[str, str]) -> pa.Table:
-    """Timestamp → naive UTC microseconds; all-null keys typed; row positions appended."""
+def _naive_utc(ts: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A timestamp (or date) column as naive UTC microseconds: the as-of time the SQL compares."""
     import pyarrow.compute as pc
 
-    ts_index = table.schema.get_field_index(timestamp)
-    ts = table.column(ts_index)
     if pa.types.is_dictionary(ts.type):
         ts = ts.cast(ts.type.value_type)
     if pa.types.is_timestamp(ts.type):
@@ -240,9 +269,14 @@ def _normalise_arrow(table: pa.Table, timestamp: str, key_types: Mapping[str, st
             ts = ts.cast(pa.timestamp(ts.type.unit, tz="UTC")).cast(pa.timestamp(ts.type.unit))
         if ts.type.unit != "us":
             ts = pc.cast(ts, pa.timestamp("us"), safe=False)
-    else:
-        ts = ts.cast(pa.timestamp("us"))
-    table = table.set_column(ts_index, timestamp, ts)
+        return ts
+    return ts.cast(pa.timestamp("us"))
+
+
+def _normalise_arrow(table: pa.Table, timestamp: str, key_types: Mapping[str, str]) -> pa.Table:
+    """The as-of time (naive UTC µs) appended beside the user's own timestamp column, which
+    stays as given; all-null keys typed; row positions appended."""
+    table = table.append_column(TS, _naive_utc(table.column(timestamp)))
     for key, logical in key_types.items():
         index = table.schema.get_field_index(key)
         column = table.column(index)
@@ -329,12 +363,14 @@ def prepare_entities(
     engine.register_arrow(name, normalised)
     spine = EntitySpine(
         source=exp.Table(this=ident(name)),
-        timestamp=timestamp,
+        timestamp=TS,  # the appended naive UTC copy: the user's column is projected unchanged
         columns=tuple(table.schema.names),
         row_number=ROW,
         naive_utc=True,
     )
-    return PreparedEntities(spine=spine, columns=tuple(table.schema.names), registered=name, num_rows=table.num_rows)
+    return PreparedEntities(
+        spine=spine, columns=tuple(table.schema.names), registered=name, num_rows=table.num_rows, table=table
+    )
 
 
 def _check_integral_decimal_keys(

@@ -8,7 +8,7 @@ when a result is asked for. Semantics: ``docs/training_sets.md``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,13 +16,15 @@ import pyarrow as pa
 from sqlglot import exp
 
 from feature_layer.errors import FeatureLayerError, InputError
-from feature_layer.offline.entity import PreparedEntities, prepare_entities, tz_aware_event_times
+from feature_layer.offline.entity import PreparedEntities, prepare_entities, warehouse_schemas
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.sql.point_in_time import (
+    Conversion,
     ViewOutputs,
     build_training_set_query,
     plan_outputs,
 )
+from feature_layer.types import arrow_type, matches_arrow, sql_type
 
 if TYPE_CHECKING:
     import pandas
@@ -71,22 +73,47 @@ class TrainingSet:
         return self.expression(dialect).sql(dialect=dialect, pretty=pretty)
 
     def to_arrow(self) -> pa.Table:
-        """Run the query and return the rows as an Arrow table (input order)."""
-        return self._engine.fetch_arrow(self.expression())
+        """Run the query and return the rows as an Arrow table (input order).
+
+        Features have their logical type's Arrow type (``feature_layer.types.arrow_type``), the
+        type an online lookup returns; an in-memory input's columns come back as given.
+        """
+        return self._conform(self._engine.fetch_arrow(self.expression()), 0)
 
     def to_batches(self, batch_size: int = 100_000) -> Iterator[pa.RecordBatch]:
-        """Stream the rows in Arrow record batches (bounded memory)."""
-        return self._engine.stream_arrow(self.expression(), batch_size=batch_size)
+        """Stream the rows in Arrow record batches (bounded memory), typed as ``to_arrow``."""
+        batches = self._engine.stream_arrow(self.expression(), batch_size=batch_size)
+        return (self._conform(batch, offset) for batch, offset in _offsets(batches))
+
+    def _conform(self, batch: Any, offset: int) -> Any:
+        """``batch`` (rows ``offset``… of the result) with the training set's own column types."""
+        columns = {}
+        given = self._entities.table
+        if given is not None:
+            for name in self._entities.columns:
+                column = given.column(name).slice(offset, batch.num_rows)
+                columns[name] = column.combine_chunks() if isinstance(batch, pa.RecordBatch) else column
+        for out in self.outputs:
+            for feature, name in zip(out.features, out.names, strict=True):
+                target = arrow_type(feature.dtype)
+                current = batch.column(name)
+                if target is not None and current.type != target:
+                    columns[name] = current.cast(target)
+        for name, column in columns.items():
+            batch = batch.set_column(batch.schema.get_field_index(name), name, column)
+        return batch
 
     def to_pandas(self) -> pandas.DataFrame:
+        from feature_layer.extras import require
+
+        require("pandas", "TrainingSet.to_pandas()")
         return self.to_arrow().to_pandas()
 
     def to_polars(self) -> polars.DataFrame:
-        try:
-            import polars as pl
-        except ImportError as exc:
-            raise InputError("polars is not installed.", fix="pip install 'feature_layer[polars]'.") from exc
-        return pl.from_arrow(self.to_arrow())
+        from feature_layer.extras import require
+
+        pl = require("polars", "TrainingSet.to_polars()")
+        return pl.from_arrow(_polars_ready(self.to_arrow()))
 
     def to_parquet(self, path: str | Path, *, batch_size: int = 100_000) -> Path:
         """Write the rows to a Parquet file, streaming batches (never the whole set in memory).
@@ -110,7 +137,7 @@ class TrainingSet:
                         writer = pq.ParquetWriter(temp, batch.schema)
                     writer.write_batch(batch)
                 if writer is None:
-                    pq.write_table(self._engine.fetch_arrow(self.expression().limit(0)), temp)
+                    pq.write_table(self._conform(self._engine.fetch_arrow(self.expression().limit(0)), 0), temp)
             finally:
                 if writer is not None:
                     writer.close()
@@ -185,6 +212,18 @@ class TrainingSet:
         return f"TrainingSet(features={list(self.features)!r}, rows={self._entities.num_rows})"
 
 
+def _polars_ready(table: pa.Table) -> pa.Table:
+    """Timestamps with a fixed-offset zone (``+05:30``, kept from the entity dataframe) in UTC:
+    polars accepts only named zones, and UTC names the same instants."""
+    import re
+
+    for index, field in enumerate(table.schema):
+        tz = getattr(field.type, "tz", None)
+        if pa.types.is_timestamp(field.type) and tz and re.fullmatch(r"[+-]\d{2}:?\d{2}", tz):
+            table = table.set_column(index, field.name, table.column(index).cast(pa.timestamp(field.type.unit, "UTC")))
+    return table
+
+
 def _parquet_target(path: str | Path) -> Path:
     """The Parquet output path, refused up front when it cannot be a file we may write."""
     if not isinstance(path, (str, Path)) or not str(path).strip():
@@ -238,15 +277,70 @@ def build_training_set(
     views = [view for view, features in items if features]
     entities = prepare_entities(engine, entity_df, views, timestamp_column=timestamp_column)
     try:
-        aware = tz_aware_event_times(engine, views)
+        tz_views, conversions = warehouse_types(engine, items)
         outputs = plan_outputs(
-            items, entity_columns=entities.columns, full_feature_names=full_feature_names, tz_aware_views=aware
+            items,
+            entity_columns=entities.columns,
+            full_feature_names=full_feature_names,
+            tz_aware_views=tz_views,
+            conversions=conversions,
         )
     except FeatureLayerError:
         if entities.registered:
             engine.unregister(entities.registered)
         raise
     return TrainingSet(engine, entities, outputs, strategy=strategy)
+
+
+def _offsets(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatch, int]]:
+    """Each batch with the position of its first row in the result."""
+    offset = 0
+    for batch in batches:
+        yield batch, offset
+        offset += batch.num_rows
+
+
+def _tz_aware(arrow: pa.DataType) -> bool:
+    return pa.types.is_timestamp(arrow) and arrow.tz is not None
+
+
+def feature_conversion(feature: Feature, warehouse: pa.DataType) -> Conversion | None:
+    """How a feature's warehouse column (of Arrow type ``warehouse``) becomes its logical type.
+
+    ``None`` when it already is (or the logical type is ``unknown``: the warehouse's type is
+    kept). A naive timestamp is UTC by convention: it is made an instant, not cast.
+    """
+    target = sql_type(feature.dtype)
+    if target is None or matches_arrow(feature.dtype, warehouse):
+        return None
+    if feature.dtype == "timestamp":
+        naive = pa.types.is_timestamp(warehouse)
+        return Conversion(cast=None if naive else target, to_instant=True)
+    return Conversion(cast=target)
+
+
+def feature_conversions(
+    requested: Sequence[tuple[FeatureView, Sequence[Feature]]], schemas: Mapping[str, pa.Schema]
+) -> dict[str, Conversion]:
+    """``view.feature`` → its ``Conversion``, for the requested features that need one."""
+    out = {}
+    for view, features in requested:
+        for feature in features:
+            conversion = feature_conversion(feature, schemas[view.name].field(feature.name).type)
+            if conversion is not None:
+                out[feature.ref] = conversion
+    return out
+
+
+def warehouse_types(
+    engine: Engine, requested: Sequence[tuple[FeatureView, Sequence[Feature]]]
+) -> tuple[set[str], dict[str, Conversion]]:
+    """(views whose event time is time-zone-aware, ``view.feature`` → ``Conversion``), read from
+    the warehouse's own column types (one zero-row query per view)."""
+    wanted = [(view, features) for view, features in requested if features]
+    schemas = warehouse_schemas(engine, wanted)
+    tz_views = {name for name, schema in schemas.items() if _tz_aware(schema.field(0).type)}
+    return tz_views, feature_conversions(wanted, schemas)
 
 
 def resolve_requested(

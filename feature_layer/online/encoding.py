@@ -45,7 +45,7 @@ _FIXED: dict[str, tuple[str, pa.DataType]] = {
     "bool": ("u1", pa.bool_()),
     "timestamp": ("<i8", pa.timestamp("us", tz="UTC")),
     "date": ("<i4", pa.date32()),
-    "decimal": ("<f8", pa.float64()),  # served as float64; exact decimals belong offline
+    "decimal": ("<f8", pa.float64()),  # float64, as training sets return it (feature_layer.types)
 }
 
 
@@ -259,6 +259,10 @@ def _fixed_values(col: pa.Array, dtype: str) -> np.ndarray:
     if dtype == "bool":
         return pc.fill_null(col.cast(pa.bool_()), False).to_numpy(zero_copy_only=False).astype("u1")
     target = pa.int64() if dtype == "int64" else pa.float64()
+    if pa.types.is_decimal(col.type) and target == pa.float64():
+        # Arrow's decimal→double cast misses the nearest double (0.35, 1.15, …); its text→double
+        # parse and the warehouses' CAST do not, so online values equal a training set's.
+        col = col.cast(pa.string())
     if col.type != target:
         col = col.cast(target)
     if col.null_count:

@@ -10,6 +10,11 @@ TTL, as of now, come back as None: the lookup serves what a training set built n
 Output column names are the feature names; a name requested from two views (or equal to a
 join key) is qualified as ``view__feature``. With ``include_event_times`` each feature gets a
 ``<name>__event_time`` column (the event time of the value served).
+
+Values are read with each view's *active* layout — the one its last materialization completed
+(``layouts.py``) — not necessarily the one its current declaration wants: after a declaration
+change, the features the active layout still has keep their values, and the others are None and
+listed in ``OnlineResponse.missing_features`` until the next materialization.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ import pyarrow as pa
 
 from feature_layer.errors import InputError, OnlineStoreError, UnknownFeatureError
 from feature_layer.online.encoding import (
-    Decoded,
     ViewLayout,
     arrow_type,
     decode_values,
@@ -34,6 +38,7 @@ from feature_layer.online.encoding import (
     python_value,
     view_layout,
 )
+from feature_layer.online.layouts import ActiveLayout, ActiveLayouts, serving_layout
 from feature_layer.online.store import OnlineStore
 from feature_layer.parts import Parts
 
@@ -42,6 +47,24 @@ from feature_layer.parts import Parts
 class _ViewPlan:
     layout: ViewLayout
     outputs: tuple[tuple[str, int, str], ...]  # (output name, slot index, logical dtype)
+
+
+@dataclass(frozen=True)
+class _Served:
+    """A view plan resolved against the active layout: read with ``layout`` (None: read nothing);
+    outputs whose slot is None are served as null."""
+
+    layout: ViewLayout | None
+    outputs: tuple[tuple[str, int | None, str], ...]
+    missing: tuple[str, ...]
+
+
+def _serve(plan: _ViewPlan, active: ActiveLayout | None) -> _Served:
+    layout, served = serving_layout(plan.layout, active)
+    names = {s.index: s.name for s in plan.layout.slots}
+    outputs = tuple((out, served.get(names[slot]), dtype) for out, slot, dtype in plan.outputs)
+    missing = tuple(names[slot] for out, slot, _dtype in plan.outputs if served.get(names[slot]) is None)
+    return _Served(layout, outputs, missing)
 
 
 class _Column:
@@ -91,9 +114,17 @@ class _Column:
 class OnlineResponse:
     """Columnar lookup result: entity key columns, then feature columns (None = missing/expired)."""
 
-    def __init__(self, entity_columns: dict[str, Any], feature_columns: dict[str, _Column]) -> None:
+    def __init__(
+        self,
+        entity_columns: dict[str, Any],
+        feature_columns: dict[str, _Column],
+        missing_features: dict[str, tuple[str, ...]] | None = None,
+    ) -> None:
         self._entities = entity_columns
         self._features = feature_columns
+        self.missing_features = missing_features or {}
+        """Per view, the requested features its materialized (active) layout does not hold yet:
+        served as None until the view is materialized with its current declaration."""
 
     @property
     def columns(self) -> list[str]:
@@ -125,6 +156,9 @@ class OnlineResponse:
         return pa.table(arrays)
 
     def to_pandas(self) -> Any:
+        from feature_layer.extras import require
+
+        require("pandas", "OnlineResponse.to_pandas()")
         return self.to_arrow().to_pandas()
 
     def __repr__(self) -> str:
@@ -136,6 +170,8 @@ class LookupPlan:
 
     def __init__(self, views: list[_ViewPlan]) -> None:
         self.views = views
+        self._active = ActiveLayouts()
+        self._served: list[_Served] = [_serve(plan, None) for plan in views]
         join_keys: list[str] = []
         for plan in views:
             for key in plan.layout.join_keys:
@@ -191,6 +227,10 @@ class LookupPlan:
             )
         if isinstance(entity_rows, Mapping):
             return self._from_mapping(entity_rows)
+        if type(entity_rows).__module__.startswith("polars"):
+            from feature_layer.offline.entity import polars_to_arrow
+
+            entity_rows = polars_to_arrow(entity_rows)
         if isinstance(entity_rows, (pa.Table, pa.RecordBatch)):
             missing = [k for k in self.join_keys if k not in entity_rows.schema.names]
             self._raise_missing(missing, entity_rows.schema.names)
@@ -254,10 +294,18 @@ class LookupPlan:
                 fix=f"add the join key(s) {', '.join(self.join_keys)} the requested features need.",
             )
 
-    def keys(self, n: int, columns: dict[str, Any], columnar: bool) -> list[bytes]:
+    def served(self, online: OnlineStore) -> list[_Served]:
+        """The view plans resolved against the store's active layouts (re-read every second or so)."""
+        fresh = self._active.current(online, [plan.layout.view for plan in self.views])
+        if fresh is not None:
+            self._served = [_serve(plan, fresh.get(plan.layout.view)) for plan in self.views]
+        return self._served
+
+    def keys(
+        self, n: int, columns: dict[str, Any], columnar: bool, layouts: Sequence[ViewLayout] | None = None
+    ) -> list[bytes]:
         keys: list[bytes] = []
-        for plan in self.views:
-            layout = plan.layout
+        for layout in layouts if layouts is not None else [plan.layout for plan in self.views]:
             if columnar:
                 table = pa.table({k: columns[k] for k in layout.join_keys})
                 _check_key_types(layout, table)
@@ -283,7 +331,7 @@ class LookupPlan:
             except (ValueError, TypeError) as exc:
                 types = ", ".join(f"{k} ({t})" for k, t in zip(layout.join_keys, layout.key_types, strict=False))
                 raise InputError(
-                    f"An entity row has a join key of feature view {plan.layout.view!r} that cannot be used: {exc}.",
+                    f"An entity row has a join key of feature view {layout.view!r} that cannot be used: {exc}.",
                     fix=f"give non-null values of the key types: {types}.",
                 ) from None
         return keys
@@ -293,7 +341,9 @@ class LookupPlan:
         self, online: OnlineStore, entity_rows: Any, *, include_event_times: bool = False, now_us: int | None = None
     ) -> OnlineResponse:
         n, columns, columnar = self._entity_columns(entity_rows)
-        keys = self.keys(n, columns, columnar)
+        served = self.served(online)
+        read = [s.layout for s in served if s.layout is not None]
+        keys = self.keys(n, columns, columnar, read)
         raw = online.read(keys) if keys else []
         if len(raw) != len(keys):
             raise OnlineStoreError(
@@ -301,19 +351,31 @@ class LookupPlan:
             )
         now = online.clock() if now_us is None else now_us
         features: dict[str, _Column] = {}
-        for i, plan in enumerate(self.views):
-            decoded: Decoded = decode_values(plan.layout, raw[i * n : (i + 1) * n], now)
-            for name, slot, dtype in plan.outputs:
-                features[name] = _Column(dtype, decoded.columns[slot], decoded.valid[slot])
+        missing: dict[str, tuple[str, ...]] = {}
+        position = 0
+        for plan, serve in zip(self.views, served, strict=True):
+            if serve.missing:
+                missing[plan.layout.view] = serve.missing
+            if serve.layout is None:
+                decoded = None
+            else:
+                decoded = decode_values(serve.layout, raw[position * n : (position + 1) * n], now)
+                position += 1
+            for name, slot, dtype in serve.outputs:
+                if decoded is None or slot is None:
+                    features[name] = _Column(dtype, [None] * n, None)
+                else:
+                    features[name] = _Column(dtype, decoded.columns[slot], decoded.valid[slot])
             if include_event_times:
-                event = (
-                    _Column("timestamp", decoded.event_us, decoded.present)
-                    if isinstance(decoded.event_us, np.ndarray)
-                    else _Column("timestamp", decoded.event_us, None)
-                )
-                for name, _slot, _dtype in plan.outputs:
+                if decoded is None:
+                    event = _Column("timestamp", [None] * n, None)
+                elif isinstance(decoded.event_us, np.ndarray):
+                    event = _Column("timestamp", decoded.event_us, decoded.present)
+                else:
+                    event = _Column("timestamp", decoded.event_us, None)
+                for name, _slot, _dtype in serve.outputs:
                     features[f"{name}__event_time"] = event
-        return OnlineResponse(columns, features)
+        return OnlineResponse(columns, features, missing)
 
 
 _PLANS: dict[tuple[int, str, tuple[str, ...] | str | None, str | None], tuple[Any, LookupPlan]] = {}
@@ -386,7 +448,7 @@ def _arrow_from_pandas(frame: Any) -> pa.Table:
     """Join-key columns of a pandas DataFrame as Arrow; mixed-type object columns are an InputError."""
     try:
         return pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowException, TypeError, ValueError) as exc:
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
         raise InputError(
             f"The entity rows' join keys cannot be converted to Arrow: {exc}",
             fix="give each join-key column one type (e.g. no mixed numbers and strings in one column).",

@@ -2,27 +2,31 @@
 
 Per view, in order:
 
-1. take the view's lease in the state store (a second run of the same view fails with
-   ``MaterializationConflictError`` instead of interleaving); a heartbeat thread renews it, and
-   a run that lost it (expired, taken over) stops and records nothing;
-2. write a run sentinel into the online store and note its server ``run_id``; read the
-   watermark (refused when the online store does not hold its marker);
+1. take the view's lease in the state store, with its fencing token (a second run of the same
+   view fails with ``MaterializationConflictError`` instead of interleaving); a heartbeat thread
+   renews it, and a run that lost it (expired, taken over) stops and records nothing;
+2. claim the view in the online store: raise its fence to the token (every later request of an
+   older run is refused by the store itself, forced or not) and open the run's ledger; read the
+   watermark (refused when the online store does not hold its marker); a full refresh withdraws
+   that marker until it commits;
 3. compute ``MAX(created_at)`` (the next watermark) and ``MAX(event_time)`` (the newest event
    materialized) of the rows to read, *before* the main query;
 4. stream the latest-per-entity query (``feature_layer.sql.latest``) from the warehouse as Arrow
    record batches, encode each batch vectorised and hand it to the store's pipelined writer —
    memory stays bounded by the batch size whatever the table size (a full refresh writes in
    place, forced, and deletes the keys it did not write only at the end);
-5. wait for every write to be acknowledged, save statistics (a failure there is recorded, never
-   fatal), check the sentinel and ``run_id`` (a restart, failover or flush fails the run), and
-   only then advance the watermark (one SQLite transaction, only while the lease is held). A
-   failure anywhere leaves the watermark where it was, and since writes are idempotent under
-   "older never overwrites newer", a rerun converges to exactly the state an uninterrupted run
-   would have left.
+5. wait for every write to be acknowledged, check that none was evicted, save statistics (a
+   failure there is recorded, never fatal), then commit in the store in one atomic step (the
+   fence still ours, the ledger holding every request: nothing acknowledged was lost; then the
+   watermark and active-layout markers), and only then advance the watermark (one SQLite
+   transaction, only while the lease is held). A failure anywhere leaves the watermark where it
+   was, and since writes are idempotent under "older never overwrites newer", a rerun converges
+   to exactly the state an uninterrupted run would have left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -33,10 +37,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from feature_layer.errors import InputError, MaterializationConflictError, OnlineStoreError
+from feature_layer.errors import InputError, MaterializationConflictError, OnlineStoreError, StateStoreError
+from feature_layer.online import layouts
 from feature_layer.online.encoding import encode_batch, view_layout
-from feature_layer.online.store import OnlineStore, WriteCounts, key_hashes
+from feature_layer.online.store import OnlineStore, RunFence, WriteCounts, key_hashes
 from feature_layer.parts import Parts
 from feature_layer.registry.model import FeatureView
 from feature_layer.sql.latest import (
@@ -52,6 +58,13 @@ log = logging.getLogger(__name__)
 
 STREAM_BATCH_ROWS = 100_000
 LEASE_SECONDS = 60.0
+LEDGER_TTL_LEASES = 3
+"""A run's ledger expires this many lease lengths after the last heartbeat (a killed run's goes)."""
+EXISTS_CHECK_KEYS = 500_000
+"""Runs writing up to this many keys check them with EXISTS at commit (~40 bytes a key kept);
+larger ones compare a SCAN of the view against 8-byte hashes."""
+EXPIRY_SLACK_SECONDS = 2.0
+"""Values whose TTL ends within this long of the eviction check are not required to be there."""
 STATISTICS_MAX_AGE = timedelta(hours=24)
 
 
@@ -217,21 +230,41 @@ def materialize_view(
     layout = view_layout(view, online.namespace)
     lease = state.acquire_lease(view.name, seconds=LEASE_SECONDS)
     heartbeat = _Heartbeat(state, lease, LEASE_SECONDS)
+    fence = RunFence(
+        view=view.name,
+        scope=getattr(state, "id", "state"),
+        token=lease.token,
+        run_id=uuid.uuid4().hex[:16],
+        lease_expires_us=lambda: heartbeat.lease.expires_us,
+        ledger_ttl_ms=max(1_000, int(LEDGER_TTL_LEASES * LEASE_SECONDS * 1000)),
+    )
     stats_job: _StatisticsJob | None = None
-    guard: _RunGuard | None = None
+    claimed = finished = False
     try:
+        # The claim goes in *before* the watermark marker is checked: it raises the view's fence
+        # (from here on, runs holding an older lease cannot write) and opens this run's ledger. A
+        # flush before it removes the marker (so this run reads in full), one after it empties
+        # the ledger (so this run fails instead of advancing the watermark over lost writes).
+        online.claim(fence)
+        claimed = True
+        heartbeat.watch(lambda: online.touch(fence), fence, online.describe())
         prior = state.view_state(view.name)
         layout_changed = prior is not None and prior.layout != layout.fingerprint
+        legacy = prior.layout if layout_changed and prior is not None else None
         marker = f"watermark:{view.name}:{layout.fingerprint}"
-        # The sentinel goes in *before* the watermark marker is checked: a flush before it
-        # removes the marker (so this run reads in full), a flush after it removes the sentinel
-        # (so this run fails instead of advancing the watermark over lost writes).
-        guard = _RunGuard(online, f"run:{view.name}:{layout.fingerprint}:{uuid.uuid4().hex}")
         if prior is not None and not layout_changed and online.get_marker(marker) != _marker_value(prior.watermark):
             # The state says "materialized up to W", but this online store does not hold W
             # (a new store, a flushed one, a Redis restarted without persistence): refill it.
             prior = None
         watermark = None if (full_refresh or layout_changed or prior is None or start is not None) else prior.watermark
+        if full_refresh:
+            # Forced writes may move keys back in time (an --end in the past, a corrected row):
+            # until this run commits, no run may trust the old watermark and read incrementally.
+            online.delete_marker(marker)
+        active = layouts.read_marker(online, view.name)
+        retired = layouts.retired_now_deletable(active, layout.fingerprint)
+        for old in retired:  # layouts replaced long enough ago that no server still reads them
+            online.delete_prefix(layouts.prefix_of(layout, old), fence)
 
         def start_statistics() -> _StatisticsJob:
             return _StatisticsJob.start(
@@ -253,9 +286,11 @@ def materialize_view(
         query_s = encode_s = 0.0
         # A full refresh overwrites in place (force) and deletes the keys it did not write only
         # at the end, so lookups keep the previous values until each is replaced — even if the
-        # run fails half way. 8 bytes per written key remember which keys were written.
-        written_hashes: list[np.ndarray] = []
-        writer = online.writer(ttl_us=layout.ttl_us, force=full_refresh)
+        # run fails half way. 8 bytes per written key remember which keys were written (and, on
+        # a store that may evict, 8 more until when each must still be there).
+        written = _WrittenKeys(len(layout.key_prefix), layout.ttl_us, track_deadlines=online.can_evict)
+        track = full_refresh or online.can_evict
+        writer = online.writer(ttl_us=layout.ttl_us, force=full_refresh, fence=fence)
         try:
             t = time.perf_counter()
             for batch in engine.stream_arrow(sql, batch_size=batch_rows):
@@ -265,19 +300,21 @@ def materialize_view(
                     # The warehouse has finished the aggregate once the first batch arrives; from
                     # here the online store is the busy side, so statistics overlap the writes.
                     stats_job = start_statistics()
+                now_us = online.clock()
                 encoded = encode_batch(
                     layout,
                     batch,
                     event_column=EVENT_ALIAS,
                     created_column=CREATED_ALIAS if view.created_at else None,
-                    now_us=online.clock(),
+                    now_us=now_us,
                 )
                 counts.expired += batch.num_rows - len(encoded)
+                sent = time.monotonic()
                 writer.write(encoded)
-                if full_refresh:
-                    written_hashes.append(key_hashes(encoded.keys, skip=len(layout.key_prefix)))
-                if writer.suspect:  # a reconnect or NOSCRIPT: fail now if the store lost data
-                    guard.check()
+                if track:
+                    written.add(encoded, sent=sent, now_us=now_us)
+                if writer.suspect:  # a reconnect, NOSCRIPT or a missing ledger: fail now if data was lost
+                    _check_ledger(online, fence)
                     writer.suspect = False
                 entities += batch.num_rows
                 if on_rows is not None:
@@ -288,19 +325,20 @@ def materialize_view(
             t1 = time.perf_counter()
             query_s += t1 - t
             counts.add(writer.close())  # waits for every acknowledgement
+            if writer.suspect:
+                _check_ledger(online, fence)
             if full_refresh:  # entities gone from the warehouse (or expired): only now removed
-                written = np.sort(np.concatenate(written_hashes)) if written_hashes else np.empty(0, np.uint64)
-                online.delete_unwritten(layout.key_prefix, written)
+                online.delete_unwritten(layout.key_prefix, written.sorted_hashes(), fence)
             stages["write_tail"] = time.perf_counter() - t1
         except BaseException:
             writer.abort()
             raise
         stages["query"] = query_s
         stages["encode_write"] = encode_s
-
-        if layout_changed and prior is not None:
-            old_prefix = layout.key_prefix.rsplit(b":", 2)[0] + b":" + prior.layout.encode() + b":"
-            online.delete_prefix(old_prefix)
+        if online.can_evict:
+            t = time.perf_counter()
+            _check_nothing_evicted(online, fence, layout.key_prefix, written, marker)
+            stages["eviction_check"] = time.perf_counter() - t
 
         t = time.perf_counter()
         stats_job = stats_job or start_statistics()
@@ -322,16 +360,19 @@ def materialize_view(
             if prior is not None and prior.newest_event_time is not None:
                 known.append(prior.newest_event_time)
         newest_event = max(known) if known else None
-        guard.check()
+        heartbeat.check()
+        markers: dict[str, bytes] = {}
         if new_watermark is not None:
-            # The store's marker first: a crash between the two writes leaves them unequal,
-            # and the next run then re-reads everything rather than trusting either.
-            heartbeat.check()
+            # The view's layout is complete in this store now (read in full, or incrementally on
+            # the layout it already had): lookups switch to it when the marker lands.
+            markers[marker] = _marker_value(new_watermark)
+            markers[layouts.marker_name(view.name)] = layouts.marker_value(layout, active, retired, legacy=legacy)
             state.check_lease(lease)  # another run owns the view now: record nothing
-            online.set_marker(marker, _marker_value(new_watermark))
-            # Checked after the marker is written: a restart or flush before this point fails the
-            # run; one after it has removed the marker, so the next run reads the view in full.
-            guard.check()
+        # Atomically in the store: the fence still ours, the ledger holding every request this
+        # run sent (nothing acknowledged was lost), then the markers. A crash between this and
+        # the state store leaves the two watermarks unequal: the next run re-reads in full.
+        online.commit(fence, markers)
+        if new_watermark is not None:
             state.set_watermark(
                 view.name,
                 new_watermark,
@@ -341,20 +382,30 @@ def materialize_view(
                 lease=lease,
                 newest_event_time=newest_event,
             )
+        finished = True
     except MaterializationConflictError:
         raise
     except OnlineStoreError as exc:
-        raise OnlineStoreError(
+        if exc.may_have_evicted:  # keys of earlier runs may be gone too: the next run reads in full
+            with contextlib.suppress(OnlineStoreError):
+                online.delete_marker(f"watermark:{view.name}:{layout.fingerprint}")
+        raise type(exc)(
             f"Materializing feature view {view.name!r} failed; its watermark was not advanced. {exc.message}",
             fix=exc.fix,
+            may_have_evicted=exc.may_have_evicted,
         ) from exc
     finally:
         if stats_job is not None:
             stats_job.join()
         heartbeat.stop()
-        if guard is not None:
-            guard.release()
-        state.release_lease(lease)
+        if claimed:
+            online.release(fence)
+        try:
+            state.release_lease(lease)
+        except StateStoreError:
+            if finished:
+                raise
+            log.warning("could not release the lease of %s (it expires on its own)", view.name)
     return ViewResult(
         view=view.name,
         rows_written=counts.written,
@@ -372,25 +423,117 @@ def materialize_view(
     )
 
 
+def _check_ledger(online: OnlineStore, fence: RunFence) -> None:
+    """Fail the run when the store no longer holds requests it acknowledged (see RunFence)."""
+    missing = online.missing_requests(fence)
+    if missing:
+        raise fence.lost_writes(
+            online.describe(), f"{missing} of its {len(fence.acknowledged) + 1} acknowledged requests are gone"
+        )
+
+
+def _check_nothing_evicted(
+    online: OnlineStore, fence: RunFence, prefix: bytes, written: _WrittenKeys, marker: str
+) -> None:
+    """Every value this run wrote must still be there, unless its TTL ran out since: a store that
+    evicts (Redis under maxmemory with an evicting policy) drops keys without telling anyone.
+    Up to ``EXISTS_CHECK_KEYS`` keys are checked with EXISTS; beyond, one SCAN of the view."""
+    at = time.monotonic() + EXPIRY_SLACK_SECONDS
+    if written.keys is not None:
+        must_keys = written.alive_keys(at)
+        expected = len(must_keys)
+        missing = expected - online.count_existing(must_keys)
+    else:
+        must = written.still_alive(at)
+        expected = len(must)
+        missing = online.missing_keys(prefix, must)
+    if not missing:
+        return
+    error = fence.lost_writes(
+        online.describe(), f"{missing:,} of the {expected:,} values it wrote are no longer there: evicted"
+    )
+    error.may_have_evicted = True  # older keys may be gone too: the next run reads in full
+    raise error
+
+
+class _WrittenKeys:
+    """The keys a run wrote, as 64-bit hashes of their entity part (and, optionally, the monotonic
+    time until which each must exist: its send time plus the PX its TTL gives it). The first
+    ``EXISTS_CHECK_KEYS`` keys themselves are kept too, for a cheaper check than a SCAN."""
+
+    def __init__(self, skip: int, ttl_us: int | None, *, track_deadlines: bool) -> None:
+        self.skip, self.ttl_us, self.track_deadlines = skip, ttl_us, track_deadlines
+        self.hashes: list[np.ndarray] = []
+        self.deadlines: list[np.ndarray] = []
+        self._keys: list[pa.Array] | None = [] if track_deadlines else None
+        self._count = 0
+
+    def add(self, encoded: Any, *, sent: float, now_us: int) -> None:
+        self.hashes.append(key_hashes(encoded.keys, skip=self.skip))
+        self._count += len(encoded)
+        if self._keys is not None:
+            self._keys = self._keys + [encoded.keys] if self._count <= EXISTS_CHECK_KEYS else None
+        if self.track_deadlines:
+            if self.ttl_us is None:
+                self.deadlines.append(np.full(len(encoded), np.inf))
+            else:
+                left = (np.asarray(encoded.event_us, dtype=np.int64) + (self.ttl_us - now_us)) / 1e6
+                self.deadlines.append(sent + left)
+
+    @property
+    def keys(self) -> list[pa.Array] | None:
+        return self._keys
+
+    def sorted_hashes(self) -> np.ndarray:
+        return np.sort(np.concatenate(self.hashes)) if self.hashes else np.empty(0, np.uint64)
+
+    def _alive(self, at: float) -> np.ndarray:
+        return np.concatenate(self.deadlines) > at if self.deadlines else np.zeros(0, bool)
+
+    def still_alive(self, at: float) -> np.ndarray:
+        """Hashes of the keys whose expiry is later than monotonic time ``at``."""
+        if not self.hashes:
+            return np.empty(0, np.uint64)
+        return np.concatenate(self.hashes)[self._alive(at)]
+
+    def alive_keys(self, at: float) -> pa.Array:
+        """The kept keys whose expiry is later than monotonic time ``at``."""
+        if not self._keys:
+            return pa.array([], pa.binary())
+        return pa.concat_arrays([k.cast(pa.binary()) for k in self._keys]).filter(pa.array(self._alive(at)))
+
+
 class _Heartbeat:
     """Renews a lease from a thread every third of its length, so a long warehouse query (or a
-    slow write) keeps it; ``check`` raises MaterializationConflictError once it was lost."""
+    slow write) keeps it, and with it the expiry of the run's ledger in the online store (so the
+    ledger of a killed run disappears on its own); ``check`` raises once the lease was lost or
+    the ledger vanished."""
 
     def __init__(self, state: Any, lease: Any, seconds: float) -> None:
         self.state, self.lease, self.seconds = state, lease, seconds
         self.error: BaseException | None = None
+        self._touch: Callable[[], bool] | None = None
+        self._ledger_gone: Callable[[], BaseException] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="feature-layer-lease", daemon=True)
         self._thread.start()
+
+    def watch(self, touch: Callable[[], bool], fence: RunFence, where: str) -> None:
+        """Also renew the run's ledger each beat (``touch`` returns False once it is gone)."""
+        self._ledger_gone = lambda: fence.lost_writes(where, "its ledger key is gone")
+        self._touch = touch
 
     def _run(self) -> None:
         while not self._stop.wait(self.seconds / 3):
             try:
                 self.lease = self.state.renew_lease(self.lease, seconds=self.seconds)
+                if self._touch is not None and not self._touch() and self._ledger_gone is not None:
+                    self.error = self._ledger_gone()
+                    return
             except MaterializationConflictError as exc:
                 self.error = exc
                 return
-            except Exception:  # noqa: BLE001, S112 - a transient state-store error: try again next beat
+            except Exception:  # noqa: BLE001, S112 - a transient store error: try again next beat
                 continue
 
     def check(self) -> None:
@@ -400,47 +543,6 @@ class _Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-
-
-class _RunGuard:
-    """Detects an online store that lost data during a run: restarted, failed over or flushed.
-
-    Resending unacknowledged requests cannot recover writes that were acknowledged and then
-    lost (a Redis restarted without persistence, a failover to a lagging replica, FLUSHALL).
-    So each run writes a sentinel of its own (a key named after a random id, so runs sharing a
-    store never touch each other's) into the store at its start and records the server's
-    ``run_id``; both must be unchanged at the end (and after any reconnect or NOSCRIPT) or the
-    run fails with its watermark not advanced.
-    """
-
-    def __init__(self, online: OnlineStore, name: str) -> None:
-        self.online, self.name = online, name
-        self.token = uuid.uuid4().hex.encode()
-        self.instance = online.instance_id()
-        online.set_marker(name, self.token)
-
-    def release(self) -> None:
-        """Remove the sentinel (best effort: a leftover one is a few bytes, never read again)."""
-        try:
-            self.online.delete_marker(self.name)
-        except OnlineStoreError:
-            log.debug("could not delete the run sentinel %s", self.name)
-
-    def check(self) -> None:
-        sentinel = self.online.get_marker(self.name)
-        instance = self.online.instance_id()
-        if sentinel == self.token and instance == self.instance:
-            return
-        what = (
-            f"the server was restarted or failed over (run_id {self.instance} -> {instance})"
-            if instance != self.instance
-            else "the store was flushed or restarted (this run's sentinel key is gone)"
-        )
-        raise OnlineStoreError(
-            f"The online store {self.online.describe()} may have lost writes during the run: {what}.",
-            fix="rerun the materialization; it re-reads what this run wrote (the whole view when the store "
-            "lost its watermark marker). Enable Redis persistence to make restarts cheaper.",
-        )
 
 
 def _as_utc(value: Any) -> datetime | None:

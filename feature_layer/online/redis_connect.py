@@ -21,6 +21,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -90,15 +91,36 @@ class RetryPolicy(Retry):
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
     ) -> T:
+        """redis-py's retry loop (same arguments in redis-py 5 to 8), but one level deep: inside
+        another ``call_with_retry`` of any policy it makes a single attempt."""
+
+        def failed(error: Exception, count: int) -> None:
+            if with_failure_count:
+                fail(error, count)
+            else:
+                fail(error)
+
         if getattr(_active, "depth", 0):
-            return do()  # an outer call_with_retry owns the retries: attempt once
+            try:
+                return do()  # an outer call owns the retries: attempt once
+            except self._supported_errors as error:
+                failed(error, 1)
+                raise
         _active.depth = 1
-
-        def retryable(error: Exception) -> bool:
-            return not permanent(error) and (is_retryable is None or is_retryable(error))
-
         try:
-            return super().call_with_retry(do, fail, is_retryable=retryable, with_failure_count=with_failure_count)
+            self._backoff.reset()
+            failures = 0
+            while True:
+                try:
+                    return do()
+                except self._supported_errors as error:
+                    if permanent(error) or (is_retryable is not None and not is_retryable(error)):
+                        raise
+                    failures += 1
+                    failed(error, failures)
+                    if failures > self._retries:
+                        raise
+                    time.sleep(self._backoff.compute(failures))
         finally:
             _active.depth = 0
 
@@ -121,8 +143,9 @@ class TLSConnection(redis.SSLConnection):
                 "port?)"
             ) from exc
         except ssl.SSLCertVerificationError as exc:
-            raise TLSError(f"the server's TLS certificate was refused: {exc.verify_message or exc} "
-                           f"(CERTIFICATE_VERIFY_FAILED)") from exc
+            raise TLSError(
+                f"the server's TLS certificate was refused: {exc.verify_message or exc} (CERTIFICATE_VERIFY_FAILED)"
+            ) from exc
         except ssl.SSLError as exc:
             raise TLSError(f"the TLS handshake with {self.host}:{self.port} failed: {exc}") from exc
         except ConnectionResetError as exc:
@@ -152,7 +175,10 @@ def check_eviction_policy(conn: Any, location: str) -> None:
         "Redis at %s may evict %s: maxmemory is %s bytes and maxmemory-policy is %s. Evicted feature values "
         "are served as missing (None) until the next full refresh. To fix this, set maxmemory-policy "
         "noeviction (writes then fail loudly when memory is full) or give Redis more memory.",
-        location, which, limit, policy,
+        location,
+        which,
+        limit,
+        policy,
     )
 
 
@@ -204,14 +230,20 @@ def describe_failure(error: BaseException) -> tuple[str, str] | None:
     """(what happened, how to fix it) for connection failures that deserve their own words."""
     tls = next((e for e in _causes(error) if isinstance(e, TLSError)), None)
     if tls is not None:
-        return (f"could not open a TLS connection: {tls}",
-                "for a plain-text Redis use redis://; for TLS set online_store.ssl_ca_certs to the CA that "
-                "signed the server's certificate (and ssl_certfile / ssl_keyfile if it wants client certificates).")
+        return (
+            f"could not open a TLS connection: {tls}",
+            "for a plain-text Redis use redis://; for TLS set online_store.ssl_ca_certs to the CA that "
+            "signed the server's certificate (and ssl_certfile / ssl_keyfile if it wants client certificates).",
+        )
     if any(isinstance(e, ssl.SSLError) for e in _causes(error)):
-        return (f"the TLS connection failed: {error}",
-                "check online_store.ssl_ca_certs / ssl_certfile / ssl_keyfile and the server's TLS settings.")
+        return (
+            f"the TLS connection failed: {error}",
+            "check online_store.ssl_ca_certs / ssl_certfile / ssl_keyfile and the server's TLS settings.",
+        )
     if refused(error):
-        return (f"is unreachable: it refused the connection ({error})",
-                "start Redis or correct online_store.url, then rerun; a failed materialization did not advance "
-                "its watermark, so the rerun redoes the same work.")
+        return (
+            f"is unreachable: it refused the connection ({error})",
+            "start Redis or correct online_store.url, then rerun; a failed materialization did not advance "
+            "its watermark, so the rerun redoes the same work.",
+        )
     return None

@@ -2,7 +2,9 @@
 
 Writes go through ``write_latest.lua`` (loaded once with SCRIPT LOAD, called with EVALSHA),
 which takes a whole batch of keys per call and refuses any value older than the stored one —
-atomically, on the server, so overlapping runs and late data cannot race it.
+atomically, on the server, so overlapping runs and late data cannot race it. Each call carries
+the run's fencing token and lease expiry (refused once the run lost its lease) and sets the
+run's ledger bit, so the commit can prove the server still holds every acknowledged write.
 
 The write path builds each EVALSHA request as RESP bytes straight from Arrow/numpy buffers (no
 per-key Python objects) and keeps two requests in flight: the client encodes batch k+1 while
@@ -12,7 +14,6 @@ ones are simply sent again (with exponential backoff, ``retries`` times).
 
 from __future__ import annotations
 
-import socket
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -25,14 +26,14 @@ import pyarrow.compute as pc
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from feature_layer.config import OnlineStoreSettings
 from feature_layer.errors import OnlineStoreError
 from feature_layer.online.encoding import EncodedBatch
 from feature_layer.online.redis_connect import RetryPolicy, describe_failure, redis_client, single_attempt
-from feature_layer.online.store import OnlineStore, WriteCounts, Writer
+from feature_layer.online.store import OnlineStore, RunFence, WriteCounts, Writer
 
 _SCRIPT = resources.files("feature_layer.online").joinpath("write_latest.lua").read_text()
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -79,8 +80,13 @@ def _expiry_block(event_us: np.ndarray, ttl_us: int, now_us: int) -> memoryview:
     return block[int(offsets[0]) : int(offsets[-1])]
 
 
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
 class RedisOnlineStore(OnlineStore):
     kind = "redis"
+    can_evict = True
 
     def __init__(
         self, client: redis.Redis, namespace: str, *, batch_size: int = 5000, retries: int = 3, location: str = "redis"
@@ -117,14 +123,22 @@ class RedisOnlineStore(OnlineStore):
             )
         described = describe_failure(exc)
         if described is not None:
-            return OnlineStoreError(f"Redis at {self._location} {described[0]}, while trying to {action}.",
-                                    fix=described[1])
+            return OnlineStoreError(
+                f"Redis at {self._location} {described[0]}, while trying to {action}.", fix=described[1]
+            )
         if isinstance(exc, _TRANSIENT):
             return OnlineStoreError(
                 f"Redis at {self._location} is unreachable: could not {action} ({type(exc).__name__}: {exc}), "
                 f"after {self.retries} retries.",
                 fix="start Redis or correct online_store.url, then rerun; a failed materialization did not advance "
                 "its watermark, so the rerun redoes the same work.",
+            )
+        if str(exc).startswith("OOM") or "used memory > 'maxmemory'" in str(exc):
+            return OnlineStoreError(
+                f"Redis at {self._location} is out of memory and refused to {action}: {exc}.",
+                fix="raise Redis's maxmemory (or free memory), then rerun; the run did not advance its watermark, "
+                "and reads the view in full if Redis evicted keys to make room.",
+                may_have_evicted=True,
             )
         return OnlineStoreError(
             f"Redis at {self._location} failed to {action}: {exc}.",
@@ -143,6 +157,12 @@ class RedisOnlineStore(OnlineStore):
         except RedisError as exc:
             raise self._error("read a bookkeeping marker", exc) from exc
 
+    def get_markers(self, names: Sequence[str]) -> list[bytes | None]:
+        try:
+            return list(self.client.mget([self._marker_key(n) for n in names])) if names else []
+        except RedisError as exc:
+            raise self._error("read bookkeeping markers", exc) from exc
+
     def set_marker(self, name: str, value: bytes) -> None:
         try:
             self.client.set(self._marker_key(name), value)
@@ -155,20 +175,6 @@ class RedisOnlineStore(OnlineStore):
         except RedisError as exc:
             raise self._error("delete a bookkeeping marker", exc) from exc
 
-    def instance_id(self) -> str | None:
-        """The server's ``run_id`` (``INFO server``); None when the ACL user may not run INFO —
-        materialization then relies on its run sentinel alone."""
-        try:
-            return str(self.client.info("server").get("run_id")) or None
-        except NoPermissionError:
-            return None
-        except ResponseError as exc:
-            if "NOPERM" in str(exc):
-                return None
-            raise self._error("read the server's run id (INFO server)", exc) from exc
-        except RedisError as exc:
-            raise self._error("read the server's run id (INFO server)", exc) from exc
-
     def ping(self) -> None:
         try:
             self.client.ping()
@@ -177,10 +183,13 @@ class RedisOnlineStore(OnlineStore):
 
     # -- reads ------------------------------------------------------------------------------
     def read(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        """One GET/MGET, sent as pre-packed RESP on a pooled connection.
+        """One GET/MGET, sent as pre-packed RESP on a pooled connection, the reply parsed by hiredis.
 
-        This skips redis-py's per-command machinery (argument encoding, callbacks), which is
-        most of a single lookup's client time; connection errors are retried with backoff.
+        Only redis-py's public connection API is used (``get_connection``, ``send_packed_command``,
+        ``read_response``, ``release``): this skips its per-command machinery (argument encoding,
+        response callbacks), which is most of a single lookup's client time, and the reply is
+        parsed by hiredis (a declared dependency; redis-py picks it up by itself). Connection
+        errors are retried with backoff.
         """
         if not keys:
             return []
@@ -193,28 +202,21 @@ class RedisOnlineStore(OnlineStore):
                 b"".join([b"$%d\r\n%s\r\n" % (len(k), k) for k in keys]),
             )
         try:
-            reply = self.retry.run(lambda: self._read_once(packed, len(keys)))
+            reply = self.retry.run(lambda: self._read_once(packed))
         except _TRANSIENT as exc:
             raise self._error("read feature values", exc) from exc
         except RedisError as exc:
             raise self._error("read feature values", exc) from exc
         return [reply] if len(keys) == 1 else reply
 
-    def _read_once(self, packed: bytes, count: int) -> Any:
+    def _read_once(self, packed: bytes) -> Any:
         """One attempt: a pooled connection, the packed command, the reply (the policy retries)."""
         pool = self.client.connection_pool
         conn = None
         try:
             conn = pool.get_connection()
             conn.send_packed_command([packed], check_health=False)
-            if count > 1 and _raw_readable(conn):
-                try:
-                    reply = _read_bulk_array(conn._sock, count)
-                except BaseException:
-                    conn.disconnect()  # the stream position is unknown now
-                    raise
-            else:
-                reply = conn.read_response()
+            reply = conn.read_response()
         except RedisError as exc:
             if conn is not None:
                 if isinstance(exc, _TRANSIENT):
@@ -249,8 +251,71 @@ class RedisOnlineStore(OnlineStore):
         except RedisError as exc:
             raise self._error("check the write script", exc) from exc
 
-    def writer(self, *, ttl_us: int | None, force: bool = False) -> Writer:
-        return RedisWriter(self, ttl_us, force=force)
+    def writer(self, *, ttl_us: int | None, force: bool = False, fence: RunFence | None = None) -> Writer:
+        return RedisWriter(self, ttl_us, force=force, fence=fence)
+
+    # -- runs: fence and ledger ---------------------------------------------------------------
+    def fence_keys(self, fence: RunFence | None) -> tuple[bytes, bytes]:
+        """(fence key, ledger key) of a run; unfenced writes use keys no run ever sets."""
+        if fence is None:
+            return self._marker_key("fence:none"), self._marker_key("run:none")
+        return self._marker_key(fence.fence_name), self._marker_key(fence.ledger_name)
+
+    def run_script(
+        self, mode: bytes, fence: RunFence | None, keys: Sequence[bytes], args: Sequence[bytes], seq: int = 0
+    ) -> Any:
+        """One non-streaming call of the write script (claim, touch, commit, delete), NOSCRIPT-safe."""
+        token = b"%d" % (fence.token if fence else 0)
+        expires = b"%d" % (fence.lease_expires_us() if fence else 0)
+        all_keys = [*self.fence_keys(fence), *keys]
+        argv = [mode, token, expires, b"%d" % seq, *args]
+        try:
+            try:
+                return self.client.evalsha(self.script_sha(), len(all_keys), *all_keys, *argv)
+            except NoScriptError:
+                return self.client.evalsha(self.script_sha(refresh=True), len(all_keys), *all_keys, *argv)
+        except ResponseError as exc:
+            raise self._script_error(exc, fence) from exc
+        except RedisError as exc:
+            raise self._error("call the write script", exc) from exc
+
+    def _script_error(self, exc: ResponseError, fence: RunFence | None) -> OnlineStoreError:
+        text = str(exc)
+        if fence is not None and text.startswith("FENCED"):
+            return fence.lost_lease(f"a newer run claimed the view: {text.split(' script')[0]}")
+        if fence is not None and text.startswith("LEASE_EXPIRED"):
+            late = text.split()[1].rstrip(".,")
+            seconds = int(late) / 1e6 if late.isdigit() else 0.0
+            return fence.lost_lease(f"its lease had expired {seconds:.1f} s earlier")
+        if fence is not None and text.startswith("LOST"):
+            return fence.lost_writes(self._location, f"its ledger {text.split(' script')[0][5:]} requests")
+        return self._error("write feature values", exc)
+
+    def claim(self, fence: RunFence) -> None:
+        self.run_script(b"a", fence, [], [b"%d" % fence.ledger_ttl_ms])
+
+    def touch(self, fence: RunFence) -> bool:
+        return bool(self.run_script(b"t", fence, [], [b"%d" % fence.ledger_ttl_ms]))
+
+    def missing_requests(self, fence: RunFence) -> int:
+        try:
+            raw = self.client.get(self.fence_keys(fence)[1]) or b""
+        except RedisError as exc:
+            raise self._error("read the run's ledger", exc) from exc
+        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))
+        wanted = np.fromiter({0, *fence.acknowledged}, dtype=np.int64)
+        inside = wanted < len(bits)
+        return int((~inside).sum() + (bits[wanted[inside]] == 0).sum())
+
+    def commit(self, fence: RunFence, markers: dict[str, bytes]) -> None:
+        names = [self._marker_key(name) for name in markers]
+        self.run_script(b"c", fence, names, [b"%d" % (1 + fence.requests), *markers.values()])
+
+    def release(self, fence: RunFence) -> None:
+        try:
+            self.client.unlink(self.fence_keys(fence)[1])
+        except RedisError:
+            pass  # it expires on its own
 
     def scan_prefix(self, prefix: bytes, *, count: int = 5000) -> Iterator[list[bytes]]:
         try:
@@ -265,90 +330,50 @@ class RedisOnlineStore(OnlineStore):
         except RedisError as exc:
             raise self._error("list the view's keys (SCAN)", exc) from exc
 
-    def delete_keys(self, keys: Sequence[bytes]) -> int:
+    def count_existing(self, keys: pa.Array) -> int:
+        """``EXISTS`` over ``keys`` in pipelined calls of ``batch_size`` keys, sent as pre-packed RESP."""
+        if not len(keys):
+            return 0
+        block, offsets = _bulk_block(keys.cast(pa.binary()))
+        size = self.batch_size
+        requests = []
+        for start in range(0, len(keys), size):
+            stop = min(len(keys), start + size)
+            head = b"*%d\r\n$6\r\nEXISTS\r\n" % (stop - start + 1)
+            requests.append([head, block[int(offsets[start]) : int(offsets[stop])]])
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
         try:
-            return int(self.client.unlink(*keys)) if keys else 0
+            total = 0
+            for i in range(0, len(requests), 8):  # eight calls in flight at a time
+                window = requests[i : i + 8]
+                for request in window:
+                    conn.send_packed_command(request, check_health=False)
+                total += sum(int(conn.read_response()) for _ in window)
+            return total
         except RedisError as exc:
-            raise self._error("delete old keys", exc) from exc
+            conn.disconnect()
+            raise self._error("check that the run's values are still there (EXISTS)", exc) from exc
+        finally:
+            pool.release(conn)
 
-    def delete_prefix(self, prefix: bytes) -> int:
+    def delete_keys(self, keys: Sequence[bytes], fence: RunFence | None = None) -> int:
+        """UNLINK ``keys`` through the write script: fenced, and ledgered like a write."""
         deleted = 0
-        try:
-            batch: list[bytes] = []
-            for key in self.client.scan_iter(match=_glob_escape(prefix) + b"*", count=5000):
-                batch.append(key)
-                if len(batch) >= 5000:
-                    deleted += self.client.unlink(*batch)
-                    batch = []
-            if batch:
-                deleted += self.client.unlink(*batch)
-        except RedisError as exc:
-            raise self._error("delete old keys", exc) from exc
+        for start in range(0, len(keys), 5000):
+            chunk = list(keys[start : start + 5000])
+            seq = fence.next_request() if fence else 0
+            reply = self.run_script(b"d", fence, chunk, [], seq)
+            if fence:
+                fence.acknowledged.add(seq)
+            deleted += int(reply[0])
         return deleted
+
+    def delete_prefix(self, prefix: bytes, fence: RunFence | None = None) -> int:
+        return sum(self.delete_keys(keys, fence) for keys in self.scan_prefix(prefix))
 
     def close(self) -> None:
         self.client.close()
-
-
-def _raw_readable(conn: Any) -> bool:
-    """True when the connection's parser holds no unread bytes, so the socket is at a reply start."""
-    parser = getattr(conn, "_parser", None)
-    buffer = getattr(parser, "_buffer", None)
-    unread = getattr(buffer, "unread_bytes", None)
-    return getattr(conn, "_sock", None) is not None and callable(unread) and unread() == 0
-
-
-def _read_bulk_array(sock: socket.socket, count: int) -> list[bytes | None]:
-    """Read one RESP2/RESP3 array of ``count`` bulk strings (or nulls) straight off the socket.
-
-    An MGET reply of 1,000 values parses here in about a quarter of the time redis-py's pure-Python
-    parser takes (it builds a reader object per element); values come back as ``bytes``.
-    """
-    buf = bytearray()
-    pos = 0
-    out: list[bytes | None] = []
-    append = out.append
-    recv = sock.recv
-    header_done = False
-    while True:
-        chunk = recv(262_144)
-        if not chunk:
-            raise RedisConnectionError("Connection closed by server.")
-        buf += chunk
-        size = len(buf)
-        if not header_done:
-            eol = buf.find(b"\r\n")
-            if eol < 0:
-                continue
-            if buf[0] == 45:  # '-': an error reply
-                raise ResponseError(buf[1:eol].decode("utf-8", "replace"))
-            if buf[0] != 42 or int(buf[1:eol]) != count:  # '*'
-                raise RedisConnectionError(f"Unexpected reply to MGET: {bytes(buf[:40])!r}")
-            pos = eol + 2
-            header_done = True
-        while len(out) < count and pos < size:
-            kind = buf[pos]
-            if kind == 95:  # '_' RESP3 null
-                if pos + 3 > size:
-                    break
-                append(None)
-                pos += 3
-                continue
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                break
-            length = int(buf[pos + 1 : eol])
-            if length < 0:  # '$-1' RESP2 null
-                append(None)
-                pos = eol + 2
-                continue
-            end = eol + 2 + length
-            if end + 2 > size:
-                break
-            append(bytes(buf[eol + 2 : end]))
-            pos = end + 2
-        if len(out) == count:
-            return out
 
 
 def _glob_escape(prefix: bytes) -> bytes:
@@ -368,21 +393,47 @@ def _with_sha(request: list[Any], sha: bytes) -> list[Any]:
 
 
 class RedisWriter(Writer):
-    """Sends EVALSHA requests with up to ``window`` of them in flight on one connection."""
+    """Sends EVALSHA requests with up to ``window`` of them in flight on one connection.
+
+    A request is ``[head (EVALSHA, sha, numkeys, fence and ledger keys), data keys, arguments
+    (mode, token, lease expiry, ledger bit, clock, TTL), values, PX block]``; the arguments are
+    rebuilt on a resend so a retried request carries the lease's current expiry.
+    """
 
     window = 2
 
-    def __init__(self, store: RedisOnlineStore, ttl_us: int | None, *, force: bool = False) -> None:
-        super().__init__(ttl_us, force=force)
+    def __init__(
+        self, store: RedisOnlineStore, ttl_us: int | None, *, force: bool = False, fence: RunFence | None = None
+    ) -> None:
+        super().__init__(ttl_us, force=force, fence=fence)
         self.store = store
         self.sha = store.script_sha(refresh=not store.script_loaded()).encode()
         self._conn: Any = None
-        self._inflight: deque[list[Any]] = deque()
+        self._inflight: deque[tuple[list[Any], int, int]] = deque()  # (request, ledger bit, clock)
+        fence_key, ledger_key = store.fence_keys(fence)
+        self._run_keys = _bulk(fence_key) + _bulk(ledger_key)
+        self._mode = b"f" if force else b"w"
+        self._token = b"%d" % (fence.token if fence else 0)
+        self._ttl = b"%d" % (ttl_us or 0)
+        self.ledger_lost = False
 
     def _connection(self) -> Any:
         if self._conn is None:
             self._conn = self.store.client.connection_pool.get_connection()
         return self._conn
+
+    def _args(self, seq: int, clock: int) -> bytes:
+        expires = b"%d" % (self.fence.lease_expires_us() if self.fence else 0)
+        return b"".join(
+            [
+                _bulk(self._mode),
+                _bulk(self._token),
+                _bulk(expires),
+                _bulk(b"%d" % seq),
+                _bulk(b"%d" % clock),
+                _bulk(self._ttl),
+            ]
+        )
 
     def _request(
         self,
@@ -393,24 +444,23 @@ class RedisWriter(Writer):
         key_offsets: np.ndarray,
         values_block: memoryview,
         value_offsets: np.ndarray,
-    ) -> list[Any]:
+    ) -> tuple[list[Any], int, int]:
         n = stop - start
         clock = self.store.clock()
-        now = b"%d" % clock
-        ttl = b"%d" % (self.ttl_us or 0)
+        seq = self.fence.next_request() if self.fence else 0
         expiry: list[Any] = []
         if self.ttl_us:
             expiry = [_expiry_block(batch.event_us[start:stop], self.ttl_us, clock)]
-        count = 3 + 2 * n + 3 + (n if expiry else 0)
-        head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%d\r\n" % (count, self.sha, len(b"%d" % n), n)
-        args = b"$%d\r\n%s\r\n$%d\r\n%s\r\n$1\r\n%s\r\n" % (len(now), now, len(ttl), ttl, b"1" if self.force else b"0")
-        return [
+        count = 3 + 2 + n + 6 + n + (n if expiry else 0)
+        head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n%s%s" % (count, self.sha, _bulk(b"%d" % (n + 2)), self._run_keys)
+        request = [
             head,
             keys_block[int(key_offsets[start]) : int(key_offsets[stop])],
-            args,
+            self._args(seq, clock),
             values_block[int(value_offsets[start]) : int(value_offsets[stop])],
             *expiry,
         ]
+        return request, seq, clock
 
     def write(self, batch: EncodedBatch) -> None:
         n = len(batch)
@@ -424,17 +474,23 @@ class RedisWriter(Writer):
         size = self.store.batch_size
         for start in range(0, n, size):
             stop = min(n, start + size)
-            request = self._request(batch, start, stop, keys_block, key_offsets, values_block, value_offsets)
-            self._send(request)
+            self._send(self._request(batch, start, stop, keys_block, key_offsets, values_block, value_offsets))
             while len(self._inflight) >= self.window:
                 self._receive()
 
-    def _send(self, request: list[Any]) -> None:
-        self._inflight.append(request)
+    def _send(self, entry: tuple[list[Any], int, int]) -> None:
+        self._inflight.append(entry)
         try:
-            self._connection().send_packed_command(request, check_health=False)
+            self._connection().send_packed_command(entry[0], check_health=False)
         except _TRANSIENT as exc:
             self._recover(exc)
+
+    def _refreshed(self, entry: tuple[list[Any], int, int]) -> tuple[list[Any], int, int]:
+        """The same request naming the current script and carrying the lease's current expiry."""
+        request, seq, clock = entry
+        request = _with_sha(request, self.sha)
+        request[2] = self._args(seq, clock)
+        return request, seq, clock
 
     def _receive(self) -> None:
         try:
@@ -444,29 +500,33 @@ class RedisWriter(Writer):
             # ones behind it are still in flight and answer for themselves, so reload the script
             # and send this one again at the back of the queue (order does not matter: writes
             # commute). A restart or flush may also have lost acknowledged writes, which no
-            # resend can recover: ``suspect`` makes materialization check its run sentinel.
+            # resend can recover: ``suspect`` makes materialization check its run ledger.
             self.suspect = True
-            request = self._inflight.popleft()
+            entry = self._inflight.popleft()
             self.sha = self.store.script_sha(refresh=True).encode()
-            self._send(_with_sha(request, self.sha))
+            self._send(self._refreshed(entry))
             return
         except ResponseError as exc:
             self.abort()
-            raise self.store._error("write feature values", exc) from exc
+            raise self.store._script_error(exc, self.fence) from exc
         except _TRANSIENT as exc:
             self._recover(exc)
             return
-        self._inflight.popleft()
-        self.counts.add(reply)
+        _request, seq, _clock = self._inflight.popleft()
+        if self.fence is not None:
+            self.fence.acknowledged.add(seq)
+        if len(reply) > 3 and not int(reply[3]):
+            self.ledger_lost = self.suspect = True
+        self.counts.add(reply[:3])
 
     def _resend_all(self) -> None:
         pending = list(self._inflight)
         self._inflight.clear()
         conn = self._connection()
-        for request in pending:
-            request = _with_sha(request, self.sha)
-            self._inflight.append(request)
-            conn.send_packed_command(request, check_health=False)
+        for entry in pending:
+            entry = self._refreshed(entry)
+            self._inflight.append(entry)
+            conn.send_packed_command(entry[0], check_health=False)
 
     def _recover(self, first: Exception) -> None:
         """Reconnect with backoff and resend every unacknowledged request (they are idempotent)."""

@@ -17,6 +17,7 @@ import sqlglot.expressions as exp
 from feature_layer.registry.model import FeatureView
 from feature_layer.sql.latest import _ts
 from feature_layer.sql.names import col, relation_table
+from feature_layer.types import sql_type
 
 BINS = 10
 APPROX_DISTINCT_DIALECTS = frozenset({"duckdb", "snowflake", "bigquery", "trino", "presto", "spark", "databricks"})
@@ -44,8 +45,10 @@ def summary_sql(view: FeatureView, *, end: datetime, dialect: str = "duckdb") ->
         )
         cols.append(exp.alias_(distinct, f"d{i}"))
         if f.dtype in _ORDERED:
-            cols.append(exp.alias_(exp.Min(this=c.copy()), f"lo{i}"))
-            cols.append(exp.alias_(exp.Max(this=c.copy()), f"hi{i}"))
+            # numbers in their logical type (a HUGEINT or NUMERIC min is a Decimal, which got no histogram)
+            typed = exp.cast(c.copy(), sql_type(f.dtype)) if f.dtype in _NUMERIC else c.copy()
+            cols.append(exp.alias_(exp.Min(this=typed.copy()), f"lo{i}"))
+            cols.append(exp.alias_(exp.Max(this=typed), f"hi{i}"))
         if f.dtype in _NUMERIC:
             cols.append(exp.alias_(exp.Avg(this=exp.cast(c.copy(), exp.DataType.build("double"))), f"mu{i}"))
     return exp.select(*cols).from_(relation_table(view)).where(_where(view, end))

@@ -16,6 +16,7 @@ import yaml
 
 from feature_layer.config import Settings
 from feature_layer.dbt.artifacts import DbtNode, Manifest, load_manifest
+from feature_layer.dbt.checks import check_artifacts
 from feature_layer.errors import (
     BrokenDeclarationError,
     ConfigError,
@@ -211,6 +212,7 @@ class Registry:
         and asking for a broken one by name raises its own issues.
         """
         manifest = load_manifest(settings.manifest_path, settings.catalog_path)
+        check_artifacts(settings, manifest)  # stale artifacts warn; another target's manifest raises
         raw_entities, source, project_issues = read_entity_declarations(settings.project_dir)
         return cls.from_manifest(manifest, raw_entities, source, strict=strict, project_issues=project_issues,
                                  dropped=read_dropped_blocks(settings.project_dir, manifest))

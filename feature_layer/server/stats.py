@@ -17,6 +17,7 @@ from sqlglot import exp
 
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.sql.names import relation_table
+from feature_layer.types import sql_type
 
 NUMERIC = {"int64", "float64", "decimal"}
 CATEGORICAL = {"string", "bool"}
@@ -43,8 +44,9 @@ def summary_query(view: FeatureView, feature: Feature) -> exp.Select:
         exp.alias_(exp.Count(this=exp.Distinct(expressions=[col.copy()])), "distinct_count"),
     ]
     if feature.dtype != "bool":
-        projections += [exp.alias_(exp.Min(this=col.copy()), "min_value"),
-                        exp.alias_(exp.Max(this=col.copy()), "max_value")]
+        typed = exp.cast(col.copy(), sql_type(feature.dtype)) if feature.dtype in NUMERIC else col  # no Decimals
+        projections += [exp.alias_(exp.Min(this=typed.copy()), "min_value"),
+                        exp.alias_(exp.Max(this=typed.copy()), "max_value")]
     if feature.dtype in NUMERIC:
         projections.append(exp.alias_(exp.Avg(this=exp.cast(col.copy(), "DOUBLE")), "mean_value"))
     return exp.select(*projections).from_(relation_table(view))

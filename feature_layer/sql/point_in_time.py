@@ -16,6 +16,9 @@ The query is assembled in small named passes, each a function you can read on it
    key value.
 5. ``build_training_set_query`` (project) — joins the spine to each view and projects the
    entity columns unchanged, then the features, in input order.
+6. ``typed_feature`` (conform) — each feature cast to its logical type's SQL type (a DuckDB
+   ``HUGEINT`` to ``BIGINT``, a naive UTC timestamp to an instant), so every result — Arrow,
+   Parquet, a warehouse table — has the registry's type, as the online store does.
 
 Semantics (``docs/training_sets.md``): for each entity row and view, the matching feature row
 has equal join keys, ``event_time <= ts`` and, with a TTL, ``event_time >= ts - ttl``; the
@@ -74,6 +77,16 @@ class EntitySpine:
 
 
 @dataclass(frozen=True)
+class Conversion:
+    """How one feature's warehouse column becomes its logical type (see ``typed_feature``)."""
+
+    cast: exp.DataType | None = None
+    """The SQL type to cast to first (``None``: the column already has it)."""
+    to_instant: bool = False
+    """The (cast) value is a naive UTC timestamp to turn into a time-zone-aware instant."""
+
+
+@dataclass(frozen=True)
 class ViewOutputs:
     """The features one view contributes, and their output column names."""
 
@@ -83,10 +96,16 @@ class ViewOutputs:
     tz_aware: bool = False
     """The view's event time is time-zone-aware (``timestamptz``): it is compared with the as-of
     time as an instant in UTC, so the SQL gives the same rows in any session time zone."""
+    conversions: tuple[Conversion | None, ...] = ()
+    """Per feature (in ``features`` order), how its column becomes its logical type; empty or
+    ``None``: projected as the warehouse has it."""
 
     @property
     def alias(self) -> str:
         return self.view.name
+
+    def conversion(self, index: int) -> Conversion | None:
+        return self.conversions[index] if index < len(self.conversions) else None
 
 
 def interval(ttl: timedelta) -> exp.Interval:
@@ -110,12 +129,14 @@ def plan_outputs(
     entity_columns: Sequence[str] = (),
     full_feature_names: bool = False,
     tz_aware_views: Collection[str] = (),
+    conversions: Mapping[str, Conversion] | None = None,
 ) -> tuple[ViewOutputs, ...]:
     """Name each requested feature's output column and refuse clashes.
 
     Features are named as themselves, or ``view__feature`` with ``full_feature_names``. A name
     used twice (two views, or a view and an entity column) is an error naming both sources.
-    ``tz_aware_views`` names the views whose event time is time-zone-aware.
+    ``tz_aware_views`` names the views whose event time is time-zone-aware; ``conversions``
+    maps a feature reference (``view.feature``) to how its column becomes its logical type.
     """
     items = list(requested.items()) if isinstance(requested, Mapping) else list(requested)
     taken: dict[str, str] = {c: "the entity dataframe" for c in entity_columns}
@@ -148,7 +169,9 @@ def plan_outputs(
             taken[name] = f"feature {feature.ref}"
             names.append(name)
         if features:
-            plans.append(ViewOutputs(view, tuple(features), tuple(names), tz_aware=view.name in tz_aware_views))
+            typed = tuple((conversions or {}).get(f.ref) for f in features)
+            plans.append(ViewOutputs(view, tuple(features), tuple(names), tz_aware=view.name in tz_aware_views,
+                                     conversions=typed if any(typed) else ()))
     return tuple(plans)
 
 
@@ -479,7 +502,41 @@ def build_training_set_query(
             for feature, name in zip(out.features, out.names, strict=True):
                 projections.append(exp.alias_(col(feature.name, alias), name, quoted=True))
 
-    return query.select(*projections).order_by(exp.Ordered(this=col(ROW, "s")))
+    query = query.select(*projections).order_by(exp.Ordered(this=col(ROW, "s")))
+    return conform_feature_types(query, outputs, dialect)
+
+
+# ----------------------------------------------------------------------------- 6. conform
+
+
+def typed_feature(value: exp.Expression, conversion: Conversion | None, dialect: str | None) -> exp.Expression:
+    """``value`` as its feature's logical type: cast, then (a naive UTC timestamp) made an instant.
+
+    The instant is built with ``AT TIME ZONE 'UTC'``, never a cast that follows the session
+    time zone. Dialects without that conversion keep the naive UTC value.
+    """
+    if conversion is None:
+        return value
+    if conversion.cast is not None:
+        value = exp.cast(value, conversion.cast.copy())
+    if conversion.to_instant and capabilities(dialect).utc_instant:
+        value = to_utc_instant(value, dialect)
+    return value
+
+
+def conform_feature_types(query: exp.Select, outputs: Sequence[ViewOutputs], dialect: str | None) -> exp.Select:
+    """Apply each feature's ``Conversion`` to its output column (the last projections, in order)."""
+    conversions = [out.conversion(i) for out in outputs for i in range(len(out.features))]
+    if not any(conversions):
+        return query
+    projections = list(query.expressions)
+    start = len(projections) - len(conversions)
+    for offset, conversion in enumerate(conversions):
+        projection = projections[start + offset]
+        if conversion is not None and isinstance(projection, exp.Alias):
+            typed = typed_feature(projection.this, conversion, dialect)
+            projections[start + offset] = exp.alias_(typed, projection.alias, quoted=True)
+    return query.select(*projections, append=False)
 
 
 def training_set_sql(

@@ -5,4 +5,4 @@ select
     cast(reported_at as timestamp) as reported_at,
     cast(reason as varchar) as reason,
     reason in ('fraud', 'stolen_card') as is_fraud
-from {{ source('raw', 'chargebacks') }}
+from {{ feature_layer.project_file(source('raw', 'chargebacks')) }}

@@ -5,4 +5,4 @@ select
     cast(category as varchar) as category,
     cast(country as varchar) as country,
     cast(created_at as timestamp) as created_at
-from {{ source('raw', 'merchants') }}
+from {{ feature_layer.project_file(source('raw', 'merchants')) }}

@@ -9,4 +9,4 @@ select
     cast(is_online as boolean) as is_online,
     cast(occurred_at as timestamp) as occurred_at,
     cast(created_at as timestamp) as created_at
-from {{ source('raw', 'transactions') }}
+from {{ feature_layer.project_file(source('raw', 'transactions')) }}

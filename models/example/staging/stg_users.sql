@@ -6,4 +6,4 @@ select
     cast(country as varchar) as country,
     cast(birth_year as integer) as birth_year,
     cast(is_verified as boolean) as is_verified
-from {{ source('raw', 'users') }}
+from {{ feature_layer.project_file(source('raw', 'users')) }}
