@@ -28,6 +28,10 @@ test: install system-deps
 lint: install
 	$(BIN)/ruff check feature_layer tests benchmarks
 
+.PHONY: fuzz
+fuzz: install  # >= 10,000 generated inputs over every input surface; results in docs/fuzz.md
+	FEATURE_LAYER_FUZZ=full FEATURE_LAYER_FUZZ_REPORT=docs/fuzz.md $(BIN)/python -m pytest -n 0 -q -p tests.fuzz.fuzz_harness tests/fuzz
+
 bench: install
 	bash scripts/system-deps.sh --bench
 	$(BIN)/python -m benchmarks.run_all

@@ -85,15 +85,12 @@ def time_http(registry: GeneratedRegistry, repeat: int) -> list[tuple[str, float
     """``GET /v1/features?q=`` through the real app (in-process; no sockets)."""
     from starlette.testclient import TestClient
 
-    from feature_layer.server.app import create_app
+    from feature_layer.parts import Parts
+    from feature_layer.server.app import build_app
     from feature_layer.server.reload import RegistryHolder
 
-    class _Store:
-        def __init__(self, reg: GeneratedRegistry) -> None:
-            self.registry = reg
-
     holder = RegistryHolder(lambda: registry, [], initial=registry)
-    app = create_app(_Store(registry), reload_interval=None, holder=holder)
+    app = build_app(Parts.of(registry=registry), holder, reload_interval=None)  # search needs no store
     rows = []
     with TestClient(app) as client:
         for query in QUERIES:

@@ -77,8 +77,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(project: Path, port: int, workers: int, online_store: str | None) -> subprocess.Popen:
+def start_server(project: Path, port: int, workers: int, online_store: str | None,
+                 source: Path | None = None) -> subprocess.Popen:
     env = dict(os.environ)
+    if source is not None:  # serve another checkout's feature_layer (the A/B baseline)
+        env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     if online_store:
         env["FEATURE_LAYER_ONLINE_STORE"] = online_store
     cmd = [sys.executable, "-c", "from feature_layer.cli import main; main()", "--project-dir", str(project), "serve", "--port", str(port),
@@ -89,7 +92,7 @@ def start_server(project: Path, port: int, workers: int, online_store: str | Non
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited: {proc.stderr.read().decode()[-2000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code in (200, 503):
                 return proc
         except httpx.HTTPError:
             time.sleep(0.2)
@@ -155,7 +158,18 @@ def main() -> None:
     parser.add_argument("--redis", action="store_true",
                         help="Start a private redis-server on a free port and use it as the online store.")
     parser.add_argument("--out", type=Path, default=None, help="Write the markdown report here too.")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="A/B: also serve the feature_layer package found in this folder (e.g. `git archive main "
+                        "| tar -x -C /tmp/base`), alternating with this one run by run.")
+    parser.add_argument("--repeat", type=int, default=1, help="Runs per configuration (with --baseline-src: pairs).")
+    parser.add_argument("--now", default="2025-12-02T12:00:00+00:00",
+                        help="FEATURE_LAYER_NOW for materialization and the servers: the demo data's end, so the "
+                        "looked-up values are live, not expired (default: the data's last day).")
     args = parser.parse_args()
+    os.environ["FEATURE_LAYER_NOW"] = args.now
+    if args.baseline_src is not None:
+        ab_main(args)
+        return
     load_at_start = os.getloadavg()[0]
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_server_"))
@@ -232,6 +246,89 @@ def main() -> None:
     lines += ["", "Targets: ≥ 2,500 requests/s with p99 < 10 ms on 2 cores, load generator included. "
               f"Sample response: `{json.dumps(sample)}`",
               f"(The workers' `/metrics` scraped after each run counted {served:,} successful lookups.)"]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its children (the uvicorn workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent pid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def ab_main(args: argparse.Namespace) -> None:
+    """Before/after: the baseline checkout and this one, alternating, ``--repeat`` pairs per setting."""
+    import statistics
+
+    load_at_start = os.getloadavg()[0]
+    tmp = Path(tempfile.mkdtemp(prefix="bench_server_ab_"))
+    runs: dict[tuple[str, int, int], list[dict[str, float]]] = {}
+    try:
+        project = args.project or build_project(tmp, args.rows)
+        script = tmp / "post.lua"
+        script.write_text(LUA % {"features": json.dumps(FEATURES), "users": USERS})
+        variants = (("before", args.baseline_src.resolve()), ("after", None))
+        for round_ in range(args.repeat):
+            for workers in [int(w) for w in args.workers.split(",")]:
+                for name, source in (variants if round_ % 2 == 0 else variants[::-1]):
+                    port = free_port()
+                    server = start_server(project, port, workers, args.online_store, source)
+                    try:
+                        for connections in [int(c) for c in args.connections.split(",")]:
+                            url = f"http://127.0.0.1:{port}"
+                            run_wrk(url, connections, args.threads, 2, script)  # warm-up
+                            cpu = cpu_seconds(server.pid)
+                            result = run_wrk(url, connections, args.threads, args.duration, script)
+                            # the server's CPU per request: what throughput costs, whatever else loads the machine
+                            result["cpu_us"] = (cpu_seconds(server.pid) - cpu) / max(1, result["requests"]) * 1e6
+                            runs.setdefault((name, workers, connections), []).append(result)
+                            print(f"round {round_ + 1} {name}: {workers} workers, {connections} connections: "
+                                  f"{result['rps']:,.0f} req/s, p99 {result['p99'] * 1000:.2f} ms, "
+                                  f"server CPU {result['cpu_us']:.1f} µs/request", file=sys.stderr)
+                    finally:
+                        server.terminate()
+                        server.wait(timeout=20)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    lines = [
+        "### Feature server A/B: single-entity `POST /v1/online-features`, before and after",
+        "",
+        f"`python -m benchmarks.server --baseline-src {args.baseline_src} --repeat {args.repeat} --duration "
+        f"{args.duration} --connections {args.connections} --workers {args.workers}` on {os.cpu_count()} cores, "
+        f"wrk on the same machine, embedded SQLite store; before and after alternate run by run (the order flips "
+        f"every round). 1-minute load average at the start: {load_at_start:.2f}.",
+        "",
+        "| workers | connections | variant | req/s median | req/s min–max | p99 ms median | server CPU µs/request "
+        "median (min–max) | non-2xx |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, workers, connections), results in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0] != "before")):
+        rps = [r["rps"] for r in results]
+        cpu = [r["cpu_us"] for r in results]
+        lines.append(f"| {workers} | {connections} | {name} | {statistics.median(rps):,.0f} | "
+                     f"{min(rps):,.0f}–{max(rps):,.0f} | {statistics.median(r['p99'] for r in results) * 1000:.2f} | "
+                     f"{statistics.median(cpu):.1f} ({min(cpu):.1f}–{max(cpu):.1f}) | {sum(r['non2xx'] for r in results)} |")
+    for workers in [int(w) for w in args.workers.split(",")]:
+        for connections in [int(c) for c in args.connections.split(",")]:
+            before = statistics.median(r["rps"] for r in runs[("before", workers, connections)])
+            after = statistics.median(r["rps"] for r in runs[("after", workers, connections)])
+            cpu_before = statistics.median(r["cpu_us"] for r in runs[("before", workers, connections)])
+            cpu_after = statistics.median(r["cpu_us"] for r in runs[("after", workers, connections)])
+            lines.append(f"\n{workers} workers, {connections} connections: requests/s after / before = "
+                         f"{after / before:.3f}; server CPU per request after / before = {cpu_after / cpu_before:.3f}")
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -88,7 +88,7 @@ _ONLINE_KEYS = {"type", "path", "url", "username", "password", "socket_timeout",
 
 
 def _refuse_unknown(section: str, given: dict[str, Any], allowed: set[str], source: Path) -> None:
-    unknown = sorted(set(given) - allowed)
+    unknown = sorted(repr(k) if not isinstance(k, str) else k for k in set(given) - allowed)
     if unknown:
         raise ConfigError(
             f"Unknown key(s) {', '.join(unknown)} in {section} of {source}.",
@@ -123,7 +123,7 @@ def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, so
         raise ConfigError(f"online_store in {source} must be a mapping or a URL.", fix="see the README's Configuration section.")
     _refuse_unknown("online_store", raw, _ONLINE_KEYS, source)
     kind = raw.get("type", "redis" if raw.get("url") else "sqlite")
-    if kind not in {"redis", "sqlite"}:
+    if not isinstance(kind, str) or kind not in {"redis", "sqlite"}:
         raise ConfigError(f"online_store.type {kind!r} in {source} is not supported.", fix="use `redis` or `sqlite`.")
     if kind == "redis" and not raw.get("url"):
         raise ConfigError(f"online_store in {source} is redis but has no url.", fix="add `url: redis://127.0.0.1:6379/0`.")
@@ -233,18 +233,31 @@ def load_settings(project_dir: str | Path = ".", *, target: str | None = None) -
     from_env = os.environ.get("FEATURE_LAYER_ONLINE_STORE")
     online_raw = from_env or _render_env(raw.get("online_store"))
     online_source = Path("the environment variable FEATURE_LAYER_ONLINE_STORE") if from_env else source
-    target_path = root / raw.get("target_path", dbt_project.get("target-path", "target"))
+    target_path = root / (_text(raw, "target_path", source) or _text(dbt_project, "target-path", root / "dbt_project.yml")
+                          or "target")
+    profiles_dir = _text(raw, "profiles_dir", source)
     return Settings(
         project_dir=root,
-        project=str(raw.get("project") or dbt_project.get("name") or root.name),
-        target=target or os.environ.get("FEATURE_LAYER_TARGET") or raw.get("target"),
+        project=_text(raw, "project", source) or _text(dbt_project, "name", root / "dbt_project.yml") or root.name,
+        target=target or os.environ.get("FEATURE_LAYER_TARGET") or _text(raw, "target", source),
         online_store=online_settings_from(online_raw, root, online_source),
-        state_path=(root / raw.get("state_path", ".feature_layer/state.sqlite")).resolve(),
+        state_path=(root / (_text(raw, "state_path", source) or ".feature_layer/state.sqlite")).resolve(),
         manifest_path=target_path / "manifest.json",
         catalog_path=target_path / "catalog.json",
-        profiles_dir=(root / raw["profiles_dir"]).resolve() if raw.get("profiles_dir")
+        profiles_dir=(root / profiles_dir).resolve() if profiles_dir
         else Path(os.environ.get("DBT_PROFILES_DIR", root)),
     )
+
+
+def _text(raw: dict[str, Any], key: str, source: Path) -> str | None:
+    """A setting that must be text (a name or a path): None when absent, ConfigError when not text."""
+    value = raw.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or "\x00" in str(value):
+        raise ConfigError(f"`{key}` in {source} must be a name or a path, not {value!r}.",
+                          fix=f"write `{key}: <text>` (quote it if it looks like a number or a list).")
+    return str(value)
 
 
 def _render_env(value: Any) -> Any:
@@ -265,14 +278,20 @@ def _render_env(value: Any) -> Any:
                 )
             return default
 
-        return jinja2.Environment().from_string(value).render(env_var=env_var)
+        try:
+            return jinja2.Environment().from_string(value).render(env_var=env_var)
+        except ConfigError:
+            raise
+        except Exception as exc:  # a template error or what the template itself raised (e.g. 1/0)
+            raise ConfigError(f"The setting {value!r} is not a template dbt can render: {exc}",
+                              fix="write {{ env_var('NAME') }} or {{ env_var('NAME', 'default') }}, or plain text.") from None
     return value
 
 
 def warehouse_settings(settings: Settings, dbt_project_profile: str | None = None) -> WarehouseSettings:
     """Read the warehouse connection for ``settings.target`` from the project's profiles.yml."""
     project = _read_yaml(settings.project_dir / "dbt_project.yml")
-    profile_name = dbt_project_profile or project.get("profile")
+    profile_name = dbt_project_profile or _text(project, "profile", settings.project_dir / "dbt_project.yml")
     profiles_file = settings.profiles_dir / "profiles.yml"
     if not profiles_file.exists():
         raise ConfigError(f"No profiles.yml in {settings.profiles_dir}.", fix="create one or set DBT_PROFILES_DIR.")
@@ -285,12 +304,15 @@ def warehouse_settings(settings: Settings, dbt_project_profile: str | None = Non
         )
     target = settings.target or _render_env(profile.get("target"))
     outputs = profile.get("outputs", {})
-    if target not in outputs:
+    if not isinstance(outputs, dict):
+        raise ConfigError(f"`outputs` of profile {profile_name!r} in {profiles_file} is not a mapping.",
+                          fix="write `outputs: {<target>: {type: duckdb, path: ...}}`.")
+    if not isinstance(target, str) or target not in outputs:
         raise ConfigError(
             f"Target {target!r} is not an output of profile {profile_name!r} in {profiles_file}.",
-            fix=f"use one of: {', '.join(outputs) or '(none)'}.",
+            fix=f"use one of: {', '.join(map(str, outputs)) or '(none)'}.",
         )
-    out = {k: _render_env(v) for k, v in outputs[target].items()}
+    out = _output_settings(outputs[target], target, profiles_file)
     kind = out.get("type")
     if kind == "duckdb":
         raw_path = str(out.get("path", ":memory:"))
@@ -304,7 +326,7 @@ def warehouse_settings(settings: Settings, dbt_project_profile: str | None = Non
             type="postgres",
             target=target,
             host=out.get("host"),
-            port=int(out.get("port", 5432)),
+            port=out.get("port", 5432),
             user=out.get("user"),
             password=out.get("password") or out.get("pass") or None,
             dbname=out.get("dbname") or out.get("database"),
@@ -319,6 +341,31 @@ def warehouse_settings(settings: Settings, dbt_project_profile: str | None = Non
         f"Target {target!r} uses adapter {kind!r}, which feature_layer cannot query yet.",
         fix="use a duckdb, postgres or spark target.",
     )
+
+
+def _output_settings(raw: Any, target: str, profiles_file: Path) -> dict[str, Any]:
+    """One profile output, rendered, with the fields feature_layer reads type-checked."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Output {target!r} in {profiles_file} is not a mapping.",
+                          fix=f"write `{target}: {{type: duckdb, path: target/warehouse.duckdb}}`.")
+    out = {k: _render_env(v) for k, v in raw.items()}
+    for key in ("type", "path", "host", "user", "password", "pass", "dbname", "database", "schema"):
+        value = out.get(key)
+        if value is not None and (not isinstance(value, (str, int, float)) or isinstance(value, bool)
+                                  or "\x00" in str(value)):
+            raise ConfigError(f"`{key}` of output {target!r} in {profiles_file} must be text, not {value!r}.",
+                              fix=f"write `{key}: <text>`.")
+        if value is not None and key in ("path", "host", "user", "dbname", "database", "schema"):
+            out[key] = str(value)
+    if "port" in out:
+        try:
+            out["port"] = _number(out["port"], int)
+        except (TypeError, ValueError, OverflowError):
+            out["port"] = -1
+        if not 1 <= out["port"] <= 65535:
+            raise ConfigError(f"`port` of output {target!r} in {profiles_file} is {raw.get('port')!r}, not a "
+                              "port number.", fix="write a port between 1 and 65535, e.g. `port: 5432`.")
+    return out
 
 
 def _is_file_path(raw_path: str) -> bool:

@@ -20,7 +20,12 @@ class MissingExtraError(FeatureLayerError):
 def require(module: str, needed_for: str) -> ModuleType:
     """Import ``module`` (one of :data:`EXTRAS`), or say which extra installs it.
 
-    >>> require("json", "nothing")  # doctest: +SKIP
+    >>> require("json", "reading JSON").__name__
+    'json'
+    >>> require("no_such_module_xyz", "a demo")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    feature_layer.extras.MissingExtraError: ...
     """
     try:
         return importlib.import_module(module)

@@ -71,10 +71,14 @@ class Parts:
         )
 
 
+_WHAT = {"registry": "a registry", "engine": "a warehouse engine", "online": "an online store",
+         "state": "a state store"}
+
+
 def _given(part: T | None, name: str) -> Callable[[], T]:
     def source() -> T:
         if part is None:
-            raise ConfigError(f"These Parts were built without a {name}.", fix=f"pass {name}=… to Parts.of.")
+            raise ConfigError(f"These Parts were built without {_WHAT[name]}.", fix=f"pass {name}=… to Parts.of.")
         return part
 
     return source

@@ -13,6 +13,7 @@ Fixtures (import them into a test module with ``from tests.redis_helpers import 
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -24,12 +25,18 @@ from pathlib import Path
 import pytest
 import redis
 
-__all__ = ["RedisServer", "private_redis", "redis_binary", "redis_online", "redis_server"]
+__all__ = ["RedisServer", "private_redis", "redis_binary", "redis_online", "redis_server", "service_env"]
 
 INSTALL_HINT = (
     "redis-server is not installed, and the online-store tests need a real one. "
     "Install it with `sudo apt-get install redis-server` (or `make system-deps`), then rerun."
 )
+
+
+def service_env() -> dict[str, str]:
+    """The environment for a service process: without libfaketime, which redis-server cannot run
+    under (the suite's run "a year ahead" fakes the test process's clock, never the services')."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("FAKETIME")}
 
 
 def redis_binary() -> str:
@@ -90,7 +97,7 @@ class RedisServer:
             "no",
             *self.extra,
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=service_env())
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

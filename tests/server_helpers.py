@@ -1,58 +1,26 @@
-"""A small, hand-built fraud registry and store for server, UI, search and lineage tests.
+"""Helpers for the server, UI, search and lineage tests.
 
-The objects are the real registry types (``FeatureView``, ``DbtNode`` ...) with compiled SQL
-that runs in DuckDB, so lineage, statistics and lookups are exercised for real without
-waiting for ``dbt build``. Tests against the built example project live beside these.
+The server tests run the real ``FeatureStore`` (real registry, lookup, embedded SQLite or
+Redis online store, state store, DuckDB warehouse) over the dbt-built example project,
+materialized with the clock pinned to the data's end (``materialized_copy``, ``open_store``).
+
+``build_registry`` is a small registry of the real types (``FeatureView``, ``DbtNode`` ...)
+over hand-written compiled SQL, for the pure search and column-lineage tests only.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-import duckdb
-import pyarrow as pa
-
-from feature_layer.clock import clock_from_env
 from feature_layer.dbt.artifacts import DbtNode
-from feature_layer.errors import InputError, UnknownFeatureError
 from feature_layer.registry.model import Entity, Feature, FeatureService, FeatureView, Relation
+from feature_layer.registry.registry import Registry
 
 DB = "memory"
-
-RAW_SQL = """
-create schema if not exists raw;
-create table raw.transactions as
-  select i as txn_id, 1 + (i % 50) as user_id, 100 + (i % 7) as merchant_id,
-         round(((i * 37) % 1000) / 7.0, 2)::double as amount,
-         timestamp '2026-01-01' + to_seconds(i * 3600) as ts,
-         case when i % 13 = 0 then 'FR' else 'US' end as country
-  from range(1, 2001) t(i);
-create table raw.chargebacks as
-  select i as txn_id, timestamp '2026-01-02' + to_seconds(i * 7200) as reported_at from range(1, 2001, 40) t(i);
-create table main.stg_transactions as
-  select txn_id, user_id, merchant_id, amount, ts as event_ts, country = 'US' as is_domestic from raw.transactions;
-create table main.user_txn_features as
-  with daily as (
-    select user_id, date_trunc('day', event_ts) as day, count(*) as n, sum(amount) as total
-    from main.stg_transactions group by 1, 2
-  )
-  select user_id, day + interval 1 day as event_ts,
-         sum(n) over w as txn_count_7d,
-         sum(total) over w as amount_sum_7d,
-         sum(total) over w / nullif(sum(n) over w, 0) as avg_amount_7d
-  from daily
-  window w as (partition by user_id order by day range between interval 6 days preceding and current row);
-create table main.merchant_risk as
-  select s.merchant_id, max(s.event_ts) as event_ts,
-         count(c.txn_id)::double / count(*) as chargeback_rate,
-         avg(case when s.is_domestic then 0 else 1 end) as foreign_share
-  from main.stg_transactions s left join raw.chargebacks c on c.txn_id = s.txn_id
-  group by s.merchant_id;
-"""
 
 # The SQL of each model as dbt would compile it (fully qualified relations).
 COMPILED = {
@@ -142,56 +110,20 @@ def _view(name: str, entity: str, key: str, features: list[tuple[str, str, str, 
     )
 
 
-@dataclass
-class FakeRegistry:
-    """The registry surface the server uses, over hand-built objects."""
-
-    entities: dict[str, Entity]
-    views: dict[str, FeatureView]
-    services: dict[str, FeatureService]
-    nodes: dict[str, DbtNode]
-    dialect: str = "duckdb"
-
-    def features(self, *, entity: str | None = None, tag: str | None = None, owner: str | None = None,
-                 view: str | None = None) -> list[Feature]:
-        out = []
-        for v in self.views.values():
-            if (entity and entity not in v.entities) or (owner and owner != v.owner) or (view and view != v.name):
-                continue
-            out.extend(f for f in v.features if not tag or tag in f.tags or tag in v.tags)
-        return out
-
-    def view(self, name: str) -> FeatureView:
-        if name not in self.views:
-            raise UnknownFeatureError(f"No feature view {name!r}.", fix="check the name.")
-        return self.views[name]
-
-    def entity(self, name: str) -> Entity:
-        if name not in self.entities:
-            raise UnknownFeatureError(f"No entity {name!r}.", fix="check the name.")
-        return self.entities[name]
-
-    def service(self, name: str) -> FeatureService:
-        if name not in self.services:
-            raise UnknownFeatureError(f"No feature service {name!r}.", fix="check the name.")
-        return self.services[name]
-
-    def feature(self, ref: str) -> Feature:
-        view_name, _, name = ref.partition(".")
-        view = self.view(view_name)
-        try:
-            return view.feature(name)
-        except KeyError:
-            raise UnknownFeatureError(f"No feature {ref!r}.", fix="check the name.") from None
-
-    def parents(self, unique_id: str) -> list[str]:
-        return list(self.nodes[unique_id].depends_on)
-
-    def children(self, unique_id: str) -> list[str]:
-        return [u for u, n in self.nodes.items() if unique_id in n.depends_on]
+def registry_of(entities: dict[str, Entity], views: dict[str, FeatureView], services: dict[str, FeatureService],
+                nodes: dict[str, DbtNode]) -> Registry:
+    """A real :class:`Registry` over hand-built objects (the graph maps derived from ``nodes``)."""
+    parents = {uid: tuple(node.depends_on) for uid, node in nodes.items()}
+    children: dict[str, list[str]] = {uid: [] for uid in nodes}
+    for uid, deps in parents.items():
+        for dep in deps:
+            children.setdefault(dep, []).append(uid)
+    return Registry(entities=entities, views=views, services=services, nodes=nodes, parent_map=parents,
+                    child_map={uid: tuple(kids) for uid, kids in children.items()}, project_name="fraud",
+                    adapter_type="duckdb")
 
 
-def build_registry() -> FakeRegistry:
+def build_registry() -> Registry:
     nodes = build_nodes()
     entities = {
         "user": Entity("user", ("user_id",), "A card holder."),
@@ -218,102 +150,36 @@ def build_registry() -> FakeRegistry:
             ("user_txn_features.txn_count_7d", "user_txn_features.amount_sum_7d", "merchant_risk.chargeback_rate"),
             description="Card-not-present fraud classifier.", owner="risk-ml@example.com"),
     }
-    return FakeRegistry(entities, views, services, nodes)
+    return registry_of(entities, views, services, nodes)
 
 
-class FakeEngine:
-    """``fetch_arrow`` over an in-memory DuckDB holding the raw tables and built models."""
+# -- the built example project, materialized with the clock pinned to its data ----------------
 
-    def __init__(self) -> None:
-        self.con = duckdb.connect(":memory:")
-        self.con.execute(RAW_SQL)
-        self.queries: list[str] = []
-        self._lock = threading.Lock()
-
-    def fetch_arrow(self, sql: str) -> pa.Table:
-        with self._lock:
-            self.queries.append(sql)
-            return self.con.sql(sql).to_arrow_table()
-
-    def close(self) -> None:
-        self.con.close()
+# Half a day after the example data's newest row (merchant days end 2025-12-02 00:00): TTL'd values are live.
+EXAMPLE_NOW = datetime(2025, 12, 2, 12, tzinfo=UTC)
 
 
-@dataclass
-class FakeState:
-    watermarks: dict[str, datetime] = field(default_factory=dict)
-    statistics: dict[str, dict[str, Any]] = field(default_factory=dict)
+def open_store(project: Path, now: datetime = EXAMPLE_NOW, **kwargs: Any) -> Any:
+    """A real FeatureStore over ``project`` with the clock pinned to ``now`` (never today)."""
+    from feature_layer import FeatureStore
+    from feature_layer.clock import FixedClock
 
-    def last_materialized(self, view: str) -> datetime | None:
-        return self.watermarks.get(view)
-
-    def get_statistics(self, feature_ref: str) -> dict[str, Any] | None:
-        return self.statistics.get(feature_ref)
-
-    def save_statistics(self, feature_ref: str, stats: dict[str, Any]) -> None:
-        self.statistics[feature_ref] = stats
+    return FeatureStore(project, clock=FixedClock(now), **kwargs)
 
 
-@dataclass
-class FakeOnlineResponse:
-    rows: list[dict[str, Any]]
+def materialized_copy(built_project: Path, dest: Path, select: list[str] | None = None,
+                      now: datetime = EXAMPLE_NOW) -> Path:
+    """A copy of the built example project with ``select`` (default: every online view)
+    materialized into its embedded SQLite store as of ``now``."""
+    import shutil
 
-    def to_dict(self) -> dict[str, list[Any]]:
-        keys = list(self.rows[0]) if self.rows else []
-        return {k: [r.get(k) for r in self.rows] for k in keys}
-
-
-class FakeStore:
-    """The ``FeatureStore`` surface the server uses; lookups read the latest row in DuckDB."""
-
-    def __init__(self, registry: FakeRegistry | None = None) -> None:
-        self._registry = registry or build_registry()
-        self.clock = clock_from_env()
-        self.engine = FakeEngine()
-        self.state = FakeState(watermarks={"user_txn_features": datetime(2026, 3, 25, tzinfo=UTC)})
-        self._latest: dict[tuple[str, Any], dict[str, Any]] = {}
-        for view in self._registry.views.values():
-            key = view.join_keys[0]
-            table = self.engine.fetch_arrow(
-                f"select * from main.{view.name} qualify row_number() over (partition by {key} order by event_ts desc) = 1"
-            ).to_pylist()
-            for row in table:
-                self._latest[(view.name, row[key])] = row
-
-    @property
-    def registry(self) -> FakeRegistry:
-        return self._registry
-
-    @registry.setter
-    def registry(self, value: FakeRegistry) -> None:
-        self._registry = value
-
-    def offline_engine(self) -> FakeEngine:
-        return self.engine
-
-    def get_online_features(self, features=None, entity_rows=None, *, service=None, include_event_times=False):
-        registry = self.registry
-        refs = list(features or registry.service(service).features)
-        if not isinstance(entity_rows, list):
-            raise InputError("entity_rows must be a list of objects.", fix="pass [{\"user_id\": 1}].")
-        out = []
-        for row in entity_rows:
-            result = dict(row)
-            for ref in refs:
-                view_name, _, name = ref.partition(".")
-                view = registry.view(view_name)
-                registry.feature(ref)
-                key = view.join_keys[0]
-                if key not in row:
-                    raise InputError(f"entity row {row!r} lacks join key {key!r} needed by {ref}.",
-                                     fix=f"add {key!r} to every entity row.")
-                latest = self._latest.get((view_name, row[key]))
-                result[name] = latest.get(name) if latest else None
-            out.append(result)
-        return FakeOnlineResponse(out)
-
-    def close(self) -> None:
-        self.engine.close()
+    shutil.copytree(built_project, dest, ignore=shutil.ignore_patterns(".feature_layer", "logs"))
+    store = open_store(dest, now)
+    try:
+        store.materialize(select, end=now)
+    finally:
+        store.close()
+    return dest
 
 
 class LiveServer:

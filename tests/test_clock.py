@@ -71,3 +71,15 @@ def test_feature_store_hands_its_clock_to_the_online_store(parsed_example_projec
     monkeypatch.setenv(NOW_VARIABLE, "not a time")
     with pytest.raises(ConfigError, match=NOW_VARIABLE):
         FeatureStore(parsed_example_project)
+
+
+def test_the_cli_refuses_a_bad_pinned_time_with_the_fix(parsed_example_project, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from feature_layer.cli import main
+
+    monkeypatch.setenv(NOW_VARIABLE, "yesterday")
+    result = CliRunner().invoke(main, ["--project-dir", str(parsed_example_project), "online-status"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # a message, not a crash
+    assert "FEATURE_LAYER_NOW='yesterday' is not an ISO-8601" in result.output
+    assert "To fix this, set FEATURE_LAYER_NOW" in result.output and "Traceback" not in result.output

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from server_helpers import FakeRegistry, build_registry
+from server_helpers import build_registry, registry_of
 
 from feature_layer.cli import main
 from feature_layer.dbt.artifacts import DbtNode
@@ -160,7 +160,7 @@ def test_lineage_finds_exactly_the_source_columns_each_feature_reads(chain):
     name = nodes[last_uid].name
     features = tuple(Feature(c, name, "int64") for c in deps)
     view = FeatureView(name, last_uid, ("e",), ("k",), "ts", features, nodes[last_uid].relation)
-    registry = FakeRegistry(entities={}, views={name: view}, services={}, nodes=nodes)
+    registry = registry_of(entities={}, views={name: view}, services={}, nodes=nodes)
     for column, expected in deps.items():
         graph = column_lineage(registry, f"{name}.{column}")
         assert {n.column for n in graph.sources} == expected, (column, nodes[last_uid].compiled_sql)

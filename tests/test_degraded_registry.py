@@ -16,12 +16,20 @@ from dbt_helpers import copy_fixture, dbt
 
 from feature_layer.cli import main
 from feature_layer.client import FeatureStore
+from feature_layer.clock import NOW_VARIABLE
 from feature_layer.config import load_settings
 from feature_layer.errors import BrokenDeclarationError, DeclarationError
 from feature_layer.registry.registry import Registry
 
 BROKEN_VIEWS = ["bad_ttl", "duplicate_feature", "event_time_missing", "join_key_missing", "unknown_entity"]
 VALID_VIEWS = ["good_view", "service_target"]
+# The valid views' one row is stamped 2025-06-01 12:00 (7-day TTL): "now" is pinned the day after.
+NOW = "2025-06-02T00:00:00+00:00"
+
+
+@pytest.fixture(autouse=True)
+def _pinned_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(NOW_VARIABLE, NOW)
 
 
 @pytest.fixture(scope="module")

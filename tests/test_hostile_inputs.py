@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute in the polars test
 import pytest
 from conftest import clean_project_env
 
@@ -105,3 +106,13 @@ def test_to_parquet_to_a_path_that_cannot_be_written_is_an_input_error(store, tm
     with pytest.raises(InputError, match="does not exist"):
         training.to_parquet(tmp_path / "file" / "x.parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no temporary file left
+
+
+def test_to_polars_keeps_fixed_offset_entity_timestamps_as_the_same_instants(store) -> None:
+    import datetime as dt
+
+    when = pa.array([dt.datetime(2030, 1, 1, 12)], pa.timestamp("us", tz="+05:30"))
+    entity = pa.table({"user_id": [1], "event_timestamp": when, "seen_at": when})
+    frame = store.get_training_set(entity, [FEATURE]).to_polars()  # polars knows no "+05:30" zone
+    assert str(frame.schema["seen_at"]) == "Datetime(time_unit='us', time_zone='UTC')"
+    assert frame["seen_at"].dt.epoch("us").to_list() == [pa.compute.cast(when, pa.int64())[0].as_py()]

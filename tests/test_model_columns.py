@@ -64,7 +64,7 @@ def check(names_from_engine: list[str], sql: str, dialect: str) -> None:
         assert set(names) <= set(names_from_engine), sql
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(query())
 def test_select_list_matches_duckdb(sql: str) -> None:
     with duckdb.connect() as conn:
@@ -85,7 +85,7 @@ def pg_cursor():  # noqa: ANN201
         conn.close()
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(sql=query())
 def test_select_list_matches_postgres(pg_cursor, sql: str) -> None:  # noqa: ANN001

@@ -102,7 +102,7 @@ def test_cli_materialize_get_and_status(project: Path, now_env: datetime) -> Non
     base = ["--project-dir", str(project)]
     out = runner.invoke(main, [*base, "materialize", "--json"])
     assert out.exit_code == 0, out.output
-    views = json.loads(out.output)["views"]
+    views = json.loads(out.stdout)["views"]
     assert views and all(v["entities"] > 0 for v in views)  # the data's end: every view has live values
     store = FeatureStore(project, clock=FixedClock(now_env))
     view = next(v for v in store.registry.views.values() if v.online and len(v.join_keys) == 1)
@@ -115,12 +115,12 @@ def test_cli_materialize_get_and_status(project: Path, now_env: datetime) -> Non
     assert want is not None, f"{feature.ref} of {row} has no value at {now_env}: pick another entity"
     got = runner.invoke(main, [*base, "online-get", feature.ref, "-e", f"{key}={value}", "--json"])
     assert got.exit_code == 0, got.output
-    answer = json.loads(got.output)[0]
+    answer = json.loads(got.stdout)[0]
     assert answer[key] == value
     assert comparable(answer[feature.name]) == comparable(want)
     status = runner.invoke(main, [*base, "online-status", "--json"])
     assert status.exit_code == 0
-    assert {v["view"]: v["watermark"] for v in json.loads(status.output)["views"]} == {
+    assert {v["view"]: v["watermark"] for v in json.loads(status.stdout)["views"]} == {
         v["view"]: now_env.isoformat() for v in views
     }
     again = runner.invoke(main, [*base, "materialize", "--no-progress"])
@@ -133,8 +133,8 @@ def test_cli_materialize_get_and_status(project: Path, now_env: datetime) -> Non
     assert bad_lookback.exit_code == 2 and "--late-lookback" in bad_lookback.output
     no_lookback = runner.invoke(main, [*base, "materialize", "--late-lookback", "0s", "--json"])
     assert no_lookback.exit_code == 0
-    assert all(v["entities"] == 0 for v in json.loads(no_lookback.output)["views"])  # nothing new, nothing re-read
-    newest = json.loads(runner.invoke(main, [*base, "online-status", "--json"]).output)["views"]
+    assert all(v["entities"] == 0 for v in json.loads(no_lookback.stdout)["views"])  # nothing new, nothing re-read
+    newest = json.loads(runner.invoke(main, [*base, "online-status", "--json"]).stdout)["views"]
     assert all(v["newest_event_time"] <= v["watermark"] for v in newest if v["newest_event_time"])
 
 
@@ -190,7 +190,9 @@ def test_a_column_marked_feature_false_keeps_serving_the_others_and_reports_the_
         store.get_online_features([f"{view}.seconds_since_previous_txn"], entity_rows=[entity])
     state = layout_state(store.online_store(), store.registry.view(view))
     assert state.stale and state.missing_features == () and state.active != state.wanted
-    status = json.loads(runner.invoke(main, [*base, "online-status", "--json"]).output)["views"]
+    done = runner.invoke(main, [*base, "online-status", "--json"])
+    assert done.exit_code == 0, done.output
+    status = json.loads(done.stdout)["views"]
     assert next(v for v in status if v["view"] == view)["layout"]["stale"] is True
     table = runner.invoke(main, [*base, "online-status"]).output
     assert "stale" in table

@@ -25,11 +25,15 @@ from feature_layer.client import FeatureStore
 from feature_layer.config import load_settings, online_settings_from
 from feature_layer.errors import ConfigError, OnlineStoreError
 from feature_layer.online.redis_store import RedisOnlineStore
-from tests.redis_helpers import RedisServer, private_redis, redis_binary  # noqa: F401
+from tests.redis_helpers import RedisServer, private_redis, redis_binary, service_env  # noqa: F401
+
+# Certificates are made on the services' (real) clock and stay valid long enough that a test
+# process run "a year ahead" (faketime) still accepts them, and redis-server accepts its client's.
+CERT_DAYS = "800"
 
 
 def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, env=service_env())
 
 
 def _sign(folder: Path, name: str, subject: str, ca: str = "ca") -> None:
@@ -37,7 +41,7 @@ def _sign(folder: Path, name: str, subject: str, ca: str = "ca") -> None:
              "-subj", subject, cwd=folder)
     (folder / f"{name}.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
-             "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.cnf", cwd=folder)
+             "-out", f"{name}.crt", "-days", CERT_DAYS, "-extfile", f"{name}.cnf", cwd=folder)
 
 
 def _free_port() -> int:
@@ -54,7 +58,7 @@ def mtls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
     folder = tmp_path_factory.mktemp("mtls")
     for ca in ("ca", "other-ca"):
         _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.crt",
-                 "-days", "2", "-subj", f"/CN=feature-layer-{ca}", cwd=folder)
+                 "-days", CERT_DAYS, "-subj", f"/CN=feature-layer-{ca}", cwd=folder)
     _sign(folder, "server", "/CN=127.0.0.1")
     _sign(folder, "client", "/CN=feature-layer-client")
     port = _free_port()
@@ -62,7 +66,7 @@ def mtls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
         [redis_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(folder), "--tls-cert-file", "server.crt", "--tls-key-file",
          "server.key", "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "yes"],
-        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=service_env(),
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

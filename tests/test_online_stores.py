@@ -121,7 +121,8 @@ def test_delete_prefix_removes_only_that_views_keys(online) -> None:  # noqa: AN
 
 def test_redis_keys_expire_with_their_values(redis_server: RedisServer) -> None:  # noqa: F811
     online = RedisOnlineStore(redis_server.client(), "exp" + uuid.uuid4().hex[:6])
-    now = datetime.now(UTC)
+    now = T0  # the writer's clock: the key's expiry is relative to it, whatever today is
+    online.clock = lambda: to_micros(now)
     layout = view_layout(make_view([("a", "float64")], ttl=timedelta(hours=1)), online.namespace)
     table = pa.table(
         {

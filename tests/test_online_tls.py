@@ -14,7 +14,7 @@ from conftest import clean_project_env
 
 from feature_layer.client import FeatureStore
 from feature_layer.errors import OnlineStoreError
-from tests.redis_helpers import redis_binary
+from tests.redis_helpers import redis_binary, service_env
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -41,7 +41,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, P
         [redis_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(folder), "--tls-cert-file", "server.crt", "--tls-key-file",
          "server.key", "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no"],
-        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=service_env(),
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -1,35 +1,43 @@
-"""The HTTP API: lookups, search, feature pages' data, validation, limits, metrics, hot reload."""
+"""The HTTP API over the real store: the dbt-built example project, materialized into its
+embedded SQLite online store with the clock pinned to the data's end (server_helpers)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
+import shutil
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from server_helpers import FakeStore, LiveServer, build_registry
+from server_helpers import EXAMPLE_NOW, LiveServer, materialized_copy, open_store
 from starlette.testclient import TestClient
 
-from feature_layer.errors import ManifestError
 from feature_layer.server.app import Limits, create_app
-from feature_layer.server.reload import RegistryHolder
 
-AMOUNT = "user_txn_features.amount_sum_7d"
+AMOUNT = "user_transaction_features.amount"
+RATE = "merchant_risk_features.chargeback_rate_30d"
+COUNTRY = "user_profile_features.country"
 
 
-@pytest.fixture()
-def store() -> FakeStore:
-    s = FakeStore()
+@pytest.fixture(scope="module")
+def project(built_example_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return materialized_copy(built_example_project, tmp_path_factory.mktemp("served") / "project")
+
+
+@pytest.fixture(scope="module")
+def store(project: Path):
+    s = open_store(project)
     yield s
     s.close()
 
 
-@pytest.fixture()
-def client(store: FakeStore) -> TestClient:
+@pytest.fixture(scope="module")
+def client(store) -> TestClient:
     with TestClient(create_app(store, reload_interval=None)) as c:
         yield c
 
@@ -44,29 +52,38 @@ def error_of(response: httpx.Response) -> dict:
 # -- online features ------------------------------------------------------------------------
 
 def test_online_features_return_what_the_python_client_returns(client, store):
-    body = {"features": [AMOUNT, "merchant_risk.chargeback_rate"], "entity_rows": [{"user_id": 3, "merchant_id": 101}]}
+    body = {"features": [AMOUNT, RATE, COUNTRY, "user_merchant_features.txn_count_30d"],
+            "entity_rows": [{"user_id": u, "merchant_id": m} for u, m in ((7, 3), (8, 4), (1, 1), (99999, 99999))],
+            "include_event_times": True}
     response = client.post("/v1/online-features", json=body)
-    assert response.status_code == 200
-    expected = store.get_online_features(features=body["features"], entity_rows=body["entity_rows"]).to_dict()
-    assert response.json() == expected
-    assert response.json()["amount_sum_7d"][0] == pytest.approx(256.58)
+    assert response.status_code == 200, response.text
+    expected = store.get_online_features(features=body["features"], entity_rows=body["entity_rows"],
+                                         include_event_times=True).to_dict()
+    got = response.json()
+    assert got == json.loads(json.dumps(expected, default=lambda v: v.isoformat()))
+    # values are present (the clock is pinned to the data), and a missing entity is null
+    assert got["amount"][0] == pytest.approx(376.96) and got["country"][:3] == ["IN", "US", got["country"][2]]
+    assert all(v is not None for v in got["chargeback_rate_30d"][:3]) and got["country"][2] is not None
+    assert got["chargeback_rate_30d"][3] is None and got["amount"][3] is None
+    assert got["amount__event_time"][0] is not None and got["user_id"] == [7, 8, 1, 99999]
 
 
 def test_online_features_accept_columnar_entities_and_a_service(client, store):
-    response = client.post("/v1/online-features", json={"service": "fraud_model_v1",
-                                                        "entities": {"user_id": [3, 4], "merchant_id": [101, 102]}})
-    assert response.status_code == 200
-    assert response.json()["user_id"] == [3, 4]
-    assert set(response.json()) >= {"txn_count_7d", "amount_sum_7d", "chargeback_rate"}
+    entities = {"user_id": [7, 8], "merchant_id": [3, 4]}
+    response = client.post("/v1/online-features", json={"service": "fraud_model_v1", "entities": entities})
+    assert response.status_code == 200, response.text
+    expected = store.get_online_features(service="fraud_model_v1", entity_rows=entities).to_dict()
+    assert response.json() == json.loads(json.dumps(expected, default=lambda v: v.isoformat()))
+    assert response.json()["user_id"] == [7, 8] and response.json()["category"][0] is not None
 
 
 def test_unknown_feature_is_404_naming_the_field_with_a_suggestion(client):
-    response = client.post("/v1/online-features", json={"features": [AMOUNT, "user_txn_features.amount_sum_7"],
+    response = client.post("/v1/online-features", json={"features": [AMOUNT, "user_transaction_features.amount_avg_7"],
                                                         "entity_rows": [{"user_id": 1}]})
     assert response.status_code == 404
     error = error_of(response)
     assert error["field"] == "features[1]"
-    assert "Did you mean 'amount_sum_7d'" in error["message"]
+    assert "Did you mean 'amount_avg_7d'" in error["message"]
     assert client.post("/v1/online-features", json={"service": "fraud_v2", "entity_rows": [{"user_id": 1}]}).json()[
         "error"]["field"] == "service"
 
@@ -80,7 +97,13 @@ def test_unknown_feature_is_404_naming_the_field_with_a_suggestion(client):
     ({"entity_rows": [{"user_id": 1}]}, "features", "exactly one"),
     ({"features": [], "entity_rows": [{"user_id": 1}]}, "features", "non-empty"),
     ({"features": [7], "entity_rows": [{"user_id": 1}]}, "features[0]", "not a string"),
-    ({"features": ["amount_sum_7d"], "entity_rows": [{"user_id": 1}]}, "features[0]", "not a feature reference"),
+    ({"features": ["amount"], "entity_rows": [{"user_id": 1}]}, "features[0]", "not a feature reference"),
+    ({"features": [AMOUNT], "entity_rows": [{"user_id": 123456789012345678901234567890}]}, "entity_rows[0].user_id",
+     "64-bit integer range"),
+    ({"features": [AMOUNT], "entity_rows": [{"user_id": 9223372036854775808}]}, "entity_rows[0].user_id",
+     "64-bit integer range"),
+    ({"features": [AMOUNT], "entities": {"user_id": [1, -9223372036854775809]}}, "entities.user_id[1]",
+     "64-bit integer range"),
     ({"features": [AMOUNT]}, "entity_rows", "exactly one"),
     ({"features": [AMOUNT], "entity_rows": []}, "entity_rows", "non-empty"),
     ({"features": [AMOUNT], "entity_rows": [{"user_id": 1}, 5]}, "entity_rows[1]", "object"),
@@ -105,6 +128,13 @@ def test_missing_join_key_is_a_422_from_the_lookup(client):
     assert "user_id" in error_of(response)["message"]
 
 
+def test_int64_boundaries_are_valid_join_keys(client):
+    for value in (9223372036854775807, -9223372036854775808):
+        response = client.post("/v1/online-features", json={"features": [AMOUNT], "entity_rows": [{"user_id": value}]})
+        assert response.status_code == 200, response.text
+        assert response.json() == {"user_id": [value], "amount": [None]}
+
+
 def test_request_size_is_bounded_by_bytes_and_by_rows(store):
     app = create_app(store, reload_interval=None, limits=Limits(max_body_bytes=2_000, max_entity_rows=10))
     with TestClient(app) as client:
@@ -127,11 +157,12 @@ def test_request_size_is_bounded_by_bytes_and_by_rows(store):
 
 def test_search_endpoint_ranks_filters_and_refuses_unknown_parameters(client):
     body = client.get("/v1/features", params={"q": "amount"}).json()
-    assert [f["ref"] for f in body["features"]] == [AMOUNT, "user_txn_features.avg_amount_7d"]
-    assert body["total"] == 2 and body["features"][0]["matched"] == ["name"]
-    assert [f["ref"] for f in client.get("/v1/features", params={"entity": "merchant", "tag": "risk"}).json()["features"]] \
-        == ["merchant_risk.chargeback_rate", "merchant_risk.foreign_share"]
-    assert client.get("/v1/features", params={"q": "", "limit": "1"}).json()["total"] == 5
+    refs = [f["ref"] for f in body["features"]]
+    assert refs[:2] == [AMOUNT, "user_transaction_features.amount_avg_7d"] and len(refs) == body["total"] == 7
+    assert body["features"][0]["matched"] == ["name"]
+    merchant = client.get("/v1/features", params={"entity": "merchant", "tag": "merchant"}).json()["features"]
+    assert merchant and all(f["view"] == "merchant_risk_features" for f in merchant)
+    assert client.get("/v1/features", params={"q": "", "limit": "1"}).json()["total"] == len(client.app.state.holder.refs)
     response = client.get("/v1/features", params={"query": "amount"})
     assert response.status_code == 422 and error_of(response)["field"] == "query"
     response = client.get("/v1/features", params={"entity": "usr"})
@@ -140,128 +171,195 @@ def test_search_endpoint_ranks_filters_and_refuses_unknown_parameters(client):
     assert client.get("/v1/features", params={"q": "x" * 500}).status_code == 422
 
 
-def test_feature_endpoint_has_metadata_sql_freshness_services_and_snippet(client):
+def test_feature_endpoint_has_metadata_sql_freshness_services_and_snippet(client, store):
     f = client.get(f"/v1/features/{AMOUNT}").json()
-    assert f["dtype"] == "float64" and f["ttl"] == "2d" and f["owner"] == "risk-analytics@example.com"
-    assert f["entities"] == [{"name": "user", "join_keys": ["user_id"], "description": "A card holder."}]
-    assert "sum(total) over w as amount_sum_7d" in f["compiled_sql"]
-    assert f["freshness"]["status"] == "stale" and f["freshness"]["lag_seconds"] > 2 * 86400
+    assert f["dtype"] == "float64" and f["ttl"] == "30d" and f["owner"] == "risk-team@example.com"
+    assert f["entities"] == [{"name": "user", "join_keys": ["user_id"], "description": "A card holder"}]
+    assert "amount" in f["compiled_sql"]
+    newest = store.state.newest_event_time("user_transaction_features")
+    assert newest is not None
+    assert f["freshness"]["newest_event_time"] == newest.isoformat()
+    assert f["freshness"]["lag_seconds"] == pytest.approx((EXAMPLE_NOW - newest).total_seconds())
+    assert f["freshness"]["status"] == "fresh" and f["freshness"]["expired"] is False
     assert [s["name"] for s in f["services"]] == ["fraud_model_v1"]
     assert f'features=["{AMOUNT}"]' in f["snippet"] and "get_online_features" in f["snippet"]
     compile(f["snippet"], "snippet", "exec")  # the snippet is valid Python
-    response = client.get("/v1/features/user_txn_features.nope")
+    response = client.get("/v1/features/user_transaction_features.nope")
     assert response.status_code == 404 and error_of(response)["field"] == "name"
 
 
-def test_statistics_are_computed_in_the_warehouse_on_demand_then_stored(client, store):
-    assert client.get(f"/v1/features/{AMOUNT}").json()["statistics"] is None
-    before = len(store.engine.queries)
-    stats = client.get(f"/v1/features/{AMOUNT}/statistics").json()["statistics"]
-    assert stats["rows"] == 2000 and stats["null_pct"] == 0 and stats["source"] == "on-demand"
-    assert stats["min"] == pytest.approx(5.14) and stats["max"] == pytest.approx(442.29)
-    assert sum(b["count"] for b in stats["histogram"]) == 2000
-    assert len(store.engine.queries) == before + 2  # summary + histogram, generated by sqlglot
-    assert all('"memory"."main"."user_txn_features"' in q for q in store.engine.queries[before:])
-    assert store.state.get_statistics(AMOUNT)["rows"] == 2000
-    client.get(f"/v1/features/{AMOUNT}/statistics")
-    assert len(store.engine.queries) == before + 2  # stored: no second warehouse trip
-    client.get(f"/v1/features/{AMOUNT}/statistics", params={"refresh": "true"})
-    assert len(store.engine.queries) == before + 2  # computed moments ago: refresh answers from that result
-    client.app.state.limits = dataclasses.replace(client.app.state.limits, stats_refresh_interval=0)
-    client.get(f"/v1/features/{AMOUNT}/statistics", params={"refresh": "true"})
-    assert len(store.engine.queries) == before + 4
+def test_freshness_is_the_newest_materialized_event_not_the_run_end(built_example_project, tmp_path):
+    """Data 40 days old, a 30-day TTL, materialized "now": expired, not "fresh, lag 0"."""
+    now = EXAMPLE_NOW + timedelta(days=40)
+    project = materialized_copy(built_example_project, tmp_path / "p", ["user_transaction_features"], now=now)
+    store = open_store(project, now)
+    try:
+        state = store.state.view_state("user_transaction_features")
+        assert state is not None and state.watermark.event_time == now  # the run's end is now...
+        with TestClient(create_app(store, reload_interval=None)) as client:
+            fresh = client.get("/v1/views/user_transaction_features").json()["freshness"]
+            metrics = client.get("/metrics").text
+            lookup = client.post("/v1/online-features", json={"features": [AMOUNT], "entity_rows": [{"user_id": 7}]})
+    finally:
+        store.close()
+    # ...but its newest event is the data's, 40 days before now
+    assert fresh["newest_event_time"] == state.newest_event_time.isoformat()
+    assert fresh["lag_seconds"] == pytest.approx((now - state.newest_event_time).total_seconds())
+    assert fresh["lag_seconds"] > 40 * 86400 and fresh["expired"] is True and fresh["status"] == "expired"
+    assert fresh["watermark"] == now.isoformat()
+    assert 'feature_layer_feature_view_expired{view="user_transaction_features"} 1' in metrics
+    lag = re.search(r'^feature_layer_feature_view_freshness_lag_seconds\{view="user_transaction_features"\} (\S+)$',
+                    metrics, re.M)
+    assert lag and float(lag.group(1)) == pytest.approx(fresh["lag_seconds"])
+    assert lookup.json()["amount"] == [None]  # what "expired" means: lookups answer null
+
+
+def _scans(client) -> int:
+    found = re.search(r"^feature_layer_statistics_warehouse_scans_total (\d+)$", client.get("/metrics").text, re.M)
+    return int(found.group(1)) if found else 0
+
+
+def _warehouse_amounts(project: Path, view: str, column: str) -> dict:
+    import duckdb
+
+    with duckdb.connect(str(project / "target" / "feature_layer.duckdb"), read_only=True) as con:
+        row = con.execute(f"select count(*), count({column}), min({column}), max({column}) from main.{view}").fetchone()
+    return {"rows": row[0], "non_null": row[1], "min": row[2], "max": row[3]}
+
+
+def test_statistics_are_computed_in_the_warehouse_on_demand_then_stored(client, store, project):
+    feature = "merchant_risk_features.amount_avg_30d"
+    truth = _warehouse_amounts(project, "merchant_risk_features", "amount_avg_30d")
+    before = _scans(client)
+    stats = client.get(f"/v1/features/{feature}/statistics", params={"refresh": "true"}).json()["statistics"]
+    assert stats["source"] == "on-demand" and stats["rows"] == truth["rows"] > 0
+    assert stats["min"] == pytest.approx(truth["min"]) and stats["max"] == pytest.approx(truth["max"])
+    assert stats["null_pct"] == pytest.approx(100 * (1 - truth["non_null"] / truth["rows"]))
+    assert sum(b["count"] for b in stats["histogram"]) == truth["non_null"]
+    assert _scans(client) == before + 1
+    assert store.state.get_statistics(feature)["rows"] == truth["rows"]  # stored
+    client.get(f"/v1/features/{feature}/statistics")
+    assert _scans(client) == before + 1  # stored: no second warehouse trip
+    client.get(f"/v1/features/{feature}/statistics", params={"refresh": "true"})
+    assert _scans(client) == before + 1  # computed moments ago: refresh answers from that result
+    limits = client.app.state.limits
+    client.app.state.limits = dataclasses.replace(limits, stats_refresh_interval=0)
+    try:
+        client.get(f"/v1/features/{feature}/statistics", params={"refresh": "true"})
+    finally:
+        client.app.state.limits = limits
+    assert _scans(client) == before + 2
 
 
 def test_stored_statistics_from_materialization_are_normalised(client, store):
-    store.state.save_statistics(AMOUNT, {"rows": 10, "null_pct": 10.0, "distinct": 3, "min": 1, "max": 4, "mean": 2.5,
-                                         "histogram": {"edges": [1, 2, 3, 4], "counts": [3, 4, 2]}})
-    stats = client.get(f"/v1/features/{AMOUNT}/statistics").json()["statistics"]
+    feature = "user_merchant_features.txn_count_total"
+    store.state.save_statistics(feature, {"rows": 10, "null_pct": 10.0, "distinct": 3, "min": 1, "max": 4, "mean": 2.5,
+                                          "histogram": {"edges": [1, 2, 3, 4], "counts": [3, 4, 2]}})
+    stats = client.get(f"/v1/features/{feature}/statistics").json()["statistics"]
     assert stats["histogram"] == [{"lo": 1, "hi": 2, "count": 3}, {"lo": 2, "hi": 3, "count": 4}, {"lo": 3, "hi": 4, "count": 2}]
     assert stats["histogram_kind"] == "bins" and stats["source"] == "materialization"
 
 
-def test_stored_statistics_without_a_histogram_get_one_once(client, store):
-    store.state.save_statistics(AMOUNT, {"rows": 2000, "null_pct": 0.0, "distinct": 9, "min": 5.14, "max": 442.29})
-    before = len(store.engine.queries)
-    stats = client.get(f"/v1/features/{AMOUNT}/statistics").json()["statistics"]
+def test_stored_statistics_without_a_histogram_get_one_once(client, store, project):
+    feature = "user_merchant_features.amount_sum_30d"
+    truth = _warehouse_amounts(project, "user_merchant_features", "amount_sum_30d")
+    store.state.save_statistics(feature, {"rows": truth["rows"], "null_pct": 0.0, "distinct": 9, "min": truth["min"],
+                                          "max": truth["max"]})
+    before = _scans(client)
+    stats = client.get(f"/v1/features/{feature}/statistics").json()["statistics"]
     assert stats["histogram_kind"] == "bins" and stats["histogram_source"] == "on-demand"
-    assert sum(b["count"] for b in stats["histogram"]) == 2000
-    assert len(store.engine.queries) == before + 1  # the histogram only; the summary was stored
-    client.get(f"/v1/features/{AMOUNT}/statistics")
-    assert len(store.engine.queries) == before + 1  # saved with it
-    assert store.state.get_statistics(AMOUNT)["histogram_source"] == "on-demand"
+    assert sum(b["count"] for b in stats["histogram"]) == truth["non_null"]
+    assert _scans(client) == before + 1  # the histogram only; the summary was stored
+    client.get(f"/v1/features/{feature}/statistics")
+    assert _scans(client) == before + 1  # saved with it
+    assert store.state.get_statistics(feature)["histogram_source"] == "on-demand"
 
 
 def test_lineage_endpoint_returns_the_column_graph_with_layers(client):
     graph = client.get(f"/v1/lineage/{AMOUNT}").json()
     depth = {n["id"]: n["depth"] for n in graph["nodes"]}
-    assert depth["source.fraud.raw.transactions:amount"] == 0
-    assert depth["model.fraud.stg_transactions:amount"] == 1
-    assert depth[graph["root"]] == 2
-    assert depth["exposure.fraud.fraud_model_v1"] == 3
-    assert {"source": graph["root"], "target": "exposure.fraud.fraud_model_v1"} in graph["edges"]
+    assert depth["source.feature_layer.raw.transactions:amount"] == 0
+    assert depth[graph["root"]] > depth["source.feature_layer.raw.transactions:amount"]
+    assert depth["exposure.feature_layer.fraud_model_v1"] == depth[graph["root"]] + 1
+    assert {"source": graph["root"], "target": "exposure.feature_layer.fraud_model_v1"} in graph["edges"]
     assert client.get(f"/v1/lineage/{AMOUNT}", params={"level": "table"}).status_code == 422
 
 
-def test_entity_view_catalog_and_health_endpoints(client):
-    entity = client.get("/v1/entities/user").json()
-    assert [v["name"] for v in entity["views"]] == ["user_txn_features"] and len(entity["features"]) == 3
-    view = client.get("/v1/views/merchant_risk").json()
-    assert view["services"] == ["fraud_model_v1"] and view["freshness"]["status"] == "never"
-    assert [u["name"] for u in view["upstream"]] == ["stg_transactions", "chargebacks"]
+def test_entity_view_catalog_and_health_endpoints(client, store):
+    entity = client.get("/v1/entities/merchant").json()
+    assert [v["name"] for v in entity["views"]] == ["merchant_risk_features"] and len(entity["features"]) > 3
+    view = client.get("/v1/views/merchant_risk_features").json()
+    assert view["services"] == ["fraud_model_v1"] and view["freshness"]["status"] == "fresh"
+    assert [u["name"] for u in view["upstream"]]
     catalog = client.get("/v1/catalog").json()
-    assert catalog["features"] == 5 and catalog["owners"] == ["merchant-team@example.com", "risk-analytics@example.com"]
-    assert client.get("/healthz").json()["status"] == "ok"
+    assert catalog["features"] == len(client.app.state.holder.refs) and "risk-team@example.com" in catalog["owners"]
+    health = client.get("/healthz")
+    assert health.status_code == 200, health.text
+    body = health.json()
+    assert body["status"] == "ok" and body["problems"] == [] and body["broken_views"] == {}
+    assert body["online_store"]["status"] == "ok" and body["online_store"]["latency_ms"] >= 0
+    assert body["online_store"]["name"] == "The embedded SQLite online store at .feature_layer/online.sqlite"
     assert client.get("/v1/entities/nobody").status_code == 404
     assert client.get("/v1/views/nobody").status_code == 404
     assert client.get("/").headers["content-type"].startswith("text/html")
     assert client.get("/static/app.js").status_code == 200
 
 
-def test_no_endpoint_runs_caller_supplied_sql(client, store):
-    hostile = "user_txn_features.amount_sum_7d; drop table main.stg_transactions"
+def test_no_endpoint_runs_caller_supplied_sql(client, project):
+    import duckdb
+
+    def rows() -> int:
+        with duckdb.connect(str(project / "target" / "feature_layer.duckdb"), read_only=True) as con:
+            return con.execute("select count(*) from main.user_transaction_features").fetchone()[0]
+
+    before = rows()
+    hostile = f"{AMOUNT}; drop table main.user_transaction_features"
     assert client.get(f"/v1/features/{hostile}/statistics").status_code == 404
     assert client.get("/v1/features", params={"q": "'; select 1; --"}).status_code == 200
-    assert all("drop" not in q.lower() for q in store.engine.queries)
-    assert store.engine.fetch_arrow("select count(*) as n from main.stg_transactions").to_pylist()[0]["n"] == 2000
+    response = client.post("/v1/online-features",
+                           json={"features": [AMOUNT], "entity_rows": [{"user_id": "1; drop table x"}]})
+    assert response.status_code == 422
+    assert rows() == before > 0
 
 
-def test_metrics_report_request_counts_latencies_and_freshness(client):
-    client.post("/v1/online-features", json={"features": [AMOUNT], "entity_rows": [{"user_id": 1}]})
-    client.post("/v1/online-features", json={"features": ["x.y"], "entity_rows": [{"user_id": 1}]})
-    text = client.get("/metrics").text
+def test_metrics_report_request_counts_latencies_and_freshness(store):
+    with TestClient(create_app(store, reload_interval=None)) as client:
+        served = len(client.app.state.holder.refs)
+        client.post("/v1/online-features", json={"features": [AMOUNT], "entity_rows": [{"user_id": 1}]})
+        client.post("/v1/online-features", json={"features": ["x.y"], "entity_rows": [{"user_id": 1}]})
+        text = client.get("/metrics").text
     assert 'feature_layer_http_requests_total{method="POST",route="/v1/online-features",status="200"} 1' in text
     assert 'feature_layer_http_requests_total{method="POST",route="/v1/online-features",status="404"} 1' in text
     assert 'feature_layer_http_request_duration_seconds_bucket{route="/v1/online-features",le="+Inf"} 2' in text
-    assert 'feature_layer_feature_view_freshness_lag_seconds{view="user_txn_features"}' in text
-    assert 'feature_layer_feature_view_ttl_seconds{view="merchant_risk"} 2592000' in text
+    newest = store.state.newest_event_time("user_transaction_features")
+    assert newest is not None
+    lag = (EXAMPLE_NOW - newest).total_seconds()
+    assert f'feature_layer_feature_view_freshness_lag_seconds{{view="user_transaction_features"}} {lag!r}' in text
+    assert 'feature_layer_feature_view_expired{view="user_transaction_features"} 0' in text
+    assert 'feature_layer_feature_view_ttl_seconds{view="merchant_risk_features"} 172800' in text
     assert "feature_layer_online_entity_rows_total 1" in text
-    assert "feature_layer_registry_features 5" in text
+    assert f"feature_layer_registry_features {served}\n" in text and served > 20
 
 
 # -- hot reload -----------------------------------------------------------------------------
 
-def _registry_from(path: Path):
-    """A registry whose descriptions come from a JSON 'manifest' (invalid JSON fails like dbt's would)."""
-    try:
-        spec = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ManifestError(f"{path} is not valid JSON.", fix="run dbt parse again.") from exc
-    registry = build_registry()
-    from dataclasses import replace
-
-    view = registry.views["user_txn_features"]
-    features = tuple(replace(f, description=spec.get(f.name, f.description)) for f in view.features)
-    registry.views["user_txn_features"] = replace(view, features=features)
-    return registry
+def _rewrite_description(project: Path, view: str, column: str, description: str) -> None:
+    """Rewrite the manifest as dbt does (a new file, then a rename) with a new column description."""
+    manifest = project / "target" / "manifest.json"
+    raw = json.loads(manifest.read_text())
+    uid = next(u for u, n in raw["nodes"].items() if n.get("name") == view and n.get("resource_type") == "model")
+    entry = raw["nodes"][uid]["columns"].setdefault(column, {"name": column, "meta": {}, "tags": []})
+    entry["description"] = description
+    tmp = project / "target" / "manifest.tmp"
+    tmp.write_text(json.dumps(raw))
+    tmp.replace(manifest)
 
 
-def test_registry_reloads_when_the_manifest_changes_without_dropping_requests(tmp_path, store):
-    manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"amount_sum_7d": "version one"}))
-    holder = RegistryHolder(lambda: _registry_from(manifest), [manifest])
-    store.registry = holder.registry
-    app = create_app(store, reload_interval=0.05, holder=holder)
+def test_registry_reloads_when_the_manifest_changes_without_dropping_requests(project, tmp_path):
+    copy = tmp_path / "p"
+    shutil.copytree(project, copy)
+    store = open_store(copy)
+    app = create_app(store, reload_interval=0.05)
     failures: list[str] = []
     statuses: list[int] = []
     stop = threading.Event()
@@ -269,55 +367,53 @@ def test_registry_reloads_when_the_manifest_changes_without_dropping_requests(tm
     def hammer(url: str) -> None:
         with httpx.Client(base_url=url, timeout=30) as http:
             while not stop.is_set():
-                r = http.post("/v1/online-features", json={"features": [AMOUNT], "entity_rows": [{"user_id": 3}]})
+                r = http.post("/v1/online-features", json={"features": [AMOUNT], "entity_rows": [{"user_id": 7}]})
                 statuses.append(r.status_code)
-                if r.status_code != 200:
+                if r.status_code != 200 or r.json()["amount"] != [pytest.approx(376.96)]:
                     failures.append(r.text)
 
-    with LiveServer(app) as server:
-        threads = [threading.Thread(target=hammer, args=(server.url,)) for _ in range(4)]
-        for t in threads:
-            t.start()
-        with httpx.Client(base_url=server.url) as http:
-            assert http.get(f"/v1/features/{AMOUNT}").json()["description"] == "version one"
-            for version in ("two", "three"):
-                time.sleep(0.15)
-                tmp = tmp_path / "manifest.tmp"
-                tmp.write_text(json.dumps({"amount_sum_7d": f"version {version}"}))
-                tmp.replace(manifest)  # how dbt writes: a new file, then a rename
+    try:
+        with LiveServer(app) as server:
+            threads = [threading.Thread(target=hammer, args=(server.url,)) for _ in range(4)]
+            for t in threads:
+                t.start()
+            with httpx.Client(base_url=server.url) as http:
+                for version in ("two", "three"):
+                    time.sleep(0.15)
+                    _rewrite_description(copy, "user_transaction_features", "amount", f"version {version}")
+                    deadline = time.monotonic() + 20
+                    while http.get(f"/v1/features/{AMOUNT}").json()["description"] != f"version {version}":
+                        assert time.monotonic() < deadline, "the registry was not reloaded"
+                        time.sleep(0.02)
+                # a broken manifest: the last good registry keeps serving, health says why (no server paths)
+                (copy / "target" / "manifest.json").write_text("{ half written")
                 deadline = time.monotonic() + 20
-                while http.get(f"/v1/features/{AMOUNT}").json()["description"] != f"version {version}":
-                    assert time.monotonic() < deadline, "the registry was not reloaded"
+                while http.get("/healthz").json()["status"] != "degraded":
+                    assert time.monotonic() < deadline
                     time.sleep(0.02)
-            # a broken manifest: the last good registry keeps serving, health says why
-            manifest.write_text("{ half written")
-            deadline = time.monotonic() + 20
-            while http.get("/healthz").json()["status"] != "degraded":
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
-            assert http.get(f"/v1/features/{AMOUNT}").json()["description"] == "version three"
-            assert "not valid JSON" in http.get("/healthz").json()["reload_error"]
-            # (a non-atomic write may be seen half-way too: one or more failures)
-            failures_metric = re.search(r"^feature_layer_registry_reload_failures (\d+)$", http.get("/metrics").text, re.M)
-            assert failures_metric and int(failures_metric.group(1)) >= 1
+                assert http.get(f"/v1/features/{AMOUNT}").json()["description"] == "version three"
+                health = http.get("/healthz").json()
+                assert health["reload_error"] and "manifest.json" in health["reload_error"]
+                assert str(tmp_path) not in json.dumps(health) and "/tmp/" not in json.dumps(health)
+                failures_metric = re.search(r"^feature_layer_registry_reload_failures (\d+)$",
+                                            http.get("/metrics").text, re.M)
+                assert failures_metric and int(failures_metric.group(1)) >= 1
+            stop.set()
+            for t in threads:
+                t.join()
+    finally:
         stop.set()
-        for t in threads:
-            t.join()
-    assert holder.reloads == 2
+        store.close()
+    assert app.state.holder.reloads == 2
     assert len(statuses) > 20 and not failures, failures[:3]
 
 
 # -- the example project, built by dbt and materialized -------------------------------------
 
 def test_example_project_served_end_to_end_with_reload(built_example_project: Path, tmp_path: Path):
-    import shutil
-
-    from feature_layer import FeatureStore
-
-    project = tmp_path / "project"
-    shutil.copytree(built_example_project, project, ignore=shutil.ignore_patterns(".feature_layer", "logs"))
-    store = FeatureStore(project)
-    store.materialize(select=["user_profile_features", "user_transaction_features"])
+    project = materialized_copy(built_example_project, tmp_path / "project",
+                                ["user_profile_features", "user_transaction_features"])
+    store = open_store(project)
     refs = ["user_profile_features.country", "user_profile_features.age_at_signup", "user_transaction_features.amount"]
     rows = [{"user_id": 7}, {"user_id": 8}]
     expected = store.get_online_features(features=refs, entity_rows=rows).to_dict()
@@ -327,7 +423,7 @@ def test_example_project_served_end_to_end_with_reload(built_example_project: Pa
             response = http.post("/v1/online-features", json={"features": refs, "entity_rows": rows})
             assert response.status_code == 200, response.text
             assert response.json() == json.loads(json.dumps(expected, default=str))
-            assert response.json()["country"][0] is not None
+            assert response.json()["country"][0] is not None and response.json()["amount"][0] is not None
             # statistics written at materialization, shown as stored
             stats = http.get("/v1/features/user_transaction_features.amount/statistics").json()["statistics"]
             assert stats["source"] == "materialization" and stats["histogram_kind"] == "bins"
@@ -337,7 +433,7 @@ def test_example_project_served_end_to_end_with_reload(built_example_project: Pa
             assert stats["source"] == "on-demand" and stats["rows"] > 0
             assert store.state.get_statistics("merchant_risk_features.chargeback_rate_30d")["rows"] == stats["rows"]
             feature = http.get("/v1/features/user_transaction_features.amount").json()
-            assert feature["freshness"]["status"] in ("fresh", "stale") and feature["freshness"]["last_event_time"]
+            assert feature["freshness"]["status"] == "fresh" and feature["freshness"]["newest_event_time"]
             lineage = http.get("/v1/lineage/user_transaction_features.amount").json()
             assert "source.feature_layer.raw.transactions:amount" in {n["id"] for n in lineage["nodes"]}
             models = http.get("/v1/lineage/user_transaction_features.amount", params={"level": "model"}).json()

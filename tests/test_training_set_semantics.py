@@ -430,8 +430,11 @@ def test_cli_printed_sql_gives_the_same_rows_in_any_session_time_zone(tz_tables,
 
     engine, entity_table, requested = tz_tables
 
+    from feature_layer.registry.registry import Registry
+
     class Store:
-        registry = None  # resolve_requested is replaced below
+        # an empty, real registry: resolve_requested is replaced below
+        registry = Registry(entities={}, views={}, services={}, nodes={}, parent_map={}, child_map={})
 
         def offline_engine(self):
             return engine

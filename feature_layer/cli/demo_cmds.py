@@ -61,7 +61,8 @@ def demo(ctx: Context, rows: int, skip_dbt: bool) -> None:
     from feature_layer.demo.data import generate_demo_data
 
     project = ctx.project_dir.resolve()
-    data_dir = Path(os.environ.get("FEATURE_LAYER_DATA_DIR", project / "data" / "raw"))
+    # relative to the project, as the sources read it (macros/examples.sql: project_file)
+    data_dir = project / os.environ.get("FEATURE_LAYER_DATA_DIR", "data/raw")
     if not skip_dbt:
         _step(f"Generating {rows:,} card transactions into {data_dir}")
         # Data ending today, so the online store serves values within their TTL.

@@ -164,21 +164,27 @@ def online_get(
 @handle_errors
 def online_status(obj: Context, as_json: bool) -> None:
     """Freshness of every online view: watermark, when it ran, rows written."""
+    from feature_layer.freshness import freshness
     from feature_layer.online.layouts import layout_state
 
     store = obj.store
+    now = store.clock.now()
     out = []
     for view in obj.registry.views.values():
         if not view.online:
             continue
         state = store.state.view_state(view.name)
+        fresh = freshness(state.newest_event_time if state else None, view.ttl, now)
         layout = layout_state(store.online_store(), view)
         out.append(
             {
                 "view": view.name,
+                "status": fresh.status,
+                "newest_event_time": fresh.newest_event_time.isoformat() if fresh.newest_event_time else None,
+                "lag": format_duration(fresh.lag) if fresh.lag is not None and fresh.lag.total_seconds() > 0 else None,
+                "lag_seconds": fresh.lag_seconds,
+                "expired": fresh.expired,
                 "watermark": state.watermark.event_time.isoformat() if state else None,
-                "newest_event_time": state.newest_event_time.isoformat()
-                if state and state.newest_event_time else None,
                 "materialized_at": state.wall_time.isoformat() if state else None,
                 "rows_written": state.rows_written if state else 0,
                 "entities": state.entities if state else 0,
@@ -195,11 +201,14 @@ def online_status(obj: Context, as_json: bool) -> None:
         echo_json({"online_store": store.online_store().describe(), "views": out})
         return
     render_table(
-        ["view", "newest event", "watermark", "materialized at", "entities", "written", "ttl", "layout"],
+        ["view", "status", "newest event", "lag", "watermark", "materialized at", "entities", "written", "ttl",
+         "layout"],
         [
             (
                 o["view"],
+                o["status"],
                 o["newest_event_time"] or "",
+                o["lag"] or "",
                 o["watermark"] or "never",
                 o["materialized_at"] or "",
                 o["entities"],

@@ -7,6 +7,7 @@ import os
 import click
 
 from feature_layer.cli.base import Context, echo_json, handle_errors, main
+from feature_layer.server import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_HEADER_BYTES
 
 
 @main.command()
@@ -20,18 +21,35 @@ from feature_layer.cli.base import Context, echo_json, handle_errors, main
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--lookup-deadline", default=1.5, show_default=True, type=click.FloatRange(min=0.01),
               help="Seconds an online lookup may take (online-store IO included) before it fails with a 504.")
+@click.option("--header-timeout", default=DEFAULT_HEADER_TIMEOUT, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds a client has to send its request line and headers (slow or idle clients get a 408).")
+@click.option("--keep-alive-timeout", default=DEFAULT_KEEP_ALIVE_TIMEOUT, show_default=True,
+              type=click.IntRange(min=1), help="Seconds an idle keep-alive connection is kept open.")
+@click.option("--max-header-bytes", default=DEFAULT_MAX_HEADER_BYTES, show_default=True,
+              type=click.IntRange(min=1024), help="Largest request line + headers accepted (larger: 431).")
 @click.pass_obj
 @handle_errors
 def serve(ctx: Context, host: str, port: int, reload_interval: float, workers: int, log_level: str,
-          lookup_deadline: float) -> None:
+          lookup_deadline: float, header_timeout: float, keep_alive_timeout: int, max_header_bytes: int) -> None:
     """Serve the HTTP API (online features, search, lineage, metrics) and the web UI."""
     import uvicorn
 
+    from feature_layer.server.protocol import HEADER_TIMEOUT_ENV, MAX_HEADER_BYTES_ENV, uvicorn_options
+    from feature_layer.server.reload import holder_for_store
+
     store = ctx.store
-    summary = len(store.registry.views)  # load now: a broken project fails here, with its message
-    click.echo(f"feature_layer: {summary} feature views; UI and API on http://{host}:{port}/", err=True)
+    holder = holder_for_store(store)  # load now: a missing or unreadable manifest fails here, with its message
+    click.echo(f"feature_layer: {len(holder.registry.views)} feature views; UI and API on http://{host}:{port}/",
+               err=True)
+    from feature_layer.server.health import broken_views
+
+    for name, messages in broken_views(holder.registry).items():
+        click.secho(f"warning: feature view {name!r} is not served: {messages[0]} (see /healthz)", fg="yellow",
+                    err=True)
     loop = "uvloop" if _has("uvloop") else "asyncio"
-    http = "httptools" if _has("httptools") else "h11"
+    os.environ[HEADER_TIMEOUT_ENV] = str(header_timeout)  # read by every worker's protocol
+    os.environ[MAX_HEADER_BYTES_ENV] = str(max_header_bytes)
+    http = uvicorn_options(keep_alive_timeout)
     if workers > 1:
         os.environ["FEATURE_LAYER_PROJECT_DIR"] = str(store.project_dir)
         if ctx.target:
@@ -40,12 +58,13 @@ def serve(ctx: Context, host: str, port: int, reload_interval: float, workers: i
         os.environ["FEATURE_LAYER_LOOKUP_DEADLINE"] = str(lookup_deadline)
         store.close()
         uvicorn.run("feature_layer.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    loop=loop, http=http, log_level=log_level, access_log=False)
+                    loop=loop, log_level=log_level, access_log=False, **http)
         return
     from feature_layer.server.app import Limits, create_app
 
-    app = create_app(store, reload_interval=reload_interval or None, limits=Limits(lookup_deadline=lookup_deadline))
-    uvicorn.run(app, host=host, port=port, loop=loop, http=http, log_level=log_level, access_log=False)
+    app = create_app(store, reload_interval=reload_interval or None, limits=Limits(lookup_deadline=lookup_deadline),
+                     holder=holder)
+    uvicorn.run(app, host=host, port=port, loop=loop, log_level=log_level, access_log=False, **http)
 
 
 def _has(module: str) -> bool:

@@ -131,7 +131,8 @@ def run_dbt(
     ``profiles_dir`` the directory holding ``profiles.yml`` (default: the project directory,
     where the example project keeps it).
 
-    >>> run_dbt(["build"], Path("."), target="duckdb")  # doctest: +SKIP
+    For example ``run_dbt(["build"], Path("."), target="duckdb")`` builds the project in the
+    current folder (not a doctest: it needs a dbt project).
     """
     from dbt.cli.main import dbtRunner  # heavy import, only when dbt really runs
 

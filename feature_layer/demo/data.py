@@ -275,8 +275,9 @@ def generate_demo_data(out_dir: Path, rows: int = 10_000, seed: int = 7, *, end:
     instead of 2025-12-01 (the demo passes today, so TTLs have not expired what it serves;
     chargebacks may then be reported up to 30 days after ``end``).
 
-    >>> paths = generate_demo_data(Path("data/raw"), rows=1_000)  # doctest: +SKIP
-    >>> sorted(paths)  # doctest: +SKIP
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     sorted(generate_demo_data(Path(tmp) / "raw", rows=1_000))
     ['chargebacks', 'merchants', 'transactions', 'users']
     """
     out = _validate(out_dir, rows, seed)

@@ -102,20 +102,37 @@ def _to_arrow(entity_df: Any) -> pa.Table | None:
             raise InputError("entity_df is a pandas Series.", fix="pass a DataFrame (series.to_frame()).")
         try:
             return pa.Table.from_pandas(entity_df, preserve_index=False)
-        except (pa.ArrowException, TypeError, ValueError) as exc:
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
             raise InputError(
                 f"The entity DataFrame cannot be converted to Arrow: {exc}",
                 fix="give each column one type (e.g. no mixed numbers and strings in one column).",
             ) from exc
     if module.startswith("polars"):
-        if hasattr(entity_df, "collect"):
-            entity_df = entity_df.collect()
-        return entity_df.to_arrow()
+        return polars_to_arrow(entity_df)
     raise InputError(
         f"entity_df has type {type(entity_df).__name__}, which is not a supported entity input.",
         fix="pass a pandas or polars DataFrame, a pyarrow Table, a Parquet path, or a warehouse table "
         "name or SQL query.",
     )
+
+
+def polars_to_arrow(frame: Any) -> pa.Table:
+    """A polars DataFrame or LazyFrame as Arrow; what polars cannot export is an InputError.
+
+    polars reports some inputs (a NUL in a column name, an unknown time zone) with a Rust panic,
+    a BaseException that would otherwise escape every handler as a traceback.
+    """
+    try:
+        if hasattr(frame, "collect"):
+            frame = frame.collect()
+        return frame.to_arrow()
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - polars panics (pyo3 PanicException) derive from it
+        raise InputError(
+            f"The polars entity frame cannot be converted to Arrow: {type(exc).__name__}: {exc}",
+            fix="check its column names (no NUL characters) and types, or pass a pyarrow table.",
+        ) from None
 
 
 def _pick_timestamp(schema: pa.Schema, timestamp_column: str | None) -> str:

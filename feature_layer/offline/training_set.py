@@ -113,7 +113,7 @@ class TrainingSet:
         from feature_layer.extras import require
 
         pl = require("polars", "TrainingSet.to_polars()")
-        return pl.from_arrow(self.to_arrow())
+        return pl.from_arrow(_polars_ready(self.to_arrow()))
 
     def to_parquet(self, path: str | Path, *, batch_size: int = 100_000) -> Path:
         """Write the rows to a Parquet file, streaming batches (never the whole set in memory).
@@ -212,6 +212,18 @@ class TrainingSet:
 
     def __repr__(self) -> str:
         return f"TrainingSet(features={list(self.features)!r}, rows={self._entities.num_rows})"
+
+
+def _polars_ready(table: pa.Table) -> pa.Table:
+    """Timestamps with a fixed-offset zone (``+05:30``, kept from the entity dataframe) in UTC:
+    polars accepts only named zones, and UTC names the same instants."""
+    import re
+
+    for index, field in enumerate(table.schema):
+        tz = getattr(field.type, "tz", None)
+        if pa.types.is_timestamp(field.type) and tz and re.fullmatch(r"[+-]\d{2}:?\d{2}", tz):
+            table = table.set_column(index, field.name, table.column(index).cast(pa.timestamp(field.type.unit, "UTC")))
+    return table
 
 
 def _parquet_target(path: str | Path) -> Path:

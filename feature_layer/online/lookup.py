@@ -227,6 +227,10 @@ class LookupPlan:
             )
         if isinstance(entity_rows, Mapping):
             return self._from_mapping(entity_rows)
+        if type(entity_rows).__module__.startswith("polars"):
+            from feature_layer.offline.entity import polars_to_arrow
+
+            entity_rows = polars_to_arrow(entity_rows)
         if isinstance(entity_rows, (pa.Table, pa.RecordBatch)):
             missing = [k for k in self.join_keys if k not in entity_rows.schema.names]
             self._raise_missing(missing, entity_rows.schema.names)
@@ -444,7 +448,7 @@ def _arrow_from_pandas(frame: Any) -> pa.Table:
     """Join-key columns of a pandas DataFrame as Arrow; mixed-type object columns are an InputError."""
     try:
         return pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowException, TypeError, ValueError) as exc:
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
         raise InputError(
             f"The entity rows' join keys cannot be converted to Arrow: {exc}",
             fix="give each join-key column one type (e.g. no mixed numbers and strings in one column).",

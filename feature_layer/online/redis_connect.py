@@ -21,6 +21,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -90,15 +91,36 @@ class RetryPolicy(Retry):
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
     ) -> T:
+        """redis-py's retry loop (same arguments in redis-py 5 to 8), but one level deep: inside
+        another ``call_with_retry`` of any policy it makes a single attempt."""
+
+        def failed(error: Exception, count: int) -> None:
+            if with_failure_count:
+                fail(error, count)
+            else:
+                fail(error)
+
         if getattr(_active, "depth", 0):
-            return do()  # an outer call_with_retry owns the retries: attempt once
+            try:
+                return do()  # an outer call owns the retries: attempt once
+            except self._supported_errors as error:
+                failed(error, 1)
+                raise
         _active.depth = 1
-
-        def retryable(error: Exception) -> bool:
-            return not permanent(error) and (is_retryable is None or is_retryable(error))
-
         try:
-            return super().call_with_retry(do, fail, is_retryable=retryable, with_failure_count=with_failure_count)
+            self._backoff.reset()
+            failures = 0
+            while True:
+                try:
+                    return do()
+                except self._supported_errors as error:
+                    if permanent(error) or (is_retryable is not None and not is_retryable(error)):
+                        raise
+                    failures += 1
+                    failed(error, failures)
+                    if failures > self._retries:
+                        raise
+                    time.sleep(self._backoff.compute(failures))
         finally:
             _active.depth = 0
 

@@ -8,10 +8,10 @@ expression), with types from the YAML ``columns:``; then the YAML ``columns:`` a
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
-import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect, NormalizationStrategy
 from sqlglot.errors import SqlglotError
@@ -54,13 +54,19 @@ class ModelColumns:
         return self.names.get(name.lower(), name)
 
 
+@functools.lru_cache(maxsize=32)
+def _dialect(name: str) -> Dialect:
+    """One Dialect instance per name (sqlglot.parse builds one per call: a third of a small parse)."""
+    return Dialect.get_or_raise(name or None)
+
+
 def _normalized(identifier: exp.Identifier, dialect: str) -> str:
     """The column name the warehouse creates for an identifier (unquoted names fold per dialect)."""
     name = identifier.name
     if identifier.quoted:
         return name
     try:
-        strategy = Dialect.get_or_raise(dialect).normalization_strategy
+        strategy = _dialect(dialect).normalization_strategy
     except (ValueError, SqlglotError):
         return name
     if strategy is NormalizationStrategy.LOWERCASE:
@@ -90,7 +96,7 @@ def select_list(sql: str | None, dialect: str) -> tuple[list[str], bool] | None:
     if not sql or not sql.strip():
         return None
     try:
-        statements = [s for s in sqlglot.parse(sql, read=dialect or None) if s is not None]
+        statements = [s for s in _dialect(dialect).parse(sql) if s is not None]
     except (SqlglotError, ValueError):
         return None
     select = _outermost_select(statements[-1] if statements else None)

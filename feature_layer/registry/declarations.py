@@ -7,6 +7,7 @@ its file and the fix, and building carries on, so a user sees all problems in on
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -101,15 +102,35 @@ def parse_entities(raw: Any, source: str) -> tuple[dict[str, Entity], list[Valid
     return entities, issues
 
 
+_MAYBE_BLOCK = re.compile(r"feat|layer", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_near_miss(text: str) -> bool:
+    if text == META_KEY or abs(len(text) - len(META_KEY)) > 4 or not _MAYBE_BLOCK.search(text):
+        return False
+    if re.sub(r"[^a-z]", "", text.lower()) == "featurelayer":
+        return True
+    return difflib.SequenceMatcher(None, text.lower(), META_KEY).ratio() >= 0.85
+
+
 def near_miss_keys(keys: Iterable[Any]) -> list[str]:
     """Keys that look like ``feature_layer`` but are not (``feature-layer``, ``featureLayer``, ``feature_layers``)."""
-    out = []
-    for key in keys:
-        text = str(key)
-        squashed = re.sub(r"[^a-z]", "", text.lower())
-        if text != META_KEY and (squashed == "featurelayer" or difflib.SequenceMatcher(None, text.lower(), META_KEY).ratio() >= 0.85):
-            out.append(text)
-    return out
+    if not keys:
+        return []
+    try:
+        text = "\n".join(keys)  # one regex per mapping, not per key: registry load stays fast
+    except TypeError:
+        keys = [str(k) for k in keys]
+        text = "\n".join(keys)
+    if not _MAYBE_BLOCK.search(text):
+        return []
+    return [str(k) for k in keys if _is_near_miss(str(k))]
+
+
+def _block_keys(mapping: Mapping[Any, Any]) -> list[str]:
+    """``feature_layer`` itself and its near misses among ``mapping``'s keys."""
+    return ([META_KEY] if META_KEY in mapping else []) + near_miss_keys(mapping)
 
 
 def misplaced_blocks(node: DbtNode) -> list[ValidationIssue]:
@@ -121,7 +142,7 @@ def misplaced_blocks(node: DbtNode) -> list[ValidationIssue]:
             issues.append(_issue("misspelt-block", f"the {kind}'s meta has a {key!r} block, which feature_layer does not "
                                  f"read. Did you mean {META_KEY!r}?",
                                  f"rename `{key}:` to `{META_KEY}:` under the {kind}'s `config: meta:`.", node))
-        for key in [k for k in node.config if k == META_KEY or k in near_miss_keys(node.config)]:
+        for key in _block_keys(node.config):
             issues.append(_issue("misplaced-block", f"the {kind} has `{key}:` directly under `config:`, which "
                                  f"feature_layer does not read (it reads `config: meta: {META_KEY}:`).",
                                  f"move the block under `config: meta:` and name it `{META_KEY}:`.", node))
@@ -137,7 +158,7 @@ def _misplaced_column_blocks(node: DbtNode) -> list[ValidationIssue]:
                 issues.append(_issue("misspelt-block", f"column {col.name!r} has a meta block {key!r}, which "
                                      f"feature_layer does not read. Did you mean {META_KEY!r}?",
                                      f"rename `{key}:` to `{META_KEY}:` under the column's `config: meta:`.", node))
-        for key in [k for k in col.extra if k == META_KEY or k in near_miss_keys(col.extra)]:
+        for key in _block_keys(col.extra):
             issues.append(_issue("misplaced-block", f"column {col.name!r} has `{key}:` outside its meta, which "
                                  "feature_layer does not read (dbt keeps it as an unknown column property).",
                                  f"move it under the column's `config: meta: {META_KEY}:`, e.g. "
@@ -550,14 +571,14 @@ def dropped_blocks(properties: Any, nodes: Mapping[str, DbtNode]) -> dict[str, l
         node = nodes.get(str(entry.get("name")))
         if node is None:
             continue
-        for key in [k for k in entry if k == META_KEY or k in near_miss_keys(entry)]:
+        for key in _block_keys(entry):
             found.setdefault(node.unique_id, []).append(_issue(
                 "misplaced-block", f"the model has `{key}:` beside `config:` in its properties file, which dbt drops "
                 "(the view would silently not exist).", f"move it under the model's `config: meta:` and name it "
                 f"`{META_KEY}:`.", node))
         for col in [c for c in entry.get("columns") or [] if isinstance(c, Mapping)]:
             config = col.get("config") if isinstance(col.get("config"), Mapping) else {}
-            for key in [k for k in config if k == META_KEY or k in near_miss_keys(config)]:
+            for key in _block_keys(config):
                 found.setdefault(node.unique_id, []).append(_issue(
                     "misplaced-block", f"column {col.get('name')!r} has `{key}:` directly under `config:`, which dbt "
                     "drops.", f"move it under the column's `config: meta:` and name it `{META_KEY}:`.", node))

@@ -72,27 +72,42 @@ def read_entity_declarations(project_dir: Path) -> tuple[Any, str, list[Validati
     return (block.get("entities") if isinstance(block, dict) else None), str(path.name), issues
 
 
-_MENTIONS_BLOCK = re.compile(r"feature.?layer", re.IGNORECASE)
+_BLOCK_KEY_IN_TEXT = re.compile(r"""(?<![\w-])["']?feature.?layers?["']?\s*:(?=\s|$)""", re.IGNORECASE | re.MULTILINE)
+_BLOCK_KEY = re.compile(r"feature.?layers?", re.IGNORECASE)
+
+
+def _kept_blocks(node: DbtNode) -> int:
+    """How many ``feature_layer``-like keys of ``node`` survived into the manifest."""
+    def count(mapping: dict[str, Any]) -> int:
+        return sum(1 for k in mapping if _BLOCK_KEY.fullmatch(str(k))) if mapping else 0
+
+    return (count(node.meta) + count(node.config) + sum(count(c.meta) + count(c.extra) for c in node.columns.values()))
 
 
 def read_dropped_blocks(project_dir: Path, manifest: Manifest) -> dict[str, list[ValidationIssue]]:
     """Blocks dbt dropped from the project's own properties files (see ``dropped_blocks``).
 
-    Only files that mention ``feature_layer`` (or a near spelling) are parsed, so a large
-    project pays one read per properties file and nothing more.
+    A file is parsed only when it names more ``feature_layer`` keys than the manifest kept
+    for the nodes it documents, so a project without such a mistake pays one read and one
+    regex per properties file (the YAML parse of a large file costs seconds).
     """
     by_file: dict[str, dict[str, DbtNode]] = {}
+    kept: dict[str, int] = {}
     for node in manifest.nodes.values():
-        if node.resource_type in {"model", "snapshot"} and node.yaml_path and (
-                not manifest.project_name or node.package_name == manifest.project_name):
-            by_file.setdefault(node.yaml_path, {})[node.name] = node
+        own = not manifest.project_name or node.package_name == manifest.project_name
+        path = node.yaml_path if node.resource_type in {"model", "snapshot"} else (
+            node.file_path if node.resource_type == "exposure" else None)
+        if own and path:
+            if node.resource_type != "exposure":
+                by_file.setdefault(path, {})[node.name] = node
+            kept[path] = kept.get(path, 0) + _kept_blocks(node)
     found: dict[str, list[ValidationIssue]] = {}
     for relative, nodes in by_file.items():
         try:
             text = (project_dir / relative).read_text()
-            if not _MENTIONS_BLOCK.search(text):
+            if len(_BLOCK_KEY_IN_TEXT.findall(text)) <= kept.get(relative, 0):
                 continue
-            parsed = yaml.safe_load(text)
+            parsed = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue  # dbt parsed it; a file changed or gone since is the staleness check's concern
         for unique_id, issues in dropped_blocks(parsed, nodes).items():

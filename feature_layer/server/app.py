@@ -14,12 +14,10 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -27,21 +25,20 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from feature_layer.errors import (
-    ConfigError,
-    DeclarationError,
-    FeatureLayerError,
-    InputError,
-    ManifestError,
-    OnlineStoreError,
-    UnknownFeatureError,
-    WarehouseError,
-)
+from feature_layer.errors import FeatureLayerError
 from feature_layer.server import routes
-from feature_layer.server.fastpath import OnlineFastPath, OnlineStoreTimeoutError, lookup_inline
+from feature_layer.server.fastpath import OnlineFastPath, lookup_inline
+from feature_layer.server.health import StoreProbe
 from feature_layer.server.metrics import Metrics, MetricsMiddleware
-from feature_layer.server.reload import RegistryHolder, ServingStore, holder_for_store
-from feature_layer.server.requests import RequestFieldError, RequestTooLargeError
+from feature_layer.server.pools import Pool
+from feature_layer.server.public import online_store_name
+from feature_layer.server.reload import RegistryHolder, holder_for_store, serving_parts
+from feature_layer.server.responses import error_body, json_response, status_for
+
+if TYPE_CHECKING:
+    from feature_layer.client import FeatureStore
+    from feature_layer.config import Settings
+    from feature_layer.parts import Parts
 
 log = logging.getLogger("feature_layer.server")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -69,22 +66,6 @@ class Limits:
     stats_concurrency: int = 2
 
 
-# Most specific first: the first isinstance match wins.
-STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
-    (RequestTooLargeError, 413),
-    (RequestFieldError, 422),
-    (UnknownFeatureError, 404),
-    (InputError, 422),
-    (DeclarationError, 503),
-    (ManifestError, 503),
-    (ConfigError, 503),
-    (OnlineStoreTimeoutError, 504),
-    (OnlineStoreError, 503),
-    (WarehouseError, 502),
-    (FeatureLayerError, 400),
-)
-
-
 # On every response (added by MetricsMiddleware; the crash handler, outside it, adds them itself).
 # The UI is same-origin only: scripts, styles and fetches from this server, no inline code or
 # styles, images from the server or data: URIs (the favicon), never framed.
@@ -100,37 +81,12 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
-def json_response(payload: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(payload, default=_default, option=orjson.OPT_SERIALIZE_NUMPY),
-                    status_code=status_code, media_type="application/json", headers=headers)
-
-
-def _default(value: Any) -> Any:
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if hasattr(value, "as_py"):
-        return value.as_py()
-    return str(value)
-
-
-def error_body(exc: FeatureLayerError) -> dict[str, Any]:
-    return {"error": {"type": type(exc).__name__, "message": exc.message,
-                      "field": getattr(exc, "field", None), "fix": exc.fix}}
-
-
-def status_for(exc: Exception) -> int:
-    for cls, status in STATUS_BY_ERROR:
-        if isinstance(exc, cls):
-            return status
-    return 500
-
-
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FeatureLayerError)
     status = status_for(exc)
     if status >= 500:
         log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
-    return json_response(error_body(exc), status)
+    return json_response(error_body(exc, request.app.state.project_dir), status)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -162,23 +118,40 @@ async def _index(request: Request) -> Response:
 
 
 def create_app(
-    store: Any,
+    store: FeatureStore,
     *,
     reload_interval: float | None = 2.0,
     limits: Limits | None = None,
     holder: RegistryHolder | None = None,
 ) -> Starlette:
-    """The feature server for ``store`` (a :class:`~feature_layer.client.FeatureStore`).
+    """The feature server for ``store``: its parts (online store, state, warehouse, clock), with
+    the registry of a holder that reloads it when dbt rewrites the artifacts.
 
     ``reload_interval``: seconds between checks of the dbt artifacts (None: never reload).
     """
-    holder = holder or holder_for_store(store)
+    return build_app(store.parts, holder or holder_for_store(store), store.settings,
+                     reload_interval=reload_interval, limits=limits)
+
+
+def build_app(
+    parts: Parts,
+    holder: RegistryHolder,
+    settings: Settings | None = None,
+    *,
+    reload_interval: float | None = 2.0,
+    limits: Limits | None = None,
+) -> Starlette:
+    """The feature server over explicit collaborators: ``parts`` (whose registry is replaced by
+    ``holder``'s) and the ``settings`` that name the project and the online store in messages."""
+    parts = serving_parts(parts, holder)
     metrics = Metrics()
     limits = limits or Limits()
-    executor = ThreadPoolExecutor(max_workers=max(1, limits.lookup_threads), thread_name_prefix="feature-layer-lookup")
+    probe = StoreProbe(parts.online)
+    lookup_pool = Pool(limits.lookup_threads, "feature-layer-lookup")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(probe.warm_up)
         task = asyncio.create_task(holder.watch(reload_interval)) if reload_interval else None
         try:
             yield
@@ -187,7 +160,8 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            executor.shutdown(wait=False, cancel_futures=True)  # a lookup stuck in IO must not hold up shutdown
+            lookup_pool.shutdown()  # a lookup stuck in IO must not hold up shutdown
+            probe.close()
 
     online_route = Route("/v1/online-features", routes.online_features, methods=["POST"])
     app = Starlette(
@@ -202,18 +176,25 @@ def create_app(
             Route("/v1/catalog", routes.get_catalog, methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
+            Route("/openapi.json", routes.openapi, methods=["GET"]),
             Route("/", _index, methods=["GET"]),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         exception_handlers={FeatureLayerError: _domain_error, HTTPException: _http_error, Exception: _crash},
         lifespan=lifespan,
     )
-    app.state.store = ServingStore(store, holder)
+    app.state.parts = parts
+    app.state.settings = settings
     app.state.holder = holder
+    app.state.clock = parts.clock
+    app.state.openapi = None  # built on first request (routes.openapi)
+    app.state.project_dir = settings.project_dir if settings is not None else None
+    app.state.online_store_name = online_store_name(settings)
+    app.state.store_probe = probe
     app.state.metrics = metrics
     app.state.limits = limits
-    app.state.lookup_executor = executor
-    app.state.lookup_inline = lookup_inline(store, limits.lookup_offload)
+    app.state.lookup_pool = lookup_pool
+    app.state.lookup_inline = lookup_inline(settings, limits.lookup_offload)
     app.state.stats_locks = {}  # feature ref -> asyncio.Lock: one computation per feature at a time
     app.state.stats_computed = {}  # feature ref -> (monotonic time, statistics) of the last computation
     app.state.stats_scans = asyncio.Semaphore(max(1, limits.stats_concurrency))

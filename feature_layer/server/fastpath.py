@@ -16,24 +16,24 @@ timeout frees it; requests beyond the pool wait in its queue, within the same de
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from feature_layer.errors import FeatureLayerError, InputError, OnlineStoreError, UnknownFeatureError
+from feature_layer.errors import FeatureLayerError, InputError, UnknownFeatureError
+from feature_layer.online.lookup import get_online_features
+from feature_layer.parts import Parts
 from feature_layer.server.requests import (
     OnlineRequest,
     parse_json_body,
     parse_online_request,
     read_body,
 )
+from feature_layer.server.responses import OnlineStoreTimeoutError, error_body, json_default, status_for
 
-
-class OnlineStoreTimeoutError(OnlineStoreError):
-    """The online store did not answer a lookup within the server's deadline (HTTP 504)."""
+if TYPE_CHECKING:
+    from feature_layer.config import Settings
 
 PATH = "/v1/online-features"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -54,9 +54,7 @@ class OnlineFastPath:
             body = await self._body(scope, receive)
             status, payload = 200, await self._lookup(body)
         except FeatureLayerError as exc:
-            from feature_layer.server.app import error_body, status_for
-
-            status, payload = status_for(exc), orjson.dumps(error_body(exc))
+            status, payload = status_for(exc), orjson.dumps(error_body(exc, self.state.project_dir))
         await send({"type": "http.response.start", "status": status,
                     "headers": [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
@@ -72,7 +70,7 @@ async def lookup_json(state: Any, payload: Any) -> bytes:
     """Validate a parsed request body, look the features up, return the JSON response body.
 
     Validation runs on the event loop (pure CPU, microseconds); the store call runs in
-    ``state.lookup_executor`` under ``state.limits.lookup_deadline`` seconds — except for the
+    ``state.lookup_pool`` under ``state.limits.lookup_deadline`` seconds — except for the
     embedded SQLite store (``state.lookup_inline``, see :func:`lookup_inline`).
     """
     limits = state.limits
@@ -81,13 +79,13 @@ async def lookup_json(state: Any, payload: Any) -> bytes:
                                   max_rows=limits.max_entity_rows, max_features=limits.max_features)
     try:
         if state.lookup_inline:  # the embedded SQLite store: a local indexed read, no peer to hang on
-            body = _lookup_in_thread(state.store, parsed)
+            body = _lookup_in_thread(state.parts, parsed)
         else:
             future = asyncio.get_running_loop().run_in_executor(
-                state.lookup_executor, _lookup_in_thread, state.store, parsed)
+                state.lookup_pool.get(), _lookup_in_thread, state.parts, parsed)
             body = await asyncio.wait_for(future, limits.lookup_deadline)
     except TimeoutError:
-        raise _timeout_error(state.store, limits.lookup_deadline) from None
+        raise _timeout_error(state.online_store_name, limits.lookup_deadline) from None
     except (InputError, UnknownFeatureError) as exc:
         if getattr(exc, "field", None) is None:  # the store's errors know no request fields: name it here
             exc.field = offending_field(holder.registry, parsed, payload)  # type: ignore[attr-defined]
@@ -96,16 +94,15 @@ async def lookup_json(state: Any, payload: Any) -> bytes:
     return body
 
 
-def _lookup_in_thread(store: Any, parsed: OnlineRequest) -> bytes:
-    response = store.get_online_features(
+def _lookup_in_thread(parts: Parts, parsed: OnlineRequest) -> bytes:
+    response = get_online_features(
+        parts,
         features=parsed.features,
         entity_rows=parsed.entity_rows,
         service=parsed.service,
         include_event_times=parsed.include_event_times,
     )
-    from feature_layer.server.app import _default
-
-    return orjson.dumps(response.to_dict(), default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(response.to_dict(), default=json_default, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def offending_field(registry: Any, parsed: OnlineRequest, payload: Any) -> str:
@@ -149,7 +146,7 @@ def offending_field(registry: Any, parsed: OnlineRequest, payload: Any) -> str:
     return base
 
 
-def lookup_inline(store: Any, offload: bool | None) -> bool:
+def lookup_inline(settings: Settings | None, offload: bool | None) -> bool:
     """Whether lookups may run on the event loop instead of the thread pool.
 
     ``offload`` None (the default) means: in the pool, unless the online store is the embedded
@@ -160,30 +157,12 @@ def lookup_inline(store: Any, offload: bool | None) -> bool:
     """
     if offload is not None:
         return not offload
-    settings = getattr(getattr(store, "settings", None), "online_store", None)
-    return getattr(settings, "type", None) == "sqlite"
+    return settings is not None and settings.online_store.type == "sqlite"
 
 
-def online_store_name(store: Any) -> str:
-    """The online store as an operator knows it, from the settings alone (no IO, no credentials)."""
-    settings = getattr(getattr(store, "settings", None), "online_store", None)
-    if settings is None:
-        return "The online store"
-    if getattr(settings, "type", None) == "redis":
-        url = getattr(settings, "url", None) or "redis://127.0.0.1:6379/0"
-        with contextlib.suppress(ValueError):
-            parts = urlsplit(url)
-            host = parts.hostname or parts.path or "?"
-            port = f":{parts.port}" if parts.port else ""
-            db = parts.path if parts.hostname and parts.path not in ("", "/") else ""
-            return f"Redis at {parts.scheme}://{host}{port}{db}"  # never the user:password part
-        return "Redis (online_store.url)"
-    return f"The embedded SQLite online store at {getattr(settings, 'path', '?')}"
-
-
-def _timeout_error(store: Any, deadline: float) -> OnlineStoreTimeoutError:
+def _timeout_error(store_name: str, deadline: float) -> OnlineStoreTimeoutError:
     return OnlineStoreTimeoutError(
-        f"{online_store_name(store)} did not answer the lookup within {deadline:g} s.",
+        f"{store_name} did not answer the lookup within {deadline:g} s.",
         fix="check that the online store is running and reachable from the server (online_store in "
         "feature_layer.yml); lower online_store.socket_timeout so stuck connections are dropped sooner; "
         "if the store is only slow, raise the deadline with `feature-layer serve --lookup-deadline`.",

@@ -7,7 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from feature_layer.errors import FeatureLayerError
+from feature_layer.freshness import freshness as freshness_of
+from feature_layer.parts import Parts
 from feature_layer.registry.model import Feature, FeatureView
+from feature_layer.server.health import layout_of
 
 
 def _human(delta: timedelta | None) -> str | None:
@@ -113,42 +116,41 @@ def feature_detail(registry: Any, view: FeatureView, feature: Feature, *, projec
     return out
 
 
-def _last_materialized(store: Any, view_name: str) -> tuple[datetime | None, datetime | None]:
+def _view_state(parts: Parts, view_name: str) -> Any:
+    """The view's last successful materialization (a ``ViewState``), None when never (or unreadable)."""
     try:
-        value = store.state.last_materialized(view_name)
+        return parts.state().view_state(view_name)
     except (FeatureLayerError, OSError):
-        return None, None
+        return None
+
+
+def _iso(value: datetime | None) -> str | None:
     if value is None:
-        return None, None
-    if isinstance(value, tuple):
-        return value[0], (value[1] if len(value) > 1 else None)
-    return value, None
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def freshness(store: Any, view: FeatureView, now: datetime | None = None) -> dict[str, Any]:
-    """Last materialized event time, its lag behind now, and whether it exceeds the TTL."""
-    now = now or store.clock.now()
-    event_time, run_time = _last_materialized(store, view.name)
-    ttl = view.ttl.total_seconds() if view.ttl else None
-    if event_time is None:
-        return {"last_event_time": None, "materialized_at": None, "lag_seconds": None, "ttl_seconds": ttl,
-                "status": "never", "online": view.online}
-    lag = (now - _aware(event_time)).total_seconds()
+def freshness(parts: Parts, view: FeatureView, now: datetime) -> dict[str, Any]:
+    """The view's freshness (:func:`feature_layer.freshness.freshness`) with its run, as JSON."""
+    state = _view_state(parts, view.name)
+    fresh = freshness_of(state.newest_event_time if state else None, view.ttl, now)
     return {
-        "last_event_time": _aware(event_time).isoformat(),
-        "materialized_at": _aware(run_time).isoformat() if run_time else None,
-        "lag_seconds": lag,
-        "ttl_seconds": ttl,
-        "status": "stale" if ttl is not None and lag > ttl else "fresh",
+        "newest_event_time": _iso(fresh.newest_event_time),
+        "lag_seconds": fresh.lag_seconds,
+        "ttl_seconds": view.ttl.total_seconds() if view.ttl else None,
+        "expired": fresh.expired,
+        "status": fresh.status,
+        "watermark": _iso(state.watermark.event_time) if state else None,
+        "materialized_at": _iso(state.wall_time) if state else None,
         "online": view.online,
     }
 
 
-def view_summary(store: Any, view: FeatureView) -> dict[str, Any]:
+def view_summary(parts: Parts, view: FeatureView, now: datetime) -> dict[str, Any]:
     return {
         "name": view.name,
         "description": view.description,
@@ -163,28 +165,32 @@ def view_summary(store: Any, view: FeatureView) -> dict[str, Any]:
         "materialized": view.materialized,
         "relation": ".".join(view.relation.parts()) if view.relation else None,
         "feature_count": len(view.features),
-        "freshness": freshness(store, view),
+        "freshness": freshness(parts, view, now),
+        "layout": layout_of(parts, view) if view.online else None,
     }
 
 
-def freshness_gauges(store: Any, registry: Any) -> list[tuple[str, str, dict[str, str], float]]:
-    now = store.clock.now()
+def freshness_gauges(parts: Parts, registry: Any, now: datetime) -> list[tuple[str, str, dict[str, str], float]]:
     out: list[tuple[str, str, dict[str, str], float]] = []
     for view in sorted(registry.views.values(), key=lambda v: v.name):
         if view.ttl:
             out.append(("feature_layer_feature_view_ttl_seconds", "TTL of each feature view.",
                         {"view": view.name}, view.ttl.total_seconds()))
-        event_time, run_time = _last_materialized(store, view.name)
-        if event_time is None:
+        state = _view_state(parts, view.name)
+        if state is None:
             continue
-        out.append(("feature_layer_feature_view_last_event_timestamp_seconds",
-                    "Newest event time materialized to the online store, per feature view.",
-                    {"view": view.name}, _aware(event_time).timestamp()))
-        out.append(("feature_layer_feature_view_freshness_lag_seconds",
-                    "Seconds between now and the newest materialized event time, per feature view.",
-                    {"view": view.name}, (now - _aware(event_time)).total_seconds()))
-        if run_time is not None:
-            out.append(("feature_layer_feature_view_materialized_timestamp_seconds",
-                        "Wall-clock time of the last successful materialization, per feature view.",
-                        {"view": view.name}, _aware(run_time).timestamp()))
+        fresh = freshness_of(state.newest_event_time, view.ttl, now)
+        if fresh.newest_event_time is not None and fresh.lag_seconds is not None:
+            out.append(("feature_layer_feature_view_last_event_timestamp_seconds",
+                        "Newest event time materialized to the online store, per feature view.",
+                        {"view": view.name}, fresh.newest_event_time.timestamp()))
+            out.append(("feature_layer_feature_view_freshness_lag_seconds",
+                        "Seconds between now and the newest materialized event time, per feature view.",
+                        {"view": view.name}, fresh.lag_seconds))
+        out.append(("feature_layer_feature_view_expired",
+                    "1 when the TTL has expired every online value of the view (lookups answer null), else 0.",
+                    {"view": view.name}, 1.0 if fresh.expired else 0.0))
+        out.append(("feature_layer_feature_view_materialized_timestamp_seconds",
+                    "Wall-clock time of the last successful materialization, per feature view.",
+                    {"view": view.name}, _aware(state.wall_time).timestamp()))
     return out

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from feature_layer.errors import FeatureLayerError
+from feature_layer.parts import Parts
 from feature_layer.registry.search import index_for
 
 log = logging.getLogger("feature_layer.server")
@@ -68,6 +69,12 @@ class RegistryHolder:
         self.failures = 0
         self.last_error: str | None = None
 
+    @property
+    def loaded_at_iso(self) -> str:
+        from datetime import UTC, datetime
+
+        return datetime.fromtimestamp(self.loaded_at, UTC).isoformat(timespec="seconds")
+
     def check(self) -> bool:
         """Reload if the artifacts changed; True when a new registry was swapped in."""
         stamp = file_stamp(self.paths)
@@ -114,32 +121,18 @@ def holder_for_store(store: Any) -> RegistryHolder:
 
     from feature_layer.registry.registry import Registry
 
-    return RegistryHolder(lambda: Registry.load(settings), [settings.manifest_path, settings.catalog_path],
-                          initial=store.registry)
+    # Lenient: a view with an invalid declaration is left out (Registry.broken_views, reported
+    # by /healthz) instead of taking every other view down with it.
+    return RegistryHolder(lambda: Registry.load(settings, strict=False),
+                          [settings.manifest_path, settings.catalog_path])
 
 
-class ServingStore:
-    """The store as request handlers see it: the holder's registry, everything else delegated.
+def serving_parts(parts: Parts, holder: RegistryHolder) -> Parts:
+    """``parts`` as request handlers use them: the registry is the one ``holder`` swapped in.
 
     ``FeatureStore.registry`` reloads lazily (and synchronously) when the artifacts change; on
     the request path that would stall the event loop or, with a half-written manifest, fail
-    the request. Handlers therefore call the store's own methods with this object as ``self``,
-    so lookups keep ``get_online_features``' exact semantics while reading the registry the
-    holder swapped in.
+    the request. Handlers therefore read the registry the holder loaded in the background;
+    every other part (online store, state, warehouse, clock) is the store's own.
     """
-
-    def __init__(self, store: Any, holder: RegistryHolder) -> None:
-        self._store = store
-        self._holder = holder
-        parts = getattr(store, "parts", None)
-        self.parts = None if parts is None else replace(parts, registry=lambda: holder.registry)
-
-    @property
-    def registry(self) -> Any:
-        return self._holder.registry
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def get_online_features(self, *args: Any, **kwargs: Any) -> Any:
-        return type(self._store).get_online_features(self, *args, **kwargs)
+    return replace(parts, registry=lambda: holder.registry)

@@ -10,14 +10,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import Receive
 
 from feature_layer.errors import InputError, UnknownFeatureError
 from feature_layer.registry.declarations import close_matches
+from feature_layer.server.models import OnlineFeaturesRequest
 
 ONLINE_KEYS = ("features", "service", "entity_rows", "entities", "include_event_times")
 _SCALARS = (str, int, float, bool, type(None))
+# JSON numbers beyond int64 (orjson parses those past 2**64 as floats) can match no key exactly.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_TWO_63 = float(2**63)  # a float at ±2**63 is a rounded out-of-range literal: -9223372036854775809 parses to it
 
 
 class RequestFieldError(InputError):
@@ -98,7 +103,59 @@ class OnlineRequest:
 
 def parse_online_request(payload: Any, registry: Any, refs: frozenset[str], *, max_rows: int,
                          max_features: int) -> OnlineRequest:
-    """Validate a ``POST /v1/online-features`` body against the registry."""
+    """Validate a ``POST /v1/online-features`` body: its structure with the declared model
+    (``models.OnlineFeaturesRequest``, the one ``/openapi.json`` describes), then the server's
+    limits and the registry (features and service exist).
+
+    A body the model refuses is re-checked field by field to word the error (the field, what
+    is wrong, the fix); the hot path, a valid body, pays for the model and membership checks only.
+    """
+    try:
+        request = OnlineFeaturesRequest.model_validate(payload)
+    except ValidationError as exc:
+        check_online_request(payload, registry, refs, max_rows=max_rows, max_features=max_features)
+        raise _from_model_error(exc) from None
+    features = request.features
+    if features is not None and (len(features) > max_features or not all(ref in refs for ref in features)):
+        features = _features(features, registry, refs, max_features)  # `view.*`, or a worded error
+    service = request.service
+    if service is not None and service not in registry.services:
+        raise unknown_feature("service", f"Feature service {service!r} does not exist."
+                              f"{close_matches(service, registry.services)}",
+                              fix=f"use one of: {', '.join(sorted(registry.services)) or '(none declared)'}.")
+    rows = request.entity_rows
+    if rows is None or len(rows) > max_rows:
+        rows = _entity_rows(payload, max_rows)  # columnar entities as rows, or the row limit's error
+    return OnlineRequest(features, service, rows, request.include_event_times)
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as the API names fields: ``entity_rows[3].user_id``, ``entities.user_id[2]``."""
+    if not loc:
+        return "body"
+    head = str(loc[0])
+    if head == "entity_rows" and len(loc) >= 3:
+        return f"entity_rows[{loc[1]}].{loc[2]}"
+    if head == "entities" and len(loc) >= 3:
+        return f"entities.{loc[1]}[{loc[2]}]"
+    if head in ("entity_rows", "features") and len(loc) >= 2:
+        return f"{head}[{loc[1]}]"
+    if head == "entities" and len(loc) == 2:
+        return f"entities.{loc[1]}"
+    return head
+
+
+def _from_model_error(exc: ValidationError) -> RequestFieldError:
+    first = exc.errors(include_url=False)[0]
+    field = _field_of(tuple(first.get("loc", ())))
+    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    return RequestFieldError(field, f"{field}: {message}.",
+                             fix="see GET /openapi.json for the request schema (OnlineFeaturesRequest).")
+
+
+def check_online_request(payload: Any, registry: Any, refs: frozenset[str], *, max_rows: int,
+                         max_features: int) -> OnlineRequest:
+    """The request checked field by field, each error worded with the field and the fix."""
     if not isinstance(payload, dict):
         raise RequestFieldError("body", f"The body must be a JSON object, not {type(payload).__name__}.",
                                 fix='send {"features": [...], "entity_rows": [{...}]}.')
@@ -106,29 +163,34 @@ def parse_online_request(payload: Any, registry: Any, refs: frozenset[str], *, m
     if unknown:
         raise RequestFieldError(unknown[0], f"Unknown field {unknown[0]!r}.{close_matches(unknown[0], ONLINE_KEYS)}",
                                 fix=f"use only: {', '.join(ONLINE_KEYS)}.")
+    nulls = [k for k in ONLINE_KEYS if k in payload and payload[k] is None]
+    if nulls:
+        raise RequestFieldError(nulls[0], f"`{nulls[0]}` is null.", fix=f"leave `{nulls[0]}` out, or give it a value.")
     features = payload.get("features")
     service = payload.get("service")
     if (features is None) == (service is None):
         raise RequestFieldError("features", "Give exactly one of `features` and `service`.",
                                 fix='pass "features": ["view.feature", ...] or "service": "<ml exposure name>".')
     if features is not None:
-        features = _features(features, registry, refs, max_features)
-    if service is not None:
-        if not isinstance(service, str):
-            raise RequestFieldError("service", "`service` must be a string.", fix='pass "service": "fraud_model_v1".')
-        if service not in registry.services:
-            raise unknown_feature("service", f"Feature service {service!r} does not exist."
-                                  f"{close_matches(service, registry.services)}",
-                                  fix=f"use one of: {', '.join(sorted(registry.services)) or '(none declared)'}.")
+        _features(features, None, refs, max_features)  # the structure first, the registry after it
+    if service is not None and not isinstance(service, str):
+        raise RequestFieldError("service", "`service` must be a string.", fix='pass "service": "fraud_model_v1".')
     rows = _entity_rows(payload, max_rows)
     include = payload.get("include_event_times", False)
     if not isinstance(include, bool):
         raise RequestFieldError("include_event_times", "`include_event_times` must be true or false.",
                                 fix='pass "include_event_times": true.')
+    if features is not None:
+        features = _features(features, registry, refs, max_features)
+    if service is not None and service not in registry.services:
+        raise unknown_feature("service", f"Feature service {service!r} does not exist."
+                              f"{close_matches(service, registry.services)}",
+                              fix=f"use one of: {', '.join(sorted(registry.services)) or '(none declared)'}.")
     return OnlineRequest(features, service, rows, include)
 
 
-def _features(features: Any, registry: Any, refs: frozenset[str], max_features: int) -> list[str]:
+def _features(features: Any, registry: Any | None, refs: frozenset[str], max_features: int) -> list[str]:
+    """``features`` checked (each one known to ``registry``; None: the shape only)."""
     if not isinstance(features, list) or not features:
         raise RequestFieldError("features", "`features` must be a non-empty list of `view.feature` strings.",
                                 fix='pass "features": ["user_txn_features.amount_sum_7d"].')
@@ -142,11 +204,11 @@ def _features(features: Any, registry: Any, refs: frozenset[str], max_features: 
         if ref in refs:
             continue
         view_name, dot, name = ref.partition(".")
-        if dot and name == "*" and view_name in registry.views:
-            continue
         if not dot:
             raise RequestFieldError(f"features[{i}]", f"{ref!r} is not a feature reference.",
                                     fix="write `view.feature` (or `view.*`).")
+        if registry is None or (name == "*" and view_name in registry.views):
+            continue  # registry None: the structure only
         if view_name not in registry.views:
             raise unknown_feature(f"features[{i}]", f"Feature view {view_name!r} does not exist."
                                   f"{close_matches(view_name, registry.views)}",
@@ -186,15 +248,24 @@ def _entity_rows(payload: Mapping[str, Any], max_rows: int) -> list[dict[str, An
     if len(rows) > max_rows:
         raise RequestFieldError(field, f"More than {max_rows} entity rows in one request.",
                                 fix=f"send at most {max_rows} rows per request.")
+    def cell(i: int, key: str) -> str:
+        return f"entities.{key}[{i}]" if columns is not None else f"entity_rows[{i}].{key}"
+
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or not row:
             raise RequestFieldError(f"{field}[{i}]", f"{field}[{i}] must be a non-empty object of join key → value.",
                                     fix='write each row as {"user_id": 1}.')
         for key, value in row.items():
             if not isinstance(value, _SCALARS):
-                raise RequestFieldError(f"{field}[{i}].{key}", f"{field}[{i}].{key} is a {type(value).__name__}; "
+                raise RequestFieldError(cell(i, key), f"{cell(i, key)} is a {type(value).__name__}; "
                                         "join key values must be strings, numbers or booleans.",
                                         fix=f'write "{key}": 1 or "{key}": "abc".')
+            if (type(value) is int and not INT64_MIN <= value <= INT64_MAX) or \
+                    (type(value) is float and not -_TWO_63 < value < _TWO_63):
+                raise RequestFieldError(cell(i, key), f"{cell(i, key)} = {value!r} is outside the 64-bit integer "
+                                        "range of join keys.",
+                                        fix=f"pass a value from {INT64_MIN} to {INT64_MAX}, or a string key as a "
+                                        "JSON string.")
     return rows
 
 

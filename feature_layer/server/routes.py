@@ -11,20 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from feature_layer.errors import FeatureLayerError
+from feature_layer.parts import Parts
 from feature_layer.registry import column_lineage as column_lineage_mod
 from feature_layer.registry.declarations import close_matches
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.registry.search import index_for
-from feature_layer.server import payloads
+from feature_layer.server import health, payloads
 from feature_layer.server.fastpath import lookup_json
 from feature_layer.server.requests import (
     int_param,
@@ -32,6 +32,7 @@ from feature_layer.server.requests import (
     read_json_body,
     unknown_feature,
 )
+from feature_layer.server.responses import json_response
 from feature_layer.server.stats import (
     CATEGORICAL,
     NUMERIC,
@@ -40,13 +41,14 @@ from feature_layer.server.stats import (
     normalize_statistics,
 )
 
+if TYPE_CHECKING:
+    from feature_layer.config import Settings
+
 HISTOGRAM_TYPES = CATEGORICAL | NUMERIC
 SEARCH_PARAMS = ("q", "entity", "tag", "owner", "view", "limit")
 
 
 def _json(payload: Any, status: int = 200) -> Response:
-    from feature_layer.server.app import json_response
-
     return json_response(payload, status)
 
 
@@ -105,18 +107,17 @@ async def get_feature(request: Request) -> Response:
     state = request.app.state
     registry = state.holder.registry
     view, feature = _resolve_feature(registry, request.path_params["name"])
-    body = payloads.feature_detail(registry, view, feature, project_dir=_project_dir(state.store))
-    body["freshness"] = payloads.freshness(state.store, view)
-    body["statistics"] = _stored_statistics(state.store, feature.ref)
+    body = payloads.feature_detail(registry, view, feature, project_dir=_project_dir(state.settings))
+    body["freshness"] = payloads.freshness(state.parts, view, state.clock.now())
+    body["statistics"] = _stored_statistics(state.parts, feature.ref)
     return _json(body)
 
 
-def _project_dir(store: Any) -> str:
+def _project_dir(settings: Settings | None) -> str:
     """The project folder as the snippet should name it: relative to where the server runs."""
-    settings = getattr(store, "settings", None)
     if settings is None:
         return "."
-    path = Path(getattr(settings, "project_dir", "."))
+    path = Path(settings.project_dir)
     try:
         relative = path.resolve().relative_to(Path.cwd().resolve())
     except ValueError:
@@ -124,9 +125,9 @@ def _project_dir(store: Any) -> str:
     return str(relative) if str(relative) != "." else "."
 
 
-def _stored_statistics(store: Any, ref: str) -> dict[str, Any] | None:
+def _stored_statistics(parts: Parts, ref: str) -> dict[str, Any] | None:
     try:
-        return normalize_statistics(store.state.get_statistics(ref))
+        return normalize_statistics(parts.state().get_statistics(ref))
     except FeatureLayerError:
         return None
 
@@ -144,7 +145,7 @@ async def get_statistics(request: Request) -> Response:
     view, feature = _resolve_feature(registry, request.path_params["name"])
     params = query_params(request, ("refresh",), 10)
     refresh = params.get("refresh", "false").lower() in ("1", "true", "yes")
-    stats = None if refresh else _stored_statistics(state.store, feature.ref)
+    stats = None if refresh else _stored_statistics(state.parts, feature.ref)
     if stats is None or (not stats.get("histogram") and feature.dtype in HISTOGRAM_TYPES
                          and not stats.get("histogram_source")):
         stats = await _computed_statistics(state, view, feature, refresh=refresh)
@@ -160,46 +161,43 @@ async def _computed_statistics(state: Any, view: FeatureView, feature: Feature, 
         recent = state.stats_computed.get(ref)
         if recent is not None and time.monotonic() - recent[0] < state.limits.stats_refresh_interval:
             return recent[1]  # computed moments ago, perhaps while this caller waited: no second scan
-        stored = _stored_statistics(state.store, ref)
+        stored = _stored_statistics(state.parts, ref)
         if not refresh and stored is not None and (stored.get("histogram") or feature.dtype not in HISTOGRAM_TYPES
                                                    or stored.get("histogram_source")):
             return stored  # another caller completed them while this one waited
         async with state.stats_scans:
+            state.metrics.inc("feature_layer_statistics_warehouse_scans_total")
             if refresh or stored is None:
-                stats = await run_in_threadpool(_compute_and_save, state.store, view, feature)
+                stats = await run_in_threadpool(_compute_and_save, state.parts, view, feature)
             else:
-                stats = await run_in_threadpool(_complete_and_save, state.store, view, feature, stored)
+                stats = await run_in_threadpool(_complete_and_save, state.parts, view, feature, stored)
         state.stats_computed[ref] = (time.monotonic(), stats)
         return stats
 
 
-def _warehouse(store: Any) -> Any:
+def _warehouse(parts: Parts) -> Any:
     """A short-lived warehouse connection: a server holding DuckDB's file lock would block `dbt run`."""
-    settings = getattr(store, "settings", None)
-    if settings is not None and hasattr(settings, "profiles_dir"):
-        from feature_layer.config import warehouse_settings
-        from feature_layer.offline.engine import connect
-
-        return contextlib.closing(connect(warehouse_settings(settings)))
-    return contextlib.nullcontext(store.offline_engine())
+    if parts.new_engine is not None:
+        return contextlib.closing(parts.new_engine())
+    return contextlib.nullcontext(parts.engine())
 
 
-def _complete_and_save(store: Any, view: FeatureView, feature: Feature, stats: dict[str, Any]) -> dict[str, Any]:
-    with _warehouse(store) as engine:
+def _complete_and_save(parts: Parts, view: FeatureView, feature: Feature, stats: dict[str, Any]) -> dict[str, Any]:
+    with _warehouse(parts) as engine:
         completed = complete_histogram(engine, view, feature, stats)
     completed.setdefault("histogram_source", "none")  # asked once; do not query again for it
     try:
-        store.state.save_statistics(feature.ref, completed)
+        parts.state().save_statistics(feature.ref, completed)
     except FeatureLayerError:
         pass
     return completed
 
 
-def _compute_and_save(store: Any, view: FeatureView, feature: Feature) -> dict[str, Any]:
-    with _warehouse(store) as engine:
+def _compute_and_save(parts: Parts, view: FeatureView, feature: Feature) -> dict[str, Any]:
+    with _warehouse(parts) as engine:
         stats = compute_statistics(engine, view, feature)
     try:
-        store.state.save_statistics(feature.ref, stats)
+        parts.state().save_statistics(feature.ref, stats)
     except FeatureLayerError:
         pass  # read-only state: still show what was computed
     return stats
@@ -235,11 +233,12 @@ async def get_entity(request: Request) -> Response:
         raise unknown_feature("name", f"Entity {name!r} does not exist.{close_matches(name, registry.entities)}",
                               fix=f"use one of: {', '.join(sorted(registry.entities))}.")
     views = [v for v in sorted(registry.views.values(), key=lambda v: v.name) if name in v.entities]
+    now = request.app.state.clock.now()
     return _json({
         "name": entity.name,
         "join_keys": list(entity.join_keys),
         "description": entity.description,
-        "views": [payloads.view_summary(request.app.state.store, v) for v in views],
+        "views": [payloads.view_summary(request.app.state.parts, v, now) for v in views],
         "features": [payloads.feature_summary(registry, f) for v in views for f in v.features],
     })
 
@@ -252,7 +251,7 @@ async def get_view(request: Request) -> Response:
     if view is None:
         raise unknown_feature("name", f"Feature view {name!r} does not exist.{close_matches(name, registry.views)}",
                               fix="GET /v1/catalog lists the feature views.")
-    body = payloads.view_summary(state.store, view)
+    body = payloads.view_summary(state.parts, view, state.clock.now())
     body.update({
         "features": [payloads.feature_summary(registry, f) for f in view.features],
         "compiled_sql": view.compiled_sql,
@@ -284,16 +283,30 @@ async def get_catalog(request: Request) -> Response:
     })
 
 
+async def openapi(request: Request) -> Response:
+    """The OpenAPI 3.1 description, generated once per app from the request models and limits."""
+    state = request.app.state
+    if getattr(state, "openapi", None) is None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from feature_layer.server.openapi import openapi_document
+
+        try:
+            release = version("feature_layer")
+        except PackageNotFoundError:
+            release = "0"
+        state.openapi = openapi_document(state.limits, release, state.holder.registry)
+    return _json(state.openapi)
+
+
 async def healthz(request: Request) -> Response:
-    holder = request.app.state.holder
-    return _json({
-        "status": "ok" if holder.last_error is None else "degraded",
-        "features": len(holder.refs),
-        "views": len(holder.registry.views),
-        "registry_loaded_at": datetime.fromtimestamp(holder.loaded_at, UTC).isoformat(timespec="seconds"),
-        "reloads": holder.reloads,
-        "reload_error": holder.last_error,
-    })
+    """ok / degraded (broken views, stale layouts, a failed reload) / unavailable (online store down: 503)."""
+    state = request.app.state
+    holder = state.holder
+    online = await state.store_probe.check()
+    stale = await run_in_threadpool(health.stale_layouts, state.parts, holder.registry) if online["status"] == "ok" else {}
+    body, status = health.health_body(holder, online, state.online_store_name, stale, state.project_dir)
+    return _json(body, status)
 
 
 async def metrics(request: Request) -> Response:
@@ -306,5 +319,5 @@ async def metrics(request: Request) -> Response:
         ("feature_layer_registry_loaded_timestamp_seconds", "When the served registry was loaded.", {},
          holder.loaded_at),
     ]
-    gauges += await run_in_threadpool(payloads.freshness_gauges, state.store, holder.registry)
+    gauges += await run_in_threadpool(payloads.freshness_gauges, state.parts, holder.registry, state.clock.now())
     return Response(state.metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -82,9 +82,18 @@
 
   function freshnessPill(f) {
     if (!f) return "";
-    const label = { fresh: "fresh", stale: "stale", never: "not materialized" }[f.status] || f.status;
-    const title = f.last_event_time ? `last event ${fmtTime(f.last_event_time)}; lag ${fmtDuration(f.lag_seconds)}` : "never materialized to the online store";
+    const label = { fresh: "fresh", expired: "expired", never: "not materialized" }[f.status] || f.status;
+    const title = f.newest_event_time
+      ? `newest event ${fmtTime(f.newest_event_time)}; lag ${fmtDuration(f.lag_seconds)}${f.expired ? "; past its TTL: lookups answer null" : ""}`
+      : "never materialized to the online store";
     return `<span class="pill pill-${esc(f.status)}" title="${esc(title)}"><i></i>${esc(label)}</span>`;
+  }
+
+  function layoutPill(layout) {
+    if (!layout || !layout.stale || !layout.active) return "";  // never materialized: the freshness pill says so
+    const missing = (layout.missing_features || []).join(", ");
+    const title = `the online layout is older than the declaration${missing ? "; not served yet: " + missing : ""}; run feature-layer materialize`;
+    return `<span class="pill pill-stale pill-layout" title="${esc(title)}"><i></i>layout stale</span>`;
   }
 
   async function loadCatalog() {
@@ -261,10 +270,11 @@
     }
     const pct = f.ttl_seconds ? Math.min(100, (100 * f.lag_seconds) / f.ttl_seconds) : null;
     return `<div class="fresh-big">
-      <div class="fresh-row"><div><div class="k">materialized up to (event time)</div><div class="v mono">${fmtTime(f.last_event_time)}</div></div>${freshnessPill(f)}</div>
+      <div class="fresh-row"><div><div class="k">newest event materialized</div><div class="v mono">${fmtTime(f.newest_event_time)}</div></div>${freshnessPill(f)}</div>
       <div class="fresh-row"><div><div class="k">lag</div><div class="v">${fmtDuration(f.lag_seconds)}</div></div>
       <div><div class="k">TTL</div><div class="v">${f.ttl_seconds ? fmtDuration(f.ttl_seconds) : "none"}</div></div>
       <div><div class="k">materialized at</div><div class="v small">${fmtTime(f.materialized_at)}</div></div></div>
+      ${f.expired ? '<p class="error expired-note">Every online value is past its TTL: lookups answer null. Materialize newer data.</p>' : ""}
       ${pct != null ? `<div class="meter" title="lag as a share of the TTL"><span data-width="${Math.max(2, pct).toFixed(2)}" class="${esc(f.status)}"></span></div>` : ""}
     </div>`;
   }
@@ -365,7 +375,7 @@
       <section class="card"><div class="card-head"><h2>Feature views</h2></div>
         <table class="table"><thead><tr><th>View</th><th>Features</th><th>TTL</th><th>Owner</th><th>Freshness</th></tr></thead><tbody>
         ${e.views.map((v) => `<tr><td><a class="mono" href="#/view/${encodeURIComponent(v.name)}">${esc(v.name)}</a><div class="muted small">${esc(v.description)}</div></td>
-          <td>${v.feature_count}</td><td>${esc(v.ttl || "none")}</td><td>${esc(v.owner || "—")}</td><td>${freshnessPill(v.freshness)}</td></tr>`).join("")}
+          <td>${v.feature_count}</td><td>${esc(v.ttl || "none")}</td><td>${esc(v.owner || "—")}</td><td>${freshnessPill(v.freshness)}${layoutPill(v.layout)}</td></tr>`).join("")}
         </tbody></table></section>
       <section class="card"><div class="card-head"><h2>Features</h2><span class="muted small">${e.features.length}</span></div>${featureTable(e.features)}</section>`;
   }
@@ -377,7 +387,7 @@
       <nav class="crumbs"><a href="#/">Features</a> › feature view › <span>${esc(v.name)}</span></nav>
       <section class="feature-head"><div><h1 class="mono" id="view-title">${esc(v.name)}</h1>
         <p class="lead">${esc(v.description || "No description.")}</p></div>
-        <div class="head-pills">${v.online ? '<span class="pill pill-online"><i></i>online</span>' : '<span class="pill">offline only</span>'}${freshnessPill(v.freshness)}</div></section>
+        <div class="head-pills">${v.online ? '<span class="pill pill-online"><i></i>online</span>' : '<span class="pill">offline only</span>'}${freshnessPill(v.freshness)}${layoutPill(v.layout)}</div></section>
       <section class="card meta-card"><dl class="meta-grid">
         ${metaRow("Entities", v.entities.map((e) => chip(e, "entity", "#/entity/" + encodeURIComponent(e))).join(" "))}
         ${metaRow("Join keys", `<span class="mono">${v.join_keys.map(esc).join(", ")}</span>`)}
