@@ -333,7 +333,7 @@ def warehouse_settings(settings: Settings, dbt_project_profile: str | None = Non
             schema=out.get("schema"),
             database=out.get("dbname") or out.get("database"),
         )
-    if kind in {"spark", "databricks"}:
+    if kind == "spark":
         from feature_layer.offline.spark_settings import spark_warehouse_settings
 
         return spark_warehouse_settings(target, outputs[target], settings.project_dir)

@@ -299,3 +299,26 @@ def test_spark_snapshot_sql_runs_and_equals_the_reference(spark_engine, scenario
 @given(scenario=scenarios())
 def test_spark_window_formulation_matches_reference(spark_engine, scenario):
     run_scenario(spark_engine, scenario, None)
+
+
+def test_spark_without_pyspark_names_the_extra(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['pyspark'] = None\n"
+        "from feature_layer.errors import FeatureLayerError\n"
+        "from feature_layer.offline.spark import SparkEngine\n"
+        "try:\n    SparkEngine()\nexcept FeatureLayerError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "The spark target needs pyspark" in done.stdout
+    assert "pip install 'feature_layer[spark]'" in done.stdout
+
+
+def test_spark_target_settings_come_from_the_profile(spark_project: Path) -> None:
+    from feature_layer.config import load_settings, warehouse_settings
+
+    settings = warehouse_settings(load_settings(spark_project, target="spark"))
+    assert settings.type == "spark" and settings.schema == "feature_layer"
+    assert settings.path == (spark_project / "target" / "spark" / "warehouse").resolve()
+    assert settings.options["spark.master"] == "local[2]"
+    assert settings.options["spark.sql.session.timeZone"] == "UTC"

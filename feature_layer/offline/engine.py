@@ -768,7 +768,7 @@ def connect(settings: WarehouseSettings) -> Engine:
             schema=settings.schema,
             target=settings.target,
         )
-    if settings.type in {"spark", "databricks"}:
+    if settings.type == "spark":
         from feature_layer.offline.spark_settings import connect_spark
 
         return connect_spark(settings)

@@ -134,6 +134,7 @@ class SparkEngine(Engine):
         schema: str | None = None,
         target: str | None = None,
     ) -> None:
+        _pyspark()  # MissingExtraError naming feature_layer[spark] when pyspark is not installed
         self.target = target
         self.schema = schema
         shared = session is not None or active_session() is not None

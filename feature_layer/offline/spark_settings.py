@@ -50,12 +50,16 @@ def _render(value: Any, project_dir: Path) -> Any:
 
 
 def spark_warehouse_settings(target: str, output: Mapping[str, Any], project_dir: Path) -> WarehouseSettings:
-    """Settings for a ``spark`` (or ``databricks``) target of profiles.yml."""
+    """Settings for a ``spark`` target of profiles.yml (``method: session``: Spark in this process).
+
+    A ``databricks`` target shares the Spark SQL dialect (``feature-layer sql --dialect
+    databricks``) but runs on a remote cluster, which this engine does not reach.
+    """
     from feature_layer.config import WarehouseSettings
 
     out = _render(dict(output), project_dir)
-    method = out.get("method", "session" if out.get("type") == "spark" else None)
-    if out.get("type") == "spark" and method != "session":
+    method = out.get("method", "session")
+    if method != "session":
         raise ConfigError(
             f"Target {target!r} is a spark target with method {method!r}; feature_layer runs Spark in-process.",
             fix="use `method: session` (pyspark in this process) for the spark target.",
