@@ -90,13 +90,13 @@ class FeatureStore:
     def offline_engine(self) -> Engine:
         """The warehouse connection of the dbt target (opened once, reused)."""
         if self._engine is None:
-            from feature_layer.offline.engine import connect
+            from feature_layer.offline.engines import connect
 
             self._engine = connect(warehouse_settings(self.settings))
         return self._engine
 
     def _new_engine(self) -> Engine:
-        from feature_layer.offline.engine import connect
+        from feature_layer.offline.engines import connect
 
         return connect(warehouse_settings(self.settings))
 

@@ -334,9 +334,9 @@ def warehouse_settings(settings: Settings, dbt_project_profile: str | None = Non
             database=out.get("dbname") or out.get("database"),
         )
     if kind == "spark":
-        from feature_layer.offline.spark_settings import spark_warehouse_settings
+        from feature_layer.offline.spark_settings import spark_warehouse_fields
 
-        return spark_warehouse_settings(target, outputs[target], settings.project_dir)
+        return WarehouseSettings(**spark_warehouse_fields(target, outputs[target], settings.project_dir))
     raise ConfigError(
         f"Target {target!r} uses adapter {kind!r}, which feature_layer cannot query yet.",
         fix="use a duckdb, postgres or spark target.",

@@ -30,7 +30,7 @@ def require(module: str, needed_for: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        extra = EXTRAS.get(module, module)
+        extra = EXTRAS.get(module.split(".")[0], module)
         raise MissingExtraError(
             f"{needed_for} needs {module}, which is not installed ({exc}).",
             fix=f"pip install 'feature_layer[{extra}]' (or pip install {_PACKAGES.get(module, module)}).",

@@ -10,7 +10,8 @@ import sqlglot
 
 from feature_layer.config import WarehouseSettings
 from feature_layer.errors import WarehouseError
-from feature_layer.offline.engine import DuckDBEngine, PostgresEngine, connect
+from feature_layer.offline.engine import DuckDBEngine, PostgresEngine
+from feature_layer.offline.engines import connect
 from tests.offline_helpers import PG, duckdb_engine, postgres_engine
 
 SAMPLE = pa.table(

@@ -94,7 +94,7 @@ def duckdb_twin(spark_project: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="session")
 def spark_engine(spark_project: Path):
     from feature_layer.config import load_settings, warehouse_settings
-    from feature_layer.offline.engine import connect
+    from feature_layer.offline.engines import connect
 
     engine = connect(warehouse_settings(load_settings(spark_project, target="spark")))
     engine.execute("CREATE DATABASE IF NOT EXISTS fl_test")

@@ -28,7 +28,6 @@ from feature_layer.errors import WarehouseError
 if TYPE_CHECKING:
     from sqlglot import exp
 
-    from feature_layer.config import WarehouseSettings
 
 
 
@@ -744,35 +743,3 @@ class PostgresEngine(Engine):
             self._con.close()
         except self._pg.Error:
             pass
-
-
-def connect(settings: WarehouseSettings) -> Engine:
-    """Open the engine for a dbt target (``duckdb`` or ``postgres``)."""
-    if settings.type == "duckdb":
-        from feature_layer.config import require_warehouse_file
-
-        require_warehouse_file(settings)  # never let duckdb.connect create an empty database
-        path: str | Path = settings.path or ":memory:"
-        if Path(path).name == ":memory:":
-            path = ":memory:"
-        return DuckDBEngine(
-            path, schema=settings.schema, file_search_path=settings.project_dir, target=settings.target
-        )
-    if settings.type == "postgres":
-        return PostgresEngine(
-            host=settings.host,
-            port=settings.port,
-            user=settings.user,
-            password=settings.password,
-            dbname=settings.dbname,
-            schema=settings.schema,
-            target=settings.target,
-        )
-    if settings.type == "spark":
-        from feature_layer.offline.spark_settings import connect_spark
-
-        return connect_spark(settings)
-    raise WarehouseError(
-        f"Target {settings.target!r} uses adapter {settings.type!r}, which feature_layer cannot query yet.",
-        fix="use a duckdb, postgres or spark target.",
-    )

@@ -51,10 +51,11 @@ BASE_CONF: dict[str, str] = {
 """Settings every feature_layer Spark session has (profile values are applied after them)."""
 
 
-def _pyspark() -> Any:
+def _pyspark(module: str = "pyspark") -> Any:
+    """``module`` of pyspark, or MissingExtraError naming feature_layer[spark]."""
     from feature_layer.extras import require
 
-    return require("pyspark", "The spark target")
+    return require(module, "The spark target")
 
 
 def _missing_table(message: str) -> bool:
@@ -91,8 +92,8 @@ def active_session() -> Any | None:
 
     if "pyspark" not in sys.modules:
         return None
-    from pyspark.errors import PySparkRuntimeError
-    from pyspark.sql import SparkSession
+    PySparkRuntimeError = _pyspark("pyspark.errors").PySparkRuntimeError  # noqa: N806
+    SparkSession = _pyspark("pyspark.sql").SparkSession  # noqa: N806
 
     try:
         return SparkSession.active()  # the thread's active session, else the process's default
@@ -103,8 +104,7 @@ def active_session() -> Any | None:
 def start_session(conf: Mapping[str, str], *, catalog: str = "in-memory") -> Any:
     """A new SparkSession (or the one this process has) with ``conf``; WarehouseError naming
     how to get Java and pyspark when it cannot start."""
-    _pyspark()
-    from pyspark.sql import SparkSession
+    SparkSession = _pyspark("pyspark.sql").SparkSession  # noqa: N806
 
     existing = active_session()
     if existing is not None:
@@ -235,7 +235,7 @@ class SparkEngine(Engine):
         self._registered.add(name)
 
     def _empty(self, schema: pa.Schema) -> Any:
-        from pyspark.sql.pandas.types import from_arrow_schema
+        from_arrow_schema = _pyspark("pyspark.sql.pandas.types").from_arrow_schema
 
         return self.session.createDataFrame([], from_arrow_schema(schema))
 

@@ -15,13 +15,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from feature_layer.errors import ConfigError
-
-if TYPE_CHECKING:
-    from feature_layer.config import WarehouseSettings
-    from feature_layer.offline.spark import SparkEngine
 
 WAREHOUSE_DIR = "spark.sql.warehouse.dir"
 DEFAULT_WAREHOUSE = Path("target") / "spark" / "warehouse"
@@ -49,14 +45,12 @@ def _render(value: Any, project_dir: Path) -> Any:
     return jinja2.Environment().from_string(value).render(env_var=env_var, flags=flags)
 
 
-def spark_warehouse_settings(target: str, output: Mapping[str, Any], project_dir: Path) -> WarehouseSettings:
+def spark_warehouse_fields(target: str, output: Mapping[str, Any], project_dir: Path) -> dict[str, Any]:
     """Settings for a ``spark`` target of profiles.yml (``method: session``: Spark in this process).
 
     A ``databricks`` target shares the Spark SQL dialect (``feature-layer sql --dialect
     databricks``) but runs on a remote cluster, which this engine does not reach.
     """
-    from feature_layer.config import WarehouseSettings
-
     out = _render(dict(output), project_dir)
     method = out.get("method", "session")
     if method != "session":
@@ -74,15 +68,5 @@ def spark_warehouse_settings(target: str, output: Mapping[str, Any], project_dir
     warehouse = Path(options.get(WAREHOUSE_DIR, str(DEFAULT_WAREHOUSE))).expanduser()
     warehouse = warehouse if warehouse.is_absolute() else project_dir / warehouse
     options[WAREHOUSE_DIR] = str(warehouse.resolve())
-    return WarehouseSettings(
-        type="spark", target=target, schema=out.get("schema"), project_dir=project_dir,
-        path=warehouse.resolve(), options=options,
-    )
-
-
-def connect_spark(settings: WarehouseSettings) -> SparkEngine:
-    """The Spark engine for ``settings`` (this process's session if one runs, else a new one)."""
-    from feature_layer.offline.spark import SparkEngine
-
-    return SparkEngine(conf=settings.options, warehouse_dir=settings.path, schema=settings.schema,
-                       target=settings.target)
+    return {"type": "spark", "target": target, "schema": out.get("schema"), "project_dir": project_dir,
+            "path": warehouse.resolve(), "options": options}
