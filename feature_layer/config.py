@@ -260,11 +260,12 @@ def _text(raw: dict[str, Any], key: str, source: Path) -> str | None:
     return str(value)
 
 
-def _render_env(value: Any) -> Any:
+def _render_env(value: Any, flags: dict[str, str] | None = None) -> Any:
     """Render ``{{ env_var('X', 'default') }}`` in settings and profile values, as dbt does,
-    so secrets such as a Redis password stay out of the files."""
+    so secrets such as a Redis password stay out of the files. ``flags`` (e.g. ``PROJECT_DIR``
+    for a spark target's paths) are available as ``{{ flags.NAME }}``."""
     if isinstance(value, dict):
-        return {k: _render_env(v) for k, v in value.items()}
+        return {k: _render_env(v, flags) for k, v in value.items()}
     if isinstance(value, str) and "{{" in value:
         import jinja2
 
@@ -279,7 +280,7 @@ def _render_env(value: Any) -> Any:
             return default
 
         try:
-            return jinja2.Environment().from_string(value).render(env_var=env_var)
+            return jinja2.Environment().from_string(value).render(env_var=env_var, flags=flags or {})
         except ConfigError:
             raise
         except Exception as exc:  # a template error or what the template itself raised (e.g. 1/0)
@@ -336,7 +337,8 @@ def warehouse_settings(settings: Settings, dbt_project_profile: str | None = Non
     if kind == "spark":
         from feature_layer.offline.spark_settings import spark_warehouse_fields
 
-        return WarehouseSettings(**spark_warehouse_fields(target, outputs[target], settings.project_dir))
+        rendered = _render_env(dict(outputs[target]), {"PROJECT_DIR": str(settings.project_dir)})
+        return WarehouseSettings(**spark_warehouse_fields(target, rendered, settings.project_dir))
     raise ConfigError(
         f"Target {target!r} uses adapter {kind!r}, which feature_layer cannot query yet.",
         fix="use a duckdb, postgres or spark target.",

@@ -12,7 +12,6 @@ one is taken from the project folder.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,35 +22,13 @@ WAREHOUSE_DIR = "spark.sql.warehouse.dir"
 DEFAULT_WAREHOUSE = Path("target") / "spark" / "warehouse"
 
 
-def _render(value: Any, project_dir: Path) -> Any:
-    """``value`` with ``{{ env_var(…) }}`` and ``{{ flags.PROJECT_DIR }}`` rendered, as dbt renders profiles."""
-    if isinstance(value, Mapping):
-        return {k: _render(v, project_dir) for k, v in value.items()}
-    if not isinstance(value, str) or "{{" not in value:
-        return value
-    import jinja2
-
-    def env_var(name: str, default: str | None = None) -> str:
-        if name in os.environ:
-            return os.environ[name]
-        if default is None:
-            raise ConfigError(
-                f"The profile value {value!r} needs the environment variable {name}, which is not set.",
-                fix=f"export {name}=… or give env_var a default: env_var('{name}', 'default').",
-            )
-        return default
-
-    flags = {"PROJECT_DIR": str(project_dir)}
-    return jinja2.Environment().from_string(value).render(env_var=env_var, flags=flags)
-
-
 def spark_warehouse_fields(target: str, output: Mapping[str, Any], project_dir: Path) -> dict[str, Any]:
     """Settings for a ``spark`` target of profiles.yml (``method: session``: Spark in this process).
 
     A ``databricks`` target shares the Spark SQL dialect (``feature-layer sql --dialect
     databricks``) but runs on a remote cluster, which this engine does not reach.
     """
-    out = _render(dict(output), project_dir)
+    out = dict(output)  # rendered by config (env_var, flags.PROJECT_DIR)
     method = out.get("method", "session")
     if method != "session":
         raise ConfigError(
