@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from feature_layer.errors import FeatureLayerError
-from feature_layer.server import routes
+from feature_layer.server import routes, ui_api
 from feature_layer.server.fastpath import OnlineFastPath, lookup_inline
 from feature_layer.server.health import StoreProbe
 from feature_layer.server.metrics import Metrics, MetricsMiddleware
@@ -174,6 +174,11 @@ def build_app(
             Route("/v1/entities/{name}", routes.get_entity, methods=["GET"]),
             Route("/v1/views/{name}", routes.get_view, methods=["GET"]),
             Route("/v1/catalog", routes.get_catalog, methods=["GET"]),
+            # ui: page data of the discovery UI (server/ui_api.py)
+            Route("/v1/services/{name}", ui_api.get_service, methods=["GET"]),
+            Route("/v1/sources/{name:path}", ui_api.get_source, methods=["GET"]),
+            Route("/v1/map", ui_api.get_map, methods=["GET"]),
+            Route("/v1/feature-table", ui_api.get_feature_table, methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
             Route("/openapi.json", routes.openapi, methods=["GET"]),
