@@ -156,9 +156,9 @@
   }
 
   function filtersBox(inner, active) {
-    // On a phone the filters start folded, so the results are above the fold.
+    // On a phone the filters start folded (the badge counts those set), so the results are above the fold.
     const phone = window.matchMedia("(max-width: 640px)").matches;
-    return `<details class="filters-box" id="filters"${phone && !active ? "" : " open"}>
+    return `<details class="filters-box" id="filters"${phone ? "" : " open"}>
       <summary>Filters${active ? ` <span class="count-badge">${active}</span>` : ""}</summary>
       <div class="filters">${inner}</div></details>`;
   }
@@ -689,7 +689,8 @@
 
   /* The nodes a filter keeps: those matching it, with everything upstream and downstream. */
   function filterMap(graph, f) {
-    const match = (n) => (!f.entity || (n.entities || []).includes(f.entity))
+    // an entity selects its feature views (an ML model spans several entities: it follows downstream)
+    const match = (n) => (!f.entity || (n.kind === "feature_view" && (n.entities || []).includes(f.entity)))
       && (!f.owner || n.owner === f.owner)
       && (!f.tag || (n.tags || []).includes(f.tag))
       && (!f.object || n.name === f.object || n.id === f.object);
@@ -755,7 +756,9 @@
           if (n.column != null) highlight.get(n.unique_id).push(n.column);
         }
         const path = lin.nodes.filter((n) => n.column != null).map((n) => `<span class="mono">${esc(n.name)}.${esc(n.column)}</span>`);
-        info.innerHTML = `Column lineage of <a class="mono" href="#/feature/${encodeURIComponent(f.feature)}">${esc(f.feature)}</a>: ${path.join(" → ")}`;
+        const phone = window.matchMedia("(max-width: 640px)").matches;
+        info.innerHTML = `<details${phone ? "" : " open"}><summary>Column lineage of <a class="mono" href="#/feature/${encodeURIComponent(f.feature)}">${esc(f.feature)}</a>:
+          ${path.length} columns in ${highlight.size} objects, highlighted</summary>${path.join(" → ")}</details>`;
       } catch (err) {
         info.innerHTML = `<span class="error">${esc(err.message)}</span>`;
       }
@@ -792,7 +795,18 @@
       && (!t.dtype || r.dtype === t.dtype) && (!t.owner || r.owner === t.owner)
       && words.every((w) => [r.ref, r.description, r.owner, r.dtype, ...r.tags, ...r.entities, ...r.services].join(" ").toLowerCase().includes(w)));
     const key = t.sort || "ref", dir = t.dir === "desc" ? -1 : 1;
-    return out.sort((a, b) => dir * cellText(a, key).localeCompare(cellText(b, key), "en", { numeric: true }) || a.ref.localeCompare(b.ref));
+    return out.sort((a, b) => dir * naturalCompare(cellText(a, key), cellText(b, key)) || naturalCompare(a.ref, b.ref));
+  }
+
+  // "txn_count_7d" before "txn_count_30d": digit runs compare as numbers, the rest by code point, ignoring case.
+  function naturalCompare(a, b) {
+    const x = a.toLowerCase().split(/(\d+)/), y = b.toLowerCase().split(/(\d+)/);
+    for (let i = 0; i < Math.min(x.length, y.length); i++) {
+      if (x[i] === y[i]) continue;
+      if (i % 2) return (+x[i] - +y[i]) || (x[i] < y[i] ? -1 : 1);
+      return x[i] < y[i] ? -1 : 1;
+    }
+    return x.length - y.length;
   }
 
   function csvOf(rows) {
