@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from feature_layer.errors import FeatureLayerError
-from feature_layer.server import routes, ui_api
+from feature_layer.server import routes
 from feature_layer.server.fastpath import OnlineFastPath, lookup_inline
 from feature_layer.server.health import StoreProbe
 from feature_layer.server.metrics import Metrics, MetricsMiddleware
@@ -34,6 +34,7 @@ from feature_layer.server.pools import Pool
 from feature_layer.server.public import online_store_name
 from feature_layer.server.reload import RegistryHolder, holder_for_store, serving_parts
 from feature_layer.server.responses import error_body, json_response, status_for
+from feature_layer.server.ui_api import get_feature_table, get_map, get_service, get_source  # ui
 
 if TYPE_CHECKING:
     from feature_layer.client import FeatureStore
@@ -175,10 +176,10 @@ def build_app(
             Route("/v1/views/{name}", routes.get_view, methods=["GET"]),
             Route("/v1/catalog", routes.get_catalog, methods=["GET"]),
             # ui: page data of the discovery UI (server/ui_api.py)
-            Route("/v1/services/{name}", ui_api.get_service, methods=["GET"]),
-            Route("/v1/sources/{name:path}", ui_api.get_source, methods=["GET"]),
-            Route("/v1/map", ui_api.get_map, methods=["GET"]),
-            Route("/v1/feature-table", ui_api.get_feature_table, methods=["GET"]),
+            Route("/v1/services/{name}", get_service, methods=["GET"]),
+            Route("/v1/sources/{name}", get_source, methods=["GET"]),
+            Route("/v1/map", get_map, methods=["GET"]),
+            Route("/v1/feature-table", get_feature_table, methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
             Route("/openapi.json", routes.openapi, methods=["GET"]),

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from feature_layer.server import models
+from feature_layer.server.ui_api import openapi_paths as ui_paths  # ui
 
 REF = "#/components/schemas/{model}"
 SEARCH_PARAMS = {
@@ -125,6 +126,7 @@ def openapi_document(limits: Any, version: str, registry: Any = None) -> dict[st
                                   "responses": {"200": {"description": "OK", "content": {"application/json": {
                                       "schema": {"type": "object"}}}}}}},
     }
+    paths.update(ui_paths(registry, _path, _errors))  # ui: page data of the discovery UI
     return {
         "openapi": "3.1.0",
         "info": {"title": "feature_layer", "version": version,

@@ -17,6 +17,7 @@ import threading
 import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlglot import exp
@@ -315,6 +316,19 @@ def feature_rows(registry: Any, freshness_by_view: dict[str, str]) -> list[dict[
 
 
 # ---------------------------------------------------------------- handlers
+def _project_dir(settings: Any) -> str:
+    """The project folder as a snippet should name it: relative to where the server runs
+    (as the feature page's snippet does; routes imports openapi, which imports this module)."""
+    if settings is None:
+        return "."
+    path = Path(settings.project_dir)
+    try:
+        relative = path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return str(path)
+    return str(relative) if str(relative) != "." else "."
+
+
 def _service(registry: Any, name: str) -> FeatureService:
     service = registry.services.get(name)
     if service is None:
@@ -354,8 +368,6 @@ def _example_row(state: Any, service: FeatureService, views: list[FeatureView]) 
 
 async def get_service(request: Request) -> Response:
     """``GET /v1/services/{name}``: the ML model page (features, views, freshness, requests, lineage)."""
-    from feature_layer.server.routes import _project_dir
-
     state = request.app.state
     query_params(request, (), 10)
     registry = state.holder.registry
@@ -430,3 +442,26 @@ async def get_feature_table(request: Request) -> Response:
     fresh = {v.name: payloads.freshness(state.parts, v, now)["status"] for v in registry.views.values()}
     rows = feature_rows(registry, fresh)
     return json_response({"features": rows, "total": len(rows)})
+
+
+def openapi_paths(registry: Any, path: Any, errors: Any) -> dict[str, Any]:
+    """The page-data path items, built with ``server.openapi``'s helpers (``_path``, ``_errors``)."""
+    doc = {"description": "OK", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Document"}}}}
+    services = sorted(getattr(registry, "services", {}) or {})
+    sources = sorted(source_label(uid, n) for uid, n in (getattr(registry, "nodes", {}) or {}).items()
+                     if n.resource_type in ("source", "seed"))
+
+    def get(summary: str, parameters: list[dict[str, Any]], *codes: int) -> dict[str, Any]:
+        return {"get": {"summary": summary, "parameters": parameters,
+                        "responses": {"200": doc, **errors(*codes, 405, 422, 500)}}}
+
+    return {
+        "/v1/services/{name}": get(
+            "An ML model (feature service): features, views, freshness, working online-features requests, lineage.",
+            [path("name", "An ML model (dbt exposure) name.", services[0] if services else None)], 404),
+        "/v1/sources/{name}": get(
+            "A source: its columns and the features derived from each.",
+            [path("name", "`source_name.table`, a unique id, or a table name.", sources[0] if sources else None)], 404),
+        "/v1/map": get("The project's lineage graph: sources, models, feature views, ML models.", []),
+        "/v1/feature-table": get("Every feature as one flat row (the feature table).", []),
+    }
