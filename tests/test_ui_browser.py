@@ -88,23 +88,34 @@ def wait_for_names(page, names: list[str]) -> None:
 def test_search_as_you_type_ranks_and_filters(page, server):
     from playwright.sync_api import expect
 
+    from feature_layer.registry.search import search_objects
+
+    registry = server.store.registry
     page.goto(server.url + "/")
     page.wait_for_selector("#results .result")
-    expect(page.locator("#count")).to_contain_text("31 features", timeout=15_000)
+    everything = search_objects(registry, "", limit=500)
+    expect(page.locator("#count")).to_contain_text(f"{len(everything.results)} results", timeout=15_000)
     page.locator("#q").press_sequentially("amou", delay=20)
-    wait_for_names(page, ["amount", "amount_avg_7d", "amount_avg_30d", "amount_sum_30d", "amount_max_30d",
-                          "amount_sum_24h", "amount_to_avg_30d"])  # the exact name first, then shorter names
+    truth = [r.title.split(".")[-1] for r in search_objects(registry, "amou", limit=50).results]
+    assert truth[0] == "amount"
+    wait_for_names(page, truth)  # the page shows the server's ranking, in order
     expect(page.locator("#results mark").first).to_have_text("amou", ignore_case=True, timeout=15_000)
     page.fill("#q", "velocity")
-    expect(page.locator("#count")).to_contain_text("11 features", timeout=15_000)  # tag matches
     expect(page.locator("#results .why").first).to_have_text("tag", ignore_case=True, timeout=15_000)
     page.fill("#q", "")
+    page.select_option("#filter-kind", "ml_model")
+    wait_for_names(page, sorted(registry.services))
+    expect(page.locator("#results .result .kind-badge").first).to_have_text("ML model", ignore_case=True)
+    page.select_option("#filter-kind", "feature")
     page.select_option("#filter-entity", "merchant")
-    expect(page.locator("#count")).to_contain_text("9 features", timeout=15_000)
+    merchant = [f.name for v in registry.views.values() if "merchant" in v.entities for f in v.features]
+    expect(page.locator("#results .result")).to_have_count(len(merchant), timeout=15_000)
     page.select_option("#filter-tag", "velocity")
     page.wait_for_selector("#results .empty")
     page.select_option("#filter-entity", "")
-    expect(page.locator("#count")).to_contain_text("11 features", timeout=15_000)
+    velocity = search_objects(registry, "", kinds=("feature",), filters={"tag": "velocity"}, limit=500).results
+    expect(page.locator("#results .result")).to_have_count(len(velocity), timeout=15_000)
+    assert "kind=feature" in page.url and "tag=velocity" in page.url and "entity=" not in page.url
 
 
 def test_open_a_feature_and_see_lineage_statistics_and_freshness(page, server):
@@ -216,7 +227,7 @@ def test_search_highlighting_never_splits_html_entities(page, project: Path, tmp
             expect(desc.locator("mark")).to_have_text(["amp"])
             expect(desc).to_have_text(description, use_inner_text=True)
             page.fill("#q", "R&D <sample>")
-            wait_for_names(page, ["had_fraud_30d"])
+            expect(page.locator("#results .r-name").first).to_have_text("had_fraud_30d", timeout=15_000)
             expect(desc.locator("mark")).to_have_text(["R&D", "<sample>"])
             expect(desc).to_have_text(description, use_inner_text=True)
     finally:

@@ -12,7 +12,7 @@
   })).observe(app, { childList: true, subtree: true });
   const state = { catalog: null, map: null, table: null, searchApi: null,
     filters: { kind: "", entity: "", owner: "", tag: "" }, results: [], active: -1, seq: 0 };
-  const KNOWN_ROUTES = new Set(["", "search", "feature", "entity", "view", "ml-model", "source", "map", "table"]);
+  const KNOWN_ROUTES = new Set(["", "search", "feature", "entity", "view", "ml-model", "service", "source", "model", "map", "table"]);
 
   // ---------------------------------------------------------------- helpers
   async function api(path) {
@@ -228,19 +228,18 @@
     if (kind && kind !== "feature") return { results: [], total: 0, did_you_mean: [], took_ms: 0 };
     const body = await api("/v1/features?" + params.toString());
     return {
-      results: body.features.map((f) => ({ ...f, kind: "feature", name: f.ref, title: f.name })),
+      results: body.features.map((f) => ({ ...f, kind: "feature", title: f.ref })),
       total: body.total, took_ms: body.took_ms, did_you_mean: [],
     };
   }
 
   function splitRef(r) {
-    // a feature result names "view.feature" (or the feature, with its view beside it)
-    const name = String(r.name || "");
-    if (r.kind !== "feature") return { title: r.title || name, sub: "" , ref: name };
-    const dot = name.indexOf(".");
-    const view = r.view || (dot > 0 ? name.slice(0, dot) : "");
-    const short = dot > 0 ? name.slice(dot + 1) : name;
-    return { title: short, sub: view, ref: dot > 0 ? name : (view ? view + "." + name : name) };
+    // a feature result names the feature and titles it "view.feature" (the feature search: name = ref)
+    const name = String(r.name || ""), title = String(r.title || "");
+    if (r.kind !== "feature") return { title: title || name, sub: "", ref: name };
+    const ref = r.ref || [title, name].find((x) => x.indexOf(".") > 0) || (r.view ? r.view + "." + name : name);
+    const dot = ref.indexOf(".");
+    return { title: dot > 0 ? ref.slice(dot + 1) : ref, sub: dot > 0 ? ref.slice(0, dot) : "", ref };
   }
 
   async function runSearch() {
@@ -894,6 +893,7 @@
       else if ((kind === "ml-model" || kind === "ml_model" || kind === "service") && arg) await renderService(arg);
       else if (kind === "source" && arg) await renderSource(arg);
       else if (kind === "map") await renderMapPage(params);
+      else if (kind === "model" && arg) await renderMapPage(new URLSearchParams({ object: arg }));
       else if (kind === "table") await renderTable(params);
       else { document.title = "feature_layer · discovery"; await renderSearch(params); }
     } catch (err) {
