@@ -314,8 +314,10 @@
   function histogramTicks(stats, bins) {
     const given = stats.ticks || stats.histogram_ticks || (stats.axis && stats.axis.ticks);
     if (Array.isArray(given) && given.length) {
-      return given.map((t) => (typeof t === "object" && t !== null ? { value: +t.value, label: t.label != null ? String(t.label) : fmtTick(+t.value) }
-        : { value: +t, label: fmtTick(+t) })).filter((t) => isFinite(t.value));
+      // {value, label, position 0-1 along the axis} (the served statistics), or plain numbers
+      return given.map((t) => (typeof t === "object" && t !== null
+        ? { value: +t.value, label: t.label != null ? String(t.label) : fmtTick(+t.value), position: t.position != null ? +t.position : null }
+        : { value: +t, label: fmtTick(+t), position: null })).filter((t) => isFinite(t.value));
     }
     const lo = bins[0].lo, hi = bins[bins.length - 1].hi;
     const widths = bins.map((b) => b.hi - b.lo);
@@ -370,7 +372,7 @@
       const ticks = histogramTicks(stats, bins).filter((t) => t.value >= bins[0].lo - 1e-9 && t.value <= bins[bins.length - 1].hi + 1e-9);
       let lastX = -Infinity;
       xTicks = ticks.map((t) => {
-        const x = pos(t.value);
+        const x = t.position != null && isFinite(t.position) ? padL + Math.min(1, Math.max(0, t.position)) * plotW : pos(t.value);
         const show = x - lastX >= 34;  // labels never overlap; the tick mark stays
         if (show) lastX = x;
         return `<g class="tick x-tick" data-value="${esc(t.value)}"><line class="h-tick" x1="${x}" x2="${x}" y1="${top + plotH}" y2="${top + plotH + 4}"/>` +
