@@ -397,8 +397,23 @@
         ${cell("rows", fmtNum(stats.rows))}
       </div>
       ${histogramSvg(stats)}
-      <p class="muted small">${esc(stats.source === "on-demand" ? "Computed on demand" : "Computed at materialization")}${stats.computed_at ? " · " + fmtTime(stats.computed_at) : ""}${stats.histogram_source === "on-demand" ? " · histogram on demand" : ""}${stats.scope ? " · " + esc(stats.scope) : ""}
+      <p class="muted small">${esc(stats.source === "on-demand" ? "Computed on demand" : "Computed at materialization")}${stats.computed_at ? " · " + fmtTime(stats.computed_at) : ""}${stats.histogram_source === "on-demand" ? " · histogram on demand" : ""}${stats.scope_label ? " · " + esc(stats.scope_label) : stats.scope ? " · " + esc(stats.scope) : ""}
       · <a href="#" id="refresh-stats">recompute</a></p>`;
+  }
+
+  // The last training set's statistics beside the served ones, with the drift (PSI) between them.
+  function trainingBlock(training, drift) {
+    const box = document.getElementById("training-stats");
+    if (!box) return;
+    if (!training) { box.innerHTML = ""; return; }
+    const psi = drift && drift.psi != null ? `<span class="pill ${drift.drifted ? "pill-expired" : "pill-fresh"}" id="drift-pill"
+      title="${esc(drift.method || "population stability index")}; flagged above ${esc(drift.threshold)}"><i></i>PSI ${fmtNum(drift.psi)}${drift.drifted ? " · drifted" : ""}</span>` : "";
+    box.innerHTML = `<h3 class="sub">Last training set ${psi}</h3>
+      <div class="stats-grid">${[["null %", training.null_pct == null ? "—" : fmtNum(+training.null_pct) + "%"], ["distinct", fmtNum(training.distinct)],
+        ["min", fmtNum(training.min)], ["max", fmtNum(training.max)], ["mean", fmtNum(training.mean)], ["rows", fmtNum(training.rows)]]
+        .map(([k, v]) => `<div class="stat"><div class="k">${k}</div><div class="v">${v}</div></div>`).join("")}</div>
+      ${histogramSvg(training)}
+      <p class="muted small">${esc(training.scope_label || training.scope || "training set")}${training.computed_at ? " · " + fmtTime(training.computed_at) : ""}</p>`;
   }
 
   async function loadStats(ref, refresh) {
@@ -409,6 +424,7 @@
       const body = await api(`/v1/features/${encodeURIComponent(ref)}/statistics${refresh ? "?refresh=true" : ""}`);
       box.innerHTML = statsBlock(body.statistics);
       box.dataset.loaded = "true";
+      trainingBlock(body.training, body.drift);
     } catch (err) {
       box.innerHTML = `<p class="error">${esc(err.message)}</p>`;
     }
@@ -485,8 +501,12 @@
         <div class="card"><div class="card-head"><h2>Freshness</h2></div>${freshnessCard(f.freshness)}
           <h3 class="sub">Used by</h3>${f.services.length ? `<ul class="plain" id="used-by">${f.services.map((s) => `<li>${chip(s.name, "exposure", "#/ml-model/" + encodeURIComponent(s.name))} <span class="muted small">${esc(s.description || "")}${s.owner ? " · " + esc(s.owner) : ""}</span></li>`).join("")}</ul>` : '<p class="muted small">No ML model (dbt exposure of type ml) lists this feature yet.</p>'}
         </div>
-        <div class="card"><div class="card-head"><h2>Statistics</h2></div><div id="stats">${statsBlock(f.statistics)}</div></div>
+        <div class="card"><div class="card-head"><h2>Statistics</h2></div><div id="stats">${statsBlock(f.statistics)}</div><div id="training-stats"></div></div>
       </section>
+      ${(f.duplicates || []).length ? `<section class="card" id="duplicates"><div class="card-head"><h2>Same computation</h2>
+        <span class="muted small">the same canonical SQL over the same source columns</span></div>
+        <p>${f.duplicates.map((d) => chip(d.ref, "feature mono", "#/feature/" + encodeURIComponent(d.ref))).join(" ")}</p>
+        ${f.duplicates[0].expression ? `<pre class="code sql"><code>${H.sql(f.duplicates[0].expression)}</code></pre>` : ""}</section>` : ""}
       <section class="card"><div class="card-head"><h2>Use it</h2><button id="copy-snippet" class="btn" type="button">Copy snippet</button></div>
         <pre class="code" id="snippet"><code>${H.python(f.snippet)}</code></pre></section>
       <section class="card"><div class="card-head"><h2>SQL</h2>
@@ -506,9 +526,8 @@
       document.getElementById("stats").dataset.loaded = "true";
       const again = document.getElementById("refresh-stats");
       if (again) again.addEventListener("click", (ev) => { ev.preventDefault(); loadStats(f.ref, true); });
-    } else {
-      loadStats(f.ref, false);
     }
+    loadStats(f.ref, false);  // stored ones answer at once; it also brings the training set's and the drift
   }
 
   async function copyText(text, buttonId) {
