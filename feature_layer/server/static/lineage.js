@@ -284,7 +284,7 @@
       const scale = r.width / vb[2];
       if (!r.width || scale >= READABLE) return;
       const w = r.width / READABLE, h = r.height / READABLE;
-      vb = [0, Math.max(0, (H - h) / 2), w, h];
+      vb = [0, (H - h) / 2, w, h];  // vertically centred, the sources at the left edge
       apply();
     };
     readable();
