@@ -181,6 +181,21 @@ def test_the_ml_model_page_shows_a_curl_request_that_works(page, server):
     expect(page.locator("#feature-title")).to_have_text("category", timeout=TIMEOUT)
 
 
+def test_entity_and_view_pages_link_to_the_ml_models_using_them(page, server):
+    expect = _expect()
+    page.goto(server.url + "/#/entity/merchant")
+    page.wait_for_selector("#entity-title")
+    page.locator(".meta-grid a", has_text=SERVICE).click()
+    expect(page.locator("#service-title")).to_have_text(SERVICE, timeout=TIMEOUT)
+    page.goto(server.url + "/#/view/user_profile_features")
+    page.wait_for_selector("#view-title")
+    page.locator(".meta-grid a", has_text="stg_users").click()  # an upstream model → the map, focused on it
+    expect(page.locator("#filter-object")).to_have_value("stg_users", timeout=TIMEOUT)
+    expect(page.locator('#project-map .map-node[data-id="source.feature_layer.raw.users"]')).to_have_count(1)
+    page.locator('#project-map .map-node[data-id="source.feature_layer.raw.users"]').click()
+    expect(page.locator("#source-title")).to_have_text("raw.users", timeout=TIMEOUT)
+
+
 def test_a_source_page_lists_the_features_of_each_column(page, server):
     expect = _expect()
     page.goto(server.url + "/#/feature/user_transaction_features.amount")

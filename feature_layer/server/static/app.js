@@ -561,12 +561,19 @@
 
   async function renderEntity(name) {
     const e = await api(`/v1/entities/${encodeURIComponent(name)}`);
+    const cat = await loadCatalog();
+    const refs = new Set(e.features.map((f) => f.ref));
+    const models = cat.services.filter((s) => s.features.some((r) => refs.has(r)));
     document.title = `${e.name} · entity · feature_layer`;
     app.innerHTML = `
       <nav class="crumbs"><a href="#/">Features</a> › entity › <span>${esc(e.name)}</span></nav>
       <section class="feature-head"><div><h1 id="entity-title">${esc(e.name)} <span class="muted small">entity</span></h1>
         <p class="lead">${esc(e.description || "No description.")}</p></div>
         <div class="head-pills">${e.join_keys.map((k) => `<span class="chip entity mono">${esc(k)}</span>`).join("")}</div></section>
+      <section class="card meta-card"><dl class="meta-grid">
+        ${metaRow("Used by", models.map((m) => chip(m.name, "exposure", "#/ml-model/" + encodeURIComponent(m.name))).join(" ") || "—")}
+        ${metaRow("Map", `<a href="#/map?entity=${encodeURIComponent(e.name)}">its lineage on the project map</a>`)}
+      </dl></section>
       <section class="card"><div class="card-head"><h2>Feature views</h2></div>
         <div class="table-wrap"><table class="table"><thead><tr><th>View</th><th>Features</th><th>TTL</th><th>Owner</th><th>Freshness</th></tr></thead><tbody>
         ${e.views.map((v) => `<tr><td><a class="mono" href="#/view/${encodeURIComponent(v.name)}">${esc(v.name)}</a><div class="muted small">${esc(v.description)}</div></td>
