@@ -117,8 +117,14 @@ def test_a_typo_finds_the_feature_and_the_search_is_a_link(page, server):
     expect(page.locator("#q")).to_have_value("chargebak", timeout=TIMEOUT)
     expect(page.locator("#results .result").first).to_have_attribute(
         "data-ref", "merchant_risk_features.chargeback_rate_30d", timeout=TIMEOUT)
+    suggestion = page.locator("#did-you-mean a").first  # the word matched only as a typo: say what it meant
+    expect(suggestion).to_have_text("chargeback", timeout=TIMEOUT)
     first.locator("a").click()
     expect(page.locator("#feature-title")).to_have_text("chargeback_rate_30d", timeout=TIMEOUT)
+    page.go_back()
+    page.locator("#did-you-mean a").first.click()
+    expect(page.locator("#q")).to_have_value("chargeback", timeout=TIMEOUT)
+    assert "q=chargeback" in page.url
 
 
 def test_filters_are_in_the_address(page, server):

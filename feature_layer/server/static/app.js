@@ -476,7 +476,7 @@
     document.title = `${f.ref} · feature_layer`;
     const tags = [...new Set([...f.tags, ...f.view_tags])];
     app.innerHTML = `
-      <nav class="crumbs"><a href="#/">Features</a> › <a href="#/view/${encodeURIComponent(f.view)}">${esc(f.view)}</a> › <span>${esc(f.name)}</span></nav>
+      <nav class="crumbs"><a href="#/">Search</a> › <a href="#/view/${encodeURIComponent(f.view)}">${esc(f.view)}</a> › <span>${esc(f.name)}</span></nav>
       <section class="feature-head">
         <div>
           <h1 class="mono" id="feature-title">${esc(f.name)}</h1>
@@ -566,7 +566,7 @@
     const models = cat.services.filter((s) => s.features.some((r) => refs.has(r)));
     document.title = `${e.name} · entity · feature_layer`;
     app.innerHTML = `
-      <nav class="crumbs"><a href="#/">Features</a> › entity › <span>${esc(e.name)}</span></nav>
+      <nav class="crumbs"><a href="#/">Search</a> › entity › <span>${esc(e.name)}</span></nav>
       <section class="feature-head"><div><h1 id="entity-title">${esc(e.name)} <span class="muted small">entity</span></h1>
         <p class="lead">${esc(e.description || "No description.")}</p></div>
         <div class="head-pills">${e.join_keys.map((k) => `<span class="chip entity mono">${esc(k)}</span>`).join("")}</div></section>
@@ -586,7 +586,7 @@
     const v = await api(`/v1/views/${encodeURIComponent(name)}`);
     document.title = `${v.name} · feature view · feature_layer`;
     app.innerHTML = `
-      <nav class="crumbs"><a href="#/">Features</a> › feature view › <span>${esc(v.name)}</span></nav>
+      <nav class="crumbs"><a href="#/">Search</a> › feature view › <span>${esc(v.name)}</span></nav>
       <section class="feature-head"><div><h1 class="mono" id="view-title">${esc(v.name)}</h1>
         <p class="lead">${esc(v.description || "No description.")}</p></div>
         <div class="head-pills">${v.online ? '<span class="pill pill-online"><i></i>online</span>' : '<span class="pill">offline only</span>'}${freshnessPill(v.freshness)}${layoutPill(v.layout)}</div></section>
