@@ -247,3 +247,38 @@ def postgres_example_project(tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield PostgresExampleProject(project, schema, raw_schema, PG_DATABASE, dsn)
     finally:
         drop_postgres_schemas(dsn, schema, raw_schema)
+
+
+# -- the browser tests (ui): one materialized project, one server, one Chromium per session ----
+@pytest.fixture(scope="session")
+def ui_project(built_example_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built example project materialized with the clock pinned (``server_helpers.EXAMPLE_NOW``)."""
+    from server_helpers import materialized_copy
+
+    return materialized_copy(built_example_project, tmp_path_factory.mktemp("ui") / "project")
+
+
+@pytest.fixture(scope="session")
+def ui_server(ui_project: Path) -> Iterator[object]:
+    """The real server over ``ui_project`` (``.store`` is its FeatureStore); tests must not change it."""
+    from server_helpers import LiveServer, open_store
+
+    from feature_layer.server.app import create_app
+
+    store = open_store(ui_project)
+    with LiveServer(create_app(store, reload_interval=None)) as live:
+        live.store = store
+        yield live
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def ui_browser() -> Iterator[object]:
+    """Headless Chromium (Debian's, through Playwright); missing, it fails with the install command."""
+    from playwright.sync_api import sync_playwright
+    from server_helpers import launch_chromium
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        yield browser
+        browser.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from server_helpers import LiveServer, launch_chromium, materialized_copy, open_store
+from server_helpers import LiveServer, open_store
 
 from feature_layer.server.app import create_app
 
@@ -22,27 +22,18 @@ pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 
 @pytest.fixture(scope="module")
-def project(built_example_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return materialized_copy(built_example_project, tmp_path_factory.mktemp("ui") / "project")
+def project(ui_project: Path) -> Path:
+    return ui_project
 
 
 @pytest.fixture(scope="module")
-def server(project: Path):
-    store = open_store(project)
-    with LiveServer(create_app(store, reload_interval=None)) as live:
-        live.store = store
-        yield live
-    store.close()
+def server(ui_server):
+    return ui_server
 
 
 @pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
+def browser(ui_browser):
+    return ui_browser
 
 
 @pytest.fixture()

@@ -21,10 +21,8 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from server_helpers import LiveServer, launch_chromium, materialized_copy, open_store
 
 from feature_layer.registry.column_lineage import column_lineage
-from feature_layer.server.app import create_app
 from feature_layer.server.ui_api import project_map
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
@@ -36,23 +34,13 @@ TIMEOUT = 15_000
 
 
 @pytest.fixture(scope="module")
-def server(built_example_project: Path, tmp_path_factory: pytest.TempPathFactory):
-    project = materialized_copy(built_example_project, tmp_path_factory.mktemp("ui_pages") / "project")
-    store = open_store(project)
-    with LiveServer(create_app(store, reload_interval=None)) as live:
-        live.store = store
-        yield live
-    store.close()
+def server(ui_server):
+    return ui_server  # shared with test_ui_browser (tests/conftest.py): one materialization, one server
 
 
 @pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
+def browser(ui_browser):
+    return ui_browser
 
 
 def _open(browser, server, viewport):

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from server_helpers import LiveServer, launch_chromium
+from server_helpers import LiveServer
 
 from feature_layer.server.app import create_app
 
@@ -22,9 +22,8 @@ DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "feature_page.p
 FEATURE = "merchant_risk_features.chargeback_rate_30d"
 
 
-def test_feature_page_of_the_example_project(built_example_project: Path, fixture_now, tmp_path: Path, monkeypatch):
-    from playwright.sync_api import sync_playwright
-
+def test_feature_page_of_the_example_project(built_example_project: Path, fixture_now, tmp_path: Path, monkeypatch,
+                                            ui_browser):
     from feature_layer import FeatureStore
     from feature_layer.clock import FixedClock
 
@@ -34,9 +33,8 @@ def test_feature_page_of_the_example_project(built_example_project: Path, fixtur
     store = FeatureStore(project, clock=FixedClock(fixture_now))  # the data's end, never today
     store.materialize()
     try:
-        with LiveServer(create_app(store, reload_interval=None)) as server, sync_playwright() as p:
-            browser = launch_chromium(p)
-            page = browser.new_page(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
+        with LiveServer(create_app(store, reload_interval=None)) as server:
+            page = ui_browser.new_page(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
             page.goto(f"{server.url}/#/feature/{FEATURE}")
             page.wait_for_selector("#lineage[data-loaded] svg.lineage")
             page.wait_for_selector("#stats svg.histogram")
@@ -53,6 +51,6 @@ def test_feature_page_of_the_example_project(built_example_project: Path, fixtur
             if os.environ.get("FEATURE_LAYER_UPDATE_SCREENSHOT"):
                 DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
                 shutil.copy2(shot, DOCS_SCREENSHOT)
-            browser.close()
+            page.close()
     finally:
         store.close()
