@@ -40,7 +40,13 @@ _MODEL_TYPES = {"model", "snapshot"}
 
 # ---------------------------------------------------------------- routes of the UI (hash URLs)
 def page_url(kind: str, name: str) -> str:
-    """The UI's address of an object (``#/kind/name``), the one the search results link to."""
+    """The UI's address of an object's page; objects without one open the map on them.
+
+    >>> page_url("ml_model", "fraud_model_v1")
+    '#/ml-model/fraud_model_v1'
+    >>> page_url("model", "stg users")
+    '#/map?object=stg%20users'
+    """
     from urllib.parse import quote
 
     route = {"feature": "feature", "feature_view": "view", "entity": "entity", "ml_model": "ml-model",
@@ -51,8 +57,9 @@ def page_url(kind: str, name: str) -> str:
 
 
 # ---------------------------------------------------------------- the project map
-def _kind_of(registry: Any, uid: str, node: Any, views_by_uid: dict[str, FeatureView],
+def _kind_of(uid: str, node: Any, views_by_uid: dict[str, FeatureView],
              services_by_uid: dict[str, FeatureService]) -> str | None:
+    """The map's kind of a dbt node (None: not drawn, e.g. an exposure of another type is kept as ``exposure``)."""
     resource_type = getattr(node, "resource_type", "")
     if uid in views_by_uid:
         return "feature_view"
@@ -70,7 +77,11 @@ def _kind_of(registry: Any, uid: str, node: Any, views_by_uid: dict[str, Feature
 
 
 def source_label(uid: str, node: Any) -> str:
-    """``source_name.table`` for a dbt source (``source.pkg.raw.transactions`` → ``raw.transactions``)."""
+    """``source_name.table`` for a dbt source.
+
+    >>> source_label("source.feature_layer.raw.transactions", None)
+    'raw.transactions'
+    """
     parts = uid.split(".")
     return ".".join(parts[-2:]) if len(parts) >= 4 else getattr(node, "name", uid)
 
@@ -85,7 +96,7 @@ def project_map(registry: Any) -> dict[str, Any]:
     services_by_uid = {s.unique_id: s for s in registry.services.values()}
     nodes: list[dict[str, Any]] = []
     for uid, node in sorted(registry.nodes.items()):
-        kind = _kind_of(registry, uid, node, views_by_uid, services_by_uid)
+        kind = _kind_of(uid, node, views_by_uid, services_by_uid)
         if kind is None:
             continue
         view = views_by_uid.get(uid)
