@@ -59,7 +59,7 @@ def page_url(kind: str, name: str) -> str:
 # ---------------------------------------------------------------- the project map
 def _kind_of(uid: str, node: Any, views_by_uid: dict[str, FeatureView],
              services_by_uid: dict[str, FeatureService]) -> str | None:
-    """The map's kind of a dbt node (None: not drawn, e.g. an exposure of another type is kept as ``exposure``)."""
+    """The map's kind of a dbt node, None for the ones it does not draw (analyses, operations)."""
     resource_type = getattr(node, "resource_type", "")
     if uid in views_by_uid:
         return "feature_view"
