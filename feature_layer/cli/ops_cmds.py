@@ -65,8 +65,11 @@ def run_command(obj: Context, select: tuple[str, ...], exclude: tuple[str, ...],
                          statistics=statistics, verify=with_verify, verify_sample=verify_sample,
                          verify_threshold=verify_threshold)
     store = obj.store
-    report = run_pipeline(store.parts, store.project_dir, target=obj.target, options=options, quiet=as_json,
-                          debug=obj.debug)
+    try:
+        report = run_pipeline(store.parts, store.project_dir, target=obj.target, options=options, quiet=as_json,
+                              debug=obj.debug)
+    finally:
+        store.close()  # the warehouse file is free for the next dbt command, in-process callers too
     payload = report.to_dict()
     if report_path is not None:
         write_report(report_path, payload)
@@ -92,7 +95,10 @@ def freshness_command(obj: Context, select: tuple[str, ...], as_json: bool) -> N
     from feature_layer.ops.sla import check_freshness
 
     obj.registry  # noqa: B018 - loads it, warning once about any view left out
-    report = check_freshness(obj.store.parts, list(select) or None)
+    try:
+        report = check_freshness(obj.store.parts, list(select) or None)
+    finally:
+        obj.store.close()
     if as_json:
         echo_json(report.to_dict())
     else:
@@ -144,7 +150,10 @@ def verify_command(obj: Context, select: tuple[str, ...], sample: int, threshold
     from feature_layer.ops.verify import verify
 
     obj.registry  # noqa: B018 - loads it, warning once about any view left out
-    report = verify(obj.store.parts, select=list(select) or None, sample=sample, threshold=threshold, seed=seed)
+    try:
+        report = verify(obj.store.parts, select=list(select) or None, sample=sample, threshold=threshold, seed=seed)
+    finally:
+        obj.store.close()
     if as_json:
         echo_json(report.to_dict())
     else:

@@ -258,7 +258,7 @@ def _run_steps(parts: Parts, project_dir: Path, target: str | None, options: Run
         else [v.name for v in chosen]
     _freshness(parts, checked, report, debug=debug)
     if options.verify:
-        _verify(parts, [v.name for v in done], options, report, debug=debug)
+        _verify(parts, [v.name for v, _ in done], options, report, debug=debug)
 
 
 def _materialize(parts: Parts, registry: Any, views: list[Any], options: RunOptions, report: RunReport,
@@ -381,6 +381,11 @@ def _verify(parts: Parts, views: list[str], options: RunOptions, report: RunRepo
         step.details = {"max_mismatch_rate": result.max_mismatch_rate, "failed": result.failed,
                         "threshold": result.threshold}
         step.summary = f"{step.rows} entities compared; worst mismatch rate {result.max_mismatch_rate:.2%}"
+        empty = sorted(name for name in views if not result.entities.get(name))
+        if empty:
+            step.status = "warn"
+            report.warnings.append(f"verify compared nothing for {', '.join(empty)}: no entity has a value within "
+                                   "the TTL of now.")
         if not result.ok:
             step.status = "failed"
             step.error = f"online values differ from the training-set SQL above the threshold for: " \
