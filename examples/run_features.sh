@@ -4,6 +4,7 @@
 #
 #   PROJECT_DIR   the dbt project (default: the current folder)
 #   REPORTS       where JSON run reports go (default: $PROJECT_DIR/target/run_reports)
+#   RUN_ARGS      more `feature-layer run` options, e.g. "--select tag:hourly --no-docs"
 #
 # Exit code: 0 all good, 1 the run failed (nothing after it ran), 3 the run completed but a view
 # is stale (past its freshness SLA or TTL), 4 online values differ from the training-set SQL.
@@ -14,7 +15,8 @@ FEATURE_LAYER="${FEATURE_LAYER:-feature-layer}"
 mkdir -p "$REPORTS"
 report="$REPORTS/run_$(date -u +%Y%m%dT%H%M%SZ).json"
 
-"$FEATURE_LAYER" --project-dir "$PROJECT_DIR" run --report "$report"
+# shellcheck disable=SC2086  # RUN_ARGS is a list of options
+"$FEATURE_LAYER" --project-dir "$PROJECT_DIR" run --report "$report" ${RUN_ARGS:-}
 status=$?
 if [ "$status" -eq 1 ] || { [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; }; then
   echo "feature pipeline FAILED (exit $status); report: $report" >&2

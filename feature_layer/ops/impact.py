@@ -12,9 +12,10 @@
 * ``schema``: the model's columns or their types (a renamed column is one removed, one added);
 * ``metadata``: description, owner or tags only (nothing to rematerialize).
 
-Affected features: every feature of a new, removed or SQL-changed view (its computation changed;
-no column-level narrowing is attempted), and the features added, removed or retyped by a schema
-or declaration change. Affected ML models: the feature services (ML exposures) on either side
+Affected features: every feature of a new or removed view; for a SQL change, the features whose
+select-list expression changed when nothing else did (same CTEs, FROM, joins, WHERE, GROUP BY,
+windows, and the same keys and timestamps: ``changed_columns``), else every feature of the view;
+and the features added, removed or retyped by a schema or declaration change. Affected ML models: the feature services (ML exposures) on either side
 that use an affected feature. Invalidated layouts: existing views whose online layout fingerprint
 changes (their keys are rewritten under the new layout). A full refresh is needed when values
 already online were computed differently: a SQL change, a layout change, or a changed event
@@ -145,9 +146,17 @@ def compare_view(old: FeatureView | None, new: FeatureView | None, old_dialect: 
         return change
     if _data_changed(old, new, old_dialect, new_dialect):
         change.changes.append("sql")
-        change.features.update({f.ref: "changed" for f in new.features})
+        columns = changed_columns(old.compiled_sql, new.compiled_sql, new_dialect)
+        fixed = {*new.join_keys, new.event_time, new.created_at, *old.join_keys, old.event_time, old.created_at}
+        if columns is None or columns & fixed:
+            change.features.update({f.ref: "changed" for f in new.features})
+            change.details["sql"] = {"columns": "all"}
+        else:
+            change.details["sql"] = {"columns": sorted(columns)}
+            old_names = {f.name for f in old.features}
+            change.features.update({f.ref: "changed" for f in new.features if f.name in columns and f.name in old_names})
         change.full_refresh = True
-        change.reasons.append("its SQL changed: every online value must be recomputed")
+        change.reasons.append("its SQL changed: materialize recomputes every online value")
     before, after = _declaration(old), _declaration(new)
     declared = {key: {"before": _plain(before[key]), "after": _plain(after[key])}
                 for key in _DECLARATION if before[key] != after[key]}
@@ -185,6 +194,45 @@ def compare_view(old: FeatureView | None, new: FeatureView | None, old_dialect: 
     if not change.changes and any(getattr(old, k) != getattr(new, k) for k in ("description", "owner", "tags")):
         change.changes.append("metadata")
     return change
+
+
+def _select_parts(sql: str | None, dialect: str | None) -> tuple[str, dict[str, str]] | None:
+    """The outermost SELECT of ``sql`` without its select list (as SQL), and each output column's
+    expression; None when it cannot be read that way (no SQL, a parse error, a UNION, ``*``)."""
+    import sqlglot
+    from sqlglot import exp
+
+    if not sql:
+        return None
+    try:
+        trees = [t for t in sqlglot.parse(sql, read=dialect) if t is not None]
+    except (sqlglot.errors.SqlglotError, ValueError):
+        return None
+    if len(trees) != 1 or not isinstance(trees[0], exp.Select):
+        return None
+    tree = trees[0].copy()
+    for table in tree.find_all(exp.Table):
+        table.set("db", None)
+        table.set("catalog", None)
+    columns: dict[str, str] = {}
+    for projection in tree.expressions:
+        if isinstance(projection, exp.Star) or projection.find(exp.Star) is not None and not projection.alias:
+            return None
+        name = projection.alias_or_name
+        body = projection.this if isinstance(projection, exp.Alias) else projection
+        columns[name] = body.sql(dialect=dialect, comments=False)
+    tree.set("expressions", [])
+    return tree.sql(dialect=dialect, comments=False), columns
+
+
+def changed_columns(old_sql: str | None, new_sql: str | None, dialect: str | None) -> set[str] | None:
+    """Output columns whose expression differs (or that appear or vanish) when the rest of the query
+    is unchanged; None when the rest changed too (then every column may have changed)."""
+    before, after = _select_parts(old_sql, dialect), _select_parts(new_sql, dialect)
+    if before is None or after is None or before[0] != after[0]:
+        return None
+    old_cols, new_cols = before[1], after[1]
+    return {c for c in set(old_cols) | set(new_cols) if old_cols.get(c) != new_cols.get(c)}
 
 
 def _plain(value: Any) -> Any:
