@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the redis_server fixture imported from tests.redis_helpers is used as an argument)
 """`feature-layer run` end to end on a fresh copy of the example project (ops1): dbt build →
 validate → materialize → statistics → freshness (→ verify), the JSON report against its schema,
 exit codes 0 / 3 / 1, and `feature-layer verify` (0% right after a run; a corrupted online value
@@ -6,12 +7,14 @@ found). Real dbt, DuckDB, the embedded SQLite online store; the clock pinned to 
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from conftest import EXAMPLE_ROWS, EXAMPLE_SEED, clean_project_env, copy_example_project, replace_in_file
 from ops_helpers import cli, corrupt_online_value, validate_report
+from redis_helpers import redis_server  # noqa: F401
 from server_helpers import open_store
 from sqlglot import exp
 
@@ -161,3 +164,36 @@ def test_a_failed_dbt_build_exits_1_skips_the_rest_and_keeps_the_online_values(
                         "statistics": "skipped", "freshness": "skipped", "verify": "skipped"}
     assert "user_profile_features" in report["steps"][0]["error"]
     assert online_amount() == served  # the previous good state is still served
+
+
+def test_verify_on_redis_finds_a_corrupted_value(
+    built_example_project: Path, fixture_now: datetime, redis_server, tmp_path: Path  # noqa: ANN001
+) -> None:
+    """The same check against a real redis-server: materialized, 0% mismatch, then one value
+    written wrongly is the only mismatch found."""
+    from feature_layer.client import FeatureStore
+    from feature_layer.clock import FixedClock
+    from feature_layer.ops.verify import verify
+
+    project = tmp_path / "project"
+    shutil.copytree(built_example_project, project, ignore=shutil.ignore_patterns(".feature_layer", "logs"))
+    with clean_project_env(), FeatureStore(project, online_store=f"redis://127.0.0.1:{redis_server.port}/0",
+                                           clock=FixedClock(fixture_now)) as store:
+        store.materialize(["user_merchant_features"])
+        clean = verify(store.parts, select=["user_merchant_features"], sample=30)
+        assert clean.ok and clean.entities == {"user_merchant_features": 30}
+        assert all(f.compared == 30 and f.mismatches == 0 and not f.examples for f in clean.features)
+        first = sample_key(store, fixture_now)
+        before = corrupt_online_value(store, "user_merchant_features", "txn_count_30d", first, fixture_now, 987654)
+        found = verify(store.parts, select=["user_merchant_features"], sample=30)
+    assert found.failed == ["user_merchant_features.txn_count_30d"]
+    bad = next(f for f in found.features if f.feature == "user_merchant_features.txn_count_30d")
+    assert bad.mismatches == 1 and bad.examples == [{"entity": first, "offline": before, "online": 987654}]
+
+
+def sample_key(store, now: datetime) -> dict:  # noqa: ANN001
+    """The first entity verify samples (seed 0) for user_merchant_features."""
+    from feature_layer.ops.verify import sample_entities
+
+    view = store.registry.view("user_merchant_features")
+    return sample_entities(store.offline_engine(), view, now, 30, 0).to_pylist()[0]
