@@ -29,10 +29,11 @@ import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from feature_layer.clock import SystemClock
 from feature_layer.errors import FeatureLayerError, InputError
 from feature_layer.parts import Parts
 
@@ -135,7 +136,7 @@ class RunReport:
 
 
 def _wall() -> str:
-    return datetime.now(UTC).isoformat()  # bookkeeping: real elapsed time, not the pinned clock
+    return SystemClock().now().isoformat()  # bookkeeping: when the run really happened, not the pinned clock
 
 
 @contextlib.contextmanager
@@ -340,7 +341,7 @@ def _statistics_due(state: Any, view: Any, policy: str, *, read_everything: bool
     computed = previous.get("computed_at") if previous else None
     if not computed:
         return True
-    age = datetime.now(UTC) - datetime.fromisoformat(computed)  # bookkeeping age: the real clock
+    age = SystemClock().now() - datetime.fromisoformat(computed)  # statistics age is bookkeeping: the real clock
     return age.total_seconds() >= STATISTICS_MAX_AGE_SECONDS
 
 

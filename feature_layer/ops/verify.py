@@ -5,8 +5,9 @@ a row within the view's TTL of ``now`` (every entity with a row up to ``now`` wh
 no TTL), builds their offline values with the point-in-time training-set SQL for entity rows
 stamped ``now`` — exactly what a training set built now would contain —, reads the same
 entities from the online store, and compares feature by feature. Floats agree within a relative
-1e-9 (the online encoding is exact; the warehouse may round differently between plans); both
-sides null counts as agreement (reported apart as ``both_null``).
+1e-9 (the online encoding is exact; the warehouse may round differently between plans); a
+feature of unknown type is compared as text (what the online store serves for it); both sides
+null counts as agreement (reported apart as ``both_null``).
 
 The sample is drawn by numpy's seeded generator from the distinct keys in the warehouse, so a
 run is reproducible (``seed``); the keys are read as one Arrow column per join key.
@@ -129,9 +130,11 @@ def sample_entities(engine: Any, view: FeatureView, now: datetime, sample: int, 
     return keys.take(pa.array(picked))
 
 
-def _same(offline: Any, online: Any) -> bool:
+def _same(offline: Any, online: Any, dtype: str = "") -> bool:
     if offline is None or online is None:
         return offline is None and online is None
+    if dtype == "unknown":  # the online store serves such values as text (feature_layer.types)
+        return str(offline) == str(online)
     if isinstance(offline, float) or isinstance(online, float):
         try:
             a, b = float(offline), float(online)
@@ -168,7 +171,7 @@ def verify_view(parts: Parts, view: FeatureView, now: datetime, *, sample: int, 
             check.compared += 1
             if a is None and b is None:
                 check.both_null += 1
-            if not _same(a, b):
+            if not _same(a, b, feature.dtype):
                 check.mismatches += 1
                 if len(check.examples) < EXAMPLES:
                     check.examples.append({"entity": key, "offline": a, "online": b})
