@@ -36,13 +36,30 @@ def cli(project: Path, now: datetime, *args: str) -> Done:
     return Done(result)
 
 
+def _date_time(value: object) -> bool:
+    """RFC 3339 date-time with an offset (jsonschema checks the format only with an extra package)."""
+    if not isinstance(value, str):
+        return True
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return "T" in value and parsed.tzinfo is not None
+
+
 def validate_report(report: dict[str, Any]) -> None:
-    """Fail unless ``report`` matches docs/run_report.schema.json (jsonschema, draft 2020-12, formats checked)."""
+    """Fail unless ``report`` matches docs/run_report.schema.json (jsonschema, draft 2020-12; every
+    ``date-time`` checked as an ISO-8601 time with its UTC offset)."""
     import jsonschema
 
     schema = json.loads(SCHEMA.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    checker = jsonschema.FormatChecker()
+    checker.checks("date-time")(_date_time)
+    validator = jsonschema.Draft202012Validator(schema, format_checker=checker)
+    assert list(validator.iter_errors({"started_at": "yesterday"} | {k: v for k, v in report.items()
+                                                                     if k != "started_at"})), \
+        "the validator must refuse a report whose time is not a date-time"
     errors = sorted(validator.iter_errors(report), key=lambda e: list(e.absolute_path))
     assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:10])
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from feature_layer.clock import SystemClock
-from feature_layer.errors import FeatureLayerError, InputError
+from feature_layer.errors import FeatureLayerError, FeatureLayerWarning, InputError
 from feature_layer.parts import Parts
 
 REPORT_VERSION = 1
@@ -210,7 +210,7 @@ def run_pipeline(
     seen = set(report.warnings)
     for w in caught:
         text = str(w.message)
-        if text not in seen and issubclass(w.category, (UserWarning,)):
+        if text not in seen and issubclass(w.category, FeatureLayerWarning):
             seen.add(text)
             report.warnings.append(text)
     report.finished_at = _wall()
