@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from feature_layer.clock import SystemClock
-from feature_layer.errors import FeatureLayerError, FeatureLayerWarning, InputError
+from feature_layer.errors import FeatureLayerError, FeatureLayerWarning, InputError, plural
 from feature_layer.parts import Parts
 
 REPORT_VERSION = 1
@@ -247,7 +247,7 @@ def _run_steps(parts: Parts, project_dir: Path, target: str | None, options: Run
             step.status = "failed"
             step.error = f"{len(registry.issues)} problem(s) in feature declarations; invalid views left out: " \
                          f"{', '.join(sorted(registry.broken_views)) or 'none'}"
-        step.summary = f"{len(registry.views)} feature views, {len(registry.services)} feature services valid"
+        step.summary = f"{plural(len(registry.views), 'feature view')}, {plural(len(registry.services), 'feature service')} valid"
     if report.steps["validate"].error and not report.steps["validate"].details:
         return  # the registry itself could not be read
     registry = parts.registry()
@@ -285,7 +285,7 @@ def _materialize(parts: Parts, registry: Any, views: list[Any], options: RunOpti
             done.append((view, result))
         step.rows = sum(r.rows_written for _, r in done)
         step.details = {"views": len(done), "failed": failed, "entities": sum(r.entities for _, r in done)}
-        step.summary = f"{len(done)} views, {step.rows:,} values written" + (
+        step.summary = f"{plural(len(done), 'view')}, {step.rows:,} values written" + (
             f"; failed: {', '.join(failed)}" if failed else "")
         if failed:
             step.status, step.error = "failed", f"materializing {', '.join(failed)} failed (see views[].materialize)"
@@ -326,7 +326,7 @@ def _statistics(parts: Parts, done: list[Any], options: RunOptions, report: RunR
             computed.append(view.name)
         step.rows = sum(len(v.features) for v, _ in done if v.name in computed)
         step.details = {"computed": computed, "failed": failed}
-        step.summary = f"statistics of {len(computed)} views computed" + (f"; failed: {', '.join(failed)}"
+        step.summary = f"statistics of {plural(len(computed), 'view')} computed" + (f"; failed: {', '.join(failed)}"
                                                                             if failed else "")
         if failed:
             step.status = "warn"
@@ -357,7 +357,7 @@ def _freshness(parts: Parts, views: list[str], report: RunReport, *, debug: bool
             if item.status == "warn":
                 report.warnings.append(f"feature view {item.view.name!r} freshness warning: {item.reason}")
         step.details = {"stale": checked.stale, "warned": checked.warned, "now": checked.now.isoformat()}
-        step.summary = f"{len(checked.views)} views checked: {len(checked.stale)} stale, {len(checked.warned)} warned"
+        step.summary = f"{plural(len(checked.views), 'view')} checked: {len(checked.stale)} stale, {len(checked.warned)} warned"
         if checked.stale:
             step.status = "stale"
             step.error = "stale feature views: " + ", ".join(
