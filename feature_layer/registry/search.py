@@ -652,7 +652,7 @@ def search_objects(
     >>> v = FeatureView("txn", "model.p.txn", ("user",), ("user_id",), "ts", (f,), Relation(None, "main", "txn"))
     >>> class R: views = {"txn": v}
     >>> [(m.kind, m.title) for m in search_objects(R(), "amont spend").results]
-    [('feature', 'txn.amount_sum_7d')]
+    [('feature', 'txn.amount_sum_7d'), ('feature_view', 'txn')]
     >>> search_objects(R(), "velocityy").results[0].matched
     ('tag',)
     """
