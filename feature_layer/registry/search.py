@@ -46,7 +46,6 @@ Pure: no IO. Stems come from ``snowballstemmer`` (the Snowball project's English
 
 from __future__ import annotations
 
-import heapq
 import re
 import threading
 import weakref
@@ -55,6 +54,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import snowballstemmer
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import OSA
@@ -81,6 +81,10 @@ URL_PREFIX = "/#/"
 """Where the web UI's pages are (hash routes of the page served at ``/``)."""
 _ROUTES = {"feature": "feature", "feature_view": "view", "entity": "entity", "ml_model": "service",
            "source": "source", "model": "model"}
+_FIELDS = ("name", "tag", "owner", "entity", "view", "description", "columns", "column_descriptions", "lineage",
+           "sql")
+"""Field names as results report them (``matched``), by code."""
+_FIELD_CODES = {name: code for code, name in enumerate(_FIELDS)}
 _REPORTED = {"view_tag": "tag", "view_description": "description"}
 """Fields a feature inherits from its view, reported under the view's field name."""
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -175,22 +179,32 @@ class _Doc:
 
 
 class SearchIndex:
-    """Inverted index over every object of one registry (see the module docstring)."""
+    """Inverted index over every object of one registry (see the module docstring).
+
+    Postings are numpy arrays (document ids, weights, field codes) per token, so scoring a
+    word is a few vectorised maxima over the documents, whatever their number.
+    """
 
     def __init__(self, registry: Any) -> None:
         docs = list(_documents(registry))
         self.docs: list[_Doc] = docs
-        postings: dict[str, dict[int, tuple[float, str]]] = {}
+        n = len(docs)
+        slots: dict[str, dict[int, tuple[float, int]]] = {}
         for i, doc in enumerate(docs):
             for field_name, (weight, words) in doc.fields.items():
+                code = _FIELD_CODES[_REPORTED.get(field_name, field_name)]
                 for word in words:
-                    slot = postings.setdefault(word, {})
-                    if weight > slot.get(i, (0.0, ""))[0]:
-                        slot[i] = (weight, _REPORTED.get(field_name, field_name))
-        self.postings: dict[str, tuple[tuple[int, float, str], ...]] = {
-            w: tuple((i, s, f) for i, (s, f) in slot.items()) for w, slot in postings.items()}
+                    slot = slots.setdefault(word, {})
+                    if weight > slot.get(i, (0.0, 0))[0]:
+                        slot[i] = (weight, code)
+        self.postings: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for word, slot in slots.items():
+            ids = np.fromiter(slot.keys(), dtype=np.int64, count=len(slot))
+            values = list(slot.values())
+            self.postings[word] = (ids, np.array([v[0] for v in values], dtype=np.float64),
+                                   np.array([v[1] for v in values], dtype=np.int8))
         self.vocabulary: list[str] = sorted(self.postings)
-        self.frequency = {w: len(p) for w, p in self.postings.items()}
+        self.frequency = {w: len(p[0]) for w, p in self.postings.items()}
         self.by_stem: dict[str, list[str]] = {}
         for word in self.vocabulary:
             self.by_stem.setdefault(stem(word), []).append(word)
@@ -208,17 +222,34 @@ class SearchIndex:
         for i, doc in enumerate(docs):
             for ident, bonus in doc.identifiers.items():
                 self.identifiers.setdefault(ident, []).append((i, bonus))
-        self.glossary = self._glossary()
-        self._listing = sorted(range(len(docs)), key=lambda i: (KINDS.index(docs[i].kind), docs[i].title))
+        self.glossary = {i: d.glossary_names for i, d in enumerate(docs) if d.glossary_names}
+        self._glossary_ids = np.fromiter(self.glossary, dtype=np.int64, count=len(self.glossary))
+        self._listing = sorted(range(n), key=lambda i: (KINDS.index(docs[i].kind), docs[i].title))
         """Every document by kind then title: the answer to an empty query."""
-        self._name_stems = [frozenset(stem(t) for t in d.name_tokens) for d in docs]
-        self._order = [(KINDS.index(d.kind), len(d.name), d.title) for d in docs]
-        self._filter_cache: dict[tuple[Any, ...], frozenset[int] | None] = {}
+        name_stems: dict[str, list[int]] = {}
+        self._name_size = np.zeros(n, dtype=np.float64)
+        for i, d in enumerate(docs):
+            own = {stem(t) for t in d.name_tokens}
+            self._name_size[i] = len(own)
+            for s in own:
+                name_stems.setdefault(s, []).append(i)
+        self._name_stems = {s: np.array(ids, dtype=np.int64) for s, ids in name_stems.items()}
+        order = sorted(range(n), key=lambda i: (KINDS.index(docs[i].kind), len(docs[i].name), docs[i].title))
+        self._rank = np.empty(n, dtype=np.int64)
+        self._rank[np.array(order, dtype=np.int64)] = np.arange(n)
+        """Tie-break position of each document: kind, then shorter name, then title."""
+        self._filter_cache: dict[tuple[Any, ...], np.ndarray | None] = {}
         self._lock = threading.Lock()
         self._candidates: dict[str, dict[str, float]] = {}
+        self._words: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.docs)
+
+    def clear_caches(self) -> None:
+        """Forget the per-word results (benchmarks time cold queries with it)."""
+        self._candidates.clear()
+        self._words.clear()
 
     # -- matching one word ---------------------------------------------------------------
     def candidates(self, word: str) -> dict[str, float]:
@@ -269,39 +300,47 @@ class SearchIndex:
                 pos = blob.find(word, nxt)
         return out
 
-    def word_scores(self, word: str) -> dict[int, tuple[float, str]]:
-        """Document → (best score, field) for one query word, glossary expansion included."""
-        best: dict[int, tuple[float, str]] = {}
+    def word_scores(self, word: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per document: the best score of one query word (0: no match) and the field code."""
+        cached = self._words.get(word)
+        if cached is not None:
+            return cached
+        n = len(self.docs)
+        scores = np.zeros(n, dtype=np.float64)
+        fields = np.full(n, -1, dtype=np.int8)
+
+        def apply(token: str, quality: float, field_code: int | None = None) -> None:
+            ids, weights, codes = self.postings[token]
+            value = weights * quality
+            better = value > scores[ids]
+            if better.any():
+                chosen = ids[better]
+                scores[chosen] = value[better]
+                fields[chosen] = codes[better] if field_code is None else field_code
+
         for token, quality in self.candidates(word).items():
-            for i, weight, field_name in self.postings[token]:
-                score = weight * quality
-                current = best.get(i)
-                if current is None or score > current[0]:
-                    best[i] = (score, field_name)
-        for expanded in self._expansions(word, best):
-            for i, weight, _ in self.postings.get(expanded, ()):
-                score = weight * GLOSSARY
-                current = best.get(i)
-                if current is None or score > current[0]:
-                    best[i] = (score, "lineage")
-        return best
+            apply(token, quality)
+        for expanded in self._expansions(scores, fields):
+            if expanded in self.postings:
+                apply(expanded, GLOSSARY, _FIELD_CODES["lineage"])
+        scores.setflags(write=False)
+        fields.setflags(write=False)
+        if len(self._words) > 256:
+            self._words.clear()
+        self._words[word] = (scores, fields)
+        return scores, fields
 
-    def _glossary(self) -> dict[int, tuple[str, ...]]:
-        """Described objects (sources, models, entities) → the name tokens they define."""
-        out: dict[int, tuple[str, ...]] = {}
-        for i, doc in enumerate(self.docs):
-            if doc.glossary_names:
-                out[i] = doc.glossary_names
-        return out
-
-    def _expansions(self, word: str, best: Mapping[int, tuple[float, str]]) -> list[str]:
+    def _expansions(self, scores: np.ndarray, fields: np.ndarray) -> list[str]:
         """Name tokens of the few described objects this word found only in their description."""
-        described = [i for i, (_, f) in best.items() if f == "description" and i in self.glossary]
-        if not described or len(described) > _MAX_GLOSSARY_DOCS:
+        if not len(self._glossary_ids):
             return []
-        if any(f == "name" for _, f in best.values()):
+        codes = fields[self._glossary_ids]
+        described = self._glossary_ids[codes == _FIELD_CODES["description"]]
+        if not len(described) or len(described) > _MAX_GLOSSARY_DOCS:
+            return []
+        if (fields == _FIELD_CODES["name"]).any():
             return []  # the word names something itself: no need to look further
-        named = dict.fromkeys(t for i in described for t in self.glossary[i])
+        named = dict.fromkeys(t for i in described.tolist() for t in self.glossary[i])
         return list(dict.fromkeys(v for t in named for v in (t, *self.by_stem.get(stem(t), ()))))
 
     # -- queries -------------------------------------------------------------------------
@@ -322,56 +361,48 @@ class SearchIndex:
         allowed = self._allowed(tuple(sorted(set(kinds))) if kinds else None, filters or {})
         words = list(dict.fromkeys(tokens(text)))
         if not words:
-            chosen = [i for i in self._listing if allowed is None or i in allowed]
+            chosen = [i for i in self._listing if allowed is None or allowed[i]]
             picked = chosen if limit is None else chosen[:limit]
             return SearchResult(text, tuple(self._match(i, 0.0, ()) for i in picked), len(chosen))
         required = [w for w in words if w not in STOPWORDS] or words
         optional = [w for w in words if w not in required]
         per_word = {w: self.word_scores(w) for w in words}
-        pool = min((per_word[w] for w in required), key=len)
-        others = [per_word[w] for w in required if per_word[w] is not pool]
-        extras = [per_word[w] for w in optional]
-        identifiers = dict(self._identifier_bonus(text))
-        # 1. the base score of every document matching every required word (cheap: dict look-ups)
-        base: dict[int, float] = {}
-        for i, (score, _) in pool.items():
-            if allowed is not None and i not in allowed:
-                continue
-            for scores in others:
-                hit = scores.get(i)
-                if hit is None:
-                    break
-                score += hit[0]
-            else:
-                for scores in extras:
-                    hit = scores.get(i)
-                    if hit is not None:
-                        score += hit[0] / 2
-                base[i] = score + identifiers.get(i, 0.0)
-        # 2. the name-coverage bonus (at most COVERAGE_BONUS) only for documents it can lift into the top
-        if limit is not None and len(base) > limit:
-            threshold = heapq.nlargest(limit, base.values())[-1] - COVERAGE_BONUS
-            contenders = [i for i, score in base.items() if score >= threshold]
-        else:
-            contenders = list(base)
-        stems = frozenset(stem(w) for w in words) | frozenset(words)
-        ranked: list[tuple[float, tuple[Any, ...], int]] = []
-        for i in contenders:
-            name_stems = self._name_stems[i]
-            score = base[i]
-            if name_stems:
-                score += COVERAGE_BONUS * len(name_stems & stems) / len(name_stems)
-            ranked.append((-score, self._order[i], i))
-        best = sorted(ranked) if limit is None or limit >= len(ranked) else heapq.nsmallest(limit, ranked)
-        results = tuple(self._match(i, -neg, self._fields_of(i, required, per_word)) for neg, _, i in best)
-        totals = base
-        suggestions = self.did_you_mean(required) if not totals or self._typo_only(required) else ()
-        return SearchResult(text, results, len(totals), suggestions)
+        score = np.zeros(len(self.docs), dtype=np.float64)
+        mask = np.ones(len(self.docs), dtype=bool) if allowed is None else allowed.copy()
+        for w in required:
+            word_score = per_word[w][0]
+            mask &= word_score > 0
+            score += word_score
+        for w in optional:
+            score += per_word[w][0] / 2
+        for i, bonus in self._identifier_bonus(text):
+            score[i] += bonus
+        covered = np.zeros(len(self.docs), dtype=np.float64)
+        for s in {stem(w) for w in words} | set(words):
+            ids = self._name_stems.get(s)
+            if ids is not None:
+                covered[ids] += 1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score += np.where(self._name_size > 0, COVERAGE_BONUS * covered / self._name_size, 0.0)
+        ids = np.flatnonzero(mask)
+        total = int(len(ids))
+        if limit is not None and total > limit:
+            values = score[ids]
+            kth = np.partition(values, total - limit)[total - limit]
+            ids = ids[values >= kth]
+        ids = ids[np.lexsort((self._rank[ids], -score[ids]))]
+        if limit is not None:
+            ids = ids[:limit]
+        results = tuple(self._match(int(i), float(score[i]), self._fields_of(int(i), required, per_word))
+                        for i in ids)
+        suggestions = self.did_you_mean(required) if not total or self._typo_only(required) else ()
+        return SearchResult(text, results, total, suggestions)
 
     @staticmethod
-    def _fields_of(i: int, words: Sequence[str], per_word: Mapping[str, Mapping[int, tuple[float, str]]]) -> tuple[str, ...]:
+    def _fields_of(i: int, words: Sequence[str], per_word: Mapping[str, tuple[np.ndarray, np.ndarray]]
+                   ) -> tuple[str, ...]:
         """The fields the required words matched in document ``i``, in the order typed, each once."""
-        return tuple(dict.fromkeys(per_word[w][i][1] for w in words))
+        return tuple(dict.fromkeys(_FIELDS[int(per_word[w][1][i])] for w in words))
 
     def _typo_only(self, words: Sequence[str]) -> bool:
         """Some word matched nothing but typos: worth offering the corrected query."""
@@ -417,7 +448,7 @@ class SearchIndex:
                 out.append(phrase)
         return tuple(out)
 
-    def _allowed(self, kinds: tuple[str, ...] | None, filters: Mapping[str, str | None]) -> frozenset[int] | None:
+    def _allowed(self, kinds: tuple[str, ...] | None, filters: Mapping[str, str | None]) -> np.ndarray | None:
         tag, owner, entity, view = (str(filters[k]).lower() if filters.get(k) else None
                                     for k in ("tag", "owner", "entity", "view"))
         key = (kinds, tag, owner, entity, view)
@@ -427,11 +458,12 @@ class SearchIndex:
         if kinds is None and tag is None and owner is None and entity is None and view is None:
             out = None
         else:
-            out = frozenset(
-                i for i, d in enumerate(self.docs)
-                if (kinds is None or d.kind in kinds) and (tag is None or tag in d.tags)
-                and (owner is None or owner == d.owner) and (entity is None or entity in d.entities)
-                and (view is None or (d.kind == "feature" and d.view == view)))
+            out = np.fromiter(
+                ((kinds is None or d.kind in kinds) and (tag is None or tag in d.tags)
+                 and (owner is None or owner == d.owner) and (entity is None or entity in d.entities)
+                 and (view is None or (d.kind == "feature" and d.view == view)) for d in self.docs),
+                dtype=bool, count=len(self.docs))
+            out.setflags(write=False)
         with self._lock:
             if len(self._filter_cache) > 256:
                 self._filter_cache.clear()
