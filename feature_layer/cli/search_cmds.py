@@ -42,3 +42,24 @@ def search(ctx: Context, text: str, kinds: tuple[str, ...], entity: str | None, 
     render_table(["kind", "name", "score", "matched", "description"],
                  [(m.kind, m.title, f"{m.score:.2f}", ", ".join(m.matched), m.description.strip())
                   for m in result.results])
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: a list of groups.")
+@click.pass_obj
+@handle_errors
+def duplicates(ctx: Context, as_json: bool) -> None:
+    """Features that compute the same thing under two names (same canonical SQL over the same columns)."""
+    from feature_layer.registry.duplicates import duplicate_groups
+
+    groups = duplicate_groups(ctx.registry)
+    if as_json:
+        echo_json([g.to_dict() for g in groups])
+        return
+    if not groups:
+        click.echo("No duplicates: no two features compute the same expression over the same source columns.")
+        return
+    for group in groups:
+        click.echo(click.style(" = ".join(group.features), bold=True))
+        click.echo(f"  reads {', '.join(group.source_columns)}")
+        click.echo(f"  computes {group.expression}")

@@ -22,6 +22,7 @@ from feature_layer.errors import FeatureLayerError
 from feature_layer.parts import Parts
 from feature_layer.registry import column_lineage as column_lineage_mod
 from feature_layer.registry.declarations import close_matches
+from feature_layer.registry.duplicates import duplicates_payload
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.registry.search import index_for
 from feature_layer.server import health, payloads
@@ -110,6 +111,7 @@ async def get_feature(request: Request) -> Response:
     body = payloads.feature_detail(registry, view, feature, project_dir=_project_dir(state.settings))
     body["freshness"] = payloads.freshness(state.parts, view, state.clock.now())
     body["statistics"] = _stored_statistics(state.parts, feature.ref)
+    body["duplicates"] = await run_in_threadpool(duplicates_payload, registry, feature.ref)  # search
     return _json(body)
 
 
