@@ -122,12 +122,13 @@ def axis_ticks(lo: float, hi: float, scale: str, *, target: int = 5) -> list[dic
         first = math.ceil(lo / step) * step
         nice = [round(first + k * step, 12) for k in range(int((hi - first) / step + 1e-9) + 1)]
         values = [lo, *(v for v in nice if lo < v < hi), hi]
-    out: list[dict[str, Any]] = []
-    for v in sorted(set(values)):
+    inner = sorted({v for v in values if lo < v < hi})
+    out: list[dict[str, Any]] = [{"value": lo, "label": _label(lo), "position": 0.0}]
+    for v in inner:
         pos = position(v, lo, hi, scale)
-        if out and pos - out[-1]["position"] < 0.08:
-            continue
-        out.append({"value": v, "label": _label(v), "position": round(pos, 6)})
+        if pos - out[-1]["position"] >= 0.08 and 1.0 - pos >= 0.08:
+            out.append({"value": v, "label": _label(v), "position": round(pos, 6)})
+    out.append({"value": hi, "label": _label(hi), "position": 1.0})
     return out
 
 
@@ -242,7 +243,7 @@ def _plain(value: Any) -> Any:
 
 def scope_label(view: FeatureView, end: datetime) -> str:
     ttl = f", newer than the TTL ({view.ttl})" if view.ttl is not None else ""
-    when = "the newest row" if end >= FAR_FUTURE else end.isoformat()
+    when = "the newest row" if end.replace(tzinfo=None) >= FAR_FUTURE.replace(tzinfo=None) else end.isoformat()
     return f"latest value per entity as of {when}{ttl}: what the online store serves"
 
 
@@ -253,9 +254,9 @@ def compute(engine: Any, view: FeatureView, *, end: datetime | None, now: dateti
     ``end``: the materialization's end (None: every row, the latest of each entity); ``now``:
     when they are computed (the caller's clock; default ``FEATURE_LAYER_NOW`` or the system clock).
     """
-    from feature_layer.clock import clock_from_env
+    from feature_layer.clock import as_utc, clock_from_env
 
-    end = end or FAR_FUTURE
+    end = FAR_FUTURE if end is None else as_utc(end)
     chosen = list(features or view.features)
     dialect = getattr(engine, "dialect", "duckdb")
     row = engine.fetch_arrow(summary_sql(view, end=end, dialect=dialect, features=chosen)).to_pylist()[0]
@@ -273,7 +274,7 @@ def compute(engine: Any, view: FeatureView, *, end: datetime | None, now: dateti
             "distinct": int(row[f"d{i}"] or 0),
             "distinct_is_approximate": dialect in APPROX_DISTINCT_DIALECTS,
             "computed_at": computed,
-            "as_of": None if end >= FAR_FUTURE else end.isoformat(),
+            "as_of": None if end >= FAR_FUTURE else end.isoformat(),  # end is UTC-aware here
             "scope": "served",
             "scope_label": label,
         }
