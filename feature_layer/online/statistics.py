@@ -3,17 +3,20 @@
 The online store holds, per entity, the latest row with event time <= ``end`` (and, with a
 TTL, newer than ``end - ttl``: older values are never written). The statistics describe
 exactly those values — not every historical row — so a merchant with 300 daily rows counts
-once, with the value a lookup returns. They are computed in the warehouse over
-``sql.latest.latest_values`` (the materialization's own query) as one CTE:
+once, with the value a lookup returns. One warehouse query reads them
+(``sql.latest.latest_values``, the materialization's own query, streamed in batches); the
+rest is Arrow and numpy, the same code as for the training set's columns:
 
-1. a summary: entities, non-null count, distinct count (approximate where the engine has a
-   cheap HyperLogLog), min, max and mean of every feature;
+1. entities, nulls, min, max and mean of every feature (exact), distinct count;
 2. histograms of numeric features in ``BINS`` bins whose scale follows the data: *linear*
    (equal width), or *log* when the distribution is right-skewed (the mean lies in the lowest
    fifth of the range): ``position(x) = ln(1 + K·(x − min)/(max − min)) / ln(1 + K)``, K = 1000,
    so a long tail no longer squeezes every value into one bar. The axis ticks (value, label,
    position 0–1 along the axis) come with the payload, so a chart needs no maths of its own;
 3. the most frequent values of strings and booleans (``TOP_VALUES``) with their counts.
+
+Above ``MAX_ROWS`` served rows, histograms, top values and the distinct count come from an
+evenly spaced sample (``sample_rows`` says how many); counts, nulls, min, max and mean never do.
 
 Stored per feature by ``StateStore.save_many_statistics`` (the materializer's job), read by
 ``server.stats.normalize_statistics``. The same summaries of the last training set built are
@@ -43,7 +46,6 @@ import sqlglot.expressions as exp
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.sql.latest import EVENT_ALIAS, _ts, latest_values
 from feature_layer.sql.names import col
-from feature_layer.types import sql_type
 
 BINS = 10
 TOP_VALUES = 10
@@ -150,87 +152,15 @@ def served_cte(view: FeatureView, *, end: datetime, dialect: str) -> exp.Select:
     return query
 
 
-def _with_served(query: exp.Select, view: FeatureView, end: datetime, dialect: str) -> exp.Select:
-    return query.with_(SERVED, as_=served_cte(view, end=end, dialect=dialect))
-
-
-def summary_sql(view: FeatureView, *, end: datetime, dialect: str = "duckdb",
-                features: Sequence[Feature] | None = None) -> exp.Select:
-    """One row: ``__n`` then per feature i ``c{i}`` (non-null), ``d{i}`` (≈distinct), ``lo{i}``, ``hi{i}``, ``mu{i}``."""
-    chosen = list(features or view.features)
-    cols: list[exp.Expression] = [exp.alias_(exp.Count(this=exp.Star()), "__n")]
-    for i, f in enumerate(chosen):
-        c = col(f.name)
-        cols.append(exp.alias_(exp.Count(this=c), f"c{i}"))
-        distinct = (
-            exp.ApproxDistinct(this=c.copy())
-            if dialect in APPROX_DISTINCT_DIALECTS
-            else exp.Count(this=exp.Distinct(expressions=[c.copy()]))
-        )
-        cols.append(exp.alias_(distinct, f"d{i}"))
-        if f.dtype in _ORDERED:
-            typed = exp.cast(c.copy(), sql_type(f.dtype)) if f.dtype in _NUMERIC else c.copy()
-            cols.append(exp.alias_(exp.Min(this=typed.copy()), f"lo{i}"))
-            cols.append(exp.alias_(exp.Max(this=typed), f"hi{i}"))
-        if f.dtype in _NUMERIC:
-            cols.append(exp.alias_(exp.Avg(this=exp.cast(c.copy(), exp.DataType.build("double"))), f"mu{i}"))
-    return _with_served(exp.select(*cols).from_(SERVED), view, end, dialect)
-
-
-def _bin_of(value: exp.Expression, lo: float, hi: float, scale: str, bins: int) -> exp.Expression:
-    shifted = exp.paren(exp.Sub(this=value, expression=exp.Literal.number(repr(lo))))
-    if scale == "log":
-        scaled: exp.Expression = exp.Mul(
-            this=exp.Ln(this=exp.Add(this=exp.Literal.number(1), expression=exp.Mul(
-                this=shifted, expression=exp.Literal.number(repr(LOG_K / (hi - lo)))))),
-            expression=exp.Literal.number(repr(bins / math.log1p(LOG_K))))
-    else:
-        scaled = exp.Div(this=shifted, expression=exp.Literal.number(repr((hi - lo) / bins)))
-    return exp.func("LEAST", exp.cast(exp.Floor(this=scaled), exp.DataType.build("int")),
-                    exp.Literal.number(bins - 1))
-
-
-def histogram_sql(view: FeatureView, ranges: dict[int, tuple[float, float, str]], *, end: datetime,
-                  dialect: str = "duckdb", features: Sequence[Feature] | None = None,
-                  bins: int = BINS) -> exp.Expression | None:
-    """Rows of (``f`` feature index, ``b`` bin, ``n`` count) for numeric features with a finite range:
-    one small GROUP BY per feature over the served rows, UNION ALL."""
-    chosen = list(features or view.features)
-    parts: list[exp.Select] = []
-    for i, (lo, hi, scale) in ranges.items():
-        name = chosen[i].name
-        bin_ = _bin_of(exp.cast(col(name), exp.DataType.build("double")), lo, hi, scale, bins)
-        parts.append(
-            exp.select(exp.alias_(exp.Literal.number(i), "f"), exp.alias_(bin_, "b"),
-                       exp.alias_(exp.Count(this=exp.Star()), "n"))
-            .from_(SERVED).where(col(name).is_(exp.null()).not_()).group_by(bin_.copy()))
-    if not parts:
-        return None
-    body: exp.Expression = parts[0]
-    for part in parts[1:]:
-        body = exp.union(body, part, distinct=False)
-    return exp.select(exp.Star()).from_(body.subquery("__fl_bins")).with_(  # type: ignore[attr-defined]
-        SERVED, as_=served_cte(view, end=end, dialect=dialect))
-
-
-def top_values_sql(view: FeatureView, feature: Feature, *, end: datetime, dialect: str = "duckdb",
-                   limit: int = TOP_VALUES) -> exp.Select:
-    c = col(feature.name)
-    query = (exp.select(exp.alias_(c, "value"), exp.alias_(exp.Count(this=exp.Star()), "n"))
-             .from_(SERVED).where(c.copy().is_(exp.null()).not_()).group_by(c.copy())
-             .order_by(exp.Ordered(this=exp.column("n"), desc=True), exp.Ordered(this=c.copy())).limit(limit))
-    return _with_served(query, view, end, dialect)
-
-
-# -- running them ---------------------------------------------------------------------------
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def served_rows_sql(view: FeatureView, features: Sequence[Feature], *, end: datetime,
+                    dialect: str = "duckdb") -> exp.Select:
+    """The chosen feature columns of every served row (one warehouse query per view)."""
+    return exp.select(*[col(f.name) for f in features]).from_(
+        served_cte(view, end=end, dialect=dialect).subquery(SERVED))
 
 
 def _plain(value: Any) -> Any:
+    """JSON-ready: Decimals as floats, dates and times as ISO strings, NaN/inf as None."""
     from datetime import date
     from decimal import Decimal
 
@@ -238,6 +168,8 @@ def _plain(value: Any) -> Any:
         return float(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
@@ -247,64 +179,99 @@ def scope_label(view: FeatureView, end: datetime) -> str:
     return f"latest value per entity as of {when}{ttl}: what the online store serves"
 
 
+MAX_ROWS = 2_000_000
+"""Served rows kept in memory for histograms, top values and distinct counts; above it every
+second row is dropped (and the stride doubled) as often as needed: an evenly spaced sample.
+Counts, nulls, min, max and mean are always exact."""
+
+
+class _Running:
+    """Exact per-column counts over every batch, and an evenly thinned sample of the rows."""
+
+    def __init__(self, names: Sequence[str], limit: int) -> None:
+        self.names = list(names)
+        self.limit = limit
+        self.rows = 0
+        self.nulls = dict.fromkeys(self.names, 0)
+        self.low: dict[str, Any] = dict.fromkeys(self.names)
+        self.high: dict[str, Any] = dict.fromkeys(self.names)
+        self.sums = dict.fromkeys(self.names, 0.0)
+        self.kept: list[Any] = []
+        self.kept_rows = 0
+        self.stride = 1
+
+    def add(self, batch: Any, numeric: dict[str, str], ordered: set[str]) -> None:
+        """Count ``batch``; numbers compared in their logical type (int64 stays an integer)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        for name in self.names:
+            column = batch.column(name)
+            self.nulls[name] += column.null_count
+            if name in ordered and column.null_count < len(column):
+                if name in numeric:
+                    column = column.cast(pa.int64() if numeric[name] == "int64" else pa.float64())
+                bounds = pc.min_max(column).as_py()
+                lo, hi = bounds["min"], bounds["max"]
+                self.low[name] = lo if self.low[name] is None else min(self.low[name], lo)
+                self.high[name] = hi if self.high[name] is None else max(self.high[name], hi)
+                if name in numeric:
+                    self.sums[name] += float(pc.sum(column).as_py() or 0.0)
+        start = (-self.rows) % self.stride
+        self.rows += batch.num_rows
+        if self.stride > 1:
+            batch = batch.take(pa.array(range(start, batch.num_rows, self.stride)))
+        self.kept.append(batch)
+        self.kept_rows += batch.num_rows
+        while self.kept_rows > self.limit:
+            table = pa.Table.from_batches(self.kept).combine_chunks()
+            thinned = table.take(pa.array(range(0, table.num_rows, 2)))
+            self.kept, self.kept_rows, self.stride = thinned.to_batches(), thinned.num_rows, self.stride * 2
+
+
 def compute(engine: Any, view: FeatureView, *, end: datetime | None, now: datetime | None = None,
-            features: Sequence[Feature] | None = None, bins: int = BINS) -> dict[str, dict[str, Any]]:
+            features: Sequence[Feature] | None = None, bins: int = BINS,
+            max_rows: int = MAX_ROWS) -> dict[str, dict[str, Any]]:
     """Statistics of what is served, ``{"view.feature": stats}`` (see the module docstring).
 
-    ``end``: the materialization's end (None: every row, the latest of each entity); ``now``:
-    when they are computed (the caller's clock; default ``FEATURE_LAYER_NOW`` or the system clock).
+    One warehouse query (the served rows of the chosen features, streamed in batches); then
+    the same Arrow code as the training set's (:func:`training_statistics`), so the two sides
+    are computed alike. ``end``: the materialization's end (None: each entity's newest row);
+    ``now``: when they are computed (the caller's clock; default ``FEATURE_LAYER_NOW`` or the
+    system clock).
     """
+    import pyarrow as pa
+
     from feature_layer.clock import as_utc, clock_from_env
 
     end = FAR_FUTURE if end is None else as_utc(end)
     chosen = list(features or view.features)
     dialect = getattr(engine, "dialect", "duckdb")
-    row = engine.fetch_arrow(summary_sql(view, end=end, dialect=dialect, features=chosen)).to_pylist()[0]
-    total = int(row["__n"] or 0)
-    computed = (now or clock_from_env().now()).isoformat()
+    query = served_rows_sql(view, chosen, end=end, dialect=dialect)
+    running = _Running([f.name for f in chosen], max_rows)
+    numeric = {f.name: f.dtype for f in chosen if f.dtype in _NUMERIC}
+    ordered = {f.name for f in chosen if f.dtype in _ORDERED}
+    for batch in engine.stream_arrow(query, batch_size=100_000):
+        running.add(batch, numeric, ordered)
+    schema = pa.schema([(f.name, pa.null()) for f in chosen])
+    table = pa.Table.from_batches(running.kept) if running.kept else schema.empty_table()
+    when = now or clock_from_env().now()
+    out = training_statistics(table, [(f, f.name) for f in chosen], now=when, bins=bins)
     label = scope_label(view, end)
-    out: dict[str, dict[str, Any]] = {}
-    ranges: dict[int, tuple[float, float, str]] = {}
-    for i, f in enumerate(chosen):
-        non_null = int(row[f"c{i}"] or 0)
-        stats: dict[str, Any] = {
-            "rows": total,
-            "nulls": total - non_null,
-            "null_pct": round(100.0 * (total - non_null) / total, 4) if total else None,
-            "distinct": int(row[f"d{i}"] or 0),
-            "distinct_is_approximate": dialect in APPROX_DISTINCT_DIALECTS,
-            "computed_at": computed,
-            "as_of": None if end >= FAR_FUTURE else end.isoformat(),  # end is UTC-aware here
-            "scope": "served",
-            "scope_label": label,
-        }
-        if f"lo{i}" in row:
-            stats["min"] = _plain(_finite(row[f"lo{i}"]))
-            stats["max"] = _plain(_finite(row[f"hi{i}"]))
-        if f"mu{i}" in row:
-            stats["mean"] = _finite(row[f"mu{i}"])
-            lo, hi = stats.get("min"), stats.get("max")
-            if isinstance(lo, int | float) and isinstance(hi, int | float) and hi > lo:
-                ranges[i] = (float(lo), float(hi), choose_scale(float(lo), float(hi), stats["mean"]))
-        out[f.ref] = stats
-    hist = histogram_sql(view, ranges, end=end, dialect=dialect, features=chosen, bins=bins)
-    if hist is not None:
-        counts: dict[int, list[int]] = {i: [0] * bins for i in ranges}
-        for rec in engine.fetch_arrow(hist).to_pylist():
-            if rec["b"] is not None and 0 <= int(rec["b"]) < bins:
-                counts[int(rec["f"])][int(rec["b"])] += int(rec["n"])
-        for i, (lo, hi, scale) in ranges.items():
-            out[chosen[i].ref]["histogram"] = {"edges": bin_edges(lo, hi, scale, bins), "counts": counts[i],
-                                               "scale": scale}
-            out[chosen[i].ref]["axis"] = {"scale": scale, "ticks": axis_ticks(lo, hi, scale)}
     for f in chosen:
-        if f.dtype in _CATEGORICAL and out[f.ref]["rows"] - out[f.ref]["nulls"] > 0:
-            top = engine.fetch_arrow(top_values_sql(view, f, end=end, dialect=dialect)).to_pylist()
-            non_null = out[f.ref]["rows"] - out[f.ref]["nulls"]
-            values = [{"value": _plain(r["value"]), "count": int(r["n"]), "share": round(int(r["n"]) / non_null, 6)}
-                      for r in top]
-            out[f.ref]["top_values"] = values
-            out[f.ref]["histogram"] = {"values": [v["value"] for v in values], "counts": [v["count"] for v in values]}
+        stats = out[f.ref]
+        stats.pop("quantiles", None)
+        stats.pop("categories", None)
+        rows, nulls = running.rows, running.nulls[f.name]
+        stats.update(rows=rows, nulls=nulls, null_pct=round(100.0 * nulls / rows, 4) if rows else None,
+                     scope="served", scope_label=label, as_of=None if end >= FAR_FUTURE else end.isoformat(),
+                     computed_at=when.isoformat(), distinct_is_approximate=running.stride > 1)
+        if running.stride > 1:
+            stats["sample_rows"] = running.kept_rows
+        if f.name in ordered and running.low[f.name] is not None:
+            stats["min"], stats["max"] = _plain(running.low[f.name]), _plain(running.high[f.name])
+        if f.name in numeric and rows > nulls:
+            stats["mean"] = running.sums[f.name] / (rows - nulls)
     return out
 
 
@@ -350,7 +317,8 @@ def training_statistics(table: Any, columns: Sequence[tuple[Feature, str]], *, n
             values = values[np.isfinite(values)]
             if len(values):
                 lo, hi, mean = float(values.min()), float(values.max()), float(values.mean())
-                stats.update(min=lo, max=hi, mean=mean)
+                whole = feature.dtype == "int64"
+                stats.update(min=int(lo) if whole else lo, max=int(hi) if whole else hi, mean=mean)
                 stats["quantiles"] = [float(q) for q in np.quantile(values, np.linspace(0, 1, QUANTILES))]
                 if hi > lo:
                     scale = choose_scale(lo, hi, mean)
