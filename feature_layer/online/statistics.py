@@ -307,7 +307,8 @@ def training_statistics(table: Any, columns: Sequence[tuple[Feature, str]], *, n
         nulls = column.null_count
         stats: dict[str, Any] = {
             "rows": total, "nulls": nulls, "null_pct": round(100.0 * nulls / total, 4) if total else None,
-            "distinct": int(pc.count_distinct(column).as_py()), "distinct_is_approximate": False,
+            "distinct": int(pc.count_distinct(column).as_py()) if len(column) and column.type != pa.null() else 0,
+            "distinct_is_approximate": False,
             "computed_at": now.isoformat(), "as_of": now.isoformat(), "scope": "training",
             "scope_label": f"the last training set built ({total:,} rows, {now.isoformat()})",
         }
