@@ -296,6 +296,16 @@ class RedisClusterProcesses:
                 client.close()
         raise RuntimeError("no running node knows the cluster's slots")
 
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        """The replica of ``primary`` (each primary has one)."""
+        client = primary.client()
+        try:
+            info = client.info("replication")
+        finally:
+            client.close()
+        port = int(info["slave0"]["port"])
+        return next(n for n in self.nodes if n.port == port)
+
     def primary_nodes(self) -> list[RedisServer]:
         for node in self.nodes:
             if node.running:

@@ -9,6 +9,8 @@ store's, and primaries killed with SIGKILL mid-materialization and mid-lookup.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -197,9 +199,14 @@ def _snapshot(online: RedisClusterOnlineStore, view) -> dict[bytes, bytes]:  # n
     return {k[len(prefix) :]: v for k, v in zip(keys, online.read(keys), strict=True)}
 
 
+@pytest.mark.parametrize("fault", ["kill", "kill_with_lagging_replica"])
 def test_a_primary_killed_mid_materialization_never_reports_success_with_lost_data(
-    redis_cluster: RedisClusterProcesses, engine, tmp_path: Path  # noqa: ANN001
+    redis_cluster: RedisClusterProcesses, engine, tmp_path: Path, fault: str  # noqa: ANN001
 ) -> None:
+    """SIGKILL of a primary between acknowledged writes: the run succeeds after the failover or
+    fails loudly, and a rerun converges to a clean run's state. With its replica stopped
+    (SIGSTOP) while the primary acknowledged writes, the promoted replica lacks them: the run's
+    per-slot ledgers show it, and the run must fail rather than advance its watermark."""
     users = 6_000
     load_events(engine, users=users, per_user=1)
     view = make_view()
@@ -214,12 +221,17 @@ def test_a_primary_killed_mid_materialization_never_reports_success_with_lost_da
     online.clock = reference.clock
     state = StateStore(tmp_path / "state.sqlite")
     victim = redis_cluster.primary_of(view_layout(view, online.namespace).key_prefix + b"1")
+    replica = redis_cluster.replica_of(victim)
     seen = [0]
 
     def kill_after_two_batches(rows: int) -> None:
         seen[0] += 1
-        if seen[0] == 2:
-            victim.stop()  # SIGKILL of a primary holding a third of the slots, writes in flight
+        if fault == "kill_with_lagging_replica" and seen[0] == 1:
+            os.kill(replica.process.pid, signal.SIGSTOP)  # replication stops; the primary still acknowledges
+        if seen[0] == 3:
+            victim.stop()  # SIGKILL of a primary holding a third of the slots
+            if fault == "kill_with_lagging_replica":
+                os.kill(replica.process.pid, signal.SIGCONT)  # it takes over without the last writes
 
     try:
         try:
@@ -231,10 +243,36 @@ def test_a_primary_killed_mid_materialization_never_reports_success_with_lost_da
             assert "watermark was not advanced" in exc.message and exc.fix
             redis_cluster.wait_failover(victim)
             materialize_view(view, engine=engine, online=online, state=state, end=END, statistics=False)
-        assert seen[0] >= 3, outcome  # the kill happened mid-run, with batches still to write
+        assert seen[0] >= 4, outcome  # the kill happened mid-run, with batches still to write
         assert _snapshot(online, view) == want, outcome  # the same state as a clean run: nothing lost
         assert state.view_state(view.name) is not None
     finally:
+        if replica.running:
+            os.kill(replica.process.pid, signal.SIGCONT)
         online.close()
         reference.close()
         redis_cluster.heal()
+
+
+def test_a_slot_ledger_missing_acknowledged_writes_fails_the_commit(redis_cluster: RedisClusterProcesses) -> None:
+    """What a replica promoted without the last writes looks like to the run: one slot's ledger
+    lacks them (here: deleted). The run detects it before and at commit, and sets no marker."""
+    from tests.test_online_encoding import make_view as one_feature_view
+    from tests.test_online_stores import _fence, batch
+
+    online = cluster_store(redis_cluster)
+    online.clock = lambda: to_micros(T0)
+    layout = view_layout(one_feature_view([("a", "float64")]), online.namespace)
+    fence = _fence(1)
+    online.claim(fence)
+    with online.writer(ttl_us=None, fence=fence) as writer:
+        writer.write(batch(layout, list(range(50)), [T0] * 50, [1.0] * 50))
+    ledgers = online.slot_ledgers(fence)
+    assert len(ledgers) > 10 and online.missing_requests(fence) == 0
+    slot = next(iter(ledgers))
+    online.client.delete(online._ledger_key(fence, slot))
+    assert online.missing_requests(fence) == 1 + len(ledgers[slot].acknowledged)
+    with pytest.raises(LostWritesError, match="lost values"):
+        online.commit(fence, {"m": b"1"})
+    assert online.get_marker("m") is None
+    online.close()
