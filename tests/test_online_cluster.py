@@ -276,3 +276,28 @@ def test_a_slot_ledger_missing_acknowledged_writes_fails_the_commit(redis_cluste
         online.commit(fence, {"m": b"1"})
     assert online.get_marker("m") is None
     online.close()
+
+
+def test_entity_keys_with_braces_are_read_from_the_slot_their_hash_tag_names(online) -> None:  # noqa: ANN001
+    """An entity's text may contain ``{…}``: Redis then hashes only the tag; reads must agree."""
+    import pyarrow as pa
+
+    from feature_layer.online.encoding import decode_values, encode_batch
+    from tests.test_online_encoding import make_view as one_feature_view
+
+    view = one_feature_view([("a", "float64")], key_types=("string",))
+    layout = view_layout(view, online.namespace)
+    ids = ["a{b}c", "{}", "x{y}", "plain", "{z", "}{q}", *[f"{{t{i}}}" for i in range(40)]]
+    table = pa.table(
+        {
+            "user_id": ids,
+            "__ev": pa.array([T0] * len(ids), pa.timestamp("us", tz="UTC")),
+            "a": [float(i) for i in range(len(ids))],
+        }
+    )
+    with online.writer(ttl_us=None) as writer:
+        writer.write(encode_batch(layout, table, event_column="__ev", created_column=None))
+    keys = [layout.key_prefix + i.encode() for i in ids]
+    assert len(set(key_slots(keys))) > 10
+    decoded = decode_values(layout, online.read(keys), online.clock())
+    assert list(decoded.columns[0]) == [float(i) for i in range(len(ids))]

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import functools
 import time
+from binascii import crc_hqx
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -58,6 +60,7 @@ from feature_layer.online.redis_store import RedisOnlineStore, _bulk, _bulk_bloc
 from feature_layer.online.store import RunFence, WriteCounts, Writer
 
 SLOTS = 16384
+_GET = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n"
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 _REROUTE = (MovedError, AskError, TryAgainError, ClusterDownError)
 
@@ -136,6 +139,7 @@ class RedisClusterOnlineStore(RedisOnlineStore):
         self.failover_timeout = failover_timeout
         self.read_backoff = ExponentialBackoff(cap=0.5, base=0.05)
         self._ledgers: dict[str, _RunLedgers] = {}
+        self._table: tuple[Any, int, np.ndarray, list[ClusterNode]] | None = None
 
     @classmethod
     def from_settings(cls, settings: OnlineStoreSettings, namespace: str) -> RedisClusterOnlineStore:  # type: ignore[override]
@@ -198,6 +202,7 @@ class RedisClusterOnlineStore(RedisOnlineStore):
 
     def _refresh(self) -> None:
         """Re-read which node serves which slot (after a failover or a MOVED reply)."""
+        self._table = None
         try:
             self.client.nodes_manager.initialize()
         except (RedisError, RedisClusterException):
@@ -214,23 +219,40 @@ class RedisClusterOnlineStore(RedisOnlineStore):
             raise self._error("answer PING on every primary", exc) from exc
 
     # -- reads ------------------------------------------------------------------------------
+    def _slot_table(self) -> tuple[np.ndarray, list[ClusterNode]]:
+        """slot -> index of its primary in a node list, from redis-py's slots cache (rebuilt
+        whenever redis-py replaces the cache, i.e. after every topology refresh)."""
+        cache = self.client.nodes_manager.slots_cache
+        if self._table is not None and self._table[0] is cache and len(cache) == self._table[1]:
+            return self._table[2], self._table[3]
+        table = np.full(SLOTS, -1, dtype=np.int64)
+        nodes: list[ClusterNode] = []
+        index: dict[str, int] = {}
+        for slot, serving in list(cache.items()):
+            if serving:
+                primary = serving[0]
+                if primary.name not in index:
+                    index[primary.name] = len(nodes)
+                    nodes.append(primary)
+                table[slot] = index[primary.name]
+        self._table = (cache, len(cache), table, nodes)
+        return table, nodes
+
     def read(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        """One ``GET``/``MGET`` per slot, pipelined per node, all nodes in parallel; retried
-        (with a fresh topology) after a connection error or a redirect."""
+        """One ``GET`` per key, pipelined per node, all nodes written before any reply is read (one
+        round trip per node, in parallel); retried with a fresh topology after a connection error
+        or a redirect (``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``)."""
         if not keys:
             return []
-        slots = key_slots(keys)
-        groups: dict[int, list[int]] = {}
-        for position, slot in enumerate(slots):
-            group = groups.get(slot)
-            if group is None:
-                groups[slot] = [position]
-            else:
-                group.append(position)
+        keys = keys if isinstance(keys, list) else list(keys)
+        if b"{" in b"".join(keys):  # a hash tag in some entity key: redis-py's rule, key by key
+            slots = np.asarray(key_slots(keys), dtype=np.int64)
+        else:
+            slots = np.fromiter(map(crc_hqx, keys, repeat(0)), dtype=np.int64, count=len(keys)) & (SLOTS - 1)
         attempt = 0
         while True:
             try:
-                return self._read_once(keys, groups)
+                return self._read_once(keys, slots)
             except (*_TRANSIENT, *_REROUTE) as exc:  # noqa: PERF203 - retry loop
                 attempt += 1
                 if attempt > self.retries:
@@ -240,43 +262,31 @@ class RedisClusterOnlineStore(RedisOnlineStore):
             except RedisError as exc:
                 raise self._error("read feature values", exc) from exc
 
-    def _read_once(self, keys: Sequence[bytes], groups: dict[int, list[int]]) -> list[bytes | None]:
-        by_node: dict[str, tuple[ClusterNode, list[list[int]], list[bytes]]] = {}
-        for slot, positions in groups.items():
-            node = self._node_of(slot)
-            entry = by_node.get(node.name)
-            if entry is None:
-                entry = by_node[node.name] = (node, [], [])
-            entry[1].append(positions)
-            if len(positions) == 1:
-                key = keys[positions[0]]
-                entry[2].append(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key))
-            else:
-                entry[2].append(
-                    b"*%d\r\n$4\r\nMGET\r\n%s"
-                    % (len(positions) + 1, b"".join([b"$%d\r\n%s\r\n" % (len(keys[p]), keys[p]) for p in positions]))
-                )
+    def _read_once(self, keys: list[bytes], slots: np.ndarray) -> list[bytes | None]:
+        table, nodes = self._slot_table()
+        owner = table[slots]
+        if (owner < 0).any():
+            raise ClusterDownError("a slot is not covered by any node (a failover in progress?)")
+        plan: list[tuple[Any, list[int]]] = []
+        for index in np.unique(owner).tolist():
+            positions = np.flatnonzero(owner == index).tolist()
+            plan.append((self._pool(nodes[index]), positions))
         out: list[bytes | None] = [None] * len(keys)
         opened: list[tuple[Any, Any]] = []
         error: Exception | None = None
         try:
-            for node, _groups, commands in by_node.values():
-                pool = self._pool(node)
+            for pool, positions in plan:
                 conn = pool.get_connection()
                 opened.append((pool, conn))
-                conn.send_packed_command([b"".join(commands)], check_health=False)
-            for (_node, node_groups, _commands), (_pool, conn) in zip(by_node.values(), opened, strict=True):
-                for positions in node_groups:
+                packed = b"".join([_GET % (len(keys[p]), keys[p]) for p in positions])
+                conn.send_packed_command([packed], check_health=False)
+            for (_pool, positions), (_p, conn) in zip(plan, opened, strict=True):
+                read = conn.read_response
+                for position in positions:
                     try:
-                        reply = conn.read_response()
+                        out[position] = read()
                     except ResponseError as exc:  # a redirect: read the rest, then retry everything
                         error = error or exc
-                        continue
-                    if len(positions) == 1:
-                        out[positions[0]] = reply
-                    else:
-                        for position, value in zip(positions, reply, strict=True):
-                            out[position] = value
         except BaseException:
             for pool, conn in opened:
                 conn.disconnect()  # its stream position is unknown
