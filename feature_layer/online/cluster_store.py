@@ -5,9 +5,10 @@ entities spread over all 16,384 slots and every primary. redis-py's ``RedisClust
 topology (which node serves which slot, refreshed after a failover); this module only groups
 keys by slot and node and talks to each node through redis-py's public connection API:
 
-* **Lookups**: the keys of a request are grouped by slot (one ``GET`` or ``MGET`` per slot, the
-  only multi-key read a cluster allows) and by node; every node gets its commands as one
-  pipelined write, all nodes before any reply is read: one round trip per node, in parallel.
+* **Lookups**: the keys of a request are grouped by the node serving their slot (a slot→primary
+  table built from redis-py's slots cache); every node gets one ``GET`` per key as one pipelined
+  write, all nodes before any reply is read: one round trip per node, in parallel. (A multi-key
+  ``MGET`` must stay inside one slot, and 1,000 keys over 16,384 slots rarely share one.)
 * **Writes** go through the same never-older script (``write_latest.lua``), one call per slot
   (a script's keys must share a slot). Fencing and the run ledger are per slot too: each call
   carries the slot's fence and ledger keys (``fl1:{tag}:…`` where the tag hashes to that slot), a
@@ -56,7 +57,7 @@ from redis.retry import Retry
 from feature_layer.config import OnlineStoreSettings
 from feature_layer.errors import OnlineStoreError
 from feature_layer.online.encoding import EncodedBatch
-from feature_layer.online.redis_store import RedisOnlineStore, _bulk, _bulk_block, _fixed_block
+from feature_layer.online.redis_store import _SCRIPT, RedisOnlineStore, _bulk, _bulk_block, _fixed_block, _glob_escape
 from feature_layer.online.store import RunFence, WriteCounts, Writer
 
 SLOTS = 16384
@@ -278,7 +279,8 @@ class RedisClusterOnlineStore(RedisOnlineStore):
             for pool, positions in plan:
                 conn = pool.get_connection()
                 opened.append((pool, conn))
-                packed = b"".join([_GET % (len(keys[p]), keys[p]) for p in positions])
+                chosen = [keys[p] for p in positions]
+                packed = b"".join(map(_GET.__mod__, zip(map(len, chosen), chosen)))
                 conn.send_packed_command([packed], check_health=False)
             for (_pool, positions), (_p, conn) in zip(plan, opened, strict=True):
                 read = conn.read_response
@@ -303,17 +305,11 @@ class RedisClusterOnlineStore(RedisOnlineStore):
         """Load the write script on every primary (a promoted replica may not have it)."""
         if self._sha is None or refresh:
             try:
-                shas = {self.client.get_redis_connection(n).script_load(self._script) for n in self.client.get_primaries()}
+                shas = {self.client.get_redis_connection(n).script_load(_SCRIPT) for n in self.client.get_primaries()}
             except RedisError as exc:
                 raise self._error("load the write script", exc) from exc
             self._sha = shas.pop()
         return self._sha
-
-    @property
-    def _script(self) -> str:
-        from feature_layer.online.redis_store import _SCRIPT
-
-        return _SCRIPT
 
     def script_loaded(self) -> bool:
         if self._sha is None:
@@ -445,8 +441,6 @@ class RedisClusterOnlineStore(RedisOnlineStore):
     # -- keys of a view ---------------------------------------------------------------------------
     def scan_prefix(self, prefix: bytes, *, count: int = 5000) -> Iterator[list[bytes]]:
         """SCAN every primary (redis-py's cluster ``scan_iter``)."""
-        from feature_layer.online.redis_store import _glob_escape
-
         try:
             batch: list[bytes] = []
             for key in self.client.scan_iter(match=_glob_escape(prefix) + b"*", count=count):
