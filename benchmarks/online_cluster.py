@@ -11,7 +11,7 @@ the tests) and one private single redis-server. The standard lookup workload of
   (prepared outside the timing: slot grouping and packing cost the floor nothing), all nodes
   before any reply is read, replies read with ``read_response``. A cluster cannot do less: a
   multi-key command must stay inside one slot. Batches of 1,000 and single entities; floor and
-  feature_layer interleaved in rounds, percentiles over all calls.
+  feature_layer interleaved call by call (A B A B …), percentiles over all calls.
 * **Per-node throughput** for capacity planning (docs/scale.md): ``redis-benchmark`` GET and
   100-key MGET against the single node and GET against the cluster, plus the server CPU per call
   (``INFO commandstats`` ``usec_per_call``) the lookups left on the primaries.
@@ -26,14 +26,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import markdown_table
-from benchmarks.online import FEATURES, NOW, PrivateRedis, bench_parts, percentiles, workload_view
+from benchmarks.online import FEATURES, NOW, PrivateRedis, bench_parts, interleaved, percentiles, workload_view
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTITIES = 100_000
@@ -112,17 +111,6 @@ class _Floor:
         return out
 
 
-def _timed(fn, n: int) -> list[float]:  # noqa: ANN001
-    for i in range(min(30, n)):
-        fn(i)
-    samples = []
-    for i in range(n):
-        start = time.perf_counter()
-        fn(i)
-        samples.append(time.perf_counter() - start)
-    return samples
-
-
 def bench_lookups(cluster, calls: int) -> dict:  # noqa: ANN001
     from redis.connection import _HiredisParser
 
@@ -150,16 +138,14 @@ def bench_lookups(cluster, calls: int) -> dict:  # noqa: ANN001
         rows = [[{"entity_id": i} for i in b] for b in batches]
         check = get_online_features(store, features=feats, entity_rows=rows[0]).to_dict()
         assert all(v is not None for v in check["f0"]) and len(floors[0]()) == size
-        ours, ours_dict, floor = [], [], []
-        for round_ in range(3):
-            part = slice(round_ * n // 3, (round_ + 1) * n // 3)
-            fb, rb = floors[part], rows[part]
-            floor += _timed(lambda i: fb[i](), len(fb))  # noqa: B023
-            ours += _timed(lambda i: get_online_features(store, features=feats, entity_rows=rb[i]), len(rb))  # noqa: B023
-            ours_dict += _timed(
-                lambda i: get_online_features(store, features=feats, entity_rows=rb[i]).to_dict(),  # noqa: B023
-                len(rb),
-            )
+        floor, ours, ours_dict = interleaved(
+            [
+                lambda i: floors[i](),  # noqa: B023
+                lambda i: get_online_features(store, features=feats, entity_rows=rows[i]),  # noqa: B023
+                lambda i: get_online_features(store, features=feats, entity_rows=rows[i]).to_dict(),  # noqa: B023
+            ],
+            n,
+        )
         out[size] = {"ours": percentiles(ours), "ours_to_dict": percentiles(ours_dict), "floor": percentiles(floor)}
     out["commandstats"] = _commandstats(cluster)
     online.close()
