@@ -280,7 +280,7 @@ class RedisClusterOnlineStore(RedisOnlineStore):
                 conn = pool.get_connection()
                 opened.append((pool, conn))
                 chosen = [keys[p] for p in positions]
-                packed = b"".join(map(_GET.__mod__, zip(map(len, chosen), chosen)))
+                packed = b"".join(map(_GET.__mod__, zip(map(len, chosen), chosen, strict=True)))
                 conn.send_packed_command([packed], check_health=False)
             for (_pool, positions), (_p, conn) in zip(plan, opened, strict=True):
                 read = conn.read_response
@@ -531,7 +531,7 @@ class ClusterWriter(Writer):
         return out
 
     def _packed(self, request: _Request) -> list[Any]:
-        expires = b"%d" % (self.fence.lease_expires_us() if self.fence else 0)
+        expires = b"%d" % (self.fence.lease_deadline_us() if self.fence else 0)
         run_keys = self.store._slot_keys(self.fence, request.slot)
         if request.kind == b"a":
             argv = [b"a", self._token, expires, b"0", b"%d" % self.fence.ledger_ttl_ms]  # type: ignore[union-attr]
