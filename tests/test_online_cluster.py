@@ -269,8 +269,10 @@ def test_a_slot_ledger_missing_acknowledged_writes_fails_the_commit(redis_cluste
         writer.write(batch(layout, list(range(50)), [T0] * 50, [1.0] * 50))
     ledgers = online.slot_ledgers(fence)
     assert len(ledgers) > 10 and online.missing_requests(fence) == 0
+    assert online.touch(fence)  # the heartbeat renews every slot's ledger
     slot = next(iter(ledgers))
     online.client.delete(online._ledger_key(fence, slot))
+    assert not online.touch(fence)  # and notices one is gone
     assert online.missing_requests(fence) == 1 + len(ledgers[slot].acknowledged)
     with pytest.raises(LostWritesError, match="lost values"):
         online.commit(fence, {"m": b"1"})

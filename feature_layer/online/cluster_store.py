@@ -92,6 +92,7 @@ class _SlotLedger:
     and which were acknowledged."""
 
     claimed: bool = False
+    claim_acknowledged: bool = False
     requests: int = 0
     acknowledged: set[int] = field(default_factory=set)
 
@@ -150,8 +151,10 @@ class RedisClusterOnlineStore(RedisOnlineStore):
             "socket_timeout": settings.socket_timeout,
             "socket_connect_timeout": settings.connect_timeout,
             # Cluster-level retries (redis-py re-reads the topology between them) for the
-            # bookkeeping commands sent through RedisCluster itself (markers, claim, commit).
-            "retry": Retry(ExponentialBackoff(cap=1.0, base=0.1), max(1, int(settings.failover_timeout))),
+            # bookkeeping commands sent through RedisCluster itself (markers, claim, commit):
+            # as few as a lookup's, so a lookup reading the markers during a failover fails in
+            # about a second instead of waiting for it (bulk writes wait: ClusterWriter.run).
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), max(1, settings.retries)),
         }
         if settings.username:
             options["username"] = settings.username
@@ -354,8 +357,11 @@ class RedisClusterOnlineStore(RedisOnlineStore):
             return alive
         commands = [
             (slot, b"*3\r\n$7\r\nPEXPIRE\r\n%s%s" % (_bulk(self._ledger_key(fence, slot)), _bulk(b"%d" % fence.ledger_ttl_ms)))
-            for slot in list(ledgers)
+            for slot, ledger in list(ledgers.items())
+            if ledger.claim_acknowledged  # a claim still in flight has no ledger to renew yet
         ]
+        if not commands:
+            return alive
         replies = self._per_slot_commands(commands, "renew the run's ledgers (PEXPIRE)")
         return alive and all(int(r) == 1 for r in replies)
 
@@ -735,7 +741,12 @@ class ClusterWriter(Writer):
 
     def _acknowledge(self, request: _Request, reply: Any) -> None:
         request.done = True
-        if request.kind in (b"a", b"c"):
+        if request.kind == b"a":
+            ledger = self._ledger(request.slot)
+            if ledger is not None:
+                ledger.claim_acknowledged = True
+            return
+        if request.kind == b"c":
             return
         ledger = self._ledger(request.slot)
         if ledger is not None and self.fence is not None:
