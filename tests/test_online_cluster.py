@@ -303,3 +303,35 @@ def test_entity_keys_with_braces_are_read_from_the_slot_their_hash_tag_names(onl
     assert len(set(key_slots(keys))) > 10
     decoded = decode_values(layout, online.read(keys), online.clock())
     assert list(decoded.columns[0]) == [float(i) for i in range(len(ids))]
+
+
+def test_a_batch_lookup_is_one_pipelined_write_per_node(
+    redis_cluster: RedisClusterProcesses, online, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """1,000 keys spread over every primary: each primary gets exactly one write (its pipeline of
+    GETs), counted on redis-py's real connections; the values come back in order."""
+    import redis.connection
+
+    from feature_layer.online.encoding import decode_values
+    from tests.test_online_encoding import make_view as one_feature_view
+    from tests.test_online_stores import batch
+
+    layout = view_layout(one_feature_view([("a", "float64")]), online.namespace)
+    ids = list(range(1_000))
+    with online.writer(ttl_us=None) as writer:
+        writer.write(batch(layout, ids, [T0] * len(ids), [float(i) for i in ids]))
+    keys = [layout.key_prefix + str(i).encode() for i in ids]
+    online.read(keys[:1])  # the slot table and connections exist before counting
+    sends: list[tuple[str, int]] = []
+    real = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(conn, command, check_health=True):  # noqa: ANN001, ANN202
+        sends.append((conn.host, conn.port))
+        return real(conn, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    raw = online.read(keys)
+    monkeypatch.undo()
+    primaries = {("127.0.0.1", n.port) for n in redis_cluster.primary_nodes()}
+    assert sorted(sends) == sorted(primaries)  # one write per primary, none per key
+    assert list(decode_values(layout, raw, online.clock()).columns[0]) == [float(i) for i in ids]
