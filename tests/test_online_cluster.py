@@ -171,14 +171,19 @@ def test_a_primary_killed_mid_lookup_gives_errors_or_right_values_never_wrong_on
 
     thread = threading.Thread(target=lookups)
     thread.start()
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 20
+        while len(outcomes) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     try:
-        time.sleep(0.2)
+        wait_for(3)
         victim = redis_cluster.primary_of(view_layout(view, online.namespace).key_prefix + b"7")
         victim.stop()  # SIGKILL
         killed_at = len(outcomes)
         redis_cluster.wait_failover(victim)
-        time.sleep(0.5)
         after = len(outcomes)
+        wait_for(after + 5)  # lookups after the failover
     finally:
         stop.set()
         thread.join(30)

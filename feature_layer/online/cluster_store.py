@@ -537,7 +537,7 @@ class ClusterWriter(Writer):
         return out
 
     def _packed(self, request: _Request) -> list[Any]:
-        expires = b"%d" % (self.fence.lease_deadline_us() if self.fence else 0)
+        expires = b"%d" % (self.store.lease_deadline_us(self.fence) if self.fence else 0)
         run_keys = self.store._slot_keys(self.fence, request.slot)
         if request.kind == b"a":
             argv = [b"a", self._token, expires, b"0", b"%d" % self.fence.ledger_ttl_ms]  # type: ignore[union-attr]
