@@ -66,6 +66,10 @@ class OnlineStoreSettings:
     """TLS: this client's certificate, for servers that require client certificates."""
     ssl_keyfile: Path | None = None
     """TLS: the private key of ``ssl_certfile``."""
+    startup_nodes: tuple[str, ...] = ()
+    """Redis Cluster: ``host:port`` of nodes to discover the cluster from (any one reachable suffices)."""
+    failover_timeout: float = 20.0
+    """Redis Cluster: seconds a write waits for a replica to take over from a failed primary."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,10 @@ def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, so
     """Build online-store settings from a mapping or a bare URL (``redis://…``, ``sqlite:///…``)."""
     if raw is None:
         return OnlineStoreSettings(type="sqlite", path=project_dir / ".feature_layer" / "online.sqlite")
+    if isinstance(raw, str) and raw.startswith(CLUSTER_SCHEMES) or (
+        isinstance(raw, dict) and raw.get("type") == "redis-cluster"
+    ):
+        return cluster_settings_from(raw, source)
     if isinstance(raw, str):
         if raw.startswith(("redis://", "rediss://", "unix://")):
             return OnlineStoreSettings(type="redis", url=raw, **_redis_url_tls(raw, {}, project_dir, source))
@@ -124,7 +132,8 @@ def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, so
     _refuse_unknown("online_store", raw, _ONLINE_KEYS, source)
     kind = raw.get("type", "redis" if raw.get("url") else "sqlite")
     if not isinstance(kind, str) or kind not in {"redis", "sqlite"}:
-        raise ConfigError(f"online_store.type {kind!r} in {source} is not supported.", fix="use `redis` or `sqlite`.")
+        raise ConfigError(f"online_store.type {kind!r} in {source} is not supported.",
+                          fix="use `redis`, `redis-cluster` or `sqlite`.")
     if kind == "redis" and not raw.get("url"):
         raise ConfigError(f"online_store in {source} is redis but has no url.", fix="add `url: redis://127.0.0.1:6379/0`.")
     path = raw.get("path")
@@ -153,6 +162,77 @@ def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, so
         raise ConfigError(f"online_store in {source} has a bad number: {exc}", fix="use plain numbers.") from exc
     for key, value, low, high in (("socket_timeout", settings.socket_timeout, 0.001, 3600),
                                   ("connect_timeout", settings.connect_timeout, 0.001, 3600),
+                                  ("retries", settings.retries, 0, 100),
+                                  ("batch_size", settings.batch_size, 1, 1_000_000)):
+        if not low <= value <= high:
+            raise ConfigError(f"online_store.{key} in {source} is {value}, outside {low}..{high}.",
+                              fix=f"set {key} between {low} and {high}.")
+    return settings
+
+
+CLUSTER_SCHEMES = ("redis+cluster://",)
+_CLUSTER_KEYS = {"type", "url", "startup_nodes", "username", "password", "socket_timeout", "retries", "batch_size",
+                 "connect_timeout", "failover_timeout"}
+
+
+def cluster_settings_from(raw: dict[str, Any] | str, source: Path) -> OnlineStoreSettings:
+    """Redis Cluster settings from ``redis+cluster://[user:password@]host:port[,host:port…]`` or a
+    mapping ``{type: redis-cluster, startup_nodes: [host:port, …] and/or url: …, …}``."""
+    from urllib.parse import unquote, urlsplit
+
+    fix = ("use `url: redis+cluster://host:port` (several nodes: host1:port1,host2:port2) or "
+           "`startup_nodes: [host:port, …]`.")
+    mapping: dict[str, Any] = {"type": "redis-cluster", "url": raw} if isinstance(raw, str) else dict(raw)
+    _refuse_unknown("online_store (redis-cluster)", mapping, _CLUSTER_KEYS, source)
+    nodes: list[str] = []
+    username, password = mapping.get("username"), mapping.get("password")
+    url = mapping.get("url")
+    if url is not None:
+        if not isinstance(url, str) or not url.startswith(CLUSTER_SCHEMES):
+            raise ConfigError(f"online_store.url {url!r} in {source} is not a redis+cluster:// URL.", fix=fix)
+        rest = url[len("redis+cluster://"):]
+        auth, _, hosts = rest.rpartition("@")
+        if auth:
+            user, _, secret = auth.partition(":")
+            username = username or (unquote(user) or None)
+            password = password or (unquote(secret) or None)
+        hosts = hosts.split("/", 1)[0].split("?", 1)[0]
+        nodes += [h for h in hosts.split(",") if h]
+    given = mapping.get("startup_nodes", [])
+    if isinstance(given, str) or not isinstance(given, list):
+        raise ConfigError(f"online_store.startup_nodes in {source} must be a list of host:port.", fix=fix)
+    nodes += given
+    if not nodes:
+        raise ConfigError(f"online_store in {source} is redis-cluster but names no node.", fix=fix)
+    for node in nodes:
+        try:
+            parsed = urlsplit(f"//{node}") if isinstance(node, str) else None
+            port = parsed.port if parsed else None
+        except ValueError:
+            port = None
+        if parsed is None or not parsed.hostname or port is None or port == 0:
+            raise ConfigError(f"The Redis Cluster node {node!r} in {source} is not host:port.", fix=fix)
+    for key in ("username", "password"):
+        if mapping.get(key) is not None and not isinstance(mapping[key], str):
+            raise ConfigError(f"online_store.{key} in {source} must be a string.", fix=f"quote the value of {key}.")
+    try:
+        settings = OnlineStoreSettings(
+            type="redis-cluster",
+            url=url,
+            startup_nodes=tuple(nodes),
+            username=username,
+            password=password,
+            socket_timeout=_number(mapping.get("socket_timeout", 5.0), float),
+            retries=_number(mapping.get("retries", 3), int),
+            batch_size=_number(mapping.get("batch_size", 5000), int),
+            connect_timeout=_number(mapping.get("connect_timeout", 2.0), float),
+            failover_timeout=_number(mapping.get("failover_timeout", 20.0), float),
+        )
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"online_store in {source} has a bad number: {exc}", fix="use plain numbers.") from exc
+    for key, value, low, high in (("socket_timeout", settings.socket_timeout, 0.001, 3600),
+                                  ("connect_timeout", settings.connect_timeout, 0.001, 3600),
+                                  ("failover_timeout", settings.failover_timeout, 0, 3600),
                                   ("retries", settings.retries, 0, 100),
                                   ("batch_size", settings.batch_size, 1, 1_000_000)):
         if not low <= value <= high:
