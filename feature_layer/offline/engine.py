@@ -253,11 +253,22 @@ class DuckDBEngine(Engine):
         file_search_path: str | Path | None = None,
         lock_wait: float = 10.0,
         target: str | None = None,
+        memory_limit: int | str | None = None,
+        temp_directory: str | Path | None = None,
     ) -> None:
         import duckdb
 
         self._duckdb = duckdb
         self.path = str(path)
+        self.memory_limit = f"{memory_limit}B" if isinstance(memory_limit, int) else memory_limit
+        """DuckDB's ``memory_limit`` (e.g. ``1000000000B``, ``2GB``); None keeps DuckDB's default."""
+        self._own_temp: str | None = None
+        if memory_limit is not None and temp_directory is None:
+            # Spilling needs a folder; one per engine, so two processes never share temp files.
+            import tempfile
+
+            self._own_temp = temp_directory = tempfile.mkdtemp(prefix="feature_layer-duckdb-")
+        self._temp_directory = temp_directory
         self.target = target
         self._schema = schema
         self._file_search_path = file_search_path
@@ -300,6 +311,15 @@ class DuckDBEngine(Engine):
 
     def _configure(self, con: Any) -> None:
         con.execute("SET TimeZone = 'UTC'")
+        if self.memory_limit is not None:
+            # The budget covers DuckDB's operators and buffer cache; beyond it they spill to the
+            # temp directory. Arrow batches handed to Python are outside it (one batch at a time).
+            con.execute("SET memory_limit = ?", [self.memory_limit])
+            if self._temp_directory is not None:
+                try:
+                    con.execute("SET temp_directory = ?", [str(self._temp_directory)])
+                except self._duckdb.Error:
+                    pass  # this process's database already spills elsewhere (opened by dbt or another engine)
         if self._file_search_path is not None:
             # dbt ran in the project folder, so its views may read relative paths
             # ('data/raw/x.parquet'): resolve them there, whatever our working directory.
@@ -423,6 +443,11 @@ class DuckDBEngine(Engine):
             self._con.close()
         except self._duckdb.Error:
             pass
+        if self._own_temp is not None:
+            import shutil
+
+            shutil.rmtree(self._own_temp, ignore_errors=True)
+            self._own_temp = None
 
 
 # PostgreSQL type OIDs → Arrow types. Anything else is left to Arrow's inference.
