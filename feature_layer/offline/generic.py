@@ -188,7 +188,7 @@ def _to_arrow(names: list[str], columns: list[list[Any]], declared: list[pa.Data
     for values, wanted in zip(columns, declared, strict=True):
         try:
             array = pa.array(values, from_pandas=False)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
             array = pa.array([None if v is None else str(v) for v in values], pa.string())
         if pa.types.is_null(array.type) and wanted is not None:
             array = pa.nulls(len(values), wanted)
@@ -196,6 +196,17 @@ def _to_arrow(names: list[str], columns: list[list[Any]], declared: list[pa.Data
             array = array.cast(pa.timestamp(array.type.unit, "UTC"))
         arrays.append(array)
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def _agate_values(column: Any) -> list[Any]:
+    """An agate column's values; agate reads every non-integer number as a Decimal: floats here
+    (dbt's own Integer type keeps whole numbers exact)."""
+    from decimal import Decimal
+
+    values = list(column.values())
+    if any(isinstance(v, Decimal) for v in values):
+        return [float(v) if isinstance(v, Decimal) else v for v in values]
+    return values
 
 
 def _declared_type(type_code: Any) -> pa.DataType | None:
@@ -289,7 +300,7 @@ class GenericEngine(Engine):
             except Exception:  # noqa: BLE001, S110 - the connection may be gone; the error below says why
                 pass
         kind = _kind(exc)
-        return _fail(action, sql, exc, fix_for(kind, str(exc), self.target))
+        return _fail(action, sql, exc, fix_for(kind, str(exc), self.target), whole=True)
 
     def _commit(self) -> None:
         commit = getattr(self._conn.handle, "commit", None)
@@ -299,12 +310,20 @@ class GenericEngine(Engine):
     def _run(self, sql: str, fetch: bool) -> pa.Table | None:
         """Run one statement; its rows as Arrow when ``fetch``."""
         if not self._use_cursor:
-            with self._adapter.connection_named("feature_layer"):
+            # adapter.execute runs on "this thread's connection": lend it ours for the call, so
+            # session state (the UTC time zone, temporary tables) stays on one connection.
+            manager = self._adapter.connections
+            manager.clear_thread_connection()
+            manager.set_thread_connection(self._conn)
+            try:
                 _, table = self._adapter.execute(sql, fetch=fetch)
+                self._commit()
+            finally:
+                manager.clear_thread_connection()
             if not fetch:
                 return None
             names = list(table.column_names)
-            return _to_arrow(names, [list(c.values()) for c in table.columns], [None] * len(names))
+            return _to_arrow(names, [_agate_values(c) for c in table.columns], [None] * len(names))
         # Cursors are left open, as dbt's own ``add_query`` does: dbt-duckdb hands out one
         # shared cursor per connection, and closing it would close the connection.
         cursor = self._conn.handle.cursor()
