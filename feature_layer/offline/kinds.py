@@ -108,13 +108,25 @@ def default_duckdb_memory_limit() -> int:
     return min(DUCKDB_DEFAULT_LIMIT_CAP, physical // 2)
 
 
+EMBEDDED_SHARE = 0.6
+"""The share of ``offline.memory_limit`` the embedded DuckDB gets as its own ``memory_limit``:
+DuckDB runs inside this process, so the budget also has to hold the Python side (the batch in
+flight, its encoded keys and values, the key hashes a run keeps, the Redis client's buffers)."""
+
+
+def embedded_duckdb_limit(budget: int) -> int:
+    """DuckDB's ``memory_limit`` for a process budget of ``budget`` bytes (:data:`EMBEDDED_SHARE`)."""
+    return int(budget * EMBEDDED_SHARE)
+
+
 def _open_duckdb(settings: Any) -> Engine:
     from feature_layer.offline.engine import DuckDBEngine
 
     path: str | Path = settings.path or ":memory:"
     if Path(path).name == ":memory:":
         path = ":memory:"
-    limit: int | str = settings.memory_limit or settings.options.get("memory_limit") or default_duckdb_memory_limit()
+    limit: int | str = (embedded_duckdb_limit(settings.memory_limit) if settings.memory_limit
+                        else settings.options.get("memory_limit") or default_duckdb_memory_limit())
     return DuckDBEngine(path, schema=settings.schema, file_search_path=settings.project_dir, target=settings.target,
                         memory_limit=limit)
 

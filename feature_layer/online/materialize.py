@@ -11,7 +11,8 @@ Per view, in order:
    that marker until it commits;
 3. compute ``MAX(created_at)`` (the next watermark) and ``MAX(event_time)`` (the newest event
    materialized) of the rows to read, *before* the main query;
-4. stream the latest-per-entity query (``feature_layer.sql.latest``) from the warehouse as Arrow
+4. stream the latest-per-entity query (``feature_layer.sql.latest``; on DuckDB its two-pass form
+   ``feature_layer.sql.newest``, whose memory does not grow with the row) from the warehouse as Arrow
    record batches, encode each batch vectorised and hand it to the store's pipelined writer —
    memory stays bounded by the batch size whatever the table size (a full refresh writes in
    place, forced, and deletes the keys it did not write only at the end);
@@ -50,9 +51,9 @@ from feature_layer.sql.latest import (
     DEFAULT_LATE_LOOKBACK,
     EVENT_ALIAS,
     Watermark,
-    latest_values,
     max_created,
 )
+from feature_layer.sql.newest import materialization_query
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +277,7 @@ def materialize_view(
         bounds = engine.fetch_arrow(bounds_sql).to_pylist()[0]
         next_created = _as_utc(bounds["max_created"])
         max_event = _as_utc(bounds["max_event"])
-        sql = latest_values(
+        sql = materialization_query(  # bounded memory where the dialect has the two-pass form
             view, end=end, start=start, watermark=watermark, dialect=engine.dialect, lookback=late_lookback
         )
         stages["max_created"] = time.perf_counter() - t
