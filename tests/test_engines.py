@@ -208,7 +208,7 @@ def _duckdb_setting(engine: DuckDBEngine, name: str) -> str:
     return engine.fetch_arrow(f"SELECT current_setting('{name}') AS v").column("v")[0].as_py()
 
 
-def test_memory_limit_reaches_duckdb_with_a_spill_folder(project: Path) -> None:
+def test_memory_limit_reaches_duckdb_with_a_spill_folder_per_file(project: Path) -> None:
     (project / "target").mkdir()
     for name in ("x", "y", "z"):  # one file per engine: DuckDB shares one database (and its settings) per file
         DuckDBEngine(project / "target" / f"{name}.duckdb", read_only=False).close()
@@ -227,7 +227,7 @@ def test_memory_limit_reaches_duckdb_with_a_spill_folder(project: Path) -> None:
     finally:
         for engine in (default, from_profile, configured):
             engine.close()
-    assert not spill.exists()  # the engine's own spill folder goes with it
+    assert spill.is_dir()  # kept for the process (another engine on the file may have spilled there)
 
 
 def test_memory_limit_is_the_spark_driver_memory_unless_the_profile_sets_one() -> None:

@@ -230,6 +230,27 @@ def _lock_holder(message: str) -> str:
     return f"process {match.group(2)} ({match.group(1)})" if match else "another process"
 
 
+_SPILL_FOLDERS: dict[str, str] = {}
+
+
+def _spill_folder(path: str) -> str:
+    """DuckDB's spill folder for database ``path`` in this process, removed when the process ends.
+
+    DuckDB keeps one database instance per file per process (engines on one file share it), and
+    names its temporary files per instance: one folder per (process, file) keeps two processes,
+    or two files, from ever sharing them, and outlives every engine that may have spilled there.
+    """
+    folder = _SPILL_FOLDERS.get(path)
+    if folder is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = _SPILL_FOLDERS[path] = tempfile.mkdtemp(prefix="feature_layer-duckdb-")
+        atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 class DuckDBEngine(Engine):
     """DuckDB, the embedded default: a file written by dbt-duckdb, or ``:memory:``.
 
@@ -262,12 +283,8 @@ class DuckDBEngine(Engine):
         self.path = str(path)
         self.memory_limit = f"{memory_limit}B" if isinstance(memory_limit, int) else memory_limit
         """DuckDB's ``memory_limit`` (e.g. ``1000000000B``, ``2GB``); None keeps DuckDB's default."""
-        self._own_temp: str | None = None
         if memory_limit is not None and temp_directory is None:
-            # Spilling needs a folder; one per engine, so two processes never share temp files.
-            import tempfile
-
-            self._own_temp = temp_directory = tempfile.mkdtemp(prefix="feature_layer-duckdb-")
+            temp_directory = _spill_folder(self.path)
         self._temp_directory = temp_directory
         self.target = target
         self._schema = schema
@@ -443,11 +460,6 @@ class DuckDBEngine(Engine):
             self._con.close()
         except self._duckdb.Error:
             pass
-        if self._own_temp is not None:
-            import shutil
-
-            shutil.rmtree(self._own_temp, ignore_errors=True)
-            self._own_temp = None
 
 
 # PostgreSQL type OIDs → Arrow types. Anything else is left to Arrow's inference.
