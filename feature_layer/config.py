@@ -10,7 +10,6 @@ Unknown keys are refused, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from feature_layer.errors import ConfigError
+from feature_layer.offline.kinds import _is_file_path, duckdb_path  # noqa: F401 - re-exported
 
 CONFIG_FILE = "feature_layer.yml"
 
@@ -44,6 +44,15 @@ class WarehouseSettings:
     profile's ``database`` (DuckDB). A manifest built for another target names another one."""
     options: dict[str, str] = field(default_factory=dict)
     """Engine settings of the target (Spark: its ``server_side_parameters``)."""
+    engine: str = ""
+    """The engine kind that serves the target (``offline.kinds``); empty: the adapter type's."""
+    memory_limit: int | None = None
+    """``offline.memory_limit`` in bytes, for engines that take one (None: the engine's default)."""
+    profile: dict[str, Any] = field(default_factory=dict, repr=False)
+    """The rendered profile output (secrets included, so never printed): the generic engine's credentials."""
+    profiles_file: Path | None = None
+    """The profiles.yml the target came from (the generic engine renders it again with dbt's own renderer)."""
+    profile_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,18 @@ class OnlineStoreSettings:
 
 
 @dataclass(frozen=True)
+class OfflineSettings:
+    """``offline:`` in feature_layer.yml: how the warehouse is queried."""
+
+    engine: str = "auto"
+    """``auto``: the adapter's native engine where there is one, else the generic dbt-adapter
+    engine; ``generic``: the dbt adapter's connection for every target."""
+    memory_limit: int | None = None
+    """Bytes the warehouse engine may use (DuckDB ``memory_limit``, Spark driver memory); None:
+    the engine's default (half the machine, at most 2 GiB, on the embedded DuckDB)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     project_dir: Path
     project: str
@@ -83,9 +104,10 @@ class Settings:
     catalog_path: Path
     profiles_dir: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    offline: OfflineSettings = field(default_factory=OfflineSettings)
 
 
-_TOP_KEYS = {"project", "target", "online_store", "state_path", "target_path", "profiles_dir"}
+_TOP_KEYS = {"project", "target", "online_store", "state_path", "target_path", "profiles_dir", "offline"}
 _TLS_KEYS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 _ONLINE_KEYS = {"type", "path", "url", "username", "password", "socket_timeout", "retries", "batch_size",
                 "connect_timeout", *_TLS_KEYS}
@@ -326,6 +348,34 @@ def load_settings(project_dir: str | Path = ".", *, target: str | None = None) -
         catalog_path=target_path / "catalog.json",
         profiles_dir=(root / profiles_dir).resolve() if profiles_dir
         else Path(os.environ.get("DBT_PROFILES_DIR", root)),
+        offline=offline_settings_from(raw.get("offline"), source),
+    )
+
+
+ENGINE_VARIABLE = "FEATURE_LAYER_ENGINE"
+"""``generic`` forces the dbt-adapter engine for every target (as ``offline: {engine: generic}``)."""
+
+
+def offline_settings_from(raw: Any, source: Path) -> OfflineSettings:
+    """``offline:`` of feature_layer.yml (and FEATURE_LAYER_ENGINE), validated."""
+    from feature_layer.offline.kinds import ENGINE_CHOICES, parse_memory_limit
+
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"`offline` in {source} must be a mapping, not {raw!r}.",
+                          fix="write `offline: {memory_limit: 1GB}` (keys: engine, memory_limit).")
+    _refuse_unknown("offline", raw, {"engine", "memory_limit"}, source)
+    raw = _render_env(raw)
+    engine = os.environ.get(ENGINE_VARIABLE) or raw.get("engine") or "auto"
+    where = f"the environment variable {ENGINE_VARIABLE}" if os.environ.get(ENGINE_VARIABLE) else f"offline.engine in {source}"
+    if engine not in ENGINE_CHOICES:
+        raise ConfigError(f"{where} is {engine!r}, which is not an engine choice.",
+                          fix=f"use one of: {', '.join(ENGINE_CHOICES)} (generic: the dbt adapter's own connection).")
+    limit = raw.get("memory_limit")
+    return OfflineSettings(
+        engine=engine,
+        memory_limit=None if limit is None else parse_memory_limit(limit, f"offline.memory_limit in {source}"),
     )
 
 
@@ -393,44 +443,26 @@ def warehouse_settings(settings: Settings, dbt_project_profile: str | None = Non
             f"Target {target!r} is not an output of profile {profile_name!r} in {profiles_file}.",
             fix=f"use one of: {', '.join(map(str, outputs)) or '(none)'}.",
         )
-    out = _output_settings(outputs[target], target, profiles_file)
+    out = _output_settings(outputs[target], target, profiles_file, {"PROJECT_DIR": str(settings.project_dir)})
     kind = out.get("type")
-    if kind == "duckdb":
-        raw_path = str(out.get("path", ":memory:"))
-        return WarehouseSettings(
-            type="duckdb", target=target, path=duckdb_path(raw_path, settings.project_dir),
-            schema=out.get("schema", "main"), project_dir=settings.project_dir, profile_path=raw_path,
-            database=out.get("database") or _duckdb_database_name(raw_path),
-        )
-    if kind == "postgres":
-        return WarehouseSettings(
-            type="postgres",
-            target=target,
-            host=out.get("host"),
-            port=out.get("port", 5432),
-            user=out.get("user"),
-            password=out.get("password") or out.get("pass") or None,
-            dbname=out.get("dbname") or out.get("database"),
-            schema=out.get("schema"),
-            database=out.get("dbname") or out.get("database"),
-        )
-    if kind == "spark":
-        from feature_layer.offline.spark_settings import spark_warehouse_fields
+    if not isinstance(kind, str) or not kind:
+        raise ConfigError(f"Output {target!r} in {profiles_file} has no adapter `type`.",
+                          fix="add the adapter, e.g. `type: duckdb` (what dbt needs too).")
+    from feature_layer.offline.kinds import kind_for
 
-        rendered = _render_env(dict(outputs[target]), {"PROJECT_DIR": str(settings.project_dir)})
-        return WarehouseSettings(**spark_warehouse_fields(target, rendered, settings.project_dir))
-    raise ConfigError(
-        f"Target {target!r} uses adapter {kind!r}, which feature_layer cannot query yet.",
-        fix="use a duckdb, postgres or spark target.",
-    )
+    engine = kind_for(kind, settings.offline.engine)
+    fields = engine.read_settings(target, out, settings.project_dir)
+    return WarehouseSettings(**fields, engine=engine.name, memory_limit=settings.offline.memory_limit, profile=out,
+                             profiles_file=profiles_file, profile_name=profile_name)
 
 
-def _output_settings(raw: Any, target: str, profiles_file: Path) -> dict[str, Any]:
-    """One profile output, rendered, with the fields feature_layer reads type-checked."""
+def _output_settings(raw: Any, target: str, profiles_file: Path, flags: dict[str, str]) -> dict[str, Any]:
+    """One profile output, rendered (``env_var``, ``flags.PROJECT_DIR``), with the fields
+    feature_layer reads type-checked."""
     if not isinstance(raw, dict):
         raise ConfigError(f"Output {target!r} in {profiles_file} is not a mapping.",
                           fix=f"write `{target}: {{type: duckdb, path: target/warehouse.duckdb}}`.")
-    out = {k: _render_env(v) for k, v in raw.items()}
+    out = {k: _render_env(v, flags) for k, v in raw.items()}
     for key in ("type", "path", "host", "user", "password", "pass", "dbname", "database", "schema"):
         value = out.get(key)
         if value is not None and (not isinstance(value, (str, int, float)) or isinstance(value, bool)
@@ -448,33 +480,6 @@ def _output_settings(raw: Any, target: str, profiles_file: Path) -> dict[str, An
             raise ConfigError(f"`port` of output {target!r} in {profiles_file} is {raw.get('port')!r}, not a "
                               "port number.", fix="write a port between 1 and 65535, e.g. `port: 5432`.")
     return out
-
-
-def _is_file_path(raw_path: str) -> bool:
-    """False for ``:memory:`` and URL-like paths (``md:…``, ``s3://…``) DuckDB opens itself."""
-    return raw_path not in {"", ":memory:"} and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", raw_path)
-
-
-def duckdb_path(raw_path: str, project_dir: Path) -> Path:
-    """Where the DuckDB file of a profile lives.
-
-    dbt-duckdb hands ``path`` to ``duckdb.connect`` unchanged, so a relative path is relative
-    to the directory dbt runs in: the project folder when you run ``dbt build`` there (dbt's
-    default, and what ``feature_layer.dbt.runner`` does). feature_layer cannot know where an
-    earlier dbt ran, so it resolves a relative path against the project folder, that same
-    default; ``require_warehouse_file`` explains the other case when the file is missing.
-    """
-    if not _is_file_path(raw_path):
-        return Path(raw_path)
-    path = Path(raw_path).expanduser()
-    return path if path.is_absolute() else project_dir / path
-
-
-def _duckdb_database_name(raw_path: str) -> str:
-    """The catalog name dbt-duckdb gives the database: the file's stem (``memory`` in memory)."""
-    if not _is_file_path(raw_path):
-        return "memory" if raw_path in {"", ":memory:"} else raw_path.split(":", 1)[-1].split("?")[0].rsplit("/", 1)[-1]
-    return Path(raw_path).stem
 
 
 def require_warehouse_file(warehouse: WarehouseSettings) -> None:
