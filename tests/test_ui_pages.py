@@ -94,6 +94,8 @@ def test_a_typo_finds_the_feature_and_the_search_is_a_link(page, server):
     page.goto(server.url + "/")
     page.wait_for_selector("#results .result")
     page.locator("#q").press_sequentially("chargebak", delay=15)
+    # the whole word's results, not a prefix's still on screen (each keystroke searches after 60 ms)
+    expect(page.locator("#count")).to_contain_text("matching “chargebak”", timeout=TIMEOUT)
     first = page.locator("#results .result").first
     expect(first).to_have_attribute("data-ref", "merchant_risk_features.chargeback_rate_30d", timeout=TIMEOUT)
     expect(first).to_have_attribute("data-kind", "feature")
