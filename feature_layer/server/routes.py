@@ -57,7 +57,7 @@ async def online_features(request: Request) -> Response:
     (used when the app is mounted without that middleware)."""
     state = request.app.state
     payload = await read_json_body(request, state.limits.max_body_bytes)
-    return Response(await lookup_json(state, payload), media_type="application/json")
+    return Response(await lookup_json(state, payload, request.scope), media_type="application/json")
 
 
 def _resolve_feature(registry: Any, ref: str) -> tuple[FeatureView, Feature]:
