@@ -22,8 +22,8 @@ from feature_layer.errors import (
     UnknownFeatureError,
     WarehouseError,
 )
-from feature_layer.server.public import public_text
 from feature_layer.server.auth import ForbiddenError
+from feature_layer.server.public import public_text
 from feature_layer.server.requests import RequestFieldError, RequestTooLargeError
 
 
