@@ -141,6 +141,11 @@ class AuthMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+_DECISIONS: dict[tuple[Any, ...], tuple[Any, str | None]] = {}
+"""(grant, registry id, features, service) -> (registry, denial or None): a request repeats the same
+feature list again and again, so the per-view check runs once per list and registry."""
+
+
 def check_online(scope: Scope | None, registry: Any, features: Iterable[str] | None, service: str | None) -> None:
     """Refuse (``ForbiddenError``, audited) an online lookup the request's token may not make.
 
@@ -149,9 +154,19 @@ def check_online(scope: Scope | None, registry: Any, features: Iterable[str] | N
     grant = scope.get(GRANT_KEY) if scope is not None else None
     if grant is None or grant.any_online:
         return
-    services = registry.services
-    refs = () if service is not None else _expanded(registry, features or ())
-    denied = online_denial(grant, refs, service, {s: services[s].features for s in grant.services if s in services})
+    refs = tuple(features or ())
+    key = (id(grant), id(registry), refs, service)
+    hit = _DECISIONS.get(key)
+    if hit is not None and hit[0] is registry:
+        denied = hit[1]
+    else:
+        services = registry.services
+        expanded = () if service is not None else _expanded(registry, refs)
+        denied = online_denial(grant, expanded, service,
+                               {s: services[s].features for s in grant.services if s in services})
+        if len(_DECISIONS) > 1024:
+            _DECISIONS.clear()
+        _DECISIONS[key] = (registry, denied)
     if denied is None:
         return
     log_denial(scope, 403, grant, f"no online scope for {denied}")
