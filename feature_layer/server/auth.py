@@ -141,8 +141,8 @@ class AuthMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-_DECISIONS: dict[tuple[Any, ...], tuple[Any, str | None]] = {}
-"""(grant, registry id, features, service) -> (registry, denial or None): a request repeats the same
+_DECISIONS: dict[tuple[Any, ...], tuple[Any, Grant, str | None]] = {}
+"""(grant id, registry id, features, service) -> (registry, grant, denial or None): a request repeats the same
 feature list again and again, so the per-view check runs once per list and registry."""
 
 
@@ -157,8 +157,8 @@ def check_online(scope: Scope | None, registry: Any, features: Iterable[str] | N
     refs = tuple(features or ())
     key = (id(grant), id(registry), refs, service)
     hit = _DECISIONS.get(key)
-    if hit is not None and hit[0] is registry:
-        denied = hit[1]
+    if hit is not None and hit[0] is registry and hit[1] is grant:
+        denied = hit[2]
     else:
         services = registry.services
         expanded = () if service is not None else _expanded(registry, refs)
@@ -166,7 +166,7 @@ def check_online(scope: Scope | None, registry: Any, features: Iterable[str] | N
                                {s: services[s].features for s in grant.services if s in services})
         if len(_DECISIONS) > 1024:
             _DECISIONS.clear()
-        _DECISIONS[key] = (registry, denied)
+        _DECISIONS[key] = (registry, grant, denied)
     if denied is None:
         return
     log_denial(scope, 403, grant, f"no online scope for {denied}")
