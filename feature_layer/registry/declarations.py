@@ -19,6 +19,7 @@ from feature_layer.durations import parse_duration
 from feature_layer.errors import ValidationIssue
 from feature_layer.registry.columns import CATALOG, SQL, YAML, ModelColumns, model_columns
 from feature_layer.registry.model import Entity, Feature, FeatureService, FeatureView
+from feature_layer.registry.versions import add_versioned_views
 from feature_layer.types import LOGICAL_TYPES, logical_type
 
 META_KEY = "feature_layer"
@@ -610,6 +611,10 @@ def build_declarations(manifest: Manifest, raw_entities: Any, entities_source: s
         by_name.setdefault(node.name, []).append(node)
     for name, nodes in by_name.items():
         start = len(out.issues)
+        if all(n.version is not None for n in nodes):  # dbt model versions: view@vN (registry/versions.py)
+            add_versioned_views(name, nodes, lambda n: _view_from_node(n, out.entities, out.issues, dialect),
+                                out.views, out.broken_views, out.issues, dropped)
+            continue
         if len(nodes) > 1:
             for node in nodes:
                 out.issues.append(_issue("duplicate-view", f"feature view name {name!r} is used by "

@@ -72,6 +72,10 @@ class FeatureView:
     compiled_sql: str | None = None
     depends_on: tuple[str, ...] = ()
     materialized: str = ""
+    version: str | None = None
+    """The dbt model version this view is built from (``view@v2``; the unpinned name is the
+    latest version), None for an unversioned model. See ``feature_layer.registry.versions``."""
+    latest_version: str | None = None
 
     def feature(self, name: str) -> Feature:
         for feature in self.features:

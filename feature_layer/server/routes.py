@@ -24,6 +24,7 @@ from feature_layer.registry import column_lineage as column_lineage_mod
 from feature_layer.registry.declarations import close_matches
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.registry.search import index_for
+from feature_layer.registry.versions import version_info
 from feature_layer.server import health, payloads
 from feature_layer.server.fastpath import lookup_json
 from feature_layer.server.requests import (
@@ -274,7 +275,8 @@ async def get_catalog(request: Request) -> Response:
                       "views": sum(1 for v in views if e.name in v.entities)}
                      for e in sorted(registry.entities.values(), key=lambda e: e.name)],
         "views": [{"name": v.name, "entities": list(v.entities), "owner": v.owner, "tags": list(v.tags),
-                   "features": len(v.features), "description": v.description} for v in views],
+                   "features": len(v.features), "description": v.description,
+                   "version": version_info(registry, v)} for v in views],  # ops2: dbt model versions
         "owners": sorted({v.owner for v in views if v.owner}),
         "tags": tags,
         "services": [{"name": s.name, "features": list(s.features), "owner": s.owner, "description": s.description}
