@@ -111,3 +111,20 @@ def test_latest_version_follows_the_model_declaration(project, tmp_path):
         views = s.registry.views
         assert views["user_scores"].version == "1" and views["user_scores"].relation.identifier == "user_scores_v1"
         assert views["user_scores@v2"].latest_version == "1"
+
+
+def test_a_service_declares_a_join_key_map_in_its_exposure_meta(store):
+    import pyarrow as pa
+
+    service = store.registry.services["pair_model"]
+    assert service.join_key_map == {"user_scores": ({}, {"user_id": "friend_id"})}
+    pairs = [(1, 2), (2, 4), (3, 99), (4, 1)]
+    v2 = brute_force_latest(2)
+    entities = pa.table({"user_id": [u for u, _ in pairs], "friend_id": [f for _, f in pairs],
+                         "event_timestamp": pa.array([NOW] * len(pairs), pa.timestamp("us", "UTC"))})
+    table = store.get_training_set(entities, service="pair_model").to_arrow().to_pydict()
+    assert table["score"] == [v2[u][0] for u, _ in pairs]
+    assert table["score__friend_id"] == [v2[f][0] if f in v2 else None for _, f in pairs]
+    online = store.get_online_features(service="pair_model", entity_rows=[{"user_id": u, "friend_id": f}
+                                                                          for u, f in pairs]).to_dict()
+    assert online["score"] == table["score"] and online["score__friend_id"] == table["score__friend_id"]

@@ -6,6 +6,7 @@ change in dbt's manifest schema touches ``feature_layer.dbt`` and nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -104,3 +105,6 @@ class FeatureService:
     file_path: str = ""
     depends_on: tuple[str, ...] = ()
     tags: tuple[str, ...] = field(default_factory=tuple)
+    join_key_map: Mapping[str, tuple[dict[str, str], ...]] = field(default_factory=dict, hash=False, compare=False)
+    """Views its model reads under other entity columns (``meta.feature_layer.join_key_map``,
+    ``feature_layer.registry.join_keys``); empty for most services."""

@@ -103,6 +103,7 @@ def _lookup_in_thread(parts: Parts, parsed: OnlineRequest) -> bytes:
         entity_rows=parsed.entity_rows,
         service=parsed.service,
         include_event_times=parsed.include_event_times,
+        join_key_map=parsed.join_key_map,  # ops2
     )
     return orjson.dumps(response.to_dict(), default=json_default, option=orjson.OPT_SERIALIZE_NUMPY)
 
