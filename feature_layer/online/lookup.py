@@ -414,7 +414,8 @@ def get_online_features(
     registry = parts.registry()
     if join_key_map or (service is not None and uses_join_key_map(registry, service)):  # ops2
         return mapped_lookup(parts, features=features, service=service, entity_rows=entity_rows,
-                             include_event_times=include_event_times, join_key_map=join_key_map)
+                             include_event_times=include_event_times, join_key_map=join_key_map,
+                             lookup=get_online_features, response=OnlineResponse)
     online = parts.online()
     plan = lookup_plan(registry, online.namespace, features, service)
     return plan.execute(online, entity_rows, include_event_times=include_event_times)

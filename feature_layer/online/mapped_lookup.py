@@ -8,7 +8,7 @@ round trip per use: a request without a map never comes here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -58,10 +58,14 @@ def _columns(entity_rows: Any, names: Sequence[str]) -> dict[str, Any]:
 
 
 def mapped_lookup(parts: Any, *, features: Sequence[str] | None, service: str | None, entity_rows: Any,
-                  include_event_times: bool, join_key_map: Any) -> Any:
-    """The lookup of ``features`` (or a service's) with the uses ``join_key_map`` gives their views."""
+                  include_event_times: bool, join_key_map: Any, lookup: Callable[..., Any],
+                  response: Callable[..., Any]) -> Any:
+    """The lookup of ``features`` (or a service's) with the uses ``join_key_map`` gives their views.
+
+    ``lookup`` is the plain lookup (``online.lookup.get_online_features``) and ``response`` its
+    result type, passed in so this module does not import the lookup back.
+    """
     from feature_layer.offline.training_set import resolve_requested
-    from feature_layer.online.lookup import OnlineResponse, get_online_features
 
     registry = parts.registry()
     chosen = registry.services.get(service) if service is not None else None
@@ -84,8 +88,7 @@ def mapped_lookup(parts: Any, *, features: Sequence[str] | None, service: str | 
         missing.update(response.missing_features)
 
     if plain:
-        merge(get_online_features(parts, features=plain, entity_rows=entity_rows,
-                                  include_event_times=include_event_times), {})
+        merge(lookup(parts, features=plain, entity_rows=entity_rows, include_event_times=include_event_times), {})
     for view, feats in uses:
         if not isinstance(view, MappedView):
             continue
@@ -93,13 +96,13 @@ def mapped_lookup(parts: Any, *, features: Sequence[str] | None, service: str | 
         rows: Any = {source: given[target] for source, target in zip(view.source_keys, view.join_keys, strict=True)}
         if isinstance(entity_rows, (pa.Table, pa.RecordBatch)):
             rows = pa.table(rows)  # columnar in, columnar lookup (typed keys checked as usual)
-        response = get_online_features(parts, features=[f.ref for f in feats], entity_rows=rows,
-                                       include_event_times=include_event_times)
+        found = lookup(parts, features=[f.ref for f in feats], entity_rows=rows,
+                       include_event_times=include_event_times)
         suffix = f"__{view.suffix}"
         rename = {source: target for source, target in zip(view.source_keys, view.join_keys, strict=True)}
-        for name in response._features:
+        for name in found._features:
             base, event = (name[: -len(EVENT_SUFFIX)], EVENT_SUFFIX) if (
                 include_event_times and name.endswith(EVENT_SUFFIX)) else (name, "")
             rename[name] = f"{base}{suffix}{event}"
-        merge(response, rename)
-    return OnlineResponse(entities, columns, missing)
+        merge(found, rename)
+    return response(entities, columns, missing)

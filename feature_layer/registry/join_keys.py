@@ -56,10 +56,12 @@ def parse_join_key_map(raw: Any, views: Mapping[str, FeatureView], where: str = 
     for view_name, uses in raw.items():
         view = views.get(view_name) if isinstance(view_name, str) else None
         if view is None:
-            from feature_layer.registry.declarations import close_matches
+            import difflib
 
-            raise InputError(f"{where} names feature view {view_name!r}, which does not exist."
-                             f"{close_matches(str(view_name), views)}", fix=f"write {example}.")
+            near = difflib.get_close_matches(str(view_name), list(views), n=3, cutoff=0.6)
+            hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
+            raise InputError(f"{where} names feature view {view_name!r}, which does not exist.{hint}",
+                             fix=f"write {example}.")
         listed = list(uses) if isinstance(uses, (list, tuple)) else [uses]
         if not listed:
             raise InputError(f"{where}[{view_name!r}] lists no use.", fix="give a mapping, or a list of them ({} is the plain use).")
