@@ -102,3 +102,76 @@ def auth_ab_main(args: argparse.Namespace) -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
+
+
+def _asgi_cpu_us(app: object, headers: list[tuple[bytes, bytes]], body: bytes, n: int) -> float:
+    """Process CPU µs per ``POST /v1/online-features`` sent straight to the ASGI app (no sockets)."""
+    import asyncio
+    import time
+
+    async def run() -> float:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/online-features", "headers": headers,
+                 "query_string": b"", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "scheme": "http",
+                 "http_version": "1.1", "root_path": ""}
+        start = time.process_time()
+        for _ in range(n):
+            sent.clear()
+            await app(dict(scope), receive, send)  # type: ignore[operator]
+        if sent[0]["status"] != 200:
+            raise RuntimeError(f"the lookup failed: {sent}")
+        return (time.process_time() - start) / n * 1e6
+
+    return asyncio.run(run())
+
+
+def asgi_main() -> None:
+    """In one process, the app with and without tokens, alternating; CPU per request (µs)."""
+    parser = argparse.ArgumentParser(description="Access tokens on vs off, in-process (CPU per request).")
+    parser.add_argument("--project", type=Path, default=None, help="A built and materialized project.")
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--requests", type=int, default=3000)
+    args = parser.parse_args()
+    os.environ.setdefault("FEATURE_LAYER_NOW", "2025-12-02T12:00:00+00:00")
+    from feature_layer.client import FeatureStore
+    from feature_layer.server.app import create_app
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_auth_asgi_"))
+    try:
+        off = args.project
+        if off is None:
+            (tmp / "off").mkdir()
+            off = build_project(tmp / "off", args.rows)
+        on = _auth_copy(off, tmp / "on")
+        body = json.dumps({"features": FEATURES, "entity_rows": [{"user_id": 7}]}).encode()
+        base = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        variants = {"auth off": (create_app(FeatureStore(off), reload_interval=None), base),
+                    "auth on": (create_app(FeatureStore(on), reload_interval=None),
+                                [*base, (b"authorization", f"Bearer {TOKEN}".encode())])}
+        for app, _ in variants.values():
+            app.state.lookup_inline = True  # the lookup on the loop: CPU time is the whole request's
+        results: dict[str, list[float]] = {name: [] for name in variants}
+        for round_ in range(args.rounds):
+            order = list(variants) if round_ % 2 == 0 else list(variants)[::-1]
+            for name in order:
+                app, headers = variants[name]
+                results[name].append(_asgi_cpu_us(app, headers, body, args.requests))
+        off_us, on_us = (statistics.median(results[n]) for n in ("auth off", "auth on"))
+        print(f"`python -m benchmarks.server_auth --rounds {args.rounds} --requests {args.requests}`: "
+              f"CPU per request, auth off {off_us:.1f} µs, auth on {on_us:.1f} µs (medians of {args.rounds} "
+              f"interleaved rounds; on/off = {on_us / off_us:.3f}, +{on_us - off_us:.1f} µs); 1-minute load average "
+              f"{os.getloadavg()[0]:.2f}. Rounds: {json.dumps({k: [round(v, 1) for v in vs] for k, vs in results.items()})}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asgi_main()
