@@ -65,14 +65,14 @@ class Grant:
     services: frozenset[str] = frozenset()
     """Feature services it may look up through (``online:services/<service>``)."""
 
-    @property
-    def any_online(self) -> bool:
-        return ONLINE_ANY in self.scopes
+    any_online: bool = False
+    """Holds ``online:*`` (set from ``scopes``)."""
+    some_online: bool = False
+    """Holds any online scope at all (the fine-grained check needs the request body)."""
 
-    @property
-    def some_online(self) -> bool:
-        """Holds any online scope at all (the fine-grained check needs the request body)."""
-        return self.any_online or bool(self.views or self.services)
+    def __post_init__(self) -> None:  # plain attributes: read on every request
+        object.__setattr__(self, "any_online", ONLINE_ANY in self.scopes)
+        object.__setattr__(self, "some_online", self.any_online or bool(self.views or self.services))
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes

@@ -146,27 +146,34 @@ _DECISIONS: dict[tuple[Any, ...], tuple[Any, Grant, str | None]] = {}
 feature list again and again, so the per-view check runs once per list and registry."""
 
 
-def check_online(scope: Scope | None, registry: Any, features: Iterable[str] | None, service: str | None) -> None:
+def check_online(scope: Scope | None, registry: Any, payload: Any) -> None:
     """Refuse (``ForbiddenError``, audited) an online lookup the request's token may not make.
 
-    ``scope`` is the ASGI scope (None, or no grant in it: auth is off, everything is allowed).
+    ``scope`` is the ASGI scope (None, or no grant in it: auth is off, everything is allowed);
+    ``payload`` the request body as sent (checked before it is validated, see ``requested``).
     """
     grant = scope.get(GRANT_KEY) if scope is not None else None
     if grant is None or grant.any_online:
         return
-    refs = tuple(features or ())
-    key = (id(grant), id(registry), refs, service)
-    hit = _DECISIONS.get(key)
+    try:  # the hot path: a repeated feature list, one dict lookup
+        features = payload.get("features")
+        key = (id(grant), id(registry), tuple(features) if features.__class__ is list else features,
+               payload.get("service"))
+        hit = _DECISIONS.get(key)
+    except (AttributeError, TypeError):  # not a JSON object, or unhashable values: validation refuses it
+        key, hit = None, None
     if hit is not None and hit[0] is registry and hit[1] is grant:
         denied = hit[2]
     else:
+        features, service = requested(payload)
         services = registry.services
-        expanded = () if service is not None else _expanded(registry, refs)
+        expanded = () if service is not None else _expanded(registry, features or ())
         denied = online_denial(grant, expanded, service,
                                {s: services[s].features for s in grant.services if s in services})
-        if len(_DECISIONS) > 1024:
-            _DECISIONS.clear()
-        _DECISIONS[key] = (registry, grant, denied)
+        if key is not None:
+            if len(_DECISIONS) > 1024:
+                _DECISIONS.clear()
+            _DECISIONS[key] = (registry, grant, denied)
     if denied is None:
         return
     log_denial(scope, 403, grant, f"no online scope for {denied}")

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from feature_layer.errors import FeatureLayerError, InputError, UnknownFeatureError
 from feature_layer.online.lookup import get_online_features
 from feature_layer.parts import Parts
-from feature_layer.server.auth import GRANT_KEY, check_online, requested
+from feature_layer.server.auth import GRANT_KEY, check_online
 from feature_layer.server.requests import (
     OnlineRequest,
     parse_json_body,
@@ -76,7 +76,7 @@ async def lookup_json(state: Any, payload: Any, scope: Scope | None = None) -> b
     limits = state.limits
     holder = state.holder
     if scope is not None and GRANT_KEY in scope:
-        check_online(scope, holder.registry, *requested(payload))
+        check_online(scope, holder.registry, payload)
     parsed = parse_online_request(payload, holder.registry, holder.refs,
                                   max_rows=limits.max_entity_rows, max_features=limits.max_features)
     try:
