@@ -87,6 +87,8 @@ class ViewResult:
     statistics_error: str | None = None
     """Why the statistics were not updated (logged; never fails the run)."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    sql_changed: bool = False
+    """The view's compiled SQL changed since its values were computed, so this run rewrote them all."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -248,6 +250,12 @@ def materialize_view(
         online.claim(fence)
         claimed = True
         heartbeat.watch(lambda: online.touch(fence), fence, online.describe())
+        active = layouts.read_marker(online, view.name)
+        data_fingerprint = layouts.sql_fingerprint(view, engine.dialect)  # ops1: a SQL edit rewrites every value
+        sql_changed = layouts.sql_changed(active, layout, data_fingerprint)
+        if sql_changed and not full_refresh:
+            log.warning("the SQL of feature view %s changed since its values were computed: full refresh", view.name)
+            full_refresh = True
         prior = state.view_state(view.name)
         layout_changed = prior is not None and prior.layout != layout.fingerprint
         legacy = prior.layout if layout_changed and prior is not None else None
@@ -261,7 +269,6 @@ def materialize_view(
             # Forced writes may move keys back in time (an --end in the past, a corrected row):
             # until this run commits, no run may trust the old watermark and read incrementally.
             online.delete_marker(marker)
-        active = layouts.read_marker(online, view.name)
         retired = layouts.retired_now_deletable(active, layout.fingerprint)
         for old in retired:  # layouts replaced long enough ago that no server still reads them
             online.delete_prefix(layouts.prefix_of(layout, old), fence)
@@ -366,7 +373,9 @@ def materialize_view(
             # The view's layout is complete in this store now (read in full, or incrementally on
             # the layout it already had): lookups switch to it when the marker lands.
             markers[marker] = _marker_value(new_watermark)
-            markers[layouts.marker_name(view.name)] = layouts.marker_value(layout, active, retired, legacy=legacy)
+            markers[layouts.marker_name(view.name)] = layouts.marker_value(
+                layout, active, retired, legacy=legacy,
+                sql=layouts.recorded_sql(active, layout, data_fingerprint), sql_dialect=engine.dialect)
             state.check_lease(lease)  # another run owns the view now: record nothing
         # Atomically in the store: the fence still ours, the ledger holding every request this
         # run sent (nothing acknowledged was lost), then the markers. A crash between this and
@@ -420,6 +429,7 @@ def materialize_view(
         statistics_error=stats_error,
         newest_event_time=max_event,
         stage_seconds=stages,
+        sql_changed=sql_changed,
     )
 
 

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from feature_layer.freshness import FreshnessSla
+
 
 @dataclass(frozen=True)
 class Entity:
@@ -77,6 +79,8 @@ class FeatureView:
     """The dbt model version this view is built from (``view@v2``; the unpinned name is the
     latest version), None for an unversioned model. See ``feature_layer.registry.versions``."""
     latest_version: str | None = None
+    freshness: FreshnessSla | None = None
+    """The view's freshness SLA (``freshness: {warn_after: …, error_after: …}``), None when undeclared."""
 
     def feature(self, name: str) -> Feature:
         for feature in self.features:
