@@ -9,6 +9,7 @@ used instead (slower itself; the report says which one ran).
 
     python -m benchmarks.server [--duration 15] [--connections 8,32] [--workers N]
                                 [--online-store redis://127.0.0.1:6379/0 | --redis] [--out docs/bench_server.md]
+    python -m benchmarks.server --auth [--repeat 3] …   # access tokens on vs off, interleaved (ops2)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ math.randomseed(os.time())
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local features = '%(features)s'
+%(auth)s
 request = function()
   local body = '{"features":' .. features .. ',"entity_rows":[{"user_id":' .. math.random(1, %(users)d) .. '}]}'
   return wrk.format(nil, "/v1/online-features", nil, body)
@@ -161,6 +163,8 @@ def main() -> None:
     parser.add_argument("--baseline-src", type=Path, default=None,
                         help="A/B: also serve the feature_layer package found in this folder (e.g. `git archive main "
                         "| tar -x -C /tmp/base`), alternating with this one run by run.")
+    parser.add_argument("--auth", action="store_true",
+                        help="A/B: access tokens (auth: in feature_layer.yml, a per-view scope) on vs off, alternating.")
     parser.add_argument("--repeat", type=int, default=1, help="Runs per configuration (with --baseline-src: pairs).")
     parser.add_argument("--now", default="2025-12-02T12:00:00+00:00",
                         help="FEATURE_LAYER_NOW for materialization and the servers: the demo data's end, so the "
@@ -169,6 +173,11 @@ def main() -> None:
     os.environ["FEATURE_LAYER_NOW"] = args.now
     if args.baseline_src is not None:
         ab_main(args)
+        return
+    if args.auth:
+        from benchmarks.server_auth import auth_ab_main
+
+        auth_ab_main(args)
         return
     load_at_start = os.getloadavg()[0]
 
@@ -194,7 +203,7 @@ def main() -> None:
                 store.materialize(full_refresh=True)
         use_wrk = shutil.which("wrk") is not None
         script = tmp / "post.lua"
-        script.write_text(LUA % {"features": json.dumps(FEATURES), "users": USERS})
+        script.write_text(LUA % {"features": json.dumps(FEATURES), "users": USERS, "auth": ""})
         results = []
         served = 0
         for workers in [int(w) for w in args.workers.split(",")]:
@@ -279,7 +288,7 @@ def ab_main(args: argparse.Namespace) -> None:
     try:
         project = args.project or build_project(tmp, args.rows)
         script = tmp / "post.lua"
-        script.write_text(LUA % {"features": json.dumps(FEATURES), "users": USERS})
+        script.write_text(LUA % {"features": json.dumps(FEATURES), "users": USERS, "auth": ""})
         variants = (("before", args.baseline_src.resolve()), ("after", None))
         for round_ in range(args.repeat):
             for workers in [int(w) for w in args.workers.split(",")]:

@@ -131,6 +131,7 @@ class FeatureStore:
         service: str | None = None,
         full_feature_names: bool = False,
         timestamp_column: str | None = None,
+        join_key_map: dict[str, Any] | None = None,
     ) -> TrainingSet:
         """Point-in-time-correct features for each row of ``entity_df`` (docs/training_sets.md).
 
@@ -146,6 +147,7 @@ class FeatureStore:
             service=service,
             full_feature_names=full_feature_names,
             timestamp_column=timestamp_column,
+            join_key_map=join_key_map,
         )
 
     def materialize(
@@ -182,8 +184,10 @@ class FeatureStore:
         *,
         service: str | None = None,
         include_event_times: bool = False,
+        join_key_map: dict[str, Any] | None = None,
     ) -> OnlineResponse:
-        """Latest values for each entity row, one round trip to the online store."""
+        """Latest values for each entity row, one round trip to the online store (one per use of
+        a view read under other entity columns with ``join_key_map``)."""
         from feature_layer.online.lookup import get_online_features
 
         return get_online_features(
@@ -192,6 +196,7 @@ class FeatureStore:
             service=service,
             entity_rows=entity_rows,
             include_event_times=include_event_times,
+            join_key_map=join_key_map,
         )
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from feature_layer.access import AuthSettings, auth_settings_from
 from feature_layer.errors import ConfigError
 from feature_layer.offline.kinds import _is_file_path, duckdb_path  # noqa: F401 - re-exported
 
@@ -105,9 +106,11 @@ class Settings:
     profiles_dir: Path
     extra: dict[str, Any] = field(default_factory=dict)
     offline: OfflineSettings = field(default_factory=OfflineSettings)
+    auth: AuthSettings | None = None
+    """Access tokens of the feature server (``auth:``; None: every request is served). ops2."""
 
 
-_TOP_KEYS = {"project", "target", "online_store", "state_path", "target_path", "profiles_dir", "offline"}
+_TOP_KEYS = {"project", "target", "online_store", "state_path", "target_path", "profiles_dir", "offline", "auth"}
 _TLS_KEYS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 _ONLINE_KEYS = {"type", "path", "url", "username", "password", "socket_timeout", "retries", "batch_size",
                 "connect_timeout", *_TLS_KEYS}
@@ -348,6 +351,7 @@ def load_settings(project_dir: str | Path = ".", *, target: str | None = None) -
         catalog_path=target_path / "catalog.json",
         profiles_dir=(root / profiles_dir).resolve() if profiles_dir
         else Path(os.environ.get("DBT_PROFILES_DIR", root)),
+        auth=auth_settings_from(raw.get("auth"), source),
         offline=offline_settings_from(raw.get("offline"), source),
     )
 

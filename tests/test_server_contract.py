@@ -103,7 +103,8 @@ def test_openapi_describes_every_route_with_the_request_model(app):
     assert routes - {"/", "/openapi.json"} <= set(document["paths"]), routes - set(document["paths"])
     request = document["components"]["schemas"]["OnlineFeaturesRequest"]
     assert request["additionalProperties"] is False
-    assert set(request["properties"]) == {"features", "service", "entity_rows", "entities", "include_event_times"}
+    assert set(request["properties"]) == {"features", "service", "entity_rows", "entities", "include_event_times",
+                                          "join_key_map"}
     assert request["properties"]["entity_rows"]["maxItems"] == app.state.limits.max_entity_rows
 
 

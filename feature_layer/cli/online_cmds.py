@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from feature_layer.cli.base import Context, echo_json, handle_errors, main, render_table
+from feature_layer.cli.sql_cmds import JOIN_KEY_MAP_HELP, join_key_map_json
 from feature_layer.durations import format_duration, parse_duration
 from feature_layer.errors import InputError, plural
 
@@ -133,6 +134,7 @@ def _parse_rows(entities: tuple[str, ...], rows_json: str | None) -> list[dict[s
 @click.option("--entity", "-e", "entities", multiple=True, metavar="KEY=VALUE", help="A join key value (repeatable).")
 @click.option("--rows", "rows_json", metavar="JSON", help="Entity rows as JSON: an object or a list of objects.")
 @click.option("--event-times", is_flag=True, help="Also show each value's event time.")
+@click.option("--join-key-map", "join_key_map", default=None, metavar="JSON", help=JOIN_KEY_MAP_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 @handle_errors
@@ -143,13 +145,15 @@ def online_get(
     entities: tuple[str, ...],
     rows_json: str | None,
     event_times: bool,
+    join_key_map: str | None,
     as_json: bool,
 ) -> None:
     """Look up online values: feature-layer online-get users.score -e user_id=42."""
     rows = _parse_rows(entities, rows_json)
     obj.registry  # noqa: B018 - loads it, warning once about any view left out
     response = obj.store.get_online_features(
-        list(features) or None, rows, service=service, include_event_times=event_times
+        list(features) or None, rows, service=service, include_event_times=event_times,
+        join_key_map=join_key_map_json(join_key_map),
     )
     if as_json:
         echo_json(response.to_rows())

@@ -41,6 +41,9 @@ def serve(ctx: Context, host: str, port: int, reload_interval: float, workers: i
     holder = holder_for_store(store)  # load now: a missing or unreadable manifest fails here, with its message
     click.echo(f"feature_layer: {len(holder.registry.views)} feature views; UI and API on http://{host}:{port}/",
                err=True)
+    if store.settings.auth is not None:  # ops2
+        click.echo(f"feature_layer: access control on, {len(store.settings.auth.grants)} token(s) "
+                   "(auth: in feature_layer.yml; /healthz and the UI shell stay open)", err=True)
     from feature_layer.server.health import broken_views
 
     for name, messages in broken_views(holder.registry).items():

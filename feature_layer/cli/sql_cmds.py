@@ -13,6 +13,23 @@ def sql() -> None:
     """Print generated SQL (point-in-time training sets) for any sqlglot dialect."""
 
 
+JOIN_KEY_MAP_HELP = ('Views read under other entity columns, as JSON: \'{"user_profile_features": '
+                     '[{}, {"user_id": "payee_id"}]}\' (a mapped use\'s columns end in __payee_id).')
+
+
+def join_key_map_json(text: str | None) -> object:
+    """``--join-key-map`` parsed (validated later, against the registry)."""
+    import json
+
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"--join-key-map is not valid JSON: {exc}.",
+                         fix='write --join-key-map \'{"view": {"join_key": "entity_column"}}\'.') from None
+
+
 def _split(values: tuple[str, ...]) -> list[str]:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
@@ -31,6 +48,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
     help="Entity columns to return (default: read from the warehouse, else join keys and timestamp).",
 )
 @click.option("--full-feature-names", is_flag=True, help="Name feature columns view__feature.")
+@click.option("--join-key-map", "join_key_map", default=None, metavar="JSON", help=JOIN_KEY_MAP_HELP)
 @click.option(
     "--strategy", type=click.Choice(["asof", "window"]), default=None, help="Force a formulation (default: per dialect)."
 )
@@ -45,6 +63,7 @@ def training_set(
     timestamp_column: str,
     entity_columns: tuple[str, ...],
     full_feature_names: bool,
+    join_key_map: str | None,
     strategy: str | None,
 ) -> None:
     """Print the point-in-time-correct training-set query for an entity table."""
@@ -58,6 +77,9 @@ def training_set(
     store = ctx.store
     ctx.registry  # noqa: B018 - loads it, warning once about any view left out
     requested = resolve_requested(store.registry, _split(features) or None, service)
+    from feature_layer.registry.join_keys import with_join_key_map
+
+    requested = with_join_key_map(store.registry, requested, service, join_key_map_json(join_key_map))
     engine_dialect = _target_dialect(ctx)
     dialect = capabilities(dialect or engine_dialect).name
     source = warehouse_source(entity_table, dialect)

@@ -70,6 +70,10 @@ class DbtNode:
     url: str | None = None
     yaml_path: str | None = None
     """The properties file (schema.yml) that documents the node, where its meta usually lives."""
+    version: str | None = None
+    """dbt model version (``versions:`` on the model; ``model.pkg.name.v2``), None when unversioned."""
+    latest_version: str | None = None
+    """The model's ``latest_version`` (what an unpinned ``ref('name')`` resolves to)."""
 
     @property
     def enabled(self) -> bool:
@@ -194,7 +198,18 @@ def _node(raw: dict[str, Any], catalog_types: dict[str, str]) -> DbtNode:
         owner=_owner(raw) if resource_type == "exposure" else None,
         url=raw.get("url"),
         yaml_path=(raw.get("patch_path") or "").partition("://")[2] or None,
+        version=_version_text(raw.get("version")),
+        latest_version=_version_text(raw.get("latest_version")),
     )
+
+
+def _version_text(value: Any) -> str | None:
+    """A dbt model version as text (dbt allows numbers and strings: ``2``, ``"2"``, ``1.5``)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
 
 
 def _catalog_types(catalog_path: Path | None) -> tuple[dict[str, dict[str, str]], dict[str, Any] | None]:

@@ -17,6 +17,7 @@ from sqlglot import exp
 
 from feature_layer.errors import FeatureLayerError, InputError
 from feature_layer.offline.entity import PreparedEntities, prepare_entities, warehouse_schemas
+from feature_layer.registry.join_keys import with_join_key_map
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.sql.point_in_time import (
     Conversion,
@@ -376,14 +377,18 @@ def get_training_set(
     service: str | None = None,
     full_feature_names: bool = False,
     timestamp_column: str | None = None,
+    join_key_map: Mapping[str, Any] | None = None,
 ) -> TrainingSet:
     """Point-in-time-correct features for each row of ``entity_df`` (see docs/training_sets.md).
+
+    ``join_key_map``: views read under other entity columns (``feature_layer.registry.join_keys``).
 
     ``entity_df``: a pandas/polars DataFrame, a pyarrow Table, a Parquet path, or a warehouse
     table name or SQL query. Its timestamp column is ``event_timestamp``, else its only
     timestamp column, else ``timestamp_column``.
     """
     requested = resolve_requested(parts.registry(), features, service)
+    requested = with_join_key_map(parts.registry(), requested, service, join_key_map)  # ops2
     training = build_training_set(
         parts.engine(),
         entity_df,

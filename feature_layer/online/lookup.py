@@ -39,6 +39,7 @@ from feature_layer.online.encoding import (
     view_layout,
 )
 from feature_layer.online.layouts import ActiveLayout, ActiveLayouts, serving_layout
+from feature_layer.online.mapped_lookup import mapped_lookup, uses_join_key_map
 from feature_layer.online.store import OnlineStore
 from feature_layer.parts import Parts
 
@@ -402,14 +403,21 @@ def get_online_features(
     service: str | None = None,
     entity_rows: Any = None,
     include_event_times: bool = False,
+    join_key_map: Mapping[str, Any] | None = None,
 ) -> OnlineResponse:
     """Latest values of ``features`` (or a ``service``'s) for each entity row, one round trip.
 
     ``entity_rows``: a list of dicts, a dict of columns, a pyarrow table or a pandas DataFrame
     holding the join keys of the requested views. Missing and expired values are None.
+    ``join_key_map``: views read under other entity columns (``online/mapped_lookup.py``).
     """
+    registry = parts.registry()
+    if join_key_map or (service is not None and uses_join_key_map(registry, service)):  # ops2
+        return mapped_lookup(parts, features=features, service=service, entity_rows=entity_rows,
+                             include_event_times=include_event_times, join_key_map=join_key_map,
+                             lookup=get_online_features, response=OnlineResponse)
     online = parts.online()
-    plan = lookup_plan(parts.registry(), online.namespace, features, service)
+    plan = lookup_plan(registry, online.namespace, features, service)
     return plan.execute(online, entity_rows, include_event_times=include_event_times)
 
 

@@ -353,7 +353,8 @@ def record_training_statistics(parts: Any, training_set: Any, table: Any) -> Non
     from feature_layer.errors import FeatureLayerError
 
     try:
-        columns = [(f, n) for out in training_set.outputs for f, n in zip(out.features, out.names, strict=True)]
+        columns = [(f, n) for out in training_set.outputs for f, n in zip(out.features, out.names, strict=True)
+                   if not getattr(out.view, "source_keys", ())]  # ops2: a join_key_map use is another population
         stats = training_statistics(table, columns, now=parts.clock.now())
         parts.state().save_many_statistics({TRAINING_PREFIX + ref: s for ref, s in stats.items()})
     except (FeatureLayerError, OSError, ValueError, TypeError, KeyError) as exc:

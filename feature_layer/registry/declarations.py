@@ -20,13 +20,14 @@ from feature_layer.errors import ValidationIssue
 from feature_layer.freshness import PERIODS, FreshnessSla
 from feature_layer.registry.columns import CATALOG, SQL, YAML, ModelColumns, model_columns
 from feature_layer.registry.model import Entity, Feature, FeatureService, FeatureView
+from feature_layer.registry.versions import add_versioned_views
 from feature_layer.types import LOGICAL_TYPES, logical_type
 
 META_KEY = "feature_layer"
 VIEW_KEYS = {"entities", "entity", "event_time", "created_at", "ttl", "online", "owner", "tags", "description", "features",
              "freshness"}
 ENTITY_KEYS = {"join_keys", "description"}
-SERVICE_KEYS = {"features", "description"}
+SERVICE_KEYS = {"features", "description", "join_key_map"}
 COLUMN_KEYS = {"feature", "dtype", "tags"}
 USABLE_TYPES = tuple(t for t in LOGICAL_TYPES if t != "unknown")
 
@@ -610,7 +611,8 @@ def _service_from_node(node: DbtNode, views: Mapping[str, FeatureView], broken_v
             full = f"{view_name}.{name}"
             if full not in resolved:
                 resolved.append(full)
-    if not ok:
+    join_key_map = _service_join_key_map(node, block, views, resolved, issues)  # ops2
+    if not ok or join_key_map is None:
         return None
     return FeatureService(
         name=node.name,
@@ -621,7 +623,29 @@ def _service_from_node(node: DbtNode, views: Mapping[str, FeatureView], broken_v
         file_path=node.file_path,
         depends_on=node.depends_on,
         tags=node.tags,
+        join_key_map=join_key_map,
     )
+
+
+def _service_join_key_map(node: DbtNode, block: Mapping[str, Any], views: Mapping[str, FeatureView],
+                          resolved: list[str], issues: list[ValidationIssue]) -> dict[str, Any] | None:
+    """``meta.feature_layer.join_key_map`` of an ML exposure (registry/join_keys.py); None: invalid."""
+    from feature_layer.errors import InputError
+    from feature_layer.registry.join_keys import parse_join_key_map
+
+    try:
+        parsed = parse_join_key_map(block.get("join_key_map"), views, f"meta.{META_KEY}.join_key_map")
+    except InputError as exc:
+        issues.append(_issue("bad-join-key-map", exc.message, exc.fix or "", node))
+        return None
+    used = {ref.partition(".")[0] for ref in resolved}
+    for view_name in parsed:
+        if view_name not in used:
+            issues.append(_issue("bad-join-key-map", f"meta.{META_KEY}.join_key_map names feature view "
+                                 f"{view_name!r}, but the service lists none of its features.",
+                                 f"add {view_name}.<feature> to `features:`, or drop it from join_key_map.", node))
+            return None
+    return parsed
 
 
 def dropped_blocks(properties: Any, nodes: Mapping[str, DbtNode]) -> dict[str, list[ValidationIssue]]:
@@ -677,6 +701,10 @@ def build_declarations(manifest: Manifest, raw_entities: Any, entities_source: s
         by_name.setdefault(node.name, []).append(node)
     for name, nodes in by_name.items():
         start = len(out.issues)
+        if all(n.version is not None for n in nodes):  # dbt model versions: view@vN (registry/versions.py)
+            add_versioned_views(name, nodes, lambda n: _view_from_node(n, out.entities, out.issues, dialect),
+                                out.views, out.broken_views, out.issues, dropped)
+            continue
         if len(nodes) > 1:
             for node in nodes:
                 out.issues.append(_issue("duplicate-view", f"feature view name {name!r} is used by "

@@ -6,6 +6,7 @@ change in dbt's manifest schema touches ``feature_layer.dbt`` and nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -74,6 +75,10 @@ class FeatureView:
     compiled_sql: str | None = None
     depends_on: tuple[str, ...] = ()
     materialized: str = ""
+    version: str | None = None
+    """The dbt model version this view is built from (``view@v2``; the unpinned name is the
+    latest version), None for an unversioned model. See ``feature_layer.registry.versions``."""
+    latest_version: str | None = None
     freshness: FreshnessSla | None = None
     """The view's freshness SLA (``freshness: {warn_after: …, error_after: …}``), None when undeclared."""
 
@@ -104,3 +109,6 @@ class FeatureService:
     file_path: str = ""
     depends_on: tuple[str, ...] = ()
     tags: tuple[str, ...] = field(default_factory=tuple)
+    join_key_map: Mapping[str, tuple[dict[str, str], ...]] = field(default_factory=dict, hash=False, compare=False)
+    """Views its model reads under other entity columns (``meta.feature_layer.join_key_map``,
+    ``feature_layer.registry.join_keys``); empty for most services."""

@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from feature_layer.errors import FeatureLayerError
-from feature_layer.server import routes, search_api  # search: search_api
+from feature_layer.server import auth, routes, search_api  # search: search_api; ops2: auth
 from feature_layer.server.fastpath import OnlineFastPath, lookup_inline
 from feature_layer.server.health import StoreProbe
 from feature_layer.server.metrics import Metrics, MetricsMiddleware
@@ -207,6 +207,7 @@ def build_app(
     app.state.stats_computed = {}  # feature ref -> (monotonic time, statistics) of the last computation
     app.state.stats_scans = asyncio.Semaphore(max(1, limits.stats_concurrency))
     app.add_middleware(OnlineFastPath, state=app.state, route=online_route)  # inner: answers the hot path
+    auth.install(app, settings.auth if settings is not None else None)  # ops2: tokens, before the fast path
     # outer: times every request, fast path included, and adds the security headers to every response
     app.add_middleware(MetricsMiddleware, metrics=metrics, headers=SECURITY_HEADERS)
     return app

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from feature_layer.errors import FeatureLayerError, InputError, UnknownFeatureError
 from feature_layer.online.lookup import get_online_features
 from feature_layer.parts import Parts
+from feature_layer.server.auth import GRANT_KEY, check_online
 from feature_layer.server.requests import (
     OnlineRequest,
     parse_json_body,
@@ -52,7 +53,7 @@ class OnlineFastPath:
         scope["route"] = self.route
         try:
             body = await self._body(scope, receive)
-            status, payload = 200, await self._lookup(body)
+            status, payload = 200, await lookup_json(self.state, parse_json_body(body), scope)
         except FeatureLayerError as exc:
             status, payload = status_for(exc), orjson.dumps(error_body(exc, self.state.project_dir))
         await send({"type": "http.response.start", "status": status,
@@ -62,19 +63,20 @@ class OnlineFastPath:
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         return await read_body(scope["headers"], receive, self.state.limits.max_body_bytes)
 
-    async def _lookup(self, body: bytes) -> bytes:
-        return await lookup_json(self.state, parse_json_body(body))
 
 
-async def lookup_json(state: Any, payload: Any) -> bytes:
+async def lookup_json(state: Any, payload: Any, scope: Scope | None = None) -> bytes:
     """Validate a parsed request body, look the features up, return the JSON response body.
 
     Validation runs on the event loop (pure CPU, microseconds); the store call runs in
     ``state.lookup_pool`` under ``state.limits.lookup_deadline`` seconds — except for the
-    embedded SQLite store (``state.lookup_inline``, see :func:`lookup_inline`).
+    embedded SQLite store (``state.lookup_inline``, see :func:`lookup_inline`). ``scope``: the
+    ASGI scope, whose access grant (``server.auth``) must allow the requested views.
     """
     limits = state.limits
     holder = state.holder
+    if scope is not None and GRANT_KEY in scope:
+        check_online(scope, holder.registry, payload)
     parsed = parse_online_request(payload, holder.registry, holder.refs,
                                   max_rows=limits.max_entity_rows, max_features=limits.max_features)
     try:
@@ -101,6 +103,7 @@ def _lookup_in_thread(parts: Parts, parsed: OnlineRequest) -> bytes:
         entity_rows=parsed.entity_rows,
         service=parsed.service,
         include_event_times=parsed.include_event_times,
+        join_key_map=parsed.join_key_map,  # ops2
     )
     return orjson.dumps(response.to_dict(), default=json_default, option=orjson.OPT_SERIALIZE_NUMPY)
 

@@ -44,6 +44,10 @@ class OnlineFeaturesRequest(BaseModel):
         default=None,  # type: ignore[assignment]
         description="Columnar entities: join key → one value per entity (lists of equal length).")
     include_event_times: StrictBool = Field(default=False, description="Also return `<feature>__event_time` columns.")
+    join_key_map: dict[StrictStr, dict[StrictStr, StrictStr] | list[dict[StrictStr, StrictStr]]] = Field(
+        default=None,  # type: ignore[assignment]
+        description="Feature views read under other entity columns: view → {join key: entity column}, or a list "
+        "of such mappings ({} is the plain use). A mapped use's columns end in `__<entity column>`.")
 
     @model_validator(mode="after")
     def _exactly_one_of_each(self) -> OnlineFeaturesRequest:

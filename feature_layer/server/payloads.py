@@ -11,6 +11,7 @@ from feature_layer.freshness import freshness as freshness_of
 from feature_layer.ops.sla import sla_gauges
 from feature_layer.parts import Parts
 from feature_layer.registry.model import Feature, FeatureView
+from feature_layer.registry.versions import version_info
 from feature_layer.server.health import layout_of
 
 
@@ -170,6 +171,7 @@ def view_summary(parts: Parts, view: FeatureView, now: datetime) -> dict[str, An
         "feature_count": len(view.features),
         "freshness": freshness(parts, view, now),
         "layout": layout_of(parts, view) if view.online else None,
+        "version": version_info(parts.registry(), view),  # ops2: dbt model versions (registry/versions.py)
     }
 
 

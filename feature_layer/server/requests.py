@@ -18,7 +18,7 @@ from feature_layer.errors import InputError, UnknownFeatureError
 from feature_layer.registry.declarations import close_matches
 from feature_layer.server.models import OnlineFeaturesRequest
 
-ONLINE_KEYS = ("features", "service", "entity_rows", "entities", "include_event_times")
+ONLINE_KEYS = ("features", "service", "entity_rows", "entities", "include_event_times", "join_key_map")
 _SCALARS = (str, int, float, bool, type(None))
 # JSON numbers beyond int64 (orjson parses those past 2**64 as floats) can match no key exactly.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -99,6 +99,8 @@ class OnlineRequest:
     service: str | None
     entity_rows: list[dict[str, Any]]
     include_event_times: bool
+    join_key_map: dict[str, Any] | None = None
+    """Validated (``registry.join_keys.parse_join_key_map``); None for most requests."""
 
 
 def parse_online_request(payload: Any, registry: Any, refs: frozenset[str], *, max_rows: int,
@@ -126,7 +128,17 @@ def parse_online_request(payload: Any, registry: Any, refs: frozenset[str], *, m
     rows = request.entity_rows
     if rows is None or len(rows) > max_rows:
         rows = _entity_rows(payload, max_rows)  # columnar entities as rows, or the row limit's error
-    return OnlineRequest(features, service, rows, request.include_event_times)
+    join_key_map = _join_key_map(request.join_key_map, registry) if request.join_key_map is not None else None
+    return OnlineRequest(features, service, rows, request.include_event_times, join_key_map)
+
+
+def _join_key_map(raw: Any, registry: Any) -> dict[str, Any]:
+    from feature_layer.registry.join_keys import parse_join_key_map
+
+    try:
+        return parse_join_key_map(raw, registry.views)
+    except InputError as exc:
+        raise RequestFieldError("join_key_map", exc.message, fix=exc.fix or "") from None
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:

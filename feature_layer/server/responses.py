@@ -22,6 +22,7 @@ from feature_layer.errors import (
     UnknownFeatureError,
     WarehouseError,
 )
+from feature_layer.server.auth import ForbiddenError
 from feature_layer.server.public import public_text
 from feature_layer.server.requests import RequestFieldError, RequestTooLargeError
 
@@ -32,6 +33,7 @@ class OnlineStoreTimeoutError(OnlineStoreError):
 
 # Most specific first: the first isinstance match wins.
 STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
+    (ForbiddenError, 403),
     (RequestTooLargeError, 413),
     (RequestFieldError, 422),
     (UnknownFeatureError, 404),

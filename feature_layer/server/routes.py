@@ -25,6 +25,7 @@ from feature_layer.registry.declarations import close_matches
 from feature_layer.registry.duplicates import duplicates_payload
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.registry.search import index_for
+from feature_layer.registry.versions import version_info
 from feature_layer.server import health, payloads
 from feature_layer.server.fastpath import lookup_json
 from feature_layer.server.requests import (
@@ -59,7 +60,7 @@ async def online_features(request: Request) -> Response:
     (used when the app is mounted without that middleware)."""
     state = request.app.state
     payload = await read_json_body(request, state.limits.max_body_bytes)
-    return Response(await lookup_json(state, payload), media_type="application/json")
+    return Response(await lookup_json(state, payload, request.scope), media_type="application/json")
 
 
 def _resolve_feature(registry: Any, ref: str) -> tuple[FeatureView, Feature]:
@@ -288,7 +289,8 @@ async def get_catalog(request: Request) -> Response:
                       "views": sum(1 for v in views if e.name in v.entities)}
                      for e in sorted(registry.entities.values(), key=lambda e: e.name)],
         "views": [{"name": v.name, "entities": list(v.entities), "owner": v.owner, "tags": list(v.tags),
-                   "features": len(v.features), "description": v.description} for v in views],
+                   "features": len(v.features), "description": v.description,
+                   "version": version_info(registry, v)} for v in views],  # ops2: dbt model versions
         "owners": sorted({v.owner for v in views if v.owner}),
         "tags": tags,
         "services": [{"name": s.name, "features": list(s.features), "owner": s.owner, "description": s.description}

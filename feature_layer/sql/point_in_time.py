@@ -37,6 +37,7 @@ from sqlglot import exp
 from feature_layer.errors import InputError
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.sql.dialects import capabilities, pit_strategy, to_naive_utc, to_utc_instant
+from feature_layer.sql.join_key_map import map_join_keys, output_name
 from feature_layer.sql.names import col, ident, relation_table  # noqa: F401 - re-exported
 
 ROW = "__fl_row"
@@ -148,7 +149,7 @@ def plan_outputs(
         seen_views.add(view.name)
         names = []
         for feature in features:
-            name = f"{view.name}{FULL_NAME_SEPARATOR}{feature.name}" if full_feature_names else feature.name
+            name = output_name(view, feature, full_feature_names)  # ops2: + a mapped use's suffix (join_key_map)
             if name.startswith(INTERNAL_PREFIX):
                 raise InputError(
                     f"Output column {name!r} starts with {INTERNAL_PREFIX!r}, which feature_layer reserves.",
@@ -503,6 +504,7 @@ def build_training_set_query(
                 projections.append(exp.alias_(col(feature.name, alias), name, quoted=True))
 
     query = query.select(*projections).order_by(exp.Ordered(this=col(ROW, "s")))
+    query = map_join_keys(query, outputs, _cte_name)  # ops2: mapped uses read renamed key columns
     return conform_feature_types(query, outputs, dialect)
 
 

@@ -15,8 +15,28 @@
   const KNOWN_ROUTES = new Set(["", "search", "feature", "entity", "view", "ml-model", "service", "source", "model", "map", "table"]);
 
   // ---------------------------------------------------------------- helpers
-  async function api(path) {
-    const res = await fetch(path, { headers: { Accept: "application/json" } });
+  // ops2 (access control): a server with `auth:` tokens answers 401/403; the token is asked for once,
+  // kept in this tab's sessionStorage and sent as a Bearer header with every API call.
+  const TOKEN_KEY = "feature_layer.token";
+  function askToken(why) {
+    if (!askToken.pending) askToken.pending = Promise.resolve().then(() => {
+      const t = window.prompt(why + " Enter an access token of this feature server:");
+      if (t) sessionStorage.setItem(TOKEN_KEY, t.trim()); else sessionStorage.removeItem(TOKEN_KEY);
+      askToken.pending = null;
+      return Boolean(t);
+    });
+    return askToken.pending;
+  }
+
+  async function api(path, retried) {
+    const headers = { Accept: "application/json" };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = "Bearer " + token;
+    const res = await fetch(path, { headers });
+    if ((res.status === 401 || res.status === 403) && !retried
+        && await askToken(res.status === 401 ? "This feature server needs a token." : "Your token may not read this.")) {
+      return api(path, true);
+    }
     const body = await res.json().catch(() => ({}));
     if (!res.ok) {
       const e = body.error || {};
