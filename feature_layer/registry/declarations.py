@@ -22,7 +22,8 @@ from feature_layer.registry.model import Entity, Feature, FeatureService, Featur
 from feature_layer.types import LOGICAL_TYPES, logical_type
 
 META_KEY = "feature_layer"
-VIEW_KEYS = {"entities", "entity", "event_time", "created_at", "ttl", "online", "owner", "tags", "description", "features"}
+VIEW_KEYS = {"entities", "entity", "event_time", "created_at", "ttl", "online", "owner", "tags", "description", "features",
+             "stream"}
 ENTITY_KEYS = {"join_keys", "description"}
 SERVICE_KEYS = {"features", "description"}
 COLUMN_KEYS = {"feature", "dtype", "tags"}
@@ -339,6 +340,7 @@ def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[
         issues.append(_issue("bad-tags", "tags must be a list of strings.", "write `tags: [fraud, velocity]`.", node))
         tags = []
     features = _features(node, block, cols, join_keys, event_time, created_at, issues)
+    stream = _stream(node, block, issues)  # stream: feature_layer.stream.declaration
     if len(issues) > start:
         return None
     column_types = tuple((cols.spelling(c), logical_type(t)) for c, t in cols.types.items())
@@ -363,7 +365,17 @@ def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[
         compiled_sql=node.compiled_sql,
         depends_on=node.depends_on,
         materialized=str(node.config.get("materialized", "")),
+        stream=stream,
     )
+
+
+def _stream(node: DbtNode, block: Mapping[str, Any], issues: list[ValidationIssue]) -> Any:
+    """The view's ``stream:`` block (its form; the SQL is checked by ``feature-layer stream``)."""
+    from feature_layer.stream.declaration import parse_stream_block
+
+    spec, problems = parse_stream_block(block.get("stream"))
+    issues.extend(_issue(p.code, p.message, p.fix, node) for p in problems)
+    return spec
 
 
 # warehouse logical type -> dtypes its values convert to without loss (what materialize's Arrow cast accepts)

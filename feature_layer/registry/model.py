@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from feature_layer.stream.declaration import StreamSpec
+
 
 @dataclass(frozen=True)
 class Entity:
@@ -72,6 +74,8 @@ class FeatureView:
     compiled_sql: str | None = None
     depends_on: tuple[str, ...] = ()
     materialized: str = ""
+    stream: StreamSpec | None = None
+    """Its ``stream:`` declaration (feature_layer.stream), None when it is batch only."""
 
     def feature(self, name: str) -> Feature:
         for feature in self.features:
