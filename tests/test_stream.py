@@ -1,0 +1,218 @@
+"""Stream pipelines with the batch SQL (issue #11), against real redis-server processes and a real
+``dbt build`` of the example project.
+
+The reference is always the batch path over the same events: after streaming, ``dbt build``
+(which reads the raw file plus every event file the stream landed) and a full ``materialize``
+into a second store; every online value of both streamed views, with its event time, must be
+equal for every entity of the rebuilt warehouse. Each fault case streams its own payments on
+top of the state the previous tests left, and must end in that batch state too.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from tests.redis_helpers import RedisServer
+from tests.stream_helpers import (
+    STREAM_VIEWS,
+    StreamProject,
+    batch_reference,
+    build_stream_project,
+    compare,
+    consumer_process,
+    payments,
+    produce,
+    run_consumer,
+)
+
+pytestmark = [pytest.mark.redis, pytest.mark.xdist_group("stream")]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamProject]:
+    base = tmp_path_factory.mktemp("stream")
+    stream_redis = RedisServer(base / "stream-redis").start()
+    online_redis = RedisServer(base / "online-redis").start()
+    try:
+        built = build_stream_project(base / "project", stream_redis, online_redis)
+        built.write_config("payments")
+        with built.store() as store:  # the deployment the stream runs on top of: batch values online
+            store.materialize(select=list(STREAM_VIEWS))
+        yield built
+    finally:
+        stream_redis.stop()
+        online_redis.stop()
+
+
+def _assert_batch_state(project: StreamProject, tmp_path: Path) -> dict[str, int]:
+    with batch_reference(project, tmp_path) as batch, project.store() as streamed:
+        return compare(streamed, batch, project)
+
+
+def test_streamed_values_equal_dbt_build_for_both_views(project: StreamProject, tmp_path: Path) -> None:
+    project.write_config("payments-clean")
+    events = payments(project, 1500, seed=1, first_id=1_000_000_000)
+    produce(project.stream_redis.client(), "payments-clean", events.sort_by("occurred_at"))
+    counters = run_consumer(project)
+    assert counters.events == 1500 and counters.new == 1500 and counters.rejected == 0
+    assert counters.values_written > 0
+    landed = sorted((project.path / "data" / "raw").glob("transactions.stream-*.parquet"))
+    assert landed and sum(pa.parquet.read_metadata(p).num_rows for p in landed) >= 1500
+    compared = _assert_batch_state(project, tmp_path)
+    assert compared["user_transaction_features"] >= 100 and compared["user_merchant_features"] >= 300
+
+
+def test_duplicates_out_of_order_and_malformed_events_end_in_the_batch_state(
+    project: StreamProject, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    project.write_config("payments-faults")
+    client = project.stream_redis.client()
+    events = payments(project, 1200, seed=2, first_id=2_000_000_000, spread=timedelta(days=20))
+    shuffled = events.take(pa.array(__import__("numpy").random.default_rng(5).permutation(events.num_rows)))
+    produce(client, "payments-faults", shuffled.slice(0, 600))
+    bad = [
+        {"transaction_id": "2100000001", "user_id": "not-a-number", "merchant_id": "1", "occurred_at": "2026-01-01"},
+        {"transaction_id": "2100000002", "user_id": "1", "merchant_id": "1", "amount": "12", "colour": "red",
+         "occurred_at": "2026-01-01"},
+        {"transaction_id": "2100000003", "merchant_id": "1", "occurred_at": "2026-01-01"},
+        {"transaction_id": "2100000004", "user_id": "1", "merchant_id": "1", "occurred_at": "yesterday"},
+        {"transaction_id": "2100000005", "user_id": "1", "merchant_id": "1", "is_online": "perhaps",
+         "occurred_at": "2026-01-01"},
+        {"transaction_id": "2100000006", "user_id": "1", "merchant_id": "1", "occurred_at": "2999-01-01"},
+    ]
+    for entry in bad:
+        client.xadd("payments-faults", entry)
+    produce(client, "payments-faults", shuffled.slice(600))
+    produce(client, "payments-faults", shuffled.slice(0, 300))  # redelivered by a producer retry
+    counters = run_consumer(project)
+    assert counters.rejected == len(bad)
+    assert counters.duplicates == 300 and counters.new == 1200
+    dead = client.xrange("payments-faults:dead-letter")
+    reasons = {json.loads(f[b"event"])["transaction_id"]: f[b"reason"].decode() for _, f in dead}
+    assert "not an integer" in reasons["2100000001"]
+    assert "unknown field(s) colour" in reasons["2100000002"]
+    assert "user_id" in reasons["2100000003"] and "missing" in reasons["2100000003"]
+    assert "not an ISO 8601 timestamp" in reasons["2100000004"]
+    assert "not true or false" in reasons["2100000005"]
+    assert "in the future" in reasons["2100000006"]
+    landed = pq.read_table(sorted((project.path / "data" / "raw").glob("transactions.stream-*.parquet")))
+    ids = landed.column("transaction_id").to_pylist()
+    assert len(ids) == len(set(ids)), "an event was landed twice"
+    assert not set(ids) & {int(k) for k in reasons}, "a rejected event was landed"
+    _assert_batch_state(project, tmp_path)
+
+
+def test_consumer_killed_mid_batch_resumes_into_the_batch_state(project: StreamProject, tmp_path: Path) -> None:
+    project.write_config("payments-kill")
+    client = project.stream_redis.client()
+    events = payments(project, 2000, seed=3, first_id=3_000_000_000)
+    produce(client, "payments-kill", events)
+    first = consumer_process(project)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # kill -9 once it has acknowledged some, not all
+        groups = client.xinfo_groups("payments-kill") if client.exists("payments-kill") else []
+        acked = groups and groups[0]["entries-read"] and groups[0]["entries-read"] > 0
+        if acked and groups[0]["pending"] > 0:
+            break
+        time.sleep(0.005)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    pending = client.xpending("payments-kill", "feature_layer")["pending"]
+    assert pending > 0, "the consumer was not killed mid-batch (nothing pending): the test proves nothing"
+    second = consumer_process(project, "--until-idle", "1")
+    out, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, out.decode()
+    assert b"claimed" in out, out.decode()
+    assert client.xpending("payments-kill", "feature_layer")["pending"] == 0
+    _assert_batch_state(project, tmp_path)
+
+
+def test_redis_restart_mid_stream_is_survived(project: StreamProject, tmp_path: Path) -> None:
+    import threading
+
+    from feature_layer.stream.consumer import open_consumer
+
+    project.write_config("payments-restart")
+    events = payments(project, 1000, seed=4, first_id=4_000_000_000)
+    produce(project.stream_redis.client(), "payments-restart", events.slice(0, 500))
+    with project.store() as store:
+        worker = open_consumer(store, list(STREAM_VIEWS), consumer="test", log_seconds=60)
+        thread = threading.Thread(target=worker.run, kwargs={"until_idle": 4.0})
+        thread.start()
+        deadline = time.monotonic() + 30
+        while worker.counters.events < 500 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        project.stream_redis.restart()  # no persistence: the stream and its group are gone
+        produce(project.stream_redis.client(), "payments-restart", events.slice(500))
+        thread.join(60)
+        worker.pipeline.close()
+    assert not thread.is_alive()
+    assert worker.counters.events == 1000 and worker.counters.reconnects >= 1
+    _assert_batch_state(project, tmp_path)
+
+
+def test_events_older_than_the_lookback_are_landed_for_batch_not_streamed(project: StreamProject) -> None:
+    from dataclasses import replace
+
+    from feature_layer.stream.landing import FileEventLog
+    from feature_layer.stream.pipeline import StreamPipeline
+    from feature_layer.stream.plan import plan_stream
+
+    with project.store() as store:
+        registry = store.registry
+        plan, issues = plan_stream(registry, registry.view("user_transaction_features"), registry.dialect)
+        assert plan is not None, issues
+        bounded = replace(plan, lookback=timedelta(hours=1))  # as if its windows needed one hour
+        pipeline = StreamPipeline([bounded], FileEventLog(plan.source.location), store.online_store())
+        try:
+            events = payments(project, 40, seed=6, first_id=6_000_000_000, spread=timedelta(minutes=10))
+            pipeline.process(events.cast(pipeline.schema), [f"{i}-0" for i in range(40)])
+            old = payments(project, 5, seed=7, first_id=6_100_000_000, spread=timedelta(minutes=1))
+            old = old.set_column(6, "occurred_at", pa.compute.subtract(old.column("occurred_at"),
+                                                                       pa.scalar(timedelta(days=2))))
+            outcome = pipeline.process(old.cast(pipeline.schema), [f"{i}-1" for i in range(5)])
+        finally:
+            pipeline.close()
+    assert outcome.late == 5 and outcome.written == 0
+    assert outcome.new == 5 and outcome.landed is not None  # the next dbt build includes them
+
+
+def test_a_view_that_is_not_per_entity_is_refused_naming_the_construct(project: StreamProject) -> None:
+    from dataclasses import replace
+
+    from feature_layer.stream.declaration import StreamSpec
+    from feature_layer.stream.plan import plan_stream
+
+    with project.store() as store:
+        registry = store.registry
+        for name in STREAM_VIEWS:
+            plan, issues = plan_stream(registry, registry.view(name), registry.dialect)
+            assert plan is not None and not issues
+            assert plan.lookback is None  # lag() and window=none: the whole entity history
+        assert registry.view("merchant_risk_features").stream is None
+        risky = replace(registry.view("merchant_risk_features"),
+                        stream=StreamSpec("raw.transactions", "transaction_id"))
+        plan, issues = plan_stream(registry, risky, registry.dialect)
+    assert plan is None
+    text = "\n".join(i.render() for i in issues)
+    assert "MAX(DATE_TRUNC('DAY', occurred_at))" in text and "without GROUP BY merchant_id" in text
+    assert "CTE `bounds`" in text and "CTE `days`" in text  # the day spine, named
+    assert all(i.unique_id == "model.feature_layer.merchant_risk_features" for i in issues)
+
+
+def test_stream_command_refuses_a_view_that_cannot_stream(project: StreamProject) -> None:
+    done = subprocess.run(project.stream_command("--select", "user_profile_features", "--until-idle", "0.2"),
+                          env=project.env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "declares no stream" in done.stderr and "Traceback" not in done.stderr
