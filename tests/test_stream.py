@@ -216,3 +216,78 @@ def test_stream_command_refuses_a_view_that_cannot_stream(project: StreamProject
                           env=project.env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "declares no stream" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- push: values computed elsewhere (into user_profile_features, which no stream test compares) ----------
+
+
+def _profile(user_id: int, signup: str, country: str = "FR", **extra: object) -> dict[str, object]:
+    row: dict[str, object] = {"user_id": user_id, "signup_at": signup, "signed_up_at": signup, "country": country,
+                              "is_verified": True, "birth_year": 1990, "age_at_signup": 35}
+    row.update(extra)
+    return row
+
+
+def test_push_writes_online_never_older_and_to_the_offline_log(project: StreamProject) -> None:
+    import pyarrow.parquet as pq
+
+    features = ["user_profile_features.country", "user_profile_features.birth_year"]
+    with project.store() as store:
+        first = store.push("user_profile_features", [_profile(77_000_001, "2025-12-18T10:00:00Z", "DE"),
+                                                     _profile(77_000_002, "2025-12-18T11:00:00+01:00", "IT")])
+        assert (first.rows, first.written, first.kept_newer) == (2, 2, 0)
+        older = store.push("user_profile_features", [_profile(77_000_001, "2025-12-01T00:00:00Z", "ES")])
+        assert (older.written, older.kept_newer) == (0, 1)
+        got = store.get_online_features(features, [{"user_id": 77_000_001}, {"user_id": 77_000_002}]).to_dict()
+    assert got["country"] == ["DE", "IT"] and got["birth_year"] == [1990, 1990]
+    assert first.offline_log is not None and older.offline_log is not None
+    logged = pq.read_table(first.offline_log)
+    assert logged.column("user_id").to_pylist() == [77_000_001, 77_000_002]
+    assert logged.column("signup_at").to_pylist()[1].hour == 10  # +01:00 stored as UTC
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([], "non-empty list"),
+    ([_profile(1, "2025-12-18T10:00:00Z", colour="red")], "unknown column(s) colour"),
+    ([{"user_id": 1, "signup_at": "2025-12-18T10:00:00Z"}], "lacks signed_up_at"),
+    ([_profile(1, "2025-12-18T10:00:00Z", birth_year="1990")], "rows[0].birth_year is '1990'"),
+    ([_profile(1, "2025-12-18T10:00:00Z"), _profile(2, "last tuesday")], "rows[1].signup_at is 'last tuesday'"),
+    ([_profile(None, "2025-12-18T10:00:00Z")], "rows[0].user_id is None"),  # type: ignore[arg-type]
+    ([_profile(1, "2025-12-18T10:00:00Z", is_verified=1)], "but the feature is bool"),
+])
+def test_push_refuses_rows_that_do_not_fit_the_view(project: StreamProject, rows: list, message: str) -> None:
+    from feature_layer.stream.push import PushError
+
+    with project.store() as store, pytest.raises(PushError) as caught:
+        store.push("user_profile_features", rows)
+    assert message in str(caught.value) and caught.value.fix
+
+
+def test_http_push_is_disabled_unless_the_server_accepts_writes(
+    project: StreamProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from starlette.testclient import TestClient
+
+    from feature_layer.server.app import create_app
+
+    body = {"view": "user_profile_features", "rows": [_profile(77_000_010, "2025-12-18T12:00:00Z", "NL")]}
+    monkeypatch.delenv("FEATURE_LAYER_ACCEPT_WRITES", raising=False)
+    with project.store() as store, TestClient(create_app(store, reload_interval=None)) as client:
+        refused = client.post("/v1/push", json=body)
+    assert refused.status_code == 403 and "accept_writes" in refused.json()["error"]["fix"]
+    monkeypatch.setenv("FEATURE_LAYER_ACCEPT_WRITES", "1")
+    with project.store() as store, TestClient(create_app(store, reload_interval=None)) as client:
+        done = client.post("/v1/push", json=body)
+        unknown = client.post("/v1/push", json={"view": "user_profile_featurez", "rows": body["rows"]})
+        extra = client.post("/v1/push", json={**body, "mode": "fast"})
+        typed = client.post("/v1/push", json={"view": "user_profile_features",
+                                              "rows": [_profile(77_000_011, "2025-12-18T12:00:00Z", country=5)]})
+        not_json = client.post("/v1/push", content=b"{", headers={"content-type": "application/json"})
+        got = client.post("/v1/online-features", json={"features": ["user_profile_features.country"],
+                                                       "entity_rows": [{"user_id": 77_000_010}]})
+    assert done.status_code == 200 and done.json()["written"] == 1
+    assert got.json()["country"] == ["NL"]
+    assert unknown.status_code == 404 and "Did you mean" in unknown.json()["error"]["message"]
+    assert extra.status_code == 422 and extra.json()["error"]["field"] == "mode"
+    assert typed.status_code == 422 and "rows[0].country" in typed.json()["error"]["message"]
+    assert not_json.status_code == 422

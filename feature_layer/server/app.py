@@ -25,7 +25,9 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from feature_layer.config import server_accepts_writes
 from feature_layer.errors import FeatureLayerError
+from feature_layer.server import push as push_route
 from feature_layer.server import routes
 from feature_layer.server.fastpath import OnlineFastPath, lookup_inline
 from feature_layer.server.health import StoreProbe
@@ -174,6 +176,8 @@ def build_app(
             Route("/v1/entities/{name}", routes.get_entity, methods=["GET"]),
             Route("/v1/views/{name}", routes.get_view, methods=["GET"]),
             Route("/v1/catalog", routes.get_catalog, methods=["GET"]),
+            # stream: pushed values (off unless the server accepts writes; feature_layer/server/push.py)
+            Route("/v1/push", push_route.push, methods=["POST"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
             Route("/openapi.json", routes.openapi, methods=["GET"]),
@@ -192,6 +196,7 @@ def build_app(
     app.state.online_store_name = online_store_name(settings)
     app.state.store_probe = probe
     app.state.metrics = metrics
+    app.state.accept_writes = settings is not None and server_accepts_writes(settings)  # stream: POST /v1/push
     app.state.limits = limits
     app.state.lookup_pool = lookup_pool
     app.state.lookup_inline = lookup_inline(settings, limits.lookup_offload)
