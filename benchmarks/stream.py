@@ -192,7 +192,12 @@ def main() -> None:
         rss: list[tuple[float, float]] = []
         started = time.perf_counter()
         try:
-            time.sleep(3)  # the consumer's start (registry, plan, buffer)
+            producer.run(50, 1.0)  # warm-up: wait until the consumer has started and consumed these
+            deadline = time.perf_counter() + 180
+            while consumed(client) < producer.sent and time.perf_counter() < deadline:
+                time.sleep(0.1)
+            with producer.lock:
+                producer.samples = []
             for rate in [int(r) for r in args.rates.split(",")]:
                 latencies: list[float] = []
                 stop = threading.Event()
@@ -268,6 +273,7 @@ def main() -> None:
         lines += ["", f"Feast 0.67 push (precomputed rows → its Redis online store, same server, same run; Feast "
                   f"computes nothing here): {feast}"]
     text = "\n".join(lines)
+    print("consumer log (last lines):\n" + "\n".join((base / "consumer.log").read_text().splitlines()[-15:]))
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from feature_layer.config import StreamConnection
-from feature_layer.errors import FeatureLayerError, StreamError
+from feature_layer.errors import OnlineStoreError, StreamError
 from feature_layer.stream.events import type_events
 from feature_layer.stream.pipeline import StreamPipeline, lag_ms
 
@@ -210,6 +210,7 @@ class StreamConsumer:
         idle_since = time.monotonic()
         pause = 0.05
         pending: list[tuple[Any, dict[Any, Any]]] | None = None
+        failures = 0
         while not self._stop.is_set():
             try:
                 if pending is None:
@@ -239,11 +240,38 @@ class StreamConsumer:
                 self._reset()
                 self._claimed = False
                 pause = self._backoff(exc, pause)
-            except FeatureLayerError as exc:  # the online store or the event log failed: retry the read
+            except (OnlineStoreError, StreamError) as exc:  # online store down, event log not writable: retry
                 self.counters.retries += 1
                 pause = self._backoff(exc, pause)
+            except Exception as exc:  # noqa: BLE001 - computing failed: retry, then find the event at fault
+                self.counters.retries += 1
+                failures += 1
+                if pending and failures >= 3:
+                    self._isolate(pending, exc)
+                    pending, failures = None, 0
+                pause = self._backoff(exc, pause)
+            else:
+                failures = 0
         self._report(force=True)
         return self.counters
+
+    def _isolate(self, entries: list[tuple[Any, dict[Any, Any]]], exc: Exception) -> None:
+        """A read that failed three times (not the online store): process its entries one by one and
+        dead-letter those that still fail, with the error, so one poison event cannot stop the stream."""
+        from feature_layer.stream.events import Rejected
+
+        log.warning("stream %s: a read of %d entries failed 3 times (%s); processing them one by one",
+                    self.connection.stream, len(entries), str(exc).splitlines()[0])
+        for entry in entries:
+            try:
+                self.process([entry])
+            except (OnlineStoreError, StreamError):
+                raise
+            except Exception as one:  # noqa: BLE001 - this event cannot be computed
+                fields = {_text(k): _text(v) for k, v in entry[1].items()}
+                self._dead_letter([Rejected(_text(entry[0]), fields, f"processing failed: {str(one).splitlines()[0]}")])
+                self.client.xack(self.connection.stream, self.connection.group, entry[0])
+                self.counters.rejected += 1
 
     def _backoff(self, exc: Exception, pause: float) -> float:
         log.warning("stream %s: %s; retrying in %.2fs (nothing acknowledged)", self.connection.stream,
