@@ -138,6 +138,25 @@ def test_consumer_killed_mid_batch_resumes_into_the_batch_state(project: StreamP
     _assert_batch_state(project, tmp_path)
 
 
+def _metrics_text(worker: object) -> str:
+    """GET /metrics of ``feature-layer stream --metrics-port`` (the same server, on a free port)."""
+    import socket
+    import urllib.request
+
+    from feature_layer.cli.stream_cmds import _serve_metrics
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = _serve_metrics(worker, port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            return response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_redis_restart_mid_stream_is_survived(project: StreamProject, tmp_path: Path) -> None:
     import threading
 
@@ -157,8 +176,10 @@ def test_redis_restart_mid_stream_is_survived(project: StreamProject, tmp_path: 
         produce(project.stream_redis.client(), "payments-restart", events.slice(500))
         thread.join(60)
         worker.pipeline.close()
+        metrics = _metrics_text(worker)
     assert not thread.is_alive()
     assert worker.counters.events == 1000 and worker.counters.reconnects >= 1
+    assert "feature_layer_stream_events_total 1000" in metrics and "feature_layer_stream_reconnects_total" in metrics
     _assert_batch_state(project, tmp_path)
 
 
@@ -291,3 +312,31 @@ def test_http_push_is_disabled_unless_the_server_accepts_writes(
     assert extra.status_code == 422 and extra.json()["error"]["field"] == "mode"
     assert typed.status_code == 422 and "rows[0].country" in typed.json()["error"]["message"]
     assert not_json.status_code == 422
+
+
+def test_validate_names_a_declared_stream_that_cannot_stream(project: StreamProject) -> None:
+    from dataclasses import replace
+
+    from feature_layer.dbt.artifacts import load_manifest
+    from feature_layer.registry.declarations import build_declarations
+    from feature_layer.registry.registry import read_entity_declarations
+
+    manifest = load_manifest(project.path / "target" / "manifest.json")
+    uid = "model.feature_layer.merchant_risk_features"
+    node = manifest.nodes[uid]
+    block = {**node.meta["feature_layer"], "stream": {"source": "raw.transactions", "event_id": "transaction_id"}}
+    manifest.nodes[uid] = replace(node, meta={**node.meta, "feature_layer": block})
+    entities, source, _ = read_entity_declarations(project.path)
+    declared = build_declarations(manifest, entities, source)
+    codes = {(i.unique_id, i.code) for i in declared.issues}
+    assert (uid, "stream-aggregate") in codes and (uid, "stream-subquery") in codes
+    assert all(i.unique_id == uid for i in declared.issues), [i.render() for i in declared.issues]
+    bad = {**block, "stream": {"source": "raw.transactions", "event_id": "transaction_id", "lookback": "1h"}}
+    manifest.nodes[uid] = replace(node, meta={**node.meta, "feature_layer": {**block, **bad}})
+    utf = manifest.nodes["model.feature_layer.user_transaction_features"]
+    manifest.nodes[utf.unique_id] = replace(utf, meta={**utf.meta, "feature_layer": {
+        **utf.meta["feature_layer"], "stream": {"source": "raw.transactions", "event_id": "transaction_id",
+                                                "lookback": "1h"}}})
+    declared = build_declarations(manifest, entities, source)
+    short = [i for i in declared.issues if i.unique_id == utf.unique_id]
+    assert [i.code for i in short] == ["stream-lookback"] and "whole history" in short[0].message

@@ -12,7 +12,7 @@ import click
 from feature_layer.cli.base import Context, handle_errors, main
 
 
-def _serve_metrics(consumer: Any, port: int) -> None:
+def _serve_metrics(consumer: Any, port: int) -> Any:
     """A tiny Prometheus endpoint with the consumer's counters (GET /metrics)."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -33,6 +33,7 @@ def _serve_metrics(consumer: Any, port: int) -> None:
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True, name="stream-metrics").start()
+    return server
 
 
 @main.command("stream")

@@ -369,6 +369,15 @@ def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[
     )
 
 
+def _stream_issues(manifest: Manifest, views: Mapping[str, FeatureView], dialect: str) -> list[ValidationIssue]:
+    """Views declaring ``stream:`` whose compiled SQL is not per entity (the construct named)."""
+    if not any(v.stream is not None for v in views.values()):
+        return []
+    from feature_layer.stream.plan import declaration_issues
+
+    return declaration_issues(manifest, dict(views), dialect)
+
+
 def _stream(node: DbtNode, block: Mapping[str, Any], issues: list[ValidationIssue]) -> Any:
     """The view's ``stream:`` block (its form; the SQL is checked by ``feature-layer stream``)."""
     from feature_layer.stream.declaration import parse_stream_block
@@ -635,6 +644,7 @@ def build_declarations(manifest: Manifest, raw_entities: Any, entities_source: s
             out.views[view.name] = view
         else:
             out.broken_views[name] = out.issues[start:]
+    out.issues.extend(_stream_issues(manifest, out.views, dialect))  # stream: feature_layer.stream.plan
     for node in manifest.nodes.values():
         if node.resource_type == "exposure" and META_KEY not in node.meta and misplaced_blocks(node):
             out.issues.extend(misplaced_blocks(node))

@@ -301,6 +301,9 @@ def open_consumer(store: Any, select: Sequence[str] | None = None, *, consumer: 
     plans = []
     issues = []
     for name in names:
+        if not registry.view(name).online:
+            raise StreamError(f"Feature view {name!r} is not online (online: false), so there is nothing to stream to.",
+                              fix=f"set `online: true` on {name!r}, or leave it out of --select.")
         plan, found = plan_stream(registry, registry.view(name), registry.dialect)
         issues += found
         if plan is not None:

@@ -42,6 +42,8 @@ class FileEventLog:
                 "`data/raw/transactions*.parquet` (meta.external_location in sources.yml).",
             )
         self._head, _, self._tail = name.partition("*")
+        for stale in self.folder.glob(f".{self._head}.stream-*.tmp"):  # a crash mid-write: never renamed
+            stale.unlink(missing_ok=True)
 
     def files(self) -> list[str]:
         return sorted(glob.glob(self.pattern))

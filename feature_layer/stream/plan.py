@@ -429,6 +429,24 @@ def plan_stream(manifest: Graph, view: FeatureView, dialect: str) -> tuple[Strea
                       lookback=lookback, derived_lookback=derived, event_time=event_time, dialect=dialect), []
 
 
+def declaration_issues(graph: Graph, views: dict[str, FeatureView], dialect: str) -> list[ValidationIssue]:
+    """Issues of every view declaring ``stream:`` whose compiled SQL cannot stream (``feature-layer
+    validate``); views not compiled yet (after ``dbt parse`` only) are checked when streaming starts."""
+    issues: list[ValidationIssue] = []
+    for view in views.values():
+        if view.stream is None:
+            continue
+        try:
+            plan, found = plan_stream(graph, view, dialect)
+        except sqlglot.errors.SqlglotError as exc:  # SQL sqlglot cannot read: say so, never crash the load
+            node = graph.nodes.get(view.unique_id)
+            found = [_issue("stream-unreadable-sql", f"the compiled SQL between {view.stream.source} and "
+                            f"{view.name} cannot be parsed ({str(exc).splitlines()[0]}).",
+                            "simplify the SQL, or leave `stream:` out.", node)]
+        issues += [i for i in found if i.code != "stream-not-compiled"]
+    return issues
+
+
 # --- the rewrite -------------------------------------------------------------------------------------
 
 
