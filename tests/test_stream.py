@@ -340,3 +340,36 @@ def test_validate_names_a_declared_stream_that_cannot_stream(project: StreamProj
     declared = build_declarations(manifest, entities, source)
     short = [i for i in declared.issues if i.unique_id == utf.unique_id]
     assert [i.code for i in short] == ["stream-lookback"] and "whole history" in short[0].message
+
+
+def test_a_failed_landing_acknowledges_nothing_and_the_retry_lands_the_events(project: StreamProject) -> None:
+    import pyarrow.parquet as pq
+
+    from feature_layer.errors import StreamError
+    from feature_layer.stream.landing import FileEventLog
+    from feature_layer.stream.pipeline import StreamPipeline
+    from feature_layer.stream.plan import plan_stream
+
+    raw = project.path / "data" / "raw"
+    with project.store() as store:
+        registry = store.registry
+        plan, _ = plan_stream(registry, registry.view("user_transaction_features"), registry.dialect)
+        assert plan is not None
+        pipeline = StreamPipeline([plan], FileEventLog(plan.source.location), store.online_store())
+        try:
+            first = payments(project, 30, seed=8, first_id=8_000_000_000, new_users=0)
+            pipeline.process(first.cast(pipeline.schema), ["8-0", "8-1"])
+            second = first.set_column(0, "transaction_id", pa.array(range(8_100_000_000, 8_100_000_030)))
+            moved = raw.with_name("raw-away")
+            raw.rename(moved)  # the landing folder disappears (a lost mount): the write fails
+            try:
+                with pytest.raises(StreamError, match="Could not land 30 events"):
+                    pipeline.process(second.cast(pipeline.schema), ["9-0", "9-1"])
+            finally:
+                moved.rename(raw)
+            retried = pipeline.process(second.cast(pipeline.schema), ["9-0", "9-1"])
+        finally:
+            pipeline.close()
+    assert retried.new == 30 and retried.duplicates == 0 and retried.landed is not None
+    assert sorted(pq.read_table(retried.landed).column("transaction_id").to_pylist()) == list(
+        range(8_100_000_000, 8_100_000_030))

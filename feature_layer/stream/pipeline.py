@@ -10,7 +10,8 @@ The pipeline keeps an embedded DuckDB (in memory) holding
 
 For each micro-batch (:meth:`StreamPipeline.process`): de-duplicate the events by event id (against
 the buffer, which holds every landed event of the entities it holds), land the new ones in the
-event log, add them to the buffer, then per view fill ``__fl_stream_input`` with the history
+event log (in a thread, finished before ``process`` returns; a failed landing takes them out of the
+buffer again), add them to the buffer, then per view fill ``__fl_stream_input`` with the history
 (within the lookback) of the entities the events touch, run the view's SQL over it, keep each
 entity's latest row (``sql.latest.latest_values``, the materialization query) and write it with
 the online store's never-older rule. Nothing is incremented: every value is recomputed from
@@ -23,6 +24,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -114,6 +116,7 @@ class StreamPipeline:
         self.con.execute(f"CREATE TABLE {BUFFER} AS SELECT * FROM __fl_empty")
         self.con.execute(f"CREATE TABLE {INPUT_TABLE} AS SELECT * FROM __fl_empty")
         self.con.unregister("__fl_empty")
+        self._lander = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-landing")
         self.loaded: OrderedDict[tuple[Any, ...], int] = OrderedDict()
         self.buffered = 0
         self.watermark_us: int | None = None
@@ -233,9 +236,9 @@ class StreamPipeline:
         new = new.cast(self.schema)
         out.new = new.num_rows
         out.duplicates = events.num_rows - new.num_rows
-        landed = self.log.append(new, entry_ids[0], entry_ids[-1])  # before anything is acknowledged
-        out.landed = str(landed) if landed else None
-        out.seconds["land"] = time.perf_counter() - t
+        # Landing (Parquet + fsync: mostly waiting for the disk) runs while the views compute; it is
+        # finished before process() returns, so before anything is acknowledged.
+        landing = self._lander.submit(self.log.append, new, entry_ids[0], entry_ids[-1])
         if new.num_rows:
             self.con.register("__fl_new", new)
             self.con.execute(f"INSERT INTO {BUFFER} SELECT * FROM __fl_new")
@@ -257,14 +260,36 @@ class StreamPipeline:
         if len(times):
             newest = int(times.max())
             self.watermark_us = newest if self.watermark_us is None else max(self.watermark_us, newest)
-        for plan in self.plans:
-            t = time.perf_counter()
-            written, kept = self._compute(plan, current)
-            out.written += written
-            out.kept_newer += kept
-            out.seconds[plan.view.name] = time.perf_counter() - t
+        try:
+            for plan in self.plans:
+                t1 = time.perf_counter()
+                written, kept = self._compute(plan, current)
+                out.written += written
+                out.kept_newer += kept
+                out.seconds[plan.view.name] = time.perf_counter() - t1
+        finally:
+            try:
+                landed = landing.result()
+            except BaseException:
+                self._forget(new)  # not in the event log: the retry must see these events as new again
+                raise
+        out.landed = str(landed) if landed else None
+        out.seconds["total"] = time.perf_counter() - t
         self._evict()
         return out
+
+    def _forget(self, new: pa.Table) -> None:
+        """Remove ``new`` events from the buffer (their landing failed)."""
+        if not new.num_rows:
+            return
+        self.con.register("__fl_forget", new.select([self.event_id]))
+        eid = _q(self.event_id)
+        self.con.execute(f"DELETE FROM {BUFFER} USING __fl_forget AS f WHERE {BUFFER}.{eid} = f.{eid}")
+        self.con.unregister("__fl_forget")
+        for key in self._key_tuples(new, self.keys):
+            if key in self.loaded:
+                self.loaded[key] = max(0, self.loaded[key] - 1)
+        self.buffered -= new.num_rows
 
     def _compute(self, plan: StreamPlan, events: pa.Table) -> tuple[int, int]:
         if events.num_rows == 0:
@@ -300,6 +325,7 @@ class StreamPipeline:
         return counts.written, counts.kept_newer
 
     def close(self) -> None:
+        self._lander.shutdown(wait=True)
         self.con.close()
 
 
