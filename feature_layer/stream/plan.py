@@ -438,10 +438,11 @@ def declaration_issues(graph: Graph, views: dict[str, FeatureView], dialect: str
             continue
         try:
             plan, found = plan_stream(graph, view, dialect)
-        except sqlglot.errors.SqlglotError as exc:  # SQL sqlglot cannot read: say so, never crash the load
+        except Exception as exc:  # noqa: BLE001 - a check that crashes is an issue, never a failed load
             node = graph.nodes.get(view.unique_id)
             found = [_issue("stream-unreadable-sql", f"the compiled SQL between {view.stream.source} and "
-                            f"{view.name} cannot be parsed ({str(exc).splitlines()[0]}).",
+                            f"{view.name} could not be checked ({type(exc).__name__}: "
+                            f"{(str(exc).splitlines() or [''])[0]}).",
                             "simplify the SQL, or leave `stream:` out.", node)]
         issues += [i for i in found if i.code != "stream-not-compiled"]
     return issues
