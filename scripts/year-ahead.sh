@@ -12,5 +12,6 @@ command -v faketime >/dev/null || {
 }
 here="$(cd "$(dirname "$0")/.." && pwd)"
 export FAKETIME_DONT_FAKE_MONOTONIC=1   # timed waits need the real monotonic clock
+export FAKETIME_FORCE_MONOTONIC_FIX=0   # its "fix" breaks timed waits on the real monotonic clock (the GIL's among them)
 export PYTHONPATH="$here/tests/year_ahead${PYTHONPATH:+:$PYTHONPATH}"   # time.sleep via select
 exec faketime -f "${YEAR_AHEAD_OFFSET:-+365d}" "$@"

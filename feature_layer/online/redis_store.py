@@ -266,7 +266,7 @@ class RedisOnlineStore(OnlineStore):
     ) -> Any:
         """One non-streaming call of the write script (claim, touch, commit, delete), NOSCRIPT-safe."""
         token = b"%d" % (fence.token if fence else 0)
-        expires = b"%d" % (fence.lease_deadline_us() if fence else 0)
+        expires = b"%d" % (self.lease_deadline_us(fence) if fence else 0)
         all_keys = [*self.fence_keys(fence), *keys]
         argv = [mode, token, expires, b"%d" % seq, *args]
         try:
@@ -292,8 +292,16 @@ class RedisOnlineStore(OnlineStore):
         return self._error("write feature values", exc)
 
     def claim(self, fence: RunFence) -> None:
-        fence.clock_offset_us = self.clock_offset_us()
+        self._clock_offset = self.clock_offset_us()  # measured afresh for every run
         self.run_script(b"a", fence, [], [b"%d" % fence.ledger_ttl_ms])
+
+    _clock_offset: int | None = None
+
+    def lease_deadline_us(self, fence: RunFence) -> int:
+        """The run's lease expiry on Redis's clock, which checks it (``clock_offset_us``)."""
+        if self._clock_offset is None:
+            self._clock_offset = self.clock_offset_us()
+        return fence.lease_expires_us() + self._clock_offset
 
     def clock_offset_us(self) -> int:
         """Redis's clock (TIME) minus this host's, to the round trip's midpoint: the write script
@@ -435,7 +443,7 @@ class RedisWriter(Writer):
         return self._conn
 
     def _args(self, seq: int, clock: int) -> bytes:
-        expires = b"%d" % (self.fence.lease_deadline_us() if self.fence else 0)
+        expires = b"%d" % (self.store.lease_deadline_us(self.fence) if self.fence else 0)
         return b"".join(
             [
                 _bulk(self._mode),

@@ -71,15 +71,8 @@ class RunFence:
     run_id: str
     lease_expires_us: Callable[[], int]
     ledger_ttl_ms: int = 180_000
-    clock_offset_us: int = 0
-    """The store's clock minus this host's (measured when the run claims the view), so a store
-    that checks the lease by its own clock compares like with like whatever the hosts' skew."""
     requests: int = 0
     acknowledged: set[int] = field(default_factory=set)
-
-    def lease_deadline_us(self) -> int:
-        """The lease's expiry on the store's clock."""
-        return self.lease_expires_us() + self.clock_offset_us
 
     def next_request(self) -> int:
         self.requests += 1
