@@ -7,6 +7,9 @@ Set-up: the example project in a temporary folder, ``--rows`` demo payments (abo
 holders), ``dbt build``, the two streamed views materialized into a private redis-server (which
 also carries the stream). The consumer is ``feature-layer stream`` in its own process (real clock).
 
+The floor, interleaved (right after each rate's phase, same rate and length, same probe): a
+consumer group reader that computes nothing (XREADGROUP, SET the raw event time per card, XACK).
+
 For each rate, a producer in this process XADDs payments (existing card holders, event time =
 now) every 20 ms for ``--phase-seconds``; a probe samples ~10 payments a second and polls
 ``get_online_features`` (include_event_times) until that payment is the card's latest value online:
@@ -85,10 +88,11 @@ class Producer:
         self.next_id = first_id
         self.rng = np.random.default_rng(3)
         self.sent = 0
+        self.sent_to: dict[str, int] = {}
         self.samples: list[tuple[int, datetime, float]] = []  # (user, occurred_at, xadd time)
         self.lock = threading.Lock()
 
-    def run(self, rate: int, seconds: float) -> int:
+    def run(self, rate: int, seconds: float, stream: str = "payments") -> int:
         sent = 0
         tick = 0.02
         per_tick = rate * tick
@@ -110,7 +114,7 @@ class Producer:
                 sample_user = int(users[0])
                 next_sample += 0.1
             for i in range(n):
-                pipe.xadd("payments", {"transaction_id": str(self.next_id), "user_id": str(users[i]),
+                pipe.xadd(stream, {"transaction_id": str(self.next_id), "user_id": str(users[i]),
                                        "merchant_id": str(merchants[i]), "amount": str(amounts[i]),
                                        "currency": "EUR", "is_online": "false", "occurred_at": stamp,
                                        "created_at": stamp})
@@ -124,21 +128,20 @@ class Producer:
             if sleep > 0:
                 time.sleep(sleep)
         self.sent += sent
+        self.sent_to[stream] = self.sent_to.get(stream, 0) + sent
         return sent
 
 
-def probe(store: object, producer: Producer, stop: threading.Event, out: list[float]) -> None:
-    """Poll the online store until each sampled payment is its card's latest value (or 10 s pass)."""
-    feature = "user_transaction_features.amount"
+def probe(seen: object, producer: Producer, stop: threading.Event, out: list[float]) -> None:
+    """Poll until each sampled payment is its card's latest value (``seen(user)`` → event time), or 10 s pass."""
     while not stop.is_set():
         with producer.lock:
             todo, producer.samples = producer.samples, []
         for user, occurred, sent in todo:
             deadline = sent + 10
             while time.perf_counter() < deadline and not stop.is_set():
-                got = store.get_online_features([feature], [{"user_id": user}], include_event_times=True).to_dict()
-                seen = got["amount__event_time"][0]
-                if seen is not None and seen.replace(tzinfo=None) >= occurred:
+                value = seen(user)
+                if value is not None and value >= occurred:
                     out.append((time.perf_counter() - sent) * 1000)
                     break
                 time.sleep(0.005)
@@ -148,9 +151,49 @@ def probe(store: object, producer: Producer, stop: threading.Event, out: list[fl
         time.sleep(0.01)
 
 
-def consumed(client: object) -> int:
+def online_seen(store: object) -> object:
+    def seen(user: int) -> datetime | None:
+        got = store.get_online_features(["user_transaction_features.amount"], [{"user_id": user}],
+                                        include_event_times=True).to_dict()
+        value = got["amount__event_time"][0]
+        return value.replace(tzinfo=None) if value is not None else None
+
+    return seen
+
+
+def floor_seen(client: object) -> object:
+    def seen(user: int) -> datetime | None:
+        raw = client.get(f"floor:{user}")
+        return datetime.fromisoformat(raw.decode()) if raw else None
+
+    return seen
+
+
+def floor_consumer(url: str) -> None:
+    """The floor: a consumer group reader that computes nothing — XREADGROUP, SET the raw event time
+    per card, XACK (run as ``python -m benchmarks.stream --floor-consumer URL``)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
     try:
-        groups = client.xinfo_groups("payments")
+        client.xgroup_create("payments-floor", "floor", id="0", mkstream=True)
+    except redis.ResponseError:
+        pass
+    while True:
+        reply = client.xreadgroup("floor", "floor", {"payments-floor": ">"}, count=5000, block=50)
+        entries = [e for _, es in reply or [] for e in es]
+        if not entries:
+            continue
+        pipe = client.pipeline(transaction=False)
+        for _, fields in entries:
+            pipe.set(b"floor:" + fields[b"user_id"], fields[b"occurred_at"])
+        pipe.xack("payments-floor", "floor", *[e for e, _ in entries])
+        pipe.execute()
+
+
+def consumed(client: object, stream: str = "payments") -> int:
+    try:
+        groups = client.xinfo_groups(stream)
     except Exception:  # noqa: BLE001 - before the group exists
         return 0
     return int(groups[0].get("entries-read") or 0) - int(groups[0].get("pending") or 0) if groups else 0
@@ -165,7 +208,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=300.0)
     parser.add_argument("--feast-python", default=None)
     parser.add_argument("--out", default=None, help="write the markdown here too")
+    parser.add_argument("--floor-consumer", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.floor_consumer:
+        floor_consumer(args.floor_consumer)
+        return
     if args.quick:
         args.phase_seconds, args.duration = 10.0, 60.0
     base = Path(tempfile.mkdtemp(prefix="bench-stream-"))
@@ -185,6 +232,8 @@ def main() -> None:
         log = open(base / "consumer.log", "wb")  # noqa: SIM115 - closed at the end
         consumer = subprocess.Popen([str(Path(sys.executable).parent / "feature-layer"), "--project-dir", str(project),
                                      "stream", "--log-seconds", "5"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        floor = subprocess.Popen([sys.executable, "-m", "benchmarks.stream", "--floor-consumer", url], cwd=REPO,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = server.client()
         producer = Producer(client, users, merchants, first_id + 1)
         results = []
@@ -194,14 +243,15 @@ def main() -> None:
         try:
             producer.run(50, 1.0)  # warm-up: wait until the consumer has started and consumed these
             deadline = time.perf_counter() + 180
-            while consumed(client) < producer.sent and time.perf_counter() < deadline:
+            while consumed(client) < producer.sent_to["payments"] and time.perf_counter() < deadline:
                 time.sleep(0.1)
             with producer.lock:
                 producer.samples = []
             for rate in [int(r) for r in args.rates.split(",")]:
                 latencies: list[float] = []
                 stop = threading.Event()
-                checker = threading.Thread(target=probe, args=(store, producer, stop, latencies), daemon=True)
+                checker = threading.Thread(target=probe, args=(online_seen(store), producer, stop, latencies),
+                                           daemon=True)
                 checker.start()
                 before = consumed(client)
                 t0 = time.perf_counter()
@@ -218,13 +268,26 @@ def main() -> None:
                 p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
                 ok = done >= 0.95 * sent and p99 < 1000
                 rss.append((time.perf_counter() - started, rss_mb(consumer.pid)))
+                # the floor, right after at the same rate: read, SET the raw event time, XACK (no computing)
+                floor_lat: list[float] = []
+                stop = threading.Event()
+                checker = threading.Thread(target=probe, args=(floor_seen(client), producer, stop, floor_lat),
+                                           daemon=True)
+                checker.start()
+                producer.run(rate, args.phase_seconds, stream="payments-floor")
+                time.sleep(1.0)
+                stop.set()
+                checker.join(15)
+                flat = np.array(floor_lat) if floor_lat else np.array([np.inf])
+                f50, f99 = np.percentile(flat, 50), np.percentile(flat, 99)
                 results.append((rate, f"{achieved:,.0f}", f"{done / max(sent, 1):.0%}", f"{p50:,.0f}", f"{p99:,.0f}",
-                                len(latencies), f"{rss[-1][1]:.0f}", "yes" if ok else "no"))
+                                len(latencies), f"{f50:,.0f} / {f99:,.0f}", f"{p99 / max(f99, 1e-9):,.1f}×",
+                                f"{rss[-1][1]:.0f}", "yes" if ok else "no"))
                 print(results[-1], flush=True)
                 if not ok:
                     # let the consumer drain before the memory run
                     drain = time.perf_counter() + 120
-                    while consumed(client) < producer.sent and time.perf_counter() < drain:
+                    while consumed(client) < producer.sent_to["payments"] and time.perf_counter() < drain:
                         time.sleep(0.5)
                     break
                 best = rate
@@ -243,7 +306,8 @@ def main() -> None:
                 sampler = threading.Thread(target=sample, daemon=True)
                 sampler.start()
                 long_lat: list[float] = []
-                checker = threading.Thread(target=probe, args=(store, producer, stop, long_lat), daemon=True)
+                checker = threading.Thread(target=probe, args=(online_seen(store), producer, stop, long_lat),
+                                           daemon=True)
                 checker.start()
                 producer.run(best, args.duration)
                 time.sleep(1)
@@ -251,6 +315,8 @@ def main() -> None:
                 sampler.join(10)
                 checker.join(15)
         finally:
+            floor.kill()
+            floor.wait(10)
             consumer.terminate()
             consumer.wait(30)
             log.close()
@@ -263,7 +329,8 @@ def main() -> None:
     lines = [f"Machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end (shared with "
              "other jobs); consumer = `feature-layer stream` (own process), Redis on the same machine.", "",
              markdown_table(["rate asked (events/s)", "produced/s", "consumed in phase", "event→online p50 ms",
-                             "p99 ms", "probes", "consumer RSS MB", "sustained"], results)]
+                             "p99 ms", "probes", "floor p50 / p99 ms", "p99 ÷ floor p99", "consumer RSS MB",
+                             "sustained"], results)]
     if best:
         mem = np.array([m for _, m in memory]) if memory else np.array([np.nan])
         lat = np.array(long_lat) if long_lat else np.array([np.inf])
