@@ -199,7 +199,7 @@ class RedisOnlineStore(OnlineStore):
         else:
             packed = b"*%d\r\n$4\r\nMGET\r\n%s" % (
                 len(keys) + 1,
-                b"".join([b"$%d\r\n%s\r\n" % (len(k), k) for k in keys]),
+                b"".join(map(b"$%d\r\n%s\r\n".__mod__, zip(map(len, keys), keys, strict=True))),
             )
         try:
             reply = self.retry.run(lambda: self._read_once(packed))

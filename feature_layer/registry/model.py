@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from feature_layer.freshness import FreshnessSla
 from feature_layer.stream.declaration import StreamSpec
 
 
@@ -76,6 +77,8 @@ class FeatureView:
     materialized: str = ""
     stream: StreamSpec | None = None
     """Its ``stream:`` declaration (feature_layer.stream), None when it is batch only."""
+    freshness: FreshnessSla | None = None
+    """The view's freshness SLA (``freshness: {warn_after: …, error_after: …}``), None when undeclared."""
 
     def feature(self, name: str) -> Feature:
         for feature in self.features:

@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from feature_layer.config import server_accepts_writes
 from feature_layer.errors import FeatureLayerError
 from feature_layer.server import push as push_route
-from feature_layer.server import routes
+from feature_layer.server import routes, search_api  # search: search_api
 from feature_layer.server.fastpath import OnlineFastPath, lookup_inline
 from feature_layer.server.health import StoreProbe
 from feature_layer.server.metrics import Metrics, MetricsMiddleware
@@ -178,6 +178,8 @@ def build_app(
             Route("/v1/catalog", routes.get_catalog, methods=["GET"]),
             # stream: pushed values (off unless the server accepts writes; feature_layer/server/push.py)
             Route("/v1/push", push_route.push, methods=["POST"]),
+            # search: every object ranked together
+            Route("/v1/search", search_api.search, methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
             Route("/openapi.json", routes.openapi, methods=["GET"]),
