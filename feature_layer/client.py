@@ -199,6 +199,14 @@ class FeatureStore:
             join_key_map=join_key_map,
         )
 
+    def push(self, view: str, rows: Any) -> Any:
+        """Write values computed elsewhere for ``view`` (a list of row dicts, an Arrow table or a pandas
+        DataFrame with the join keys, the event time and every feature): online with the never-older
+        rule, and to the view's offline log under data/push/ (feature_layer.stream.push)."""
+        from feature_layer.stream.push import push_rows
+
+        return push_rows(self.parts, view, rows, log_dir=self.project_dir / "data" / "push")
+
     def close(self) -> None:
         for part in (self._engine, self._online, self._state):
             if part is not None:

@@ -110,7 +110,8 @@ class Settings:
     """Access tokens of the feature server (``auth:``; None: every request is served). ops2."""
 
 
-_TOP_KEYS = {"project", "target", "online_store", "state_path", "target_path", "profiles_dir", "offline", "auth"}
+_TOP_KEYS = {"project", "target", "online_store", "state_path", "target_path", "profiles_dir", "offline",
+             "auth", "streams", "server"}
 _TLS_KEYS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 _ONLINE_KEYS = {"type", "path", "url", "username", "password", "socket_timeout", "retries", "batch_size",
                 "connect_timeout", *_TLS_KEYS}
@@ -514,3 +515,94 @@ def require_warehouse_file(warehouse: WarehouseSettings) -> None:
         fix=f"build it first: {build}; or give an absolute `path` in profiles.yml so dbt and feature_layer "
         "open the same file wherever they run.",
     )
+
+
+# --- stream: where a view's events arrive (feature_layer.stream) ----------------------------------
+
+_STREAM_KEYS = {"type", "url", "stream", "dead_letter", "group", "consumer", "batch_size", "block_ms",
+                "buffer_rows", "max_future"}
+
+
+@dataclass(frozen=True)
+class StreamConnection:
+    """Where the events of one upstream relation arrive: a Redis Stream (room for Kafka, NATS)."""
+
+    source: str
+    """The relation as views name it in ``stream.source`` (``raw.transactions``)."""
+    url: str
+    stream: str
+    dead_letter: str
+    group: str = "feature_layer"
+    consumer: str | None = None
+    type: str = "redis"
+    batch_size: int = 5000
+    """Most events one micro-batch reads."""
+    block_ms: int = 100
+    """How long one read waits for events (XREADGROUP BLOCK)."""
+    buffer_rows: int = 2_000_000
+    """Most source rows the consumer keeps in its local history buffer (least recently used evicted)."""
+    max_future_seconds: float = 300.0
+    """Events further in the future than this (by the clock) are dead-lettered."""
+
+
+def stream_connections(settings: Settings) -> dict[str, StreamConnection]:
+    """The ``streams:`` section of feature_layer.yml, by source name; unknown keys refused.
+
+    ``streams: {raw.transactions: {url: redis://…, stream: payments}}``; ``url`` may use
+    ``{{ env_var('…') }}``; ``dead_letter`` defaults to ``<stream>:dead-letter``.
+    """
+    source = settings.project_dir / CONFIG_FILE
+    raw = (_read_yaml(source) if source.exists() else {}).get("streams") or {}
+    fix = "write `streams: {raw.transactions: {url: redis://127.0.0.1:6379/0, stream: payments}}`."
+    if not isinstance(raw, dict):
+        raise ConfigError(f"`streams` in {source} must be a mapping of source name to connection.", fix=fix)
+    out: dict[str, StreamConnection] = {}
+    for name, spec in raw.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"streams.{name} in {source} must be a mapping.", fix=fix)
+        _refuse_unknown(f"streams.{name}", spec, _STREAM_KEYS, source)
+        kind = str(spec.get("type") or "redis")
+        if kind != "redis":
+            raise ConfigError(f"streams.{name}.type {kind!r} in {source} is not supported.",
+                              fix="use `type: redis` (a Redis Stream); Kafka and NATS JetStream are not built yet.")
+        url = _render_env(spec.get("url"))
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"streams.{name}.url in {source} must be a redis:// URL, got {url!r}.", fix=fix)
+        stream = spec.get("stream")
+        if not isinstance(stream, str) or not stream:
+            raise ConfigError(f"streams.{name}.stream in {source} must name the Redis Stream, got {stream!r}.", fix=fix)
+        numbers = {}
+        for key, kind_of, default in (("batch_size", int, 5000), ("block_ms", int, 100),
+                                      ("buffer_rows", int, 2_000_000), ("max_future", float, 300.0)):
+            value = spec.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"streams.{name}.{key} in {source} must be a positive number, got {value!r}.",
+                                  fix=f"write `{key}: {default}` or leave it out.")
+            numbers[key] = kind_of(value)
+        out[str(name)] = StreamConnection(
+            source=str(name), url=url, stream=stream,
+            dead_letter=str(spec.get("dead_letter") or f"{stream}:dead-letter"),
+            group=str(spec.get("group") or "feature_layer"),
+            consumer=str(spec["consumer"]) if spec.get("consumer") else None,
+            batch_size=numbers["batch_size"], block_ms=numbers["block_ms"], buffer_rows=numbers["buffer_rows"],
+            max_future_seconds=numbers["max_future"],
+        )
+    return out
+
+
+def server_accepts_writes(settings: Settings) -> bool:
+    """``server: {accept_writes: true}`` in feature_layer.yml (or FEATURE_LAYER_ACCEPT_WRITES=1):
+    whether the HTTP server serves ``POST /v1/push``. Off by default: a read-only server."""
+    env = os.environ.get("FEATURE_LAYER_ACCEPT_WRITES")
+    if env is not None:
+        return env.strip().lower() in {"1", "true", "yes", "on"}
+    source = settings.project_dir / CONFIG_FILE
+    raw = (_read_yaml(source) if source.exists() else {}).get("server") or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"`server` in {source} must be a mapping.", fix="write `server: {accept_writes: true}`.")
+    _refuse_unknown("server", raw, {"accept_writes"}, source)
+    value = raw.get("accept_writes", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"server.accept_writes in {source} must be true or false, got {value!r}.",
+                          fix="write `server: {accept_writes: true}`.")
+    return value

@@ -113,3 +113,8 @@ class LostWritesError(OnlineStoreError):
 
 class StateStoreError(FeatureLayerError):
     """The state store (watermarks, leases, statistics) cannot be read or written (a full disk)."""
+
+
+class StreamError(FeatureLayerError):
+    """A feature view cannot stream (its SQL is not per entity, no connection configured), or
+    the stream's events cannot be read or landed (feature_layer.stream)."""

@@ -16,6 +16,7 @@ from feature_layer.cli import online_cmds  # noqa: E402,F401
 from feature_layer.cli import sql_cmds  # noqa: E402,F401
 from feature_layer.cli import init_cmds  # noqa: E402,F401
 from feature_layer.cli import auth_cmds  # noqa: E402,F401
+from feature_layer.cli import stream_cmds  # noqa: E402,F401
 from feature_layer.cli import ops_cmds  # noqa: E402,F401
 from feature_layer.cli import search_cmds  # noqa: E402,F401
 

@@ -53,9 +53,10 @@ def _step(title: str) -> None:
 @click.option("--rows", type=click.IntRange(min=1000), default=50_000, show_default=True,
               help="Transactions to generate for the example.")
 @click.option("--skip-dbt", is_flag=True, help="Reuse the warehouse built by an earlier run.")
+@click.option("--no-stream", is_flag=True, help="Leave out the stream part (it starts a private redis-server).")
 @click.pass_obj
 @handle_errors
-def demo(ctx: Context, rows: int, skip_dbt: bool) -> None:
+def demo(ctx: Context, rows: int, skip_dbt: bool, no_stream: bool) -> None:
     """Run the example end to end: data → dbt build → registry → training set → online store."""
     from feature_layer.dbt.runner import run_dbt
     from feature_layer.demo.data import generate_demo_data
@@ -65,6 +66,8 @@ def demo(ctx: Context, rows: int, skip_dbt: bool) -> None:
     data_dir = project / os.environ.get("FEATURE_LAYER_DATA_DIR", "data/raw")
     if not skip_dbt:
         _step(f"Generating {rows:,} card transactions into {data_dir}")
+        for landed in data_dir.glob("transactions.stream-*.parquet"):  # an earlier demo's streamed payments
+            landed.unlink()
         # Data ending today, so the online store serves values within their TTL.
         generate_demo_data(data_dir, rows=rows, end=ctx.store.clock.now().date())
         warehouse = warehouse_settings(ctx.store.settings)
@@ -117,6 +120,11 @@ def demo(ctx: Context, rows: int, skip_dbt: bool) -> None:
     _step(f"Online lookup for {rows_in}")
     response = store.get_online_features(service=service.name, entity_rows=rows_in)
     click.echo(_preview(response.to_arrow(), max_cols=12))
+    if not no_stream:  # stream: the same SQL over each micro-batch of payments (feature_layer/demo/stream_demo.py)
+        from feature_layer.demo.stream_demo import run_stream_demo
+
+        _step("Streaming 300 payments through user_transaction_features and user_merchant_features (same SQL)")
+        run_stream_demo(store, click.echo, events=300)
     _step("Next")
     click.echo("feature-layer search velocity | feature-layer lineage user_transaction_features.txn_count_24h "
                "| feature-layer serve")

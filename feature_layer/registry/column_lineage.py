@@ -12,6 +12,7 @@ page view costs one sqlglot pass per model the first time and nothing afterwards
 
 from __future__ import annotations
 
+import re
 import threading
 import weakref
 from collections import deque
@@ -171,7 +172,8 @@ class _LineageIndex:
             if uid is not None:
                 return uid
         # an external file read directly (dbt-duckdb sources with external_location)
-        stem = key[-1].replace("\\", "/").rsplit("/", 1)[-1].split(".", 1)[0] if key else ""
+        # (its stem before any extension or glob: transactions*.parquet reads transactions.*.parquet files)
+        stem = re.split(r"[.*?\[]", key[-1].replace("\\", "/").rsplit("/", 1)[-1], maxsplit=1)[0] if key else ""
         candidates = self.by_file_stem.get(stem, [])
         return candidates[0] if len(candidates) == 1 else None
 

@@ -25,7 +25,7 @@ from feature_layer.types import LOGICAL_TYPES, logical_type
 
 META_KEY = "feature_layer"
 VIEW_KEYS = {"entities", "entity", "event_time", "created_at", "ttl", "online", "owner", "tags", "description", "features",
-             "freshness"}
+             "stream", "freshness"}
 ENTITY_KEYS = {"join_keys", "description"}
 SERVICE_KEYS = {"features", "description", "join_key_map"}
 COLUMN_KEYS = {"feature", "dtype", "tags"}
@@ -406,6 +406,7 @@ def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[
         issues.append(_issue("bad-tags", "tags must be a list of strings.", "write `tags: [fraud, velocity]`.", node))
         tags = []
     features = _features(node, block, cols, join_keys, event_time, created_at, issues)
+    stream = _stream(node, block, issues)  # stream: feature_layer.stream.declaration
     if len(issues) > start:
         return None
     column_types = tuple((cols.spelling(c), logical_type(t)) for c, t in cols.types.items())
@@ -430,8 +431,27 @@ def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[
         compiled_sql=node.compiled_sql,
         depends_on=node.depends_on,
         materialized=str(node.config.get("materialized", "")),
+        stream=stream,
         freshness=sla,
     )
+
+
+def _stream_issues(manifest: Manifest, views: Mapping[str, FeatureView], dialect: str) -> list[ValidationIssue]:
+    """Views declaring ``stream:`` whose compiled SQL is not per entity (the construct named)."""
+    if not any(v.stream is not None for v in views.values()):
+        return []
+    from feature_layer.stream.plan import declaration_issues
+
+    return declaration_issues(manifest, dict(views), dialect)
+
+
+def _stream(node: DbtNode, block: Mapping[str, Any], issues: list[ValidationIssue]) -> Any:
+    """The view's ``stream:`` block (its form; the SQL is checked by ``feature-layer stream``)."""
+    from feature_layer.stream.declaration import parse_stream_block
+
+    spec, problems = parse_stream_block(block.get("stream"))
+    issues.extend(_issue(p.code, p.message, p.fix, node) for p in problems)
+    return spec
 
 
 # warehouse logical type -> dtypes its values convert to without loss (what materialize's Arrow cast accepts)
@@ -718,6 +738,7 @@ def build_declarations(manifest: Manifest, raw_entities: Any, entities_source: s
             out.views[view.name] = view
         else:
             out.broken_views[name] = out.issues[start:]
+    out.issues.extend(_stream_issues(manifest, out.views, dialect))  # stream: feature_layer.stream.plan
     for node in manifest.nodes.values():
         if node.resource_type == "exposure" and META_KEY not in node.meta and misplaced_blocks(node):
             out.issues.extend(misplaced_blocks(node))

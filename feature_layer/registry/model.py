@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from feature_layer.freshness import FreshnessSla
+from feature_layer.stream.declaration import StreamSpec
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class FeatureView:
     """The dbt model version this view is built from (``view@v2``; the unpinned name is the
     latest version), None for an unversioned model. See ``feature_layer.registry.versions``."""
     latest_version: str | None = None
+    stream: StreamSpec | None = None
+    """Its ``stream:`` declaration (feature_layer.stream), None when it is batch only."""
     freshness: FreshnessSla | None = None
     """The view's freshness SLA (``freshness: {warn_after: …, error_after: …}``), None when undeclared."""
 

@@ -25,8 +25,10 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from feature_layer.config import server_accepts_writes
 from feature_layer.errors import FeatureLayerError
 from feature_layer.server import auth, routes, search_api  # search: search_api; ops2: auth
+from feature_layer.server import push as push_route
 from feature_layer.server.fastpath import OnlineFastPath, lookup_inline
 from feature_layer.server.health import StoreProbe
 from feature_layer.server.metrics import Metrics, MetricsMiddleware
@@ -180,6 +182,8 @@ def build_app(
             Route("/v1/sources/{name}", get_source, methods=["GET"]),
             Route("/v1/map", get_map, methods=["GET"]),
             Route("/v1/feature-table", get_feature_table, methods=["GET"]),
+            # stream: pushed values (off unless the server accepts writes; feature_layer/server/push.py)
+            Route("/v1/push", push_route.push, methods=["POST"]),
             # search: every object ranked together
             Route("/v1/search", search_api.search, methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
@@ -200,6 +204,7 @@ def build_app(
     app.state.online_store_name = online_store_name(settings)
     app.state.store_probe = probe
     app.state.metrics = metrics
+    app.state.accept_writes = settings is not None and server_accepts_writes(settings)  # stream: POST /v1/push
     app.state.limits = limits
     app.state.lookup_pool = lookup_pool
     app.state.lookup_inline = lookup_inline(settings, limits.lookup_offload)

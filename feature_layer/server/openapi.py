@@ -30,7 +30,8 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "The request cannot be served.", 404: "An unknown feature, view, entity or service.",
             405: "Wrong method.", 413: "The body is too large.", 422: "A malformed field (named in `error.field`).",
             500: "A bug: a request id to report.", 502: "The warehouse failed.",
-            503: "The online store or the registry is unavailable.", 504: "The online store did not answer in time."}
+            503: "The online store or the registry is unavailable.", 504: "The online store did not answer in time.",
+            403: "The server is read-only (POST /v1/push needs `server: {accept_writes: true}`)."}
     return {str(c): _json(models.ErrorResponse, text[c]) for c in codes}
 
 
@@ -116,6 +117,16 @@ def openapi_document(limits: Any, version: str, registry: Any = None) -> dict[st
         "/v1/views/{name}": _get("A feature view: metadata, freshness, layout, features, SQL.", models.Document,
                                  [_path("name", "A feature view name.", view)], 404),
         "/v1/catalog": _get("Entities, views, owners, tags and services (for the UI's filters).", models.Document, []),
+        # stream: values computed elsewhere (feature_layer/server/push.py)
+        "/v1/push": {"post": {
+            "summary": "Write values computed elsewhere for one view: online (never-older) and its offline log.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False, "required": ["view", "rows"],
+                "properties": {"view": {"type": "string"},
+                               "rows": {"type": "array", "items": {"type": "object"}, "maxItems": 10_000}}}}}},
+            "responses": {"200": {"description": "What was written.", "content": {"application/json": {
+                "schema": {"type": "object"}}}}, **_errors(403, 404, 405, 413, 422, 500, 503)},
+        }},
         "/healthz": {"get": {"summary": "Health: ok, degraded (named views) or unavailable (online store down).",
                              "responses": {"200": _json(models.HealthResponse, "ok or degraded"),
                                            "503": _json(models.HealthResponse, "unavailable"),

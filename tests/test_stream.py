@@ -1,0 +1,378 @@
+"""Stream pipelines with the batch SQL (issue #11), against real redis-server processes and a real
+``dbt build`` of the example project.
+
+The reference is always the batch path over the same events: after streaming, ``dbt build``
+(which reads the raw file plus every event file the stream landed) and a full ``materialize``
+into a second store; every online value of both streamed views, with its event time, must be
+equal for every entity of the rebuilt warehouse. Each fault case streams its own payments on
+top of the state the previous tests left, and must end in that batch state too.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from tests.redis_helpers import RedisServer
+from tests.stream_helpers import (
+    STREAM_VIEWS,
+    StreamProject,
+    batch_reference,
+    build_stream_project,
+    compare,
+    consumer_process,
+    payments,
+    produce,
+    run_consumer,
+)
+
+pytestmark = [pytest.mark.redis, pytest.mark.xdist_group("stream")]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamProject]:
+    base = tmp_path_factory.mktemp("stream")
+    stream_redis = RedisServer(base / "stream-redis").start()
+    online_redis = RedisServer(base / "online-redis").start()
+    try:
+        built = build_stream_project(base / "project", stream_redis, online_redis)
+        built.write_config("payments")
+        with built.store() as store:  # the deployment the stream runs on top of: batch values online
+            store.materialize(select=list(STREAM_VIEWS))
+        yield built
+    finally:
+        stream_redis.stop()
+        online_redis.stop()
+
+
+def _assert_batch_state(project: StreamProject, tmp_path: Path) -> dict[str, int]:
+    with batch_reference(project, tmp_path) as batch, project.store() as streamed:
+        return compare(streamed, batch, project)
+
+
+def test_streamed_values_equal_dbt_build_for_both_views(project: StreamProject, tmp_path: Path) -> None:
+    project.write_config("payments-clean")
+    events = payments(project, 1500, seed=1, first_id=1_000_000_000)
+    produce(project.stream_redis.client(), "payments-clean", events.sort_by("occurred_at"))
+    counters = run_consumer(project)
+    assert counters.events == 1500 and counters.new == 1500 and counters.rejected == 0
+    assert counters.values_written > 0
+    landed = sorted((project.path / "data" / "raw").glob("transactions.stream-*.parquet"))
+    assert landed and sum(pa.parquet.read_metadata(p).num_rows for p in landed) >= 1500
+    compared = _assert_batch_state(project, tmp_path)
+    assert compared["user_transaction_features"] >= 100 and compared["user_merchant_features"] >= 300
+
+
+def test_duplicates_out_of_order_and_malformed_events_end_in_the_batch_state(
+    project: StreamProject, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    project.write_config("payments-faults")
+    client = project.stream_redis.client()
+    events = payments(project, 1200, seed=2, first_id=2_000_000_000, spread=timedelta(days=20))
+    shuffled = events.take(pa.array(__import__("numpy").random.default_rng(5).permutation(events.num_rows)))
+    produce(client, "payments-faults", shuffled.slice(0, 600))
+    bad = [
+        {"transaction_id": "2100000001", "user_id": "not-a-number", "merchant_id": "1", "occurred_at": "2026-01-01"},
+        {"transaction_id": "2100000002", "user_id": "1", "merchant_id": "1", "amount": "12", "colour": "red",
+         "occurred_at": "2026-01-01"},
+        {"transaction_id": "2100000003", "merchant_id": "1", "occurred_at": "2026-01-01"},
+        {"transaction_id": "2100000004", "user_id": "1", "merchant_id": "1", "occurred_at": "yesterday"},
+        {"transaction_id": "2100000005", "user_id": "1", "merchant_id": "1", "is_online": "perhaps",
+         "occurred_at": "2026-01-01"},
+        {"transaction_id": "2100000006", "user_id": "1", "merchant_id": "1", "occurred_at": "2999-01-01"},
+    ]
+    for entry in bad:
+        client.xadd("payments-faults", entry)
+    produce(client, "payments-faults", shuffled.slice(600))
+    produce(client, "payments-faults", shuffled.slice(0, 300))  # redelivered by a producer retry
+    counters = run_consumer(project)
+    assert counters.rejected == len(bad)
+    assert counters.duplicates == 300 and counters.new == 1200
+    dead = client.xrange("payments-faults:dead-letter")
+    reasons = {json.loads(f[b"event"])["transaction_id"]: f[b"reason"].decode() for _, f in dead}
+    assert "not an integer" in reasons["2100000001"]
+    assert "unknown field(s) colour" in reasons["2100000002"]
+    assert "user_id" in reasons["2100000003"] and "missing" in reasons["2100000003"]
+    assert "not an ISO 8601 timestamp" in reasons["2100000004"]
+    assert "not true or false" in reasons["2100000005"]
+    assert "in the future" in reasons["2100000006"]
+    landed = pq.read_table(sorted((project.path / "data" / "raw").glob("transactions.stream-*.parquet")))
+    ids = landed.column("transaction_id").to_pylist()
+    assert len(ids) == len(set(ids)), "an event was landed twice"
+    assert not set(ids) & {int(k) for k in reasons}, "a rejected event was landed"
+    _assert_batch_state(project, tmp_path)
+
+
+def test_consumer_killed_mid_batch_resumes_into_the_batch_state(project: StreamProject, tmp_path: Path) -> None:
+    project.write_config("payments-kill")
+    client = project.stream_redis.client()
+    events = payments(project, 2000, seed=3, first_id=3_000_000_000)
+    produce(client, "payments-kill", events)
+    pending = 0
+    for _ in range(3):  # kill -9 while a read is in flight (read, not acknowledged); retried if it just acked
+        first = consumer_process(project)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            groups = client.xinfo_groups("payments-kill") if client.exists("payments-kill") else []
+            if groups and groups[0]["pending"] > 0:
+                break
+            time.sleep(0.005)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        pending = client.xpending("payments-kill", "feature_layer")["pending"]
+        if pending:
+            break
+    assert pending > 0, "the consumer was never killed mid-batch (nothing pending): the test proves nothing"
+    second = consumer_process(project, "--until-idle", "1")
+    out, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, out.decode()
+    assert b"claimed" in out, out.decode()
+    assert client.xpending("payments-kill", "feature_layer")["pending"] == 0
+    _assert_batch_state(project, tmp_path)
+
+
+def _metrics_text(worker: object) -> str:
+    """GET /metrics of ``feature-layer stream --metrics-port`` (the same server, on a free port)."""
+    import socket
+    import urllib.request
+
+    from feature_layer.cli.stream_cmds import _serve_metrics
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = _serve_metrics(worker, port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            return response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_redis_restart_mid_stream_is_survived(project: StreamProject, tmp_path: Path) -> None:
+    import threading
+
+    from feature_layer.stream.consumer import open_consumer
+
+    project.write_config("payments-restart")
+    events = payments(project, 1000, seed=4, first_id=4_000_000_000)
+    produce(project.stream_redis.client(), "payments-restart", events.slice(0, 500))
+    with project.store() as store:
+        worker = open_consumer(store, list(STREAM_VIEWS), consumer="test", log_seconds=60)
+        thread = threading.Thread(target=worker.run, kwargs={"until_idle": 4.0})
+        thread.start()
+        deadline = time.monotonic() + 30
+        while worker.counters.events < 500 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        project.stream_redis.restart()  # no persistence: the stream and its group are gone
+        produce(project.stream_redis.client(), "payments-restart", events.slice(500))
+        thread.join(60)
+        worker.pipeline.close()
+        metrics = _metrics_text(worker)
+    assert not thread.is_alive()
+    assert worker.counters.events == 1000 and worker.counters.reconnects >= 1
+    assert "feature_layer_stream_events_total 1000" in metrics and "feature_layer_stream_reconnects_total" in metrics
+    _assert_batch_state(project, tmp_path)
+
+
+def test_events_older_than_the_lookback_are_landed_for_batch_not_streamed(project: StreamProject) -> None:
+    from dataclasses import replace
+
+    from feature_layer.stream.landing import FileEventLog
+    from feature_layer.stream.pipeline import StreamPipeline
+    from feature_layer.stream.plan import plan_stream
+
+    with project.store() as store:
+        registry = store.registry
+        plan, issues = plan_stream(registry, registry.view("user_transaction_features"), registry.dialect)
+        assert plan is not None, issues
+        bounded = replace(plan, lookback=timedelta(hours=1))  # as if its windows needed one hour
+        pipeline = StreamPipeline([bounded], FileEventLog(plan.source.location), store.online_store())
+        try:
+            events = payments(project, 40, seed=6, first_id=6_000_000_000, spread=timedelta(minutes=10))
+            pipeline.process(events.cast(pipeline.schema), [f"{i}-0" for i in range(40)])
+            old = payments(project, 5, seed=7, first_id=6_100_000_000, spread=timedelta(minutes=1))
+            old = old.set_column(6, "occurred_at", pa.compute.subtract(old.column("occurred_at"),
+                                                                       pa.scalar(timedelta(days=2))))
+            outcome = pipeline.process(old.cast(pipeline.schema), [f"{i}-1" for i in range(5)])
+        finally:
+            pipeline.close()
+    assert outcome.late == 5 and outcome.written == 0
+    assert outcome.new == 5 and outcome.landed is not None  # the next dbt build includes them
+
+
+def test_a_view_that_is_not_per_entity_is_refused_naming_the_construct(project: StreamProject) -> None:
+    from dataclasses import replace
+
+    from feature_layer.stream.declaration import StreamSpec
+    from feature_layer.stream.plan import plan_stream
+
+    with project.store() as store:
+        registry = store.registry
+        for name in STREAM_VIEWS:
+            plan, issues = plan_stream(registry, registry.view(name), registry.dialect)
+            assert plan is not None and not issues
+            assert plan.lookback is None  # lag() and window=none: the whole entity history
+        assert registry.view("merchant_risk_features").stream is None
+        risky = replace(registry.view("merchant_risk_features"),
+                        stream=StreamSpec("raw.transactions", "transaction_id"))
+        plan, issues = plan_stream(registry, risky, registry.dialect)
+    assert plan is None
+    text = "\n".join(i.render() for i in issues)
+    assert "MAX(DATE_TRUNC('DAY', occurred_at))" in text and "without GROUP BY merchant_id" in text
+    assert "CTE `bounds`" in text and "CTE `days`" in text  # the day spine, named
+    assert all(i.unique_id == "model.feature_layer.merchant_risk_features" for i in issues)
+
+
+def test_stream_command_refuses_a_view_that_cannot_stream(project: StreamProject) -> None:
+    done = subprocess.run(project.stream_command("--select", "user_profile_features", "--until-idle", "0.2"),
+                          env=project.env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "declares no stream" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- push: values computed elsewhere (into user_profile_features, which no stream test compares) ----------
+
+
+def _profile(user_id: int, signup: str, country: str = "FR", **extra: object) -> dict[str, object]:
+    row: dict[str, object] = {"user_id": user_id, "signup_at": signup, "signed_up_at": signup, "country": country,
+                              "is_verified": True, "birth_year": 1990, "age_at_signup": 35}
+    row.update(extra)
+    return row
+
+
+def test_push_writes_online_never_older_and_to_the_offline_log(project: StreamProject) -> None:
+    import pyarrow.parquet as pq
+
+    features = ["user_profile_features.country", "user_profile_features.birth_year"]
+    with project.store() as store:
+        first = store.push("user_profile_features", [_profile(77_000_001, "2025-12-18T10:00:00Z", "DE"),
+                                                     _profile(77_000_002, "2025-12-18T11:00:00+01:00", "IT")])
+        assert (first.rows, first.written, first.kept_newer) == (2, 2, 0)
+        older = store.push("user_profile_features", [_profile(77_000_001, "2025-12-01T00:00:00Z", "ES")])
+        assert (older.written, older.kept_newer) == (0, 1)
+        got = store.get_online_features(features, [{"user_id": 77_000_001}, {"user_id": 77_000_002}]).to_dict()
+    assert got["country"] == ["DE", "IT"] and got["birth_year"] == [1990, 1990]
+    assert first.offline_log is not None and older.offline_log is not None
+    logged = pq.read_table(first.offline_log)
+    assert logged.column("user_id").to_pylist() == [77_000_001, 77_000_002]
+    assert logged.column("signup_at").to_pylist()[1].hour == 10  # +01:00 stored as UTC
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([], "non-empty list"),
+    ([_profile(1, "2025-12-18T10:00:00Z", colour="red")], "unknown column(s) colour"),
+    ([{"user_id": 1, "signup_at": "2025-12-18T10:00:00Z"}], "lacks signed_up_at"),
+    ([_profile(1, "2025-12-18T10:00:00Z", birth_year="1990")], "rows[0].birth_year is '1990'"),
+    ([_profile(1, "2025-12-18T10:00:00Z"), _profile(2, "last tuesday")], "rows[1].signup_at is 'last tuesday'"),
+    ([_profile(None, "2025-12-18T10:00:00Z")], "rows[0].user_id is None"),  # type: ignore[arg-type]
+    ([_profile(1, "2025-12-18T10:00:00Z", is_verified=1)], "but the feature is bool"),
+])
+def test_push_refuses_rows_that_do_not_fit_the_view(project: StreamProject, rows: list, message: str) -> None:
+    from feature_layer.stream.push import PushError
+
+    with project.store() as store, pytest.raises(PushError) as caught:
+        store.push("user_profile_features", rows)
+    assert message in str(caught.value) and caught.value.fix
+
+
+def test_http_push_is_disabled_unless_the_server_accepts_writes(
+    project: StreamProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from starlette.testclient import TestClient
+
+    from feature_layer.server.app import create_app
+
+    body = {"view": "user_profile_features", "rows": [_profile(77_000_010, "2025-12-18T12:00:00Z", "NL")]}
+    monkeypatch.delenv("FEATURE_LAYER_ACCEPT_WRITES", raising=False)
+    with project.store() as store, TestClient(create_app(store, reload_interval=None)) as client:
+        refused = client.post("/v1/push", json=body)
+    assert refused.status_code == 403 and "accept_writes" in refused.json()["error"]["fix"]
+    monkeypatch.setenv("FEATURE_LAYER_ACCEPT_WRITES", "1")
+    with project.store() as store, TestClient(create_app(store, reload_interval=None)) as client:
+        done = client.post("/v1/push", json=body)
+        unknown = client.post("/v1/push", json={"view": "user_profile_featurez", "rows": body["rows"]})
+        extra = client.post("/v1/push", json={**body, "mode": "fast"})
+        typed = client.post("/v1/push", json={"view": "user_profile_features",
+                                              "rows": [_profile(77_000_011, "2025-12-18T12:00:00Z", country=5)]})
+        not_json = client.post("/v1/push", content=b"{", headers={"content-type": "application/json"})
+        got = client.post("/v1/online-features", json={"features": ["user_profile_features.country"],
+                                                       "entity_rows": [{"user_id": 77_000_010}]})
+    assert done.status_code == 200 and done.json()["written"] == 1
+    assert got.json()["country"] == ["NL"]
+    assert unknown.status_code == 404 and "Did you mean" in unknown.json()["error"]["message"]
+    assert extra.status_code == 422 and extra.json()["error"]["field"] == "mode"
+    assert typed.status_code == 422 and "rows[0].country" in typed.json()["error"]["message"]
+    assert not_json.status_code == 422
+
+
+def test_validate_names_a_declared_stream_that_cannot_stream(project: StreamProject) -> None:
+    from dataclasses import replace
+
+    from feature_layer.dbt.artifacts import load_manifest
+    from feature_layer.registry.declarations import build_declarations
+    from feature_layer.registry.registry import read_entity_declarations
+
+    manifest = load_manifest(project.path / "target" / "manifest.json")
+    uid = "model.feature_layer.merchant_risk_features"
+    node = manifest.nodes[uid]
+    block = {**node.meta["feature_layer"], "stream": {"source": "raw.transactions", "event_id": "transaction_id"}}
+    manifest.nodes[uid] = replace(node, meta={**node.meta, "feature_layer": block})
+    entities, source, _ = read_entity_declarations(project.path)
+    declared = build_declarations(manifest, entities, source)
+    codes = {(i.unique_id, i.code) for i in declared.issues}
+    assert (uid, "stream-aggregate") in codes and (uid, "stream-subquery") in codes
+    assert all(i.unique_id == uid for i in declared.issues), [i.render() for i in declared.issues]
+    bad = {**block, "stream": {"source": "raw.transactions", "event_id": "transaction_id", "lookback": "1h"}}
+    manifest.nodes[uid] = replace(node, meta={**node.meta, "feature_layer": {**block, **bad}})
+    utf = manifest.nodes["model.feature_layer.user_transaction_features"]
+    manifest.nodes[utf.unique_id] = replace(utf, meta={**utf.meta, "feature_layer": {
+        **utf.meta["feature_layer"], "stream": {"source": "raw.transactions", "event_id": "transaction_id",
+                                                "lookback": "1h"}}})
+    declared = build_declarations(manifest, entities, source)
+    short = [i for i in declared.issues if i.unique_id == utf.unique_id]
+    assert [i.code for i in short] == ["stream-lookback"] and "whole history" in short[0].message
+
+
+def test_a_failed_landing_acknowledges_nothing_and_the_retry_lands_the_events(project: StreamProject) -> None:
+    import pyarrow.parquet as pq
+
+    from feature_layer.errors import StreamError
+    from feature_layer.stream.landing import FileEventLog
+    from feature_layer.stream.pipeline import StreamPipeline
+    from feature_layer.stream.plan import plan_stream
+
+    raw = project.path / "data" / "raw"
+    with project.store() as store:
+        registry = store.registry
+        plan, _ = plan_stream(registry, registry.view("user_transaction_features"), registry.dialect)
+        assert plan is not None
+        pipeline = StreamPipeline([plan], FileEventLog(plan.source.location), store.online_store())
+        try:
+            first = payments(project, 30, seed=8, first_id=8_000_000_000, new_users=0)
+            pipeline.process(first.cast(pipeline.schema), ["8-0", "8-1"])
+            second = first.set_column(0, "transaction_id", pa.array(range(8_100_000_000, 8_100_000_030)))
+            moved = raw.with_name("raw-away")
+            raw.rename(moved)  # the landing folder disappears (a lost mount): the write fails
+            try:
+                with pytest.raises(StreamError, match="Could not land 30 events"):
+                    pipeline.process(second.cast(pipeline.schema), ["9-0", "9-1"])
+            finally:
+                moved.rename(raw)
+            retried = pipeline.process(second.cast(pipeline.schema), ["9-0", "9-1"])
+        finally:
+            pipeline.close()
+    assert retried.new == 30 and retried.duplicates == 0 and retried.landed is not None
+    assert sorted(pq.read_table(retried.landed).column("transaction_id").to_pylist()) == list(
+        range(8_100_000_000, 8_100_000_030))
