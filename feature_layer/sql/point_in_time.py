@@ -13,7 +13,8 @@ The query is assembled in small named passes, each a function you can read on it
    formulation: the view's feature rows and the entity rows in one ``UNION ALL``, one window per
    key numbering each entity row's latest feature row, joined back on that number; the TTL
    applied after, to the matched row. The cost does not depend on how many feature rows share a
-   key value.
+   key value. ``build_lateral_latest`` (per-view join, lateral) — where the engine has ``LATERAL``
+   and the view's relation is indexed on (join keys…, event time): one index probe per entity row.
 5. ``build_training_set_query`` (project) — joins the spine to each view and projects the
    entity columns unchanged, then the features, in input order.
 6. ``typed_feature`` (conform) — each feature cast to its logical type's SQL type (a DuckDB
@@ -99,6 +100,12 @@ class ViewOutputs:
     conversions: tuple[Conversion | None, ...] = ()
     """Per feature (in ``features`` order), how its column becomes its logical type; empty or
     ``None``: projected as the warehouse has it."""
+    indexed: bool = False
+    """The view's relation has a b-tree index on (join keys…, event time): where the engine has
+    ``LATERAL``, each entity row finds its feature row with one index probe (``lateral``)."""
+    unique_events: bool = False
+    """A unique index on exactly (join keys…, event time) guarantees one feature row per key and
+    event time: the ``lateral`` probe needs no tie-break order (no sort per entity row)."""
 
     @property
     def alias(self) -> str:
@@ -130,13 +137,17 @@ def plan_outputs(
     full_feature_names: bool = False,
     tz_aware_views: Collection[str] = (),
     conversions: Mapping[str, Conversion] | None = None,
+    indexed_views: Collection[str] = (),
+    unique_event_views: Collection[str] = (),
 ) -> tuple[ViewOutputs, ...]:
     """Name each requested feature's output column and refuse clashes.
 
     Features are named as themselves, or ``view__feature`` with ``full_feature_names``. A name
     used twice (two views, or a view and an entity column) is an error naming both sources.
     ``tz_aware_views`` names the views whose event time is time-zone-aware; ``conversions``
-    maps a feature reference (``view.feature``) to how its column becomes its logical type.
+    maps a feature reference (``view.feature``) to how its column becomes its logical type;
+    ``indexed_views`` names the views whose relation is indexed on (join keys…, event time),
+    ``unique_event_views`` those where that index is unique.
     """
     items = list(requested.items()) if isinstance(requested, Mapping) else list(requested)
     taken: dict[str, str] = {c: "the entity dataframe" for c in entity_columns}
@@ -171,7 +182,9 @@ def plan_outputs(
         if features:
             typed = tuple((conversions or {}).get(f.ref) for f in features)
             plans.append(ViewOutputs(view, tuple(features), tuple(names), tz_aware=view.name in tz_aware_views,
-                                     conversions=typed if any(typed) else ()))
+                                     conversions=typed if any(typed) else (),
+                                     indexed=view.name in indexed_views,
+                                     unique_events=view.name in unique_event_views))
     return tuple(plans)
 
 
@@ -431,6 +444,36 @@ def build_latest_matches(outputs: ViewOutputs, events: str) -> exp.Select:
     )
 
 
+def build_lateral_latest(outputs: ViewOutputs, as_of: str, dialect: str | None) -> exp.Lateral:
+    """For one entity row (alias ``s``), its latest feature row within the TTL: ``LATERAL (… LIMIT 1)``.
+
+    ``WHERE keys = s.keys AND event_time <= as-of [AND event_time >= as-of - ttl] ORDER BY
+    event_time DESC, <tie-break order> LIMIT 1``: on an index over (join keys…, event time) a
+    backward index scan that stops at the first row (the tie-break sorts only the rows sharing
+    that event time; with ``unique_events`` there is none to sort). The event time is compared bare (``DESC`` keeps the index order, and a null
+    event time never passes ``<=``); the TTL inside the probe is the same as after it, because
+    when the latest row is expired every older one is too.
+    """
+    view = outputs.view
+    conditions: list[exp.Expression] = [exp.EQ(this=col(k, "f"), expression=col(k, "s")) for k in view.join_keys]
+    event, ts = _comparable(col(view.event_time, "f"), col(as_of, "s"), outputs.tz_aware, dialect)
+    conditions.append(exp.LTE(this=event, expression=ts))
+    ttl = _within_ttl(view, col(view.event_time, "f"), col(as_of, "s"), tz_aware=outputs.tz_aware, dialect=dialect)
+    if ttl is not None:
+        conditions.append(ttl)
+    order = [exp.Ordered(this=col(view.event_time, "f"), desc=True, nulls_first=True)]
+    if not outputs.unique_events:
+        order += tie_break_order(view, "f", dialect)
+    probe = (
+        exp.select(*[col(f.name, "f") for f in outputs.features])
+        .from_(relation_table(view, "f"))
+        .where(exp.and_(*conditions))
+        .order_by(*order)
+        .limit(1)
+    )
+    return probe
+
+
 # ----------------------------------------------------------------------------- 5. project
 
 
@@ -447,7 +490,10 @@ def build_training_set_query(
 ) -> exp.Select:
     """The whole training-set query: every entity row once, in input order, features appended.
 
-    ``strategy`` overrides the dialect's formulation (``asof`` only where ASOF JOIN exists).
+    ``strategy`` overrides the dialect's formulation (``asof`` only where ASOF JOIN exists,
+    ``lateral`` only where LATERAL does). Without it, on an engine with LATERAL, each view whose
+    relation is indexed (``ViewOutputs.indexed``) gets the ``lateral`` formulation and the rest
+    ``window``; see ``view_strategy``.
     """
     chosen = pit_strategy(dialect, strategy)
     caps = capabilities(dialect)
@@ -460,7 +506,11 @@ def build_training_set_query(
 
     projections: list[exp.Expression] = [exp.alias_(col(c, "s"), c, quoted=True) for c in entity_columns]
     query = exp.select().from_(exp.Table(this=ident(SPINE), alias=exp.TableAlias(this=ident("s"))))
-    numbered_here = spine.row_number is None and chosen == "window"
+    forced = strategy is not None
+    # The spine is referenced again by each window view's union: numbered once, then reused.
+    numbered_here = spine.row_number is None and any(
+        view_strategy(out, chosen, dialect, forced=forced) == "window" for out in outputs
+    )
     query = query.with_(
         ident(SPINE),
         as_=build_spine(
@@ -476,7 +526,14 @@ def build_training_set_query(
         cte = _cte_name(index)
         view = out.view
         target = exp.Table(this=ident(cte), alias=exp.TableAlias(this=ident(alias)))
-        if chosen == "asof":
+        formulation = view_strategy(out, chosen, dialect, forced=forced)
+        if formulation == "lateral":
+            probe = build_lateral_latest(out, spine.as_of, dialect)
+            lateral = exp.Lateral(this=probe.subquery(), alias=exp.TableAlias(this=ident(alias)))
+            query = query.join(lateral, on=exp.true(), join_type="left")
+            for feature, name in zip(out.features, out.names, strict=True):
+                projections.append(exp.alias_(col(feature.name, alias), name, quoted=True))
+        elif formulation == "asof":
             tied = f"{cte}_ties"
             query = query.with_(ident(tied), as_=build_tied_events(view))
             query = query.with_(ident(cte), as_=build_latest_per_event(out, dialect, tied))
@@ -504,6 +561,14 @@ def build_training_set_query(
 
     query = query.select(*projections).order_by(exp.Ordered(this=col(ROW, "s")))
     return conform_feature_types(query, outputs, dialect)
+
+
+def view_strategy(outputs: ViewOutputs, chosen: str, dialect: str | None, *, forced: bool = False) -> str:
+    """The formulation one view gets: ``chosen``, or ``lateral`` for an indexed view on an engine
+    with LATERAL when the strategy was not forced."""
+    if not forced and chosen == "window" and outputs.indexed and capabilities(dialect).lateral_join:
+        return "lateral"
+    return chosen
 
 
 # ----------------------------------------------------------------------------- 6. conform
