@@ -125,7 +125,8 @@ def generate_low_cardinality(engine) -> None:  # noqa: ANN001
     _load(engine, "flights", flights, ("origin", "sched_at"))
 
 
-def generate_standard(engine) -> None:  # noqa: ANN001
+def standard_tables():  # noqa: ANN201
+    """(feature rows, entity rows) of the standard workload as Arrow tables (also the Spark benchmark's)."""
     import numpy as np
     import pyarrow as pa
 
@@ -139,7 +140,6 @@ def generate_standard(engine) -> None:  # noqa: ANN001
     }
     for name in STANDARD_FEATURES:
         columns[name] = pa.array(rng.standard_normal(rows))
-    _load(engine, "user_features", pa.table(columns), None)
     n = 100_000
     entities = pa.table(
         {
@@ -151,6 +151,12 @@ def generate_standard(engine) -> None:  # noqa: ANN001
             "label": pa.array(rng.integers(0, 2, n)),
         }
     )
+    return pa.table(columns), entities
+
+
+def generate_standard(engine) -> None:  # noqa: ANN001
+    features, entities = standard_tables()
+    _load(engine, "user_features", features, None)
     _load(engine, "entities", entities, ("user_id", "event_timestamp"))
 
 

@@ -160,7 +160,7 @@ def test_asof_is_refused_where_the_engine_lacks_it() -> None:
     with pytest.raises(InputError, match="Unknown point-in-time strategy 'fast'"):
         pit_strategy("duckdb", "fast")
     assert pit_strategy("duckdb", "window") == "window"
-    assert capabilities("databricks").pit_strategy == "window"
+    assert capabilities("databricks").pit_strategy == "carry"  # Spark's SQL: LAST … IGNORE NULLS
     assert capabilities("tsql").pit_strategy == "window"  # any sqlglot dialect: portable form
 
 
@@ -312,6 +312,11 @@ def test_postgres_probes_indexed_views_and_only_where_lateral_exists() -> None:
     assert "LATERAL" not in forced
     with pytest.raises(InputError, match="Dialect 'spark' has no correlated LATERAL join"):
         pit_strategy("spark", "lateral")
+    with pytest.raises(InputError, match="Dialect 'postgres' has no modelled LAST"):
+        pit_strategy("postgres", "carry")
+    spark = (SNAPSHOTS / "three_views_full_names.spark.sql").read_text()
+    assert "IGNORE NULLS" in spark and "JOIN" not in spark  # Spark: carried forward, no join back
+    assert "MONOTONICALLY_INCREASING_ID()" in spark  # the spine is read once: no global sort
 
 
 def test_spine_numbering_is_stable_where_ctes_are_not_materialized() -> None:

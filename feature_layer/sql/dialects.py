@@ -10,6 +10,11 @@ of formulation cannot be left to the generator: it is made here, explicitly, per
   feature row, joined back on that number, the TTL applied after; portable to every engine
   with window functions (PostgreSQL, Spark, BigQuery, Trino, Snowflake, …), and its cost does
   not depend on how many feature rows share a key value.
+* ``carry`` (Spark, Databricks): the same union, but the window carries the latest feature row
+  forward as a struct (``LAST(struct) IGNORE NULLS OVER (… ROWS UNBOUNDED PRECEDING)``) instead of
+  numbering it, so there is no join back; the views chain (each view's entity rows feed the next
+  view's union) and the entity rows are read once, numbered in scan order with
+  ``MONOTONICALLY_INCREASING_ID()`` (no global sort).
 * ``lateral``: per entity row, ``LEFT JOIN LATERAL (… ORDER BY event time DESC … LIMIT 1)``: one
   index probe per entity row. Chosen per view, only where the engine has ``LATERAL``
   (PostgreSQL) and the view's relation has a b-tree index on (join keys…, event time); without
@@ -28,7 +33,7 @@ from sqlglot.dialects.dialect import Dialect
 
 from feature_layer.errors import InputError
 
-STRATEGIES = ("asof", "window", "lateral")
+STRATEGIES = ("asof", "window", "lateral", "carry")
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,9 @@ class DialectCapabilities:
     """``naive AT TIME ZONE 'UTC'`` turns a naive UTC timestamp into a time-zone-aware instant
     whatever the session time zone: time-zone-aware event times are then compared bare (an
     index on them stays usable) with the as-of time converted, once per entity row."""
+    carry_forward: bool = False
+    """``LAST(struct) IGNORE NULLS OVER (…)`` and ``MONOTONICALLY_INCREASING_ID()``: the ``carry``
+    formulation (Spark, Databricks)."""
     lateral_join: bool = False
     """``LEFT JOIN LATERAL (correlated subquery … LIMIT 1) ON TRUE``: the ``lateral`` formulation,
     used for views whose relation has an index on (join keys…, event time)."""
@@ -60,8 +68,8 @@ _KNOWN: dict[str, DialectCapabilities] = {
         lateral_join=True,
     ),
     "bigquery": DialectCapabilities("bigquery", "window"),
-    "spark": DialectCapabilities("spark", "window"),
-    "databricks": DialectCapabilities("databricks", "window"),
+    "spark": DialectCapabilities("spark", "carry", carry_forward=True),
+    "databricks": DialectCapabilities("databricks", "carry", carry_forward=True),
     "trino": DialectCapabilities("trino", "window"),
     "presto": DialectCapabilities("presto", "window"),
     "athena": DialectCapabilities("athena", "window"),
@@ -132,6 +140,12 @@ def pit_strategy(dialect: str | None, strategy: str | None = None) -> str:
     if strategy == "asof" and not caps.asof_join:
         raise InputError(
             f"Dialect {caps.name!r} has no ASOF JOIN, so the `asof` formulation cannot run there.",
+            fix="use the `window` formulation (the default for this dialect).",
+        )
+    if strategy == "carry" and not caps.carry_forward:
+        raise InputError(
+            f"Dialect {caps.name!r} has no modelled LAST(…) IGNORE NULLS carry-forward, so the `carry` formulation "
+            "cannot run there.",
             fix="use the `window` formulation (the default for this dialect).",
         )
     if strategy == "lateral" and not caps.lateral_join:

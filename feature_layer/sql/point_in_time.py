@@ -192,7 +192,11 @@ def plan_outputs(
 
 
 def build_spine(
-    spine: EntitySpine, *, stable_numbering: Sequence[str] = (), dialect: str | None = None
+    spine: EntitySpine,
+    *,
+    stable_numbering: Sequence[str] = (),
+    dialect: str | None = None,
+    scan_numbering: exp.Expression | None = None,
 ) -> exp.Select:
     """Entity rows plus their input position and their timestamp as naive UTC.
 
@@ -200,6 +204,8 @@ def build_spine(
     spine CTE cannot be materialized (it may then be evaluated once per reference),
     ``stable_numbering`` numbers rows in the order of these columns (every column the query
     returns) instead: rows that tie on all of them may swap numbers, which changes nothing.
+    ``scan_numbering`` (a spine read exactly once, e.g. Spark's ``MONOTONICALLY_INCREASING_ID()``)
+    numbers rows in scan order without a global sort.
     """
     source = spine.source
     if isinstance(source, exp.Query):
@@ -214,7 +220,9 @@ def build_spine(
         else:  # naive or a date: the cast does not depend on the session time zone
             as_of = exp.cast(col(spine.timestamp, "src"), exp.DataType.build("TIMESTAMP"))
         projections.append(exp.alias_(as_of, TS, quoted=True))
-    if spine.row_number is None:
+    if spine.row_number is None and scan_numbering is not None:
+        projections.append(exp.alias_(scan_numbering, ROW, quoted=True))
+    elif spine.row_number is None:
         order = None
         if stable_numbering:
             order = exp.Order(expressions=[exp.Ordered(this=col(c, "src"), nulls_first=True) for c in stable_numbering])
@@ -474,6 +482,131 @@ def build_lateral_latest(outputs: ViewOutputs, as_of: str, dialect: str | None) 
     return probe
 
 
+CARRIED = "__fl_r"
+"""In the carry-forward formulation's union: the feature row's event time and features, as a struct."""
+LATEST = "__fl_latest"
+"""The carry-forward window's result: the latest feature row's struct at or before each row."""
+ORDER_PREFIX = "__fl_o"
+KEY_PREFIX = "__fl_k"
+
+
+def build_carry_forward(
+    outputs: ViewOutputs,
+    source: str,
+    passthrough: Sequence[str],
+    as_of: str,
+    dialect: str | None,
+) -> exp.Select:
+    """The entity rows of CTE ``source`` with this view's features appended (``carry`` formulation).
+
+    ``UNION ALL`` of the view's feature rows — keys, ``__fl_t`` (event time, naive UTC), the
+    tie-break values, and a struct of the event time and the requested features — with the entity
+    rows of ``source`` (keys, as-of time, every ``passthrough`` column — the keys too, so they keep
+    the entity's types whatever the union's common type); then one window per key,
+    in the order of ``build_window_events``, carrying the latest feature row's struct forward:
+    ``LAST(struct) IGNORE NULLS OVER (PARTITION BY keys ORDER BY … ROWS UNBOUNDED PRECEDING)``.
+    A struct is never null on a feature row, even when its features are, so ignoring nulls skips
+    exactly the entity rows. The TTL is applied after, to the carried row. One sort per key and
+    no join: the entity rows leave the window with their columns and this view's features, and
+    feed the next view's union.
+    """
+    view = outputs.view
+    keys = list(view.join_keys)
+    parts = [f"{KEY_PREFIX}{i}" for i in range(len(keys))]  # the entity's own key columns pass through
+    event = col(view.event_time, "f")
+    if outputs.tz_aware:
+        event = to_naive_utc(event, dialect)
+    tie = tie_break_order(view, "f", dialect)
+    struct = exp.Struct(
+        expressions=[exp.PropertyEQ(this=ident(AT), expression=event.copy())]
+        + [exp.PropertyEQ(this=ident(f.name), expression=col(f.name, "f")) for f in outputs.features]
+    )
+    features = (
+        exp.select(*[exp.alias_(col(k, "f"), p, quoted=True) for k, p in zip(keys, parts, strict=True)])
+        .select(
+            exp.alias_(event, AT, quoted=True),
+            exp.alias_(exp.Literal.number(1), FEATURE_FLAG, quoted=True),
+        )
+        .select(*[exp.alias_(o.this.copy(), f"{ORDER_PREFIX}{i}", quoted=True) for i, o in enumerate(tie)])
+        .select(exp.alias_(struct, CARRIED, quoted=True))
+        .select(*[exp.alias_(exp.Null(), c, quoted=True) for c in passthrough])
+        .from_(relation_table(view, "f"))
+        .where(_not_null(*[col(k, "f") for k in keys], col(view.event_time, "f")))
+    )
+    entities = (
+        exp.select(*[exp.alias_(col(k, "s"), p, quoted=True) for k, p in zip(keys, parts, strict=True)])
+        .select(
+            exp.alias_(col(as_of, "s"), AT, quoted=True),
+            exp.alias_(exp.Literal.number(0), FEATURE_FLAG, quoted=True),
+        )
+        .select(*[exp.alias_(exp.Null(), f"{ORDER_PREFIX}{i}", quoted=True) for i in range(len(tie))])
+        .select(exp.alias_(exp.Null(), CARRIED, quoted=True))
+        .select(*[col(c, "s") for c in passthrough])
+        .from_(exp.Table(this=ident(source), alias=exp.TableAlias(this=ident("s"))))
+    )
+    order = [
+        exp.Ordered(this=col(AT, "u"), desc=False, nulls_first=True),
+        exp.Ordered(this=col(FEATURE_FLAG, "u"), desc=True, nulls_first=False),
+        *[exp.Ordered(this=col(f"{ORDER_PREFIX}{i}", "u"), desc=False, nulls_first=True) for i in range(len(tie))],
+    ]
+    latest = exp.Window(
+        this=exp.IgnoreNulls(this=exp.Last(this=col(CARRIED, "u"))),
+        partition_by=[col(p, "u") for p in parts],
+        order=exp.Order(expressions=order),
+        spec=exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"),
+    )
+    carried = (
+        exp.select(*[col(c, "u") for c in (AT, FEATURE_FLAG, *passthrough)])
+        .select(exp.alias_(latest, LATEST, quoted=True))
+        .from_(exp.union(features, entities, distinct=False).subquery(ident("u")))
+    )
+
+    def field(name: str) -> exp.Expression:
+        return exp.Dot(this=col(LATEST, "c"), expression=ident(name))
+
+    fresh = None
+    if view.ttl is not None:
+        fresh = exp.GTE(this=field(AT), expression=exp.Sub(this=col(AT, "c"), expression=interval(view.ttl)))
+    values = []
+    for feature, name in zip(outputs.features, outputs.names, strict=True):
+        value: exp.Expression = field(feature.name)
+        if fresh is not None:
+            value = exp.Case(ifs=[exp.If(this=fresh.copy(), true=value)])
+        values.append(exp.alias_(value, name, quoted=True))
+    return (
+        exp.select(*[col(c, "c") for c in passthrough])
+        .select(*values)
+        .from_(carried.subquery(ident("c")))
+        .where(exp.EQ(this=col(FEATURE_FLAG, "c"), expression=exp.Literal.number(0)))
+    )
+
+
+def build_carry_query(
+    spine: EntitySpine, outputs: Sequence[ViewOutputs], entity_columns: Sequence[str], dialect: str | None
+) -> exp.Select:
+    """The whole query in the ``carry`` formulation: a chain of one CTE per view, no joins.
+
+    The spine is read once (by the first view's union), so a warehouse table's rows are numbered
+    in scan order (``MONOTONICALLY_INCREASING_ID()``), without the global sort a ``ROW_NUMBER``
+    needs; each view's CTE passes the entity rows on with its features appended.
+    """
+    numbering = exp.Anonymous(this="MONOTONICALLY_INCREASING_ID", expressions=[])
+    passthrough = list(dict.fromkeys((*entity_columns, ROW, *([] if spine.naive_utc else [TS]))))
+    query = exp.select().with_(
+        ident(SPINE), as_=build_spine(spine, dialect=dialect, scan_numbering=numbering)
+    )
+    source = SPINE
+    for index, out in enumerate(outputs):
+        cte = _cte_name(index)
+        query = query.with_(ident(cte), as_=build_carry_forward(out, source, passthrough, spine.as_of, dialect))
+        passthrough += list(out.names)
+        source = cte
+    projections = [exp.alias_(col(c, "s"), c, quoted=True) for c in entity_columns]
+    projections += [exp.alias_(col(n, "s"), n, quoted=True) for out in outputs for n in out.names]
+    query = query.select(*projections).from_(exp.Table(this=ident(source), alias=exp.TableAlias(this=ident("s"))))
+    return query.order_by(exp.Ordered(this=col(ROW, "s")))
+
+
 # ----------------------------------------------------------------------------- 5. project
 
 
@@ -503,6 +636,8 @@ def build_training_set_query(
         keys = list(dict.fromkeys(k for v in views for k in v.join_keys))
         entity_columns = (*keys, spine.timestamp)
     entity_columns = tuple(c for c in entity_columns if c != spine.row_number)
+    if chosen == "carry":
+        return conform_feature_types(build_carry_query(spine, outputs, entity_columns, dialect), outputs, dialect)
 
     projections: list[exp.Expression] = [exp.alias_(col(c, "s"), c, quoted=True) for c in entity_columns]
     query = exp.select().from_(exp.Table(this=ident(SPINE), alias=exp.TableAlias(this=ident("s"))))
