@@ -591,7 +591,7 @@ def build_carry_query(
     needs; each view's CTE passes the entity rows on with its features appended.
     """
     numbering = exp.Anonymous(this="MONOTONICALLY_INCREASING_ID", expressions=[])
-    passthrough = list(dict.fromkeys((*entity_columns, ROW, *([] if spine.naive_utc else [TS]))))
+    passthrough = list(dict.fromkeys((*entity_columns, ROW, spine.as_of)))
     query = exp.select().with_(
         ident(SPINE), as_=build_spine(spine, dialect=dialect, scan_numbering=numbering)
     )
