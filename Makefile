@@ -28,6 +28,10 @@ test: install system-deps
 lint: install
 	$(BIN)/ruff check feature_layer tests benchmarks
 
+.PHONY: test-year-ahead
+test-year-ahead: install system-deps  # the whole suite with the wall clock a year ahead (libfaketime)
+	bash scripts/year-ahead.sh $(BIN)/python -m pytest -n 2 --dist loadgroup
+
 .PHONY: fuzz
 fuzz: install  # >= 10,000 generated inputs over every input surface; results in docs/fuzz.md
 	FEATURE_LAYER_FUZZ=full FEATURE_LAYER_FUZZ_REPORT=docs/fuzz.md $(BIN)/python -m pytest -n 0 -q -p tests.fuzz.fuzz_harness tests/fuzz

@@ -10,7 +10,6 @@ Unknown keys are refused, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from feature_layer.errors import ConfigError
+from feature_layer.offline.kinds import _is_file_path, duckdb_path  # noqa: F401 - re-exported
 
 CONFIG_FILE = "feature_layer.yml"
 
@@ -44,6 +44,15 @@ class WarehouseSettings:
     profile's ``database`` (DuckDB). A manifest built for another target names another one."""
     options: dict[str, str] = field(default_factory=dict)
     """Engine settings of the target (Spark: its ``server_side_parameters``)."""
+    engine: str = ""
+    """The engine kind that serves the target (``offline.kinds``); empty: the adapter type's."""
+    memory_limit: int | None = None
+    """``offline.memory_limit`` in bytes, for engines that take one (None: the engine's default)."""
+    profile: dict[str, Any] = field(default_factory=dict, repr=False)
+    """The rendered profile output (secrets included, so never printed): the generic engine's credentials."""
+    profiles_file: Path | None = None
+    """The profiles.yml the target came from (the generic engine renders it again with dbt's own renderer)."""
+    profile_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,22 @@ class OnlineStoreSettings:
     """TLS: this client's certificate, for servers that require client certificates."""
     ssl_keyfile: Path | None = None
     """TLS: the private key of ``ssl_certfile``."""
+    startup_nodes: tuple[str, ...] = ()
+    """Redis Cluster: ``host:port`` of nodes to discover the cluster from (any one reachable suffices)."""
+    failover_timeout: float = 20.0
+    """Redis Cluster: seconds a write waits for a replica to take over from a failed primary."""
+
+
+@dataclass(frozen=True)
+class OfflineSettings:
+    """``offline:`` in feature_layer.yml: how the warehouse is queried."""
+
+    engine: str = "auto"
+    """``auto``: the adapter's native engine where there is one, else the generic dbt-adapter
+    engine; ``generic``: the dbt adapter's connection for every target."""
+    memory_limit: int | None = None
+    """Bytes the warehouse engine may use (DuckDB ``memory_limit``, Spark driver memory); None:
+    the engine's default (half the machine, at most 2 GiB, on the embedded DuckDB)."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +104,10 @@ class Settings:
     catalog_path: Path
     profiles_dir: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    offline: OfflineSettings = field(default_factory=OfflineSettings)
 
 
-_TOP_KEYS = {"project", "target", "online_store", "state_path", "target_path", "profiles_dir"}
+_TOP_KEYS = {"project", "target", "online_store", "state_path", "target_path", "profiles_dir", "offline"}
 _TLS_KEYS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 _ONLINE_KEYS = {"type", "path", "url", "username", "password", "socket_timeout", "retries", "batch_size",
                 "connect_timeout", *_TLS_KEYS}
@@ -110,6 +136,10 @@ def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, so
     """Build online-store settings from a mapping or a bare URL (``redis://…``, ``sqlite:///…``)."""
     if raw is None:
         return OnlineStoreSettings(type="sqlite", path=project_dir / ".feature_layer" / "online.sqlite")
+    if isinstance(raw, str) and raw.startswith(CLUSTER_SCHEMES) or (
+        isinstance(raw, dict) and raw.get("type") == "redis-cluster"
+    ):
+        return cluster_settings_from(raw, source)
     if isinstance(raw, str):
         if raw.startswith(("redis://", "rediss://", "unix://")):
             return OnlineStoreSettings(type="redis", url=raw, **_redis_url_tls(raw, {}, project_dir, source))
@@ -124,7 +154,8 @@ def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, so
     _refuse_unknown("online_store", raw, _ONLINE_KEYS, source)
     kind = raw.get("type", "redis" if raw.get("url") else "sqlite")
     if not isinstance(kind, str) or kind not in {"redis", "sqlite"}:
-        raise ConfigError(f"online_store.type {kind!r} in {source} is not supported.", fix="use `redis` or `sqlite`.")
+        raise ConfigError(f"online_store.type {kind!r} in {source} is not supported.",
+                          fix="use `redis`, `redis-cluster` or `sqlite`.")
     if kind == "redis" and not raw.get("url"):
         raise ConfigError(f"online_store in {source} is redis but has no url.", fix="add `url: redis://127.0.0.1:6379/0`.")
     path = raw.get("path")
@@ -153,6 +184,77 @@ def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, so
         raise ConfigError(f"online_store in {source} has a bad number: {exc}", fix="use plain numbers.") from exc
     for key, value, low, high in (("socket_timeout", settings.socket_timeout, 0.001, 3600),
                                   ("connect_timeout", settings.connect_timeout, 0.001, 3600),
+                                  ("retries", settings.retries, 0, 100),
+                                  ("batch_size", settings.batch_size, 1, 1_000_000)):
+        if not low <= value <= high:
+            raise ConfigError(f"online_store.{key} in {source} is {value}, outside {low}..{high}.",
+                              fix=f"set {key} between {low} and {high}.")
+    return settings
+
+
+CLUSTER_SCHEMES = ("redis+cluster://",)
+_CLUSTER_KEYS = {"type", "url", "startup_nodes", "username", "password", "socket_timeout", "retries", "batch_size",
+                 "connect_timeout", "failover_timeout"}
+
+
+def cluster_settings_from(raw: dict[str, Any] | str, source: Path) -> OnlineStoreSettings:
+    """Redis Cluster settings from ``redis+cluster://[user:password@]host:port[,host:port…]`` or a
+    mapping ``{type: redis-cluster, startup_nodes: [host:port, …] and/or url: …, …}``."""
+    from urllib.parse import unquote, urlsplit
+
+    fix = ("use `url: redis+cluster://host:port` (several nodes: host1:port1,host2:port2) or "
+           "`startup_nodes: [host:port, …]`.")
+    mapping: dict[str, Any] = {"type": "redis-cluster", "url": raw} if isinstance(raw, str) else dict(raw)
+    _refuse_unknown("online_store (redis-cluster)", mapping, _CLUSTER_KEYS, source)
+    nodes: list[str] = []
+    username, password = mapping.get("username"), mapping.get("password")
+    url = mapping.get("url")
+    if url is not None:
+        if not isinstance(url, str) or not url.startswith(CLUSTER_SCHEMES):
+            raise ConfigError(f"online_store.url {url!r} in {source} is not a redis+cluster:// URL.", fix=fix)
+        rest = url[len("redis+cluster://"):]
+        auth, _, hosts = rest.rpartition("@")
+        if auth:
+            user, _, secret = auth.partition(":")
+            username = username or (unquote(user) or None)
+            password = password or (unquote(secret) or None)
+        hosts = hosts.split("/", 1)[0].split("?", 1)[0]
+        nodes += [h for h in hosts.split(",") if h]
+    given = mapping.get("startup_nodes", [])
+    if isinstance(given, str) or not isinstance(given, list):
+        raise ConfigError(f"online_store.startup_nodes in {source} must be a list of host:port.", fix=fix)
+    nodes += given
+    if not nodes:
+        raise ConfigError(f"online_store in {source} is redis-cluster but names no node.", fix=fix)
+    for node in nodes:
+        try:
+            parsed = urlsplit(f"//{node}") if isinstance(node, str) else None
+            port = parsed.port if parsed else None
+        except ValueError:
+            port = None
+        if parsed is None or not parsed.hostname or port is None or port == 0:
+            raise ConfigError(f"The Redis Cluster node {node!r} in {source} is not host:port.", fix=fix)
+    for key in ("username", "password"):
+        if mapping.get(key) is not None and not isinstance(mapping[key], str):
+            raise ConfigError(f"online_store.{key} in {source} must be a string.", fix=f"quote the value of {key}.")
+    try:
+        settings = OnlineStoreSettings(
+            type="redis-cluster",
+            url=url,
+            startup_nodes=tuple(nodes),
+            username=username,
+            password=password,
+            socket_timeout=_number(mapping.get("socket_timeout", 5.0), float),
+            retries=_number(mapping.get("retries", 3), int),
+            batch_size=_number(mapping.get("batch_size", 5000), int),
+            connect_timeout=_number(mapping.get("connect_timeout", 2.0), float),
+            failover_timeout=_number(mapping.get("failover_timeout", 20.0), float),
+        )
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"online_store in {source} has a bad number: {exc}", fix="use plain numbers.") from exc
+    for key, value, low, high in (("socket_timeout", settings.socket_timeout, 0.001, 3600),
+                                  ("connect_timeout", settings.connect_timeout, 0.001, 3600),
+                                  ("failover_timeout", settings.failover_timeout, 0, 3600),
                                   ("retries", settings.retries, 0, 100),
                                   ("batch_size", settings.batch_size, 1, 1_000_000)):
         if not low <= value <= high:
@@ -246,6 +348,34 @@ def load_settings(project_dir: str | Path = ".", *, target: str | None = None) -
         catalog_path=target_path / "catalog.json",
         profiles_dir=(root / profiles_dir).resolve() if profiles_dir
         else Path(os.environ.get("DBT_PROFILES_DIR", root)),
+        offline=offline_settings_from(raw.get("offline"), source),
+    )
+
+
+ENGINE_VARIABLE = "FEATURE_LAYER_ENGINE"
+"""``generic`` forces the dbt-adapter engine for every target (as ``offline: {engine: generic}``)."""
+
+
+def offline_settings_from(raw: Any, source: Path) -> OfflineSettings:
+    """``offline:`` of feature_layer.yml (and FEATURE_LAYER_ENGINE), validated."""
+    from feature_layer.offline.kinds import ENGINE_CHOICES, parse_memory_limit
+
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"`offline` in {source} must be a mapping, not {raw!r}.",
+                          fix="write `offline: {memory_limit: 1GB}` (keys: engine, memory_limit).")
+    _refuse_unknown("offline", raw, {"engine", "memory_limit"}, source)
+    raw = _render_env(raw)
+    engine = os.environ.get(ENGINE_VARIABLE) or raw.get("engine") or "auto"
+    where = f"the environment variable {ENGINE_VARIABLE}" if os.environ.get(ENGINE_VARIABLE) else f"offline.engine in {source}"
+    if engine not in ENGINE_CHOICES:
+        raise ConfigError(f"{where} is {engine!r}, which is not an engine choice.",
+                          fix=f"use one of: {', '.join(ENGINE_CHOICES)} (generic: the dbt adapter's own connection).")
+    limit = raw.get("memory_limit")
+    return OfflineSettings(
+        engine=engine,
+        memory_limit=None if limit is None else parse_memory_limit(limit, f"offline.memory_limit in {source}"),
     )
 
 
@@ -313,44 +443,26 @@ def warehouse_settings(settings: Settings, dbt_project_profile: str | None = Non
             f"Target {target!r} is not an output of profile {profile_name!r} in {profiles_file}.",
             fix=f"use one of: {', '.join(map(str, outputs)) or '(none)'}.",
         )
-    out = _output_settings(outputs[target], target, profiles_file)
+    out = _output_settings(outputs[target], target, profiles_file, {"PROJECT_DIR": str(settings.project_dir)})
     kind = out.get("type")
-    if kind == "duckdb":
-        raw_path = str(out.get("path", ":memory:"))
-        return WarehouseSettings(
-            type="duckdb", target=target, path=duckdb_path(raw_path, settings.project_dir),
-            schema=out.get("schema", "main"), project_dir=settings.project_dir, profile_path=raw_path,
-            database=out.get("database") or _duckdb_database_name(raw_path),
-        )
-    if kind == "postgres":
-        return WarehouseSettings(
-            type="postgres",
-            target=target,
-            host=out.get("host"),
-            port=out.get("port", 5432),
-            user=out.get("user"),
-            password=out.get("password") or out.get("pass") or None,
-            dbname=out.get("dbname") or out.get("database"),
-            schema=out.get("schema"),
-            database=out.get("dbname") or out.get("database"),
-        )
-    if kind == "spark":
-        from feature_layer.offline.spark_settings import spark_warehouse_fields
+    if not isinstance(kind, str) or not kind:
+        raise ConfigError(f"Output {target!r} in {profiles_file} has no adapter `type`.",
+                          fix="add the adapter, e.g. `type: duckdb` (what dbt needs too).")
+    from feature_layer.offline.kinds import kind_for
 
-        rendered = _render_env(dict(outputs[target]), {"PROJECT_DIR": str(settings.project_dir)})
-        return WarehouseSettings(**spark_warehouse_fields(target, rendered, settings.project_dir))
-    raise ConfigError(
-        f"Target {target!r} uses adapter {kind!r}, which feature_layer cannot query yet.",
-        fix="use a duckdb, postgres or spark target.",
-    )
+    engine = kind_for(kind, settings.offline.engine)
+    fields = engine.read_settings(target, out, settings.project_dir)
+    return WarehouseSettings(**fields, engine=engine.name, memory_limit=settings.offline.memory_limit, profile=out,
+                             profiles_file=profiles_file, profile_name=profile_name)
 
 
-def _output_settings(raw: Any, target: str, profiles_file: Path) -> dict[str, Any]:
-    """One profile output, rendered, with the fields feature_layer reads type-checked."""
+def _output_settings(raw: Any, target: str, profiles_file: Path, flags: dict[str, str]) -> dict[str, Any]:
+    """One profile output, rendered (``env_var``, ``flags.PROJECT_DIR``), with the fields
+    feature_layer reads type-checked."""
     if not isinstance(raw, dict):
         raise ConfigError(f"Output {target!r} in {profiles_file} is not a mapping.",
                           fix=f"write `{target}: {{type: duckdb, path: target/warehouse.duckdb}}`.")
-    out = {k: _render_env(v) for k, v in raw.items()}
+    out = {k: _render_env(v, flags) for k, v in raw.items()}
     for key in ("type", "path", "host", "user", "password", "pass", "dbname", "database", "schema"):
         value = out.get(key)
         if value is not None and (not isinstance(value, (str, int, float)) or isinstance(value, bool)
@@ -368,33 +480,6 @@ def _output_settings(raw: Any, target: str, profiles_file: Path) -> dict[str, An
             raise ConfigError(f"`port` of output {target!r} in {profiles_file} is {raw.get('port')!r}, not a "
                               "port number.", fix="write a port between 1 and 65535, e.g. `port: 5432`.")
     return out
-
-
-def _is_file_path(raw_path: str) -> bool:
-    """False for ``:memory:`` and URL-like paths (``md:…``, ``s3://…``) DuckDB opens itself."""
-    return raw_path not in {"", ":memory:"} and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", raw_path)
-
-
-def duckdb_path(raw_path: str, project_dir: Path) -> Path:
-    """Where the DuckDB file of a profile lives.
-
-    dbt-duckdb hands ``path`` to ``duckdb.connect`` unchanged, so a relative path is relative
-    to the directory dbt runs in: the project folder when you run ``dbt build`` there (dbt's
-    default, and what ``feature_layer.dbt.runner`` does). feature_layer cannot know where an
-    earlier dbt ran, so it resolves a relative path against the project folder, that same
-    default; ``require_warehouse_file`` explains the other case when the file is missing.
-    """
-    if not _is_file_path(raw_path):
-        return Path(raw_path)
-    path = Path(raw_path).expanduser()
-    return path if path.is_absolute() else project_dir / path
-
-
-def _duckdb_database_name(raw_path: str) -> str:
-    """The catalog name dbt-duckdb gives the database: the file's stem (``memory`` in memory)."""
-    if not _is_file_path(raw_path):
-        return "memory" if raw_path in {"", ":memory:"} else raw_path.split(":", 1)[-1].split("?")[0].rsplit("/", 1)[-1]
-    return Path(raw_path).stem
 
 
 def require_warehouse_file(warehouse: WarehouseSettings) -> None:

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Checks (and, as root on Debian, installs) the system services the tests use:
-# redis-server, PostgreSQL 15 and Chromium. Fails with instructions instead of skipping.
+# redis-server, PostgreSQL 15, Chromium and faketime. Fails with instructions instead of skipping.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v faketime >/dev/null || missing+=(faketime)   # tests/test_year_ahead.py, make test-year-ahead
 command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
 # `make bench` also drives the HTTP server with wrk.
 [ "${1:-}" = "--bench" ] && { command -v wrk >/dev/null || missing+=(wrk); }

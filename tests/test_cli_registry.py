@@ -64,7 +64,7 @@ def test_show_unknown_feature_suggests_close_matches_and_exits_1(project: Path) 
 def test_search_ranks_name_matches_first(project: Path) -> None:
     code, out = run(project, "search", "chargeback", "--json")
     assert code == 0
-    hits = json.loads(out)
+    hits = json.loads(out)["results"]
     assert hits and "chargeback" in hits[0]["name"]
 
 

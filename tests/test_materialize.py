@@ -314,10 +314,11 @@ def test_statistics_are_computed_in_the_warehouse_and_saved(redis_server: RedisS
     engine.execute("UPDATE main.events SET x = NULL WHERE user_id < 10")
     materialize(make_parts(engine, redis_store(redis_server), state, [make_view()]), end=END)
     stats = state.get_statistics("user_stats.x")
-    assert stats["rows"] == 300 and stats["null_pct"] == pytest.approx(10.0)
-    assert stats["min"] == 100.0 and stats["max"] == 992.0
-    assert sum(stats["histogram"]["counts"]) == 270 and len(stats["histogram"]["edges"]) == 11
-    assert 250 <= stats["distinct"] <= 290
+    # what is served: each user's latest row (event i = 2, x = 10u + 2), users 0-9 null
+    assert stats["rows"] == 100 and stats["null_pct"] == pytest.approx(10.0) and stats["scope"] == "served"
+    assert stats["min"] == 102.0 and stats["max"] == 992.0 and stats["as_of"] == END.isoformat()
+    assert sum(stats["histogram"]["counts"]) == 90 and len(stats["histogram"]["edges"]) == 11
+    assert 80 <= stats["distinct"] <= 100
     assert state.get_statistics("user_stats.label")["distinct"] > 0
 
 

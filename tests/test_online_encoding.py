@@ -187,3 +187,39 @@ def test_layout_fingerprint_changes_when_the_encoding_would() -> None:
 def test_unknown_or_truncated_values_decode_as_missing(bad: bytes) -> None:
     layout = view_layout(make_view([("a", "float64")]), "p")
     assert decode_values(layout, [bad], 0).present == [False]
+
+
+@pytest.mark.parametrize("case", ["dense", "dense_with_nulls", "missing", "odd_width", "expired"])
+def test_columnar_decode_agrees_with_the_per_value_decoder(case: str) -> None:
+    """Every shortcut of the columnar decoder (no scatter when dense, no bitmap pass without
+    nulls, a value of another width) gives what the per-value decoder gives."""
+    view = make_view([("a", "float64"), ("n", "int64"), ("b", "bool")], ttl=timedelta(hours=1))
+    layout = view_layout(view, "p")
+    n = 300
+    table = pa.table(
+        {
+            "user_id": list(range(n)),
+            "__ev": pa.array(
+                [T0 - timedelta(minutes=(90 if case == "expired" and k % 5 == 0 else 1)) for k in range(n)],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "a": pa.array([None if case == "dense_with_nulls" and k % 3 == 0 else k / 4 for k in range(n)]),
+            "n": list(range(n)),
+            "b": [k % 2 == 0 for k in range(n)],
+        }
+    )
+    raw = encode_batch(layout, table, event_column="__ev", created_column=None).values.to_pylist()
+    if case == "missing":
+        raw[7] = raw[200] = None
+    if case == "odd_width":
+        raw[11] = raw[11][:-1]  # truncated values: absent on both paths
+        raw[12] = b"\x01"
+    now = to_micros(T0)
+    big, small = _decode_numpy(layout, raw, now), _decode_rows(layout, raw, now)
+    assert list(big.present) == list(small.present)
+    expected_absent = {"dense": 0, "dense_with_nulls": 0, "missing": 2, "odd_width": 2, "expired": n // 5}[case]
+    assert n - sum(big.present) == expected_absent
+    for slot in layout.slots:
+        got = [v if ok else None for v, ok in zip(big.columns[slot.index].tolist(), big.valid[slot.index], strict=True)]
+        assert got == list(small.columns[slot.index]), slot.name
+    assert [e if p else None for e, p in zip(big.event_us.tolist(), big.present, strict=True)] == list(small.event_us)

@@ -219,11 +219,22 @@ def _scans(client) -> int:
     return int(found.group(1)) if found else 0
 
 
+SERVED = {"merchant_risk_features": (("merchant_id",), "as_of", 2),
+          "user_merchant_features": (("user_id", "merchant_id"), "occurred_at", 90)}
+
+
 def _warehouse_amounts(project: Path, view: str, column: str) -> dict:
+    """The reference for what is served: each entity's latest row as of the materialization
+    (EXAMPLE_NOW), newer than the TTL, computed with a plain window query."""
     import duckdb
 
+    keys, event_time, ttl_days = SERVED[view]
+    now = EXAMPLE_NOW.replace(tzinfo=None).isoformat(sep=" ")
+    served = (f"select * from (select *, row_number() over (partition by {', '.join(keys)} order by {event_time} desc) "
+              f"as rn from main.{view} where {event_time} <= timestamp '{now}') where rn = 1 "
+              f"and {event_time} > timestamp '{now}' - interval {ttl_days} day")
     with duckdb.connect(str(project / "target" / "feature_layer.duckdb"), read_only=True) as con:
-        row = con.execute(f"select count(*), count({column}), min({column}), max({column}) from main.{view}").fetchone()
+        row = con.execute(f"select count(*), count({column}), min({column}), max({column}) from ({served})").fetchone()
     return {"rows": row[0], "non_null": row[1], "min": row[2], "max": row[3]}
 
 

@@ -351,7 +351,7 @@ def test_postgres_uuid_string_features_take_part_in_the_tie_break(_pg):
 SESSION_ZONES = ("UTC", "Europe/Berlin", "Asia/Tokyo", "America/Los_Angeles")
 
 
-def _printed_sql_rows(engine, sql: str, zone: str) -> list[tuple]:
+def _printed_sql_rows(engine, sql: str, zone: str, dbname: str | None = None) -> list[tuple]:
     """Run the printed SQL as an analyst would: on its own connection, in session time zone ``zone``."""
     if engine.dialect == "duckdb":
         con = engine.connection
@@ -364,7 +364,7 @@ def _printed_sql_rows(engine, sql: str, zone: str) -> list[tuple]:
 
     from tests.offline_helpers import PG
 
-    con = psycopg2.connect(**PG)
+    con = psycopg2.connect(**{**PG, "dbname": dbname or PG["dbname"]})
     try:
         with con.cursor() as cur:
             cur.execute(f"SET TIME ZONE '{zone}'")
@@ -421,35 +421,50 @@ def test_printed_sql_gives_the_same_rows_in_any_session_time_zone(tz_tables):
             assert [(r[-2], r[-1]) for r in rows] == EXPECTED_TZ, (strategy, zone)
 
 
-def test_cli_printed_sql_gives_the_same_rows_in_any_session_time_zone(tz_tables, monkeypatch):
-    """``feature-layer sql training-set`` reads the column types from the warehouse."""
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def tz_project(request, tmp_path):
+    """(target, project): ``tests/fixtures/tz_project`` (the same rows as ``tz_tables``) built by dbt."""
+    import uuid
+
+    from feature_layer.dbt.runner import run_dbt
+    from tests.conftest import clean_project_env, drop_postgres_schemas, replace_in_file, require_postgres
+    from tests.dbt_helpers import copy_fixture
+
+    target, project = request.param, copy_fixture("tz_project", tmp_path)
+    schema = dsn = None
+    if target == "postgres":
+        dsn = require_postgres()
+        schema = f"fl_tz_{uuid.uuid4().hex[:12]}"
+        replace_in_file(project / "profiles.yml", "__TZ_SCHEMA__", schema)
+    try:
+        with clean_project_env():
+            run_dbt(["build"], project, target=target, quiet=True)
+        yield target, project, schema
+    finally:
+        if schema is not None:
+            drop_postgres_schemas(dsn, schema)
+
+
+def test_cli_printed_sql_gives_the_same_rows_in_any_session_time_zone(tz_project):
+    """``feature-layer sql training-set`` on a real project reads the column types from the
+    warehouse, so what it prints gives the same rows whatever the session's time zone."""
     from click.testing import CliRunner
 
     from feature_layer.cli import main as cli
-    from feature_layer.cli import sql_cmds
+    from feature_layer.client import FeatureStore
+    from tests.conftest import PG_DATABASE
 
-    engine, entity_table, requested = tz_tables
-
-    from feature_layer.registry.registry import Registry
-
-    class Store:
-        # an empty, real registry: resolve_requested is replaced below
-        registry = Registry(entities={}, views={}, services={}, nodes={}, parent_map={}, child_map={})
-
-        def offline_engine(self):
-            return engine
-
-    monkeypatch.setattr(sql_cmds, "_target_dialect", lambda ctx: engine.dialect)
-    monkeypatch.setattr(
-        "feature_layer.offline.training_set.resolve_requested", lambda registry, features, service: requested
-    )
-    monkeypatch.setattr("feature_layer.cli.base.Context.store", property(lambda self: Store()), raising=False)
-    result = CliRunner().invoke(cli, ["sql", "training-set", "--features", "x.y", "--entity-table", entity_table])
+    target, project, schema = tz_project
+    entities = "main.entities" if target == "duckdb" else f"{schema}.entities"
+    result = CliRunner().invoke(cli, ["--project-dir", str(project), "--target", target, "sql", "training-set",
+                                      "--features", "naive.amount,aware.score", "--entity-table", entities])
     assert result.exit_code == 0, result.output
     assert "could not be read" not in result.stdout
-    for zone in SESSION_ZONES:
-        rows = _printed_sql_rows(engine, result.stdout, zone)
-        assert [(r[-2], r[-1]) for r in rows] == EXPECTED_TZ, zone
+    with FeatureStore(project, target=target) as store:
+        engine = store.offline_engine()
+        for zone in SESSION_ZONES:
+            rows = _printed_sql_rows(engine, result.stdout, zone, dbname=PG_DATABASE)
+            assert [(r[-2], r[-1]) for r in rows] == EXPECTED_TZ, zone
 
 
 # ------------------------------------------------------------------ writing results: never lose the previous one

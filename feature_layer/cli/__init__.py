@@ -15,5 +15,7 @@ from feature_layer.cli import serve_cmds  # noqa: E402,F401
 from feature_layer.cli import online_cmds  # noqa: E402,F401
 from feature_layer.cli import sql_cmds  # noqa: E402,F401
 from feature_layer.cli import init_cmds  # noqa: E402,F401
+from feature_layer.cli import ops_cmds  # noqa: E402,F401
+from feature_layer.cli import search_cmds  # noqa: E402,F401
 
 __all__ = ["main"]

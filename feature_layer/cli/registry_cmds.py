@@ -1,4 +1,4 @@
-"""Registry commands: features, show, search, lineage, validate."""
+"""Registry commands: features, show, lineage, validate (search: ``cli/search_cmds.py``)."""
 
 from __future__ import annotations
 
@@ -95,32 +95,6 @@ def show(ctx: Context, feature: str, as_json: bool) -> None:
     if record["compiled_sql"]:
         click.echo(click.style("compiled SQL:", bold=True))
         click.echo(record["compiled_sql"].strip())
-
-
-@main.command()
-@click.argument("text")
-@click.option("--entity", help="Only features of this entity.")
-@click.option("--tag", help="Only features with this tag.")
-@click.option("--owner", help="Only features of this owner.")
-@click.option("--view", help="Only features of this feature view.")
-@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
-@handle_errors
-def search(ctx: Context, text: str, entity: str | None, tag: str | None, owner: str | None, view: str | None,
-           limit: int, as_json: bool) -> None:
-    """Search features by name, tags, entities, owner and description (ranked)."""
-    registry = ctx.registry
-    hits = registry.search(text, entity=entity, tag=tag, owner=owner, view=view, limit=limit)
-    if as_json:
-        echo_json([{"name": h.feature.ref, "score": round(h.score, 3), "matched": list(h.matched),
-                    "description": h.feature.description} for h in hits])
-        return
-    if not hits:
-        click.echo(f"No feature matches {text!r}. Try a shorter word, or `feature-layer features` to list all.")
-        return
-    render_table(["feature", "score", "matched", "description"],
-                 [(h.feature.ref, f"{h.score:.2f}", ", ".join(h.matched), h.feature.description) for h in hits])
 
 
 def _print_tree(node: LineageNode, prefix: str = "", last: bool = True, top: bool = True) -> None:

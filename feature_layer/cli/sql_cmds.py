@@ -116,6 +116,7 @@ def training_set(
 
 def _target_dialect(ctx: Context) -> str:
     from feature_layer.config import warehouse_settings
+    from feature_layer.sql.dialects import dialect_for_adapter
 
     # An unknown --target is a mistake to report, not a reason to guess a dialect.
-    return warehouse_settings(ctx.store.settings).type
+    return dialect_for_adapter(warehouse_settings(ctx.store.settings).type)  # engines: sqlserver → tsql, …

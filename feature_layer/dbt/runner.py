@@ -124,8 +124,9 @@ def run_dbt(
     profiles_dir: Path | None = None,
     *,
     quiet: bool = False,
-) -> None:
-    """Run ``dbt <args>`` in-process against ``project_dir``; raise on any failure.
+) -> Any:
+    """Run ``dbt <args>`` in-process against ``project_dir``; raise on any failure, else return
+    dbt's result object (for ``build``: its node results, which ``feature-layer run`` reports).
 
     ``target`` selects the profile target (default: the profile's own default) and
     ``profiles_dir`` the directory holding ``profiles.yml`` (default: the project directory,
@@ -156,7 +157,7 @@ def run_dbt(
         finally:
             _release_duckdb()
     if outcome.success:
-        return
+        return outcome.result
     failed = _failed_nodes(outcome.result)
     if failed:
         raise FeatureLayerError(

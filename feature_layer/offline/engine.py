@@ -230,6 +230,27 @@ def _lock_holder(message: str) -> str:
     return f"process {match.group(2)} ({match.group(1)})" if match else "another process"
 
 
+_SPILL_FOLDERS: dict[str, str] = {}
+
+
+def _spill_folder(path: str) -> str:
+    """DuckDB's spill folder for database ``path`` in this process, removed when the process ends.
+
+    DuckDB keeps one database instance per file per process (engines on one file share it), and
+    names its temporary files per instance: one folder per (process, file) keeps two processes,
+    or two files, from ever sharing them, and outlives every engine that may have spilled there.
+    """
+    folder = _SPILL_FOLDERS.get(path)
+    if folder is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = _SPILL_FOLDERS[path] = tempfile.mkdtemp(prefix="feature_layer-duckdb-")
+        atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 class DuckDBEngine(Engine):
     """DuckDB, the embedded default: a file written by dbt-duckdb, or ``:memory:``.
 
@@ -253,11 +274,18 @@ class DuckDBEngine(Engine):
         file_search_path: str | Path | None = None,
         lock_wait: float = 10.0,
         target: str | None = None,
+        memory_limit: int | str | None = None,
+        temp_directory: str | Path | None = None,
     ) -> None:
         import duckdb
 
         self._duckdb = duckdb
         self.path = str(path)
+        self.memory_limit = f"{memory_limit}B" if isinstance(memory_limit, int) else memory_limit
+        """DuckDB's ``memory_limit`` (e.g. ``1000000000B``, ``2GB``); None keeps DuckDB's default."""
+        if memory_limit is not None and temp_directory is None:
+            temp_directory = _spill_folder(self.path)
+        self._temp_directory = temp_directory
         self.target = target
         self._schema = schema
         self._file_search_path = file_search_path
@@ -300,6 +328,15 @@ class DuckDBEngine(Engine):
 
     def _configure(self, con: Any) -> None:
         con.execute("SET TimeZone = 'UTC'")
+        if self.memory_limit is not None:
+            # The budget covers DuckDB's operators and buffer cache; beyond it they spill to the
+            # temp directory. Arrow batches handed to Python are outside it (one batch at a time).
+            con.execute("SET memory_limit = ?", [self.memory_limit])
+            if self._temp_directory is not None:
+                try:
+                    con.execute("SET temp_directory = ?", [str(self._temp_directory)])
+                except self._duckdb.Error:
+                    pass  # this process's database already spills elsewhere (opened by dbt or another engine)
         if self._file_search_path is not None:
             # dbt ran in the project folder, so its views may read relative paths
             # ('data/raw/x.parquet'): resolve them there, whatever our working directory.

@@ -1,60 +1,45 @@
-"""The warehouse engine table: adapter type → how to open its engine.
+"""Open the warehouse engine of a dbt target, from the one table in ``offline.kinds``.
 
-One place decides which engine serves a dbt target, so adding an adapter is one entry here
-(and its Engine subclass), not an if/elif in several modules.
+``connect`` is the only place an engine is opened from settings: the target's adapter type
+(or ``offline: {engine: generic}``) picks the row of :data:`~feature_layer.offline.kinds.ENGINE_KINDS`,
+whose opener builds the engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 from feature_layer.config import WarehouseSettings, require_warehouse_file
 from feature_layer.errors import WarehouseError
-from feature_layer.offline.engine import DuckDBEngine, Engine, PostgresEngine
+from feature_layer.offline.engine import Engine
+from feature_layer.offline.kinds import ENGINE_KINDS, NATIVE_KINDS, EngineKind, kind_for
+
+ENGINES = ENGINE_KINDS
+"""Engine kind name → :class:`EngineKind` (kept under its old name)."""
 
 
-def _duckdb(settings: WarehouseSettings) -> Engine:
-    require_warehouse_file(settings)  # never let duckdb.connect create an empty database
-    path: str | Path = settings.path or ":memory:"
-    if Path(path).name == ":memory:":
-        path = ":memory:"
-    return DuckDBEngine(path, schema=settings.schema, file_search_path=settings.project_dir, target=settings.target)
-
-
-def _postgres(settings: WarehouseSettings) -> Engine:
-    return PostgresEngine(
-        host=settings.host,
-        port=settings.port,
-        user=settings.user,
-        password=settings.password,
-        dbname=settings.dbname,
-        schema=settings.schema,
-        target=settings.target,
-    )
-
-
-def _spark(settings: WarehouseSettings) -> Engine:
-    from feature_layer.offline.spark import SparkEngine  # pyspark only when a spark target is used
-
-    return SparkEngine(conf=settings.options, warehouse_dir=settings.path, schema=settings.schema,
-                       target=settings.target)
-
-
-ENGINES: dict[str, Callable[[WarehouseSettings], Engine]] = {
-    "duckdb": _duckdb,
-    "postgres": _postgres,
-    "spark": _spark,
-}
-"""Adapter type (profiles.yml ``type:``) → the opener of its engine."""
+def engine_kind(settings: WarehouseSettings) -> EngineKind:
+    """The row of the table that serves ``settings`` (its ``engine``, else its adapter type's)."""
+    if settings.engine:
+        if settings.engine not in ENGINE_KINDS:
+            raise WarehouseError(f"Unknown engine kind {settings.engine!r} for target {settings.target!r}.",
+                                 fix=f"use one of: {', '.join(sorted(ENGINE_KINDS))}.")
+        return ENGINE_KINDS[settings.engine]
+    return kind_for(settings.type)
 
 
 def connect(settings: WarehouseSettings) -> Engine:
-    """Open the engine for a dbt target (``duckdb``, ``postgres`` or ``spark``)."""
-    opener = ENGINES.get(settings.type)
-    if opener is None:
+    """Open the engine for a dbt target: native for duckdb, postgres and spark, the dbt
+    adapter's own connection (generic) for any other adapter whose plugin is installed."""
+    require_warehouse_file(settings)  # never let duckdb.connect create an empty database
+    kind = engine_kind(settings)
+    if kind.name == "generic" and not settings.profile and settings.type not in NATIVE_KINDS:
+        # settings made in code, not read from a profile: nothing to build the adapter's credentials from
+        from feature_layer.offline.kinds import adapter_plugin_installed
+
+        missing = "" if adapter_plugin_installed(settings.type) else f" (pip install dbt-{settings.type})"
         raise WarehouseError(
-            f"Target {settings.target!r} uses adapter {settings.type!r}, which feature_layer cannot query yet.",
-            fix=f"use a {', '.join(sorted(ENGINES))} target.",
+            f"Target {settings.target!r} uses adapter {settings.type!r}, which has no native engine; the generic "
+            f"engine needs the target's profile to open the dbt adapter's connection{missing}.",
+            fix="read the settings from profiles.yml (feature_layer.config.warehouse_settings), or use a "
+            f"{', '.join(sorted(NATIVE_KINDS))} target.",
         )
-    return opener(settings)
+    return kind.open(settings)

@@ -51,6 +51,8 @@ class TrainingSet:
         self._entities = entities
         self.outputs = tuple(outputs)
         self._strategy = strategy
+        self.on_arrow: Any = None
+        """Called with (self, table) after ``to_arrow``: ``get_training_set`` records statistics."""
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -79,7 +81,10 @@ class TrainingSet:
         Features have their logical type's Arrow type (``feature_layer.types.arrow_type``), the
         type an online lookup returns; an in-memory input's columns come back as given.
         """
-        return self._conform(self._engine.fetch_arrow(self.expression()), 0)
+        table = self._conform(self._engine.fetch_arrow(self.expression()), 0)
+        if self.on_arrow is not None:  # search: record the training set's statistics (never raises)
+            self.on_arrow(self, table)
+        return table
 
     def to_batches(self, batch_size: int = 100_000) -> Iterator[pa.RecordBatch]:
         """Stream the rows in Arrow record batches (bounded memory), typed as ``to_arrow``."""
@@ -430,13 +435,17 @@ def get_training_set(
     timestamp column, else ``timestamp_column``.
     """
     requested = resolve_requested(parts.registry(), features, service)
-    return build_training_set(
+    training = build_training_set(
         parts.engine(),
         entity_df,
         requested,
         full_feature_names=full_feature_names,
         timestamp_column=timestamp_column,
     )
+    from feature_layer.online.statistics import record_training_statistics
+
+    training.on_arrow = lambda ts, table: record_training_statistics(parts, ts, table)
+    return training
 
 
 __all__ = ["TrainingSet", "build_training_set", "get_training_set"]

@@ -18,11 +18,13 @@ Value: ``u8 version=1 | i64 event_us | i64 created_us | null bitmap | fixed slot
 from __future__ import annotations
 
 import hashlib
+import operator
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cached_property
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -387,32 +389,61 @@ def decode_values(layout: ViewLayout, raw: Sequence[bytes | None], now_us: int) 
 
 
 def _decode_numpy(layout: ViewLayout, raw: Sequence[bytes | None], now_us: int) -> Decoded:
+    """Columnar decode of a whole reply: one ``join`` + ``frombuffer``, then one numpy pass per slot.
+
+    No per-value Python work on the common path (every value present, fixed width, no nulls): the
+    absent values are counted and filtered at C speed (``list.count``, ``map``), and a column is
+    only scattered into place when some values are absent or expired.
+    """
     n = len(raw)
     width = layout.fixed_width
     dtype = layout.fixed_dtype
-    present = np.fromiter((v is not None and len(v) == width for v in raw), dtype=bool, count=n)
-    index = np.flatnonzero(present)
-    blob = b"".join([raw[i] for i in index.tolist()])
-    packed = np.frombuffer(blob, dtype=dtype)
+    raw = raw if isinstance(raw, list) else list(raw)
+    absent = raw.count(None)
+    values = raw if not absent else [v for v in raw if v is not None]
+    widths = set(map(len, values))
+    if widths and widths != {width}:  # a value of another width (corrupt, or another layout): per value
+        present = np.fromiter((v is not None and len(v) == width for v in raw), dtype=bool, count=n)
+        values = [v for v in values if len(v) == width]
+    elif absent:
+        present = np.fromiter(map(operator.is_not, raw, repeat(None)), dtype=bool, count=n)
+    else:
+        present = np.ones(n, dtype=bool)
+    packed = np.frombuffer(b"".join(values), dtype=dtype)
     ok = packed["__v"] == VERSION
     ev_p = packed["__ev"]
     if layout.ttl_us is not None:
         ok &= ev_p >= now_us - layout.ttl_us
-    if not ok.all():
-        present[index[~ok]] = False
-    event_us = np.zeros(n, dtype=np.int64)
-    event_us[index] = ev_p
-    if layout.slots:
+    dense = len(packed) == n  # every value present and decodable so far: no scatter needed
+    index = None
+    if not dense or not ok.all():
+        index = np.flatnonzero(present)
+        if not ok.all():
+            present[index[~ok]] = False
+    if index is None:
+        event_us = ev_p.copy()
+    else:
+        event_us = np.zeros(n, dtype=np.int64)
+        event_us[index] = ev_p
+    nulls_p = None
+    if layout.slots and packed["__nulls"].any():
         nulls_p = np.unpackbits(packed["__nulls"], axis=1, bitorder="little", count=len(layout.slots)).astype(bool)
     columns: dict[int, Any] = {}
     valid: dict[int, Any] = {}
     for slot in layout.slots:
         field = packed[f"f{slot.index}"]
-        col = np.zeros(n, dtype=field.dtype)
-        col[index] = field
-        v = np.zeros(n, dtype=bool)
-        v[index] = ~nulls_p[:, slot.index]
-        v &= present
+        if index is None:
+            col = np.ascontiguousarray(field)
+            v = present if nulls_p is None else ~nulls_p[:, slot.index]
+        else:
+            col = np.zeros(n, dtype=field.dtype)
+            col[index] = field
+            if nulls_p is None:
+                v = present
+            else:
+                v = np.zeros(n, dtype=bool)
+                v[index] = ~nulls_p[:, slot.index]
+                v &= present
         columns[slot.index] = col
         valid[slot.index] = v
     return Decoded(columns, valid, event_us, present)

@@ -15,11 +15,21 @@ the active one) and which features are missing until the next materialization.
 When a run completes a new layout the old one is *retired*, not deleted: servers refresh their
 view of the active layout every ``REFRESH_SECONDS``, so its keys stay readable until a later run
 that starts ``RETIRE_GRACE_SECONDS`` after the switch deletes them.
+
+The layout fingerprint says how values are *encoded*; the marker also records the view's *data*
+fingerprint (``sql_fingerprint``: its compiled SQL, normalized), as SQLMesh separates a data hash
+from a metadata hash. A SQL edit that keeps every column and type leaves the layout alone but
+changes the data fingerprint: ``materialize`` then rewrites every value of the view (a forced full
+refresh, so values computed by the old SQL never stand as current), and until it has, ``layout_state``
+reports the view stale (``sql_changed``). Editing a description changes neither.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -44,6 +54,8 @@ class LayoutState:
     wanted: str
     stale: bool
     missing_features: tuple[str, ...]
+    sql_changed: bool = False
+    """The view's compiled SQL differs from the SQL its online values were computed with."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,64 @@ class ActiveLayout:
     key_types: tuple[str, ...]
     slots: tuple[tuple[str, str], ...]  # (feature, logical type) in slot order
     retired: tuple[tuple[str, float], ...] = ()  # (fingerprint, unix time it was replaced)
+    sql: str | None = None
+    """The data fingerprint (``sql_fingerprint``) of the SQL the values were computed with; None
+    when unknown (a marker written before it was recorded, or a manifest without compiled SQL)."""
+    sql_dialect: str | None = None
+    """The dialect ``sql`` was normalized in."""
+
+
+_SPACE = re.compile(r"\s+")
+
+
+@functools.lru_cache(maxsize=1024)
+def normalized_sql(sql: str, dialect: str | None) -> str:
+    """``sql`` with formatting, comments and table qualifiers (database, schema) removed.
+
+    Qualifiers go so that the same model compiled for another target (production's schema, a
+    developer's) has the same data fingerprint; SQL sqlglot cannot read is compared as text with
+    whitespace collapsed.
+    """
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        trees = [t for t in sqlglot.parse(sql, read=dialect) if t is not None]
+    except (sqlglot.errors.SqlglotError, ValueError):
+        return _SPACE.sub(" ", sql).strip()
+    for tree in trees:
+        for table in tree.find_all(exp.Table):
+            table.set("db", None)
+            table.set("catalog", None)
+    return ";".join(t.sql(dialect=dialect, comments=False) for t in trees)
+
+
+def sql_fingerprint(view: Any, dialect: str | None) -> str | None:
+    """The data fingerprint of ``view``: a hash of its normalized compiled SQL (None without one:
+    after ``dbt parse`` alone the manifest has no compiled SQL, and nothing is claimed changed)."""
+    sql = getattr(view, "compiled_sql", None)
+    if not sql:
+        return None
+    return hashlib.blake2s(normalized_sql(sql, dialect).encode(), digest_size=8).hexdigest()
+
+
+def sql_changed(active: ActiveLayout | None, layout: ViewLayout, current: str | None) -> bool:
+    """True when the store holds ``layout``'s values computed by other SQL than ``current``."""
+    return (
+        active is not None
+        and active.fingerprint == layout.fingerprint
+        and active.sql is not None
+        and current is not None
+        and active.sql != current
+    )
+
+
+def recorded_sql(active: ActiveLayout | None, layout: ViewLayout, current: str | None) -> str | None:
+    """The data fingerprint to record with ``layout``: ``current``, or (when the manifest has no
+    compiled SQL) the one recorded before for the same layout."""
+    if current is not None:
+        return current
+    return active.sql if active is not None and active.fingerprint == layout.fingerprint else None
 
 
 def marker_name(view: str) -> str:
@@ -62,11 +132,18 @@ def marker_name(view: str) -> str:
 
 
 def marker_value(
-    layout: ViewLayout, previous: ActiveLayout | None, deleted: Sequence[str] = (), *, legacy: str | None = None
+    layout: ViewLayout,
+    previous: ActiveLayout | None,
+    deleted: Sequence[str] = (),
+    *,
+    legacy: str | None = None,
+    sql: str | None = None,
+    sql_dialect: str | None = None,
 ) -> bytes:
     """The marker recording ``layout`` as active; the previous active layout (if another) is retired
     now, retired layouts already deleted (``deleted``) are forgotten. ``legacy``: the layout a
-    store without a marker was materialized with (from the state store), retired likewise."""
+    store without a marker was materialized with (from the state store), retired likewise.
+    ``sql``: the data fingerprint the values were computed with (normalized in ``sql_dialect``)."""
     retired = [(fp, at) for fp, at in (previous.retired if previous else ()) if fp not in deleted]
     replaced = previous.fingerprint if previous is not None else legacy
     if replaced is not None and replaced != layout.fingerprint:
@@ -79,6 +156,8 @@ def marker_value(
             "key_types": list(layout.key_types),
             "slots": [[s.name, s.dtype] for s in layout.slots],
             "retired": retired,
+            "sql": sql,
+            "sql_dialect": sql_dialect,
         },
         separators=(",", ":"),
     ).encode()
@@ -96,6 +175,8 @@ def parse_marker(raw: bytes | None) -> ActiveLayout | None:
             key_types=tuple(data["key_types"]),
             slots=tuple((str(name), str(dtype)) for name, dtype in data["slots"]),
             retired=tuple((str(fp), float(at)) for fp, at in data.get("retired", ())),
+            sql=str(data["sql"]) if data.get("sql") else None,
+            sql_dialect=str(data["sql_dialect"]) if data.get("sql_dialect") else None,
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -147,7 +228,10 @@ def layout_state(online_store: Any, view: Any) -> LayoutState:
         return LayoutState(None, wanted.fingerprint, True, tuple(s.name for s in wanted.slots))
     layout, served = serving_layout(wanted, active)
     missing = tuple(s.name for s in wanted.slots if layout is None or s.name not in served)
-    return LayoutState(active.fingerprint, wanted.fingerprint, active.fingerprint != wanted.fingerprint, missing)
+    changed = active.sql is not None and sql_changed(active, wanted, sql_fingerprint(view, active.sql_dialect))
+    return LayoutState(
+        active.fingerprint, wanted.fingerprint, active.fingerprint != wanted.fingerprint or changed, missing, changed
+    )
 
 
 class ActiveLayouts:

@@ -321,8 +321,8 @@ class LookupPlan:
                     prefix = layout.key_prefix
                     kt = layout.key_types[0]
                     values = columns[layout.join_keys[0]]
-                    if kt == "int64" and all(type(v) is int for v in values):
-                        keys.extend([prefix + b"%d" % v for v in values])
+                    if kt == "int64" and set(map(type, values)) <= {int}:
+                        keys.extend(map(prefix.replace(b"%", b"%%").__add__(b"%d").__mod__, values))
                     else:
                         keys.extend([prefix + key_text(v, kt).encode() for v in values])
                 else:

@@ -11,7 +11,8 @@ Per view, in order:
    that marker until it commits;
 3. compute ``MAX(created_at)`` (the next watermark) and ``MAX(event_time)`` (the newest event
    materialized) of the rows to read, *before* the main query;
-4. stream the latest-per-entity query (``feature_layer.sql.latest``) from the warehouse as Arrow
+4. stream the latest-per-entity query (``feature_layer.sql.latest``; on DuckDB its two-pass form
+   ``feature_layer.sql.newest``, whose memory does not grow with the row) from the warehouse as Arrow
    record batches, encode each batch vectorised and hand it to the store's pipelined writer —
    memory stays bounded by the batch size whatever the table size (a full refresh writes in
    place, forced, and deletes the keys it did not write only at the end);
@@ -31,7 +32,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -50,9 +51,9 @@ from feature_layer.sql.latest import (
     DEFAULT_LATE_LOOKBACK,
     EVENT_ALIAS,
     Watermark,
-    latest_values,
     max_created,
 )
+from feature_layer.sql.newest import materialization_query
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,11 @@ STREAM_BATCH_ROWS = 100_000
 LEASE_SECONDS = 60.0
 LEDGER_TTL_LEASES = 3
 """A run's ledger expires this many lease lengths after the last heartbeat (a killed run's goes)."""
-EXISTS_CHECK_KEYS = 500_000
-"""Runs writing up to this many keys check them with EXISTS at commit (~40 bytes a key kept);
-larger ones compare a SCAN of the view against 8-byte hashes."""
+EXISTS_CHECK_KEYS = 2_000_000
+EXISTS_CHECK_BYTES = 64 * 2**20
+"""Runs writing up to this many keys, taking up to this many bytes, check them with EXISTS at
+commit (the keys are kept: ~45 bytes a key; at 1M keys EXISTS takes ~1/10 of a SCAN); larger
+ones compare a SCAN of the view against 8-byte hashes."""
 EXPIRY_SLACK_SECONDS = 2.0
 """Values whose TTL ends within this long of the eviction check are not required to be there."""
 STATISTICS_MAX_AGE = timedelta(hours=24)
@@ -87,6 +90,8 @@ class ViewResult:
     statistics_error: str | None = None
     """Why the statistics were not updated (logged; never fails the run)."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    sql_changed: bool = False
+    """The view's compiled SQL changed since its values were computed, so this run rewrote them all."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -248,6 +253,12 @@ def materialize_view(
         online.claim(fence)
         claimed = True
         heartbeat.watch(lambda: online.touch(fence), fence, online.describe())
+        active = layouts.read_marker(online, view.name)
+        data_fingerprint = layouts.sql_fingerprint(view, engine.dialect)  # ops1: a SQL edit rewrites every value
+        sql_changed = layouts.sql_changed(active, layout, data_fingerprint)
+        if sql_changed and not full_refresh:
+            log.warning("the SQL of feature view %s changed since its values were computed: full refresh", view.name)
+            full_refresh = True
         prior = state.view_state(view.name)
         layout_changed = prior is not None and prior.layout != layout.fingerprint
         legacy = prior.layout if layout_changed and prior is not None else None
@@ -261,7 +272,6 @@ def materialize_view(
             # Forced writes may move keys back in time (an --end in the past, a corrected row):
             # until this run commits, no run may trust the old watermark and read incrementally.
             online.delete_marker(marker)
-        active = layouts.read_marker(online, view.name)
         retired = layouts.retired_now_deletable(active, layout.fingerprint)
         for old in retired:  # layouts replaced long enough ago that no server still reads them
             online.delete_prefix(layouts.prefix_of(layout, old), fence)
@@ -276,7 +286,7 @@ def materialize_view(
         bounds = engine.fetch_arrow(bounds_sql).to_pylist()[0]
         next_created = _as_utc(bounds["max_created"])
         max_event = _as_utc(bounds["max_event"])
-        sql = latest_values(
+        sql = materialization_query(  # bounded memory where the dialect has the two-pass form
             view, end=end, start=start, watermark=watermark, dialect=engine.dialect, lookback=late_lookback
         )
         stages["max_created"] = time.perf_counter() - t
@@ -293,7 +303,7 @@ def materialize_view(
         writer = online.writer(ttl_us=layout.ttl_us, force=full_refresh, fence=fence)
         try:
             t = time.perf_counter()
-            for batch in engine.stream_arrow(sql, batch_size=batch_rows):
+            for batch in _exact_batches(engine.stream_arrow(sql, batch_size=batch_rows), batch_rows):
                 t1 = time.perf_counter()
                 query_s += t1 - t
                 if stats_job is None:
@@ -366,7 +376,9 @@ def materialize_view(
             # The view's layout is complete in this store now (read in full, or incrementally on
             # the layout it already had): lookups switch to it when the marker lands.
             markers[marker] = _marker_value(new_watermark)
-            markers[layouts.marker_name(view.name)] = layouts.marker_value(layout, active, retired, legacy=legacy)
+            markers[layouts.marker_name(view.name)] = layouts.marker_value(
+                layout, active, retired, legacy=legacy,
+                sql=layouts.recorded_sql(active, layout, data_fingerprint), sql_dialect=engine.dialect)
             state.check_lease(lease)  # another run owns the view now: record nothing
         # Atomically in the store: the fence still ours, the ledger holding every request this
         # run sent (nothing acknowledged was lost), then the markers. A crash between this and
@@ -420,7 +432,30 @@ def materialize_view(
         statistics_error=stats_error,
         newest_event_time=max_event,
         stage_seconds=stages,
+        sql_changed=sql_changed,
     )
+
+
+def _exact_batches(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """``batches`` regrouped into batches of exactly ``rows`` rows (the last one shorter).
+
+    Engines may stream batches of any size up to the one asked for (DuckDB's reader hands out
+    what each pipeline produced); the writer, the progress and the heartbeat then see the same
+    steps whatever the plan, and memory stays bounded by ``rows``.
+    """
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        while batch.num_rows:
+            take = min(rows - count, batch.num_rows)
+            pending.append(batch.slice(0, take) if take < batch.num_rows else batch)
+            batch = batch.slice(take)
+            count += take
+            if count == rows:
+                yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
+                pending, count = [], 0
+    if count:
+        yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
 
 
 def _check_ledger(online: OnlineStore, fence: RunFence) -> None:
@@ -437,7 +472,8 @@ def _check_nothing_evicted(
 ) -> None:
     """Every value this run wrote must still be there, unless its TTL ran out since: a store that
     evicts (Redis under maxmemory with an evicting policy) drops keys without telling anyone.
-    Up to ``EXISTS_CHECK_KEYS`` keys are checked with EXISTS; beyond, one SCAN of the view."""
+    Up to ``EXISTS_CHECK_KEYS`` keys (``EXISTS_CHECK_BYTES`` bytes) are checked with EXISTS;
+    beyond, one SCAN of the view."""
     at = time.monotonic() + EXPIRY_SLACK_SECONDS
     if written.keys is not None:
         must_keys = written.alive_keys(at)
@@ -459,7 +495,8 @@ def _check_nothing_evicted(
 class _WrittenKeys:
     """The keys a run wrote, as 64-bit hashes of their entity part (and, optionally, the monotonic
     time until which each must exist: its send time plus the PX its TTL gives it). The first
-    ``EXISTS_CHECK_KEYS`` keys themselves are kept too, for a cheaper check than a SCAN."""
+    ``EXISTS_CHECK_KEYS`` keys (``EXISTS_CHECK_BYTES`` bytes) themselves are kept too, for a
+    cheaper check than a SCAN."""
 
     def __init__(self, skip: int, ttl_us: int | None, *, track_deadlines: bool) -> None:
         self.skip, self.ttl_us, self.track_deadlines = skip, ttl_us, track_deadlines
@@ -467,12 +504,15 @@ class _WrittenKeys:
         self.deadlines: list[np.ndarray] = []
         self._keys: list[pa.Array] | None = [] if track_deadlines else None
         self._count = 0
+        self._key_bytes = 0
 
     def add(self, encoded: Any, *, sent: float, now_us: int) -> None:
         self.hashes.append(key_hashes(encoded.keys, skip=self.skip))
         self._count += len(encoded)
         if self._keys is not None:
-            self._keys = self._keys + [encoded.keys] if self._count <= EXISTS_CHECK_KEYS else None
+            self._key_bytes += encoded.keys.nbytes
+            small = self._count <= EXISTS_CHECK_KEYS and self._key_bytes <= EXISTS_CHECK_BYTES
+            self._keys = self._keys + [encoded.keys] if small else None
         if self.track_deadlines:
             if self.ttl_us is None:
                 self.deadlines.append(np.full(len(encoded), np.inf))

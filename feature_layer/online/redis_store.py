@@ -199,7 +199,7 @@ class RedisOnlineStore(OnlineStore):
         else:
             packed = b"*%d\r\n$4\r\nMGET\r\n%s" % (
                 len(keys) + 1,
-                b"".join([b"$%d\r\n%s\r\n" % (len(k), k) for k in keys]),
+                b"".join(map(b"$%d\r\n%s\r\n".__mod__, zip(map(len, keys), keys, strict=True))),
             )
         try:
             reply = self.retry.run(lambda: self._read_once(packed))
@@ -266,7 +266,7 @@ class RedisOnlineStore(OnlineStore):
     ) -> Any:
         """One non-streaming call of the write script (claim, touch, commit, delete), NOSCRIPT-safe."""
         token = b"%d" % (fence.token if fence else 0)
-        expires = b"%d" % (fence.lease_expires_us() if fence else 0)
+        expires = b"%d" % (self.lease_deadline_us(fence) if fence else 0)
         all_keys = [*self.fence_keys(fence), *keys]
         argv = [mode, token, expires, b"%d" % seq, *args]
         try:
@@ -292,7 +292,27 @@ class RedisOnlineStore(OnlineStore):
         return self._error("write feature values", exc)
 
     def claim(self, fence: RunFence) -> None:
+        self._clock_offset = self.clock_offset_us()  # measured afresh for every run
         self.run_script(b"a", fence, [], [b"%d" % fence.ledger_ttl_ms])
+
+    _clock_offset: int | None = None
+
+    def lease_deadline_us(self, fence: RunFence) -> int:
+        """The run's lease expiry on Redis's clock, which checks it (``clock_offset_us``)."""
+        if self._clock_offset is None:
+            self._clock_offset = self.clock_offset_us()
+        return fence.lease_expires_us() + self._clock_offset
+
+    def clock_offset_us(self) -> int:
+        """Redis's clock (TIME) minus this host's, to the round trip's midpoint: the write script
+        checks a run's lease by the server's clock, which need not agree with the host's."""
+        before = time.time_ns() // 1000
+        try:
+            seconds, micros = self.client.time()
+        except RedisError as exc:
+            raise self._error("read the server's clock", exc) from exc
+        after = time.time_ns() // 1000
+        return seconds * 1_000_000 + micros - (before + after) // 2
 
     def touch(self, fence: RunFence) -> bool:
         return bool(self.run_script(b"t", fence, [], [b"%d" % fence.ledger_ttl_ms]))
@@ -423,7 +443,7 @@ class RedisWriter(Writer):
         return self._conn
 
     def _args(self, seq: int, clock: int) -> bytes:
-        expires = b"%d" % (self.fence.lease_expires_us() if self.fence else 0)
+        expires = b"%d" % (self.store.lease_deadline_us(self.fence) if self.fence else 0)
         return b"".join(
             [
                 _bulk(self._mode),

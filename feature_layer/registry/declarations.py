@@ -17,12 +17,14 @@ from typing import Any
 from feature_layer.dbt.artifacts import DbtNode, Manifest
 from feature_layer.durations import parse_duration
 from feature_layer.errors import ValidationIssue
+from feature_layer.freshness import PERIODS, FreshnessSla
 from feature_layer.registry.columns import CATALOG, SQL, YAML, ModelColumns, model_columns
 from feature_layer.registry.model import Entity, Feature, FeatureService, FeatureView
 from feature_layer.types import LOGICAL_TYPES, logical_type
 
 META_KEY = "feature_layer"
-VIEW_KEYS = {"entities", "entity", "event_time", "created_at", "ttl", "online", "owner", "tags", "description", "features"}
+VIEW_KEYS = {"entities", "entity", "event_time", "created_at", "ttl", "online", "owner", "tags", "description", "features",
+             "freshness"}
 ENTITY_KEYS = {"join_keys", "description"}
 SERVICE_KEYS = {"features", "description"}
 COLUMN_KEYS = {"feature", "dtype", "tags"}
@@ -294,6 +296,69 @@ def _ttl(node: DbtNode, raw: Any, issues: list[ValidationIssue]) -> timedelta | 
         return None
 
 
+_SLA_KEYS = ("warn_after", "error_after")
+_SLA_EXAMPLE = "`freshness: {warn_after: {count: 2, period: hour}, error_after: {count: 1, period: day}}`"
+
+
+def freshness_sla(node: DbtNode, raw: Any, issues: list[ValidationIssue]) -> FreshnessSla | None:
+    """The view's freshness SLA in dbt's shape (ops1; ``feature_layer.freshness``), or None.
+
+    ``warn_after`` / ``error_after`` are each ``{count: <positive integer>, period: minute|hour|day}``;
+    at least one is given, and a warning threshold is not later than the error one.
+    """
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        issues.append(_issue("bad-freshness", f"freshness must be a mapping, got {type(raw).__name__} {raw!r}.",
+                             f"write {_SLA_EXAMPLE}, or leave freshness out.", node))
+        return None
+    before = len(issues)
+    unknown = sorted(str(k) for k in set(raw) - set(_SLA_KEYS))
+    if unknown:
+        hint = "".join(close_matches(k, _SLA_KEYS) for k in unknown)
+        issues.append(_issue("bad-freshness", f"freshness has {_unknown_keys(unknown)}.{hint}",
+                             f"use only warn_after and error_after, as in {_SLA_EXAMPLE}.", node))
+    after = {key: _sla_threshold(node, key, raw.get(key), issues) for key in _SLA_KEYS}
+    if len(issues) > before:
+        return None
+    warn, error = after["warn_after"], after["error_after"]
+    if warn is None and error is None:
+        issues.append(_issue("bad-freshness", "freshness declares neither warn_after nor error_after.",
+                             f"write {_SLA_EXAMPLE}, or leave freshness out.", node))
+        return None
+    if warn is not None and error is not None and warn > error:
+        issues.append(_issue("bad-freshness", f"freshness warn_after ({warn}) is later than error_after ({error}).",
+                             "make warn_after shorter than (or equal to) error_after.", node))
+        return None
+    return FreshnessSla(warn_after=warn, error_after=error)
+
+
+def _sla_threshold(node: DbtNode, key: str, raw: Any, issues: list[ValidationIssue]) -> timedelta | None:
+    if raw is None:
+        return None
+    periods = ", ".join(PERIODS)
+    if not isinstance(raw, Mapping) or set(raw) - {"count", "period"}:
+        issues.append(_issue("bad-freshness", f"freshness {key} must be {{count: N, period: {periods.replace(', ', '|')}}}, "
+                             f"got {raw!r}.", f"write `{key}: {{count: 2, period: hour}}`.", node))
+        return None
+    count, period = raw.get("count"), raw.get("period")
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+        issues.append(_issue("bad-freshness", f"freshness {key}.count must be a positive whole number, got {count!r}.",
+                             f"write `{key}: {{count: 2, period: hour}}`.", node))
+        return None
+    if period not in PERIODS:
+        hint = close_matches(str(period), PERIODS) if isinstance(period, str) else ""
+        issues.append(_issue("bad-freshness", f"freshness {key}.period {period!r} is not one of {periods}.{hint}",
+                             f"write `{key}: {{count: {count}, period: hour}}` (minute, hour or day, as in dbt).", node))
+        return None
+    try:
+        return parse_duration(int((PERIODS[period] * count).total_seconds()))
+    except ValueError as exc:
+        issues.append(_issue("bad-freshness", f"freshness {key} is too long: {exc}.",
+                             "use a shorter count.", node))
+        return None
+
+
 def _owner(node: DbtNode, raw: Any, issues: list[ValidationIssue]) -> str | None:
     if raw in (None, ""):
         return None
@@ -330,6 +395,7 @@ def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[
     join_keys = _join_keys(node, entity_names, entities, cols, issues)
     event_time, created_at = _timestamps(node, block, cols, issues)
     ttl = _ttl(node, block.get("ttl"), issues)
+    sla = freshness_sla(node, block.get("freshness"), issues)
     owner = _owner(node, block.get("owner"), issues)
     online = block.get("online", True)
     if not isinstance(online, bool):
@@ -363,6 +429,7 @@ def _view_from_node(node: DbtNode, entities: Mapping[str, Entity], issues: list[
         compiled_sql=node.compiled_sql,
         depends_on=node.depends_on,
         materialized=str(node.config.get("materialized", "")),
+        freshness=sla,
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from feature_layer.freshness import FreshnessSla
+
 
 @dataclass(frozen=True)
 class Entity:
@@ -72,6 +74,8 @@ class FeatureView:
     compiled_sql: str | None = None
     depends_on: tuple[str, ...] = ()
     materialized: str = ""
+    freshness: FreshnessSla | None = None
+    """The view's freshness SLA (``freshness: {warn_after: …, error_after: …}``), None when undeclared."""
 
     def feature(self, name: str) -> Feature:
         for feature in self.features:

@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from feature_layer.errors import FeatureLayerError
-from feature_layer.server import routes
+from feature_layer.server import routes, search_api  # search: search_api
 from feature_layer.server.fastpath import OnlineFastPath, lookup_inline
 from feature_layer.server.health import StoreProbe
 from feature_layer.server.metrics import Metrics, MetricsMiddleware
@@ -174,6 +174,8 @@ def build_app(
             Route("/v1/entities/{name}", routes.get_entity, methods=["GET"]),
             Route("/v1/views/{name}", routes.get_view, methods=["GET"]),
             Route("/v1/catalog", routes.get_catalog, methods=["GET"]),
+            # search: every object ranked together
+            Route("/v1/search", search_api.search, methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
             Route("/openapi.json", routes.openapi, methods=["GET"]),

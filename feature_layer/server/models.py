@@ -123,6 +123,8 @@ class StatisticsResponse(BaseModel):
 
     feature: str
     statistics: dict[str, Any] | None
+    training: dict[str, Any] | None = None  # search: the last training set's statistics (server/stats.py)
+    drift: dict[str, Any] | None = None  # search: PSI between served and training values
 
 
 class Document(BaseModel):

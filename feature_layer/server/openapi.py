@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from feature_layer.server import models
+from feature_layer.server import models, search_api
 
 REF = "#/components/schemas/{model}"
 SEARCH_PARAMS = {
@@ -68,7 +68,8 @@ def _lookup_example(registry: Any) -> dict[str, Any]:
 def _schemas(limits: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for model in (models.OnlineFeaturesRequest, models.OnlineFeaturesResponse, models.ErrorResponse,
-                  models.HealthResponse, models.SearchResponse, models.StatisticsResponse, models.Document):
+                  models.HealthResponse, models.SearchResponse, models.StatisticsResponse, models.Document,
+                  search_api.ObjectSearchResponse):  # search: GET /v1/search
         schema = model.model_json_schema(ref_template=REF)
         out.update(schema.pop("$defs", {}))
         out[model.__name__] = schema
@@ -125,6 +126,7 @@ def openapi_document(limits: Any, version: str, registry: Any = None) -> dict[st
                                   "responses": {"200": {"description": "OK", "content": {"application/json": {
                                       "schema": {"type": "object"}}}}}}},
     }
+    paths.update(search_api.openapi_paths(limits, _query, _errors))  # search
     return {
         "openapi": "3.1.0",
         "info": {"title": "feature_layer", "version": version,

@@ -8,6 +8,7 @@ from typing import Any
 
 from feature_layer.errors import FeatureLayerError
 from feature_layer.freshness import freshness as freshness_of
+from feature_layer.ops.sla import sla_gauges
 from feature_layer.parts import Parts
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.server.health import layout_of
@@ -137,7 +138,7 @@ def _aware(value: datetime) -> datetime:
 def freshness(parts: Parts, view: FeatureView, now: datetime) -> dict[str, Any]:
     """The view's freshness (:func:`feature_layer.freshness.freshness`) with its run, as JSON."""
     state = _view_state(parts, view.name)
-    fresh = freshness_of(state.newest_event_time if state else None, view.ttl, now)
+    fresh = freshness_of(state.newest_event_time if state else None, view.ttl, now, view.freshness)
     return {
         "newest_event_time": _iso(fresh.newest_event_time),
         "lag_seconds": fresh.lag_seconds,
@@ -147,6 +148,8 @@ def freshness(parts: Parts, view: FeatureView, now: datetime) -> dict[str, Any]:
         "watermark": _iso(state.watermark.event_time) if state else None,
         "materialized_at": _iso(state.wall_time) if state else None,
         "online": view.online,
+        "sla": fresh.sla,  # ops1: pass | warn | error against the view's freshness SLA; None without one
+        "sla_thresholds": view.freshness.to_dict() if view.freshness else None,
     }
 
 
@@ -193,4 +196,4 @@ def freshness_gauges(parts: Parts, registry: Any, now: datetime) -> list[tuple[s
         out.append(("feature_layer_feature_view_materialized_timestamp_seconds",
                     "Wall-clock time of the last successful materialization, per feature view.",
                     {"view": view.name}, _aware(state.wall_time).timestamp()))
-    return out
+    return out + sla_gauges(parts, registry, now)

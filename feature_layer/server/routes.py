@@ -22,6 +22,7 @@ from feature_layer.errors import FeatureLayerError
 from feature_layer.parts import Parts
 from feature_layer.registry import column_lineage as column_lineage_mod
 from feature_layer.registry.declarations import close_matches
+from feature_layer.registry.duplicates import duplicates_payload
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.registry.search import index_for
 from feature_layer.server import health, payloads
@@ -39,6 +40,7 @@ from feature_layer.server.stats import (
     complete_histogram,
     compute_statistics,
     normalize_statistics,
+    statistics_payload,
 )
 
 if TYPE_CHECKING:
@@ -110,6 +112,7 @@ async def get_feature(request: Request) -> Response:
     body = payloads.feature_detail(registry, view, feature, project_dir=_project_dir(state.settings))
     body["freshness"] = payloads.freshness(state.parts, view, state.clock.now())
     body["statistics"] = _stored_statistics(state.parts, feature.ref)
+    body["duplicates"] = await run_in_threadpool(duplicates_payload, registry, feature.ref)  # search
     return _json(body)
 
 
@@ -149,7 +152,8 @@ async def get_statistics(request: Request) -> Response:
     if stats is None or (not stats.get("histogram") and feature.dtype in HISTOGRAM_TYPES
                          and not stats.get("histogram_source")):
         stats = await _computed_statistics(state, view, feature, refresh=refresh)
-    return _json({"feature": feature.ref, "statistics": stats})
+    # search: served statistics, the last training set's, and the drift between them (server/stats.py)
+    return _json(await run_in_threadpool(statistics_payload, state.parts, feature, stats))
 
 
 async def _computed_statistics(state: Any, view: FeatureView, feature: Feature, *, refresh: bool) -> dict[str, Any]:
@@ -182,9 +186,19 @@ def _warehouse(parts: Parts) -> Any:
     return contextlib.nullcontext(parts.engine())
 
 
+def _served_as_of(parts: Parts, view: FeatureView) -> Any:
+    """The end of the view's last materialization (what the online store holds), else now."""
+    try:
+        last = parts.state().last_materialized(view.name)
+    except FeatureLayerError:
+        last = None
+    return last[0] if last else parts.clock.now()
+
+
 def _complete_and_save(parts: Parts, view: FeatureView, feature: Feature, stats: dict[str, Any]) -> dict[str, Any]:
     with _warehouse(parts) as engine:
-        completed = complete_histogram(engine, view, feature, stats)
+        completed = complete_histogram(engine, view, feature, stats, end=_served_as_of(parts, view),
+                                       now=parts.clock.now())
     completed.setdefault("histogram_source", "none")  # asked once; do not query again for it
     try:
         parts.state().save_statistics(feature.ref, completed)
@@ -195,7 +209,7 @@ def _complete_and_save(parts: Parts, view: FeatureView, feature: Feature, stats:
 
 def _compute_and_save(parts: Parts, view: FeatureView, feature: Feature) -> dict[str, Any]:
     with _warehouse(parts) as engine:
-        stats = compute_statistics(engine, view, feature)
+        stats = compute_statistics(engine, view, feature, end=_served_as_of(parts, view), now=parts.clock.now())
     try:
         parts.state().save_statistics(feature.ref, stats)
     except FeatureLayerError:

@@ -154,3 +154,53 @@ def pit_strategy(dialect: str | None, strategy: str | None = None) -> str:
             fix="use the `window` formulation (the default for this dialect).",
         )
     return strategy
+
+
+ADAPTER_DIALECTS: dict[str, str] = {
+    "duckdb": "duckdb",
+    "postgres": "postgres",
+    "redshift": "redshift",
+    "materialize": "postgres",
+    "snowflake": "snowflake",
+    "bigquery": "bigquery",
+    "spark": "spark",
+    "databricks": "databricks",
+    "trino": "trino",
+    "starburst": "trino",
+    "presto": "presto",
+    "athena": "athena",
+    "clickhouse": "clickhouse",
+    "sqlserver": "tsql",
+    "fabric": "tsql",
+    "synapse": "tsql",
+    "oracle": "oracle",
+    "mysql": "mysql",
+    "sqlite": "sqlite",
+    "teradata": "teradata",
+    "doris": "doris",
+    "starrocks": "starrocks",
+    "exasol": "exasol",
+    "dremio": "dremio",
+}
+"""dbt adapter type (profiles.yml ``type:``) → the sqlglot dialect its SQL is written in."""
+
+
+def dialect_for_adapter(adapter_type: str) -> str:
+    """The sqlglot dialect of a dbt adapter: from :data:`ADAPTER_DIALECTS`, else the adapter's
+    own name when sqlglot knows it (InputError naming both otherwise).
+
+    >>> dialect_for_adapter("sqlserver")
+    'tsql'
+    >>> dialect_for_adapter("duckdb")
+    'duckdb'
+    """
+    name = ADAPTER_DIALECTS.get(adapter_type.lower(), adapter_type.lower())
+    try:
+        Dialect.get_or_raise(name)
+    except ValueError as exc:
+        raise InputError(
+            f"dbt adapter {adapter_type!r} has no SQL dialect feature_layer knows (sqlglot has no {name!r}).",
+            fix="use a target whose adapter sqlglot models (duckdb, postgres, snowflake, bigquery, spark, trino, …), "
+            "or report the adapter so it can be mapped in feature_layer/sql/dialects.py.",
+        ) from exc
+    return name
