@@ -132,7 +132,9 @@ HAND_WRITTEN: dict[str, Callable[[], str]] = {
 def _digest(table) -> str:  # noqa: ANN001
     import pyarrow as pa
 
-    table = table.select(["row_id", "user_id", "event_timestamp", "label", *STANDARD_FEATURES])
+    # Spark tables have no intrinsic order: feature_layer returns a warehouse table's rows in scan
+    # order (files are read largest first), the hand-written queries by row_id; compare as sets.
+    table = table.select(["row_id", "user_id", "event_timestamp", "label", *STANDARD_FEATURES]).sort_by("row_id")
     table = table.set_column(2, "event_timestamp", table.column(2).cast(pa.timestamp("us")))
     digest = hashlib.sha256()
     for name in table.column_names:
