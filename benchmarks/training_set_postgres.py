@@ -83,11 +83,13 @@ def _us(year: int, month: int, day: int) -> int:
     return int(dt.datetime(year, month, day, tzinfo=dt.UTC).timestamp() * 1_000_000)
 
 
-def _load(engine, name: str, table, index: tuple[str, str]) -> None:  # noqa: ANN001
+def _load(engine, name: str, table, index: tuple[str, str] | None) -> None:  # noqa: ANN001
+    """Load ``table``; index it on ``index`` (feature tables: ``set_indexes``, per ``--index``)."""
     engine.register_arrow("__staged", table)
     engine.execute(f"CREATE TABLE {SCHEMA}.{name} AS SELECT * FROM __staged")
     engine.unregister("__staged")
-    engine.execute(f"CREATE INDEX ON {SCHEMA}.{name} ({index[0]}, {index[1]})")
+    if index is not None:
+        engine.execute(f"CREATE INDEX ON {SCHEMA}.{name} ({index[0]}, {index[1]})")
     engine.execute(f"ANALYZE {SCHEMA}.{name}")
 
 
@@ -111,7 +113,7 @@ def generate_low_cardinality(engine) -> None:  # noqa: ANN001
         values = rng.normal(50, 20, at.size)
         mask = rng.random(at.size) < (0.01 if name == "humid" else 0.0)
         columns[name] = pa.array(values, mask=mask)
-    _load(engine, "weather", pa.table(columns), ("origin", "time_hour"))
+    _load(engine, "weather", pa.table(columns), None)
     flights = pa.table(
         {
             "row_id": pa.array(np.arange(N_FLIGHTS)),
@@ -123,7 +125,8 @@ def generate_low_cardinality(engine) -> None:  # noqa: ANN001
     _load(engine, "flights", flights, ("origin", "sched_at"))
 
 
-def generate_standard(engine) -> None:  # noqa: ANN001
+def standard_tables():  # noqa: ANN201
+    """(feature rows, entity rows) of the standard workload as Arrow tables (also the Spark benchmark's)."""
     import numpy as np
     import pyarrow as pa
 
@@ -137,7 +140,6 @@ def generate_standard(engine) -> None:  # noqa: ANN001
     }
     for name in STANDARD_FEATURES:
         columns[name] = pa.array(rng.standard_normal(rows))
-    _load(engine, "user_features", pa.table(columns), ("user_id", "event_ts"))
     n = 100_000
     entities = pa.table(
         {
@@ -149,6 +151,12 @@ def generate_standard(engine) -> None:  # noqa: ANN001
             "label": pa.array(rng.integers(0, 2, n)),
         }
     )
+    return pa.table(columns), entities
+
+
+def generate_standard(engine) -> None:  # noqa: ANN001
+    features, entities = standard_tables()
+    _load(engine, "user_features", features, None)
     _load(engine, "entities", entities, ("user_id", "event_timestamp"))
 
 
@@ -272,9 +280,28 @@ def _reorder(table, w: Workload):  # noqa: ANN001, ANN202
     return table.select(first + list(w.features))
 
 
-def run_workload(engine, w: Workload, repeat: int) -> tuple[list[list[str]], list[str]]:  # noqa: ANN001
+INDEX_MODES = ("natural", "plain", "none")
+
+
+def set_indexes(engine, mode: str) -> None:  # noqa: ANN001
+    """Re-create the feature tables' (key, time) indexes: ``natural`` (weather's unique — one
+    observation per airport and time — the user features' plain), ``plain`` (both plain) or
+    ``none`` (no index on either feature table: LATERAL would scan per entity row)."""
+    for w in (LOW, STANDARD):
+        engine.execute(f"DROP INDEX IF EXISTS {SCHEMA}.{w.feature_table}_key_time")
+        if mode != "none":
+            kind = "UNIQUE INDEX" if mode == "natural" and w is LOW else "INDEX"
+            engine.execute(
+                f"CREATE {kind} {w.feature_table}_key_time ON {SCHEMA}.{w.feature_table} ({w.key}, {w.event_time})"
+            )
+        engine.execute(f"ANALYZE {SCHEMA}.{w.feature_table}")
+
+
+def run_workload(engine, w: Workload, repeat: int, index: str = "natural") -> tuple[list[list[str]], list[str]]:  # noqa: ANN001
     contenders: dict[str, Callable[[], object]] = {"feature_layer": lambda: _reorder(_feature_layer(engine, w), w)}
     for name, build in HAND_WRITTEN.items():
+        if index == "none" and build is lateral_sql:
+            continue  # without an index every probe scans the feature table: hours, not a floor
         sql = build(w)
         contenders[name] = lambda sql=sql: engine.fetch_arrow(sql)
     times: dict[str, list[float]] = {name: [] for name in contenders}
@@ -321,6 +348,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per contender, interleaved")
     parser.add_argument("--keep", action="store_true", help="keep (and reuse) the loaded tables")
     parser.add_argument("--out", type=Path, help="write the report (markdown) into this file's PostgreSQL section")
+    parser.add_argument("--index", choices=INDEX_MODES, default="natural",
+                        help="feature-table indexes: natural (weather unique, user features plain), plain, none")
     parser.add_argument("--print-sql", action="store_true", help="print every contender's SQL and exit")
     args = parser.parse_args(argv)
     from benchmarks.common import markdown_table
@@ -336,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
         generate_low_cardinality(engine)
         generate_standard(engine)
         print(f"loaded in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    set_indexes(engine, args.index)
     settings = engine.fetch_arrow(
         "SELECT current_setting('work_mem') AS work_mem, current_setting('max_parallel_workers_per_gather') AS par, "
         "version() AS v"
@@ -349,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     table, notes = [], []
     for name in args.workload:
-        rows, more = run_workload(engine, WORKLOADS[name], args.repeat)
+        rows, more = run_workload(engine, WORKLOADS[name], args.repeat, args.index)
         table += rows
         notes += more
         print(markdown_table(COLUMNS, rows), file=sys.stderr)

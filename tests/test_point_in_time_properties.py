@@ -148,7 +148,7 @@ def _rows_in_session(engine, sql: str, zone: str) -> list[tuple]:
             con.rollback()  # also undoes the SET: the engine's session is back in UTC
 
 
-def run_scenario(engine, scenario: dict, strategy: str | None) -> None:
+def run_scenario(engine, scenario: dict, strategy: str | None, *, index_activity: bool = False) -> None:
     tz_events = scenario["tz_events"]
     activity_schema = ACTIVITY
     activity_rows = scenario["activity"]
@@ -158,6 +158,9 @@ def run_scenario(engine, scenario: dict, strategy: str | None) -> None:
     activity_rel = load_table(engine, "activity", pa.Table.from_pylist(activity_rows, schema=activity_schema))
     profile_rel = load_table(engine, "profile", pa.Table.from_pylist(scenario["profile"], schema=PROFILE))
     keys = ("user_id", "region") if scenario["composite"] else ("user_id",)
+    if index_activity:  # (keys…, event time), keys in reverse order: any order is detected
+        columns = ", ".join(f'"{c}"' for c in (*reversed(keys), "event_ts"))
+        engine.execute(f'CREATE INDEX ON {".".join(chr(34) + p + chr(34) for p in activity_rel.parts())} ({columns})')
     activity = make_view(
         "activity",
         activity_rel,
@@ -184,6 +187,8 @@ def run_scenario(engine, scenario: dict, strategy: str | None) -> None:
     result = build_training_set(
         engine, entity_input, requested, full_feature_names=scenario["full_names"], strategy=strategy
     )
+    if index_activity:
+        assert result.sql().count("LEFT JOIN LATERAL") == 1  # activity probed, profile (no index) windowed
     try:
         got = result.to_arrow().to_pylist()
         printed = _rows_in_session(engine, result.sql(), scenario["session_zone"]) if source != "memory" else None
@@ -242,3 +247,11 @@ def test_duckdb_window_formulation_matches_reference(duck, scenario):
 @given(scenario=scenarios())
 def test_postgres_window_formulation_matches_reference(pg, scenario):
     run_scenario(pg, scenario, None)
+
+
+@pytest.mark.postgres
+@SETTINGS
+@given(scenario=scenarios())
+def test_postgres_lateral_formulation_matches_reference(pg, scenario):
+    """An index on (keys…, event time) found in the catalog: that view is probed with LATERAL."""
+    run_scenario(pg, scenario, None, index_activity=True)

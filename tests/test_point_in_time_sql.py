@@ -101,6 +101,14 @@ SCENARIOS = {
     ),
 }
 TZ_AWARE_VIEWS = {"tz_aware_timestamps": {"user_activity"}}
+# PostgreSQL (LATERAL) probes an indexed view per entity row; a unique (keys, event time) index
+# drops the tie-break; every other dialect ignores indexes (window formulation).
+SCENARIOS["indexed_views"] = (
+    WAREHOUSE_SPINE,
+    [(ACTIVITY, list(ACTIVITY.features)), (PAIR, list(PAIR.features)), (PROFILE, list(PROFILE.features))],
+    False,
+)
+INDEXED_VIEWS = {"indexed_views": ({"user_activity", "user_merchant"}, {"user_merchant"})}
 
 
 def _sql(scenario: str, dialect: str) -> str:
@@ -108,6 +116,8 @@ def _sql(scenario: str, dialect: str) -> str:
     outputs = plan_outputs(
         requested, entity_columns=spine.columns or (), full_feature_names=full,
         tz_aware_views=TZ_AWARE_VIEWS.get(scenario, ()),
+        indexed_views=INDEXED_VIEWS.get(scenario, ((), ()))[0],
+        unique_event_views=INDEXED_VIEWS.get(scenario, ((), ()))[1],
     )
     return training_set_sql(spine, outputs, dialect)
 
@@ -150,7 +160,7 @@ def test_asof_is_refused_where_the_engine_lacks_it() -> None:
     with pytest.raises(InputError, match="Unknown point-in-time strategy 'fast'"):
         pit_strategy("duckdb", "fast")
     assert pit_strategy("duckdb", "window") == "window"
-    assert capabilities("databricks").pit_strategy == "window"
+    assert capabilities("databricks").pit_strategy == "carry"  # Spark's SQL: LAST … IGNORE NULLS
     assert capabilities("tsql").pit_strategy == "window"  # any sqlglot dialect: portable form
 
 
@@ -253,7 +263,7 @@ def _load(engine, db_schema: str, name: str, rows: list[dict], schema: pa.Schema
 
 
 @pytest.mark.parametrize("dialect", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-@pytest.mark.parametrize("scenario", ["one_view_ttl_created_at", "three_views_full_names"])
+@pytest.mark.parametrize("scenario", ["one_view_ttl_created_at", "three_views_full_names", "indexed_views"])
 def test_snapshot_sql_runs_and_equals_the_reference(scenario: str, dialect: str) -> None:
     engine = duckdb_engine() if dialect == "duckdb" else postgres_engine()
     # The snapshots name the schema fl_snapshot; each run gets its own copy of it, so runs in
@@ -283,6 +293,30 @@ def test_snapshot_sql_runs_and_equals_the_reference(scenario: str, dialect: str)
     )
     assert got == expected
     assert any(value is not None for r in got for k, value in r.items() if k not in ENTITY_ROWS[0])
+
+
+def test_postgres_probes_indexed_views_and_only_where_lateral_exists() -> None:
+    text = (SNAPSHOTS / "indexed_views.postgres.sql").read_text()
+    assert text.count("LEFT JOIN LATERAL") == 2 and '"__fl_v2_events"' in text  # profile: no index
+    assert 'AS MATERIALIZED' in text  # the window view reads the numbered spine twice
+    unique_probe = text.split('"user_merchant" AS "f"')[1].split("LIMIT 1")[0]
+    assert 'ORDER BY\n    "f"."event_ts" DESC\n' in unique_probe  # unique (keys, time): no tie-break
+    activity_probe = text.split('"user_activity" AS "f"')[1].split("LIMIT 1")[0]
+    assert '"f"."created_ts" DESC NULLS LAST' in activity_probe
+    for dialect in ("duckdb", "spark", "bigquery", "trino", "snowflake"):
+        assert "LATERAL" not in (SNAPSHOTS / f"indexed_views.{dialect}.sql").read_text()
+    only_lateral = plan_outputs([(PAIR, list(PAIR.features))], indexed_views={"user_merchant"})
+    sql = training_set_sql(WAREHOUSE_SPINE, only_lateral, "postgres", pretty=False)
+    assert "LATERAL" in sql and "MATERIALIZED" not in sql  # the spine is read once: no copy
+    forced = training_set_sql(WAREHOUSE_SPINE, only_lateral, "postgres", strategy="window", pretty=False)
+    assert "LATERAL" not in forced
+    with pytest.raises(InputError, match="Dialect 'spark' has no correlated LATERAL join"):
+        pit_strategy("spark", "lateral")
+    with pytest.raises(InputError, match="Dialect 'postgres' has no modelled LAST"):
+        pit_strategy("postgres", "carry")
+    spark = (SNAPSHOTS / "three_views_full_names.spark.sql").read_text()
+    assert "IGNORE NULLS" in spark and "JOIN" not in spark  # Spark: carried forward, no join back
+    assert "MONOTONICALLY_INCREASING_ID()" in spark  # the spine is read once: no global sort
 
 
 def test_spine_numbering_is_stable_where_ctes_are_not_materialized() -> None:

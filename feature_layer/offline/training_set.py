@@ -19,6 +19,7 @@ from feature_layer.errors import FeatureLayerError, InputError
 from feature_layer.offline.entity import PreparedEntities, prepare_entities, warehouse_schemas
 from feature_layer.registry.join_keys import with_join_key_map
 from feature_layer.registry.model import Feature, FeatureView
+from feature_layer.sql.dialects import capabilities
 from feature_layer.sql.point_in_time import (
     Conversion,
     ViewOutputs,
@@ -286,12 +287,15 @@ def build_training_set(
     entities = prepare_entities(engine, entity_df, views, timestamp_column=timestamp_column)
     try:
         tz_views, conversions = warehouse_types(engine, items)
+        indexed, unique = event_indexes(engine, views) if strategy is None else (set(), set())
         outputs = plan_outputs(
             items,
             entity_columns=entities.columns,
             full_feature_names=full_feature_names,
             tz_aware_views=tz_views,
             conversions=conversions,
+            indexed_views=indexed,
+            unique_event_views=unique,
         )
     except FeatureLayerError:
         if entities.registered:
@@ -349,6 +353,53 @@ def warehouse_types(
     schemas = warehouse_schemas(engine, wanted)
     tz_views = {name for name, schema in schemas.items() if _tz_aware(schema.field(0).type)}
     return tz_views, feature_conversions(wanted, schemas)
+
+
+def event_indexes(engine: Engine, views: Sequence[FeatureView]) -> tuple[set[str], set[str]]:
+    """(views whose relation has a b-tree index on (join keys…, event time), those where it is unique).
+
+    Only on engines with LATERAL; read from the PostgreSQL catalog in one query (valid,
+    non-partial b-tree indexes; the join keys in any order as the leading columns, then the
+    event time; unique only when those are all its columns). An indexed view gets the
+    ``lateral`` formulation (one index probe per entity row); a unique one skips the tie-break.
+    """
+    if not views or not capabilities(engine.dialect).lateral_join:
+        return set(), set()
+    names = {v.name: _pg_relation_name(v) for v in views}
+    values = ", ".join(f"({exp.Literal.string(n).sql('postgres')})" for n in sorted(set(names.values())))
+    rows = engine.fetch_arrow(
+        "SELECT r.rel, i.indexrelid::bigint AS idx, i.indisunique AS uniq, k.pos::int AS pos,"
+        " coalesce(a.attname::text, '') AS col"
+        f" FROM (VALUES {values}) AS r(rel)"
+        " JOIN pg_index i ON i.indrelid = to_regclass(r.rel)"
+        " JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam"
+        " CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos)"
+        " LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+        " WHERE am.amname = 'btree' AND i.indpred IS NULL AND i.indisvalid"
+    ).to_pylist()
+    indexes: dict[tuple[str, int, bool], list[tuple[int, str]]] = {}
+    for row in rows:
+        indexes.setdefault((row["rel"], row["idx"], row["uniq"]), []).append((row["pos"], row["col"]))
+    leading: dict[str, list[tuple[tuple[str, ...], bool]]] = {}
+    for (rel, _, uniq), columns in indexes.items():
+        leading.setdefault(rel, []).append((tuple(c for _, c in sorted(columns)), uniq))
+    indexed, unique = set(), set()
+    for view in views:
+        width = len(view.join_keys)
+        for columns, uniq in leading.get(names[view.name], []):
+            if set(columns[:width]) == set(view.join_keys) and columns[width : width + 1] == (view.event_time,):
+                indexed.add(view.name)
+                if uniq and len(columns) == width + 1:
+                    unique.add(view.name)
+    return indexed, unique
+
+
+def _pg_relation_name(view: FeatureView) -> str:
+    """``"schema"."table"`` as ``to_regclass`` reads it (``pg_temp`` included; the database is the
+    connection's own)."""
+    rel = view.relation
+    return exp.Table(this=exp.to_identifier(rel.identifier, quoted=True),
+                     db=exp.to_identifier(rel.schema, quoted=True) if rel.schema else None).sql("postgres")
 
 
 def resolve_requested(

@@ -10,6 +10,15 @@ of formulation cannot be left to the generator: it is made here, explicitly, per
   feature row, joined back on that number, the TTL applied after; portable to every engine
   with window functions (PostgreSQL, Spark, BigQuery, Trino, Snowflake, …), and its cost does
   not depend on how many feature rows share a key value.
+* ``carry`` (Spark, Databricks): the same union, but the window carries the latest feature row
+  forward as a struct (``LAST(struct) IGNORE NULLS OVER (… ROWS UNBOUNDED PRECEDING)``) instead of
+  numbering it, so there is no join back; the views chain (each view's entity rows feed the next
+  view's union) and the entity rows are read once, numbered in scan order with
+  ``MONOTONICALLY_INCREASING_ID()`` (no global sort).
+* ``lateral``: per entity row, ``LEFT JOIN LATERAL (… ORDER BY event time DESC … LIMIT 1)``: one
+  index probe per entity row. Chosen per view, only where the engine has ``LATERAL``
+  (PostgreSQL) and the view's relation has a b-tree index on (join keys…, event time); without
+  such an index every probe would scan the table, so those views keep ``window``.
 
 Both formulations implement the same semantics (``docs/training_sets.md``) and are executed
 against a brute-force reference in the tests.
@@ -24,7 +33,7 @@ from sqlglot.dialects.dialect import Dialect
 
 from feature_layer.errors import InputError
 
-STRATEGIES = ("asof", "window")
+STRATEGIES = ("asof", "window", "lateral", "carry")
 
 
 @dataclass(frozen=True)
@@ -44,16 +53,23 @@ class DialectCapabilities:
     """``naive AT TIME ZONE 'UTC'`` turns a naive UTC timestamp into a time-zone-aware instant
     whatever the session time zone: time-zone-aware event times are then compared bare (an
     index on them stays usable) with the as-of time converted, once per entity row."""
+    carry_forward: bool = False
+    """``LAST(struct) IGNORE NULLS OVER (…)`` and ``MONOTONICALLY_INCREASING_ID()``: the ``carry``
+    formulation (Spark, Databricks)."""
+    lateral_join: bool = False
+    """``LEFT JOIN LATERAL (correlated subquery … LIMIT 1) ON TRUE``: the ``lateral`` formulation,
+    used for views whose relation has an index on (join keys…, event time)."""
 
 
 _KNOWN: dict[str, DialectCapabilities] = {
     "duckdb": DialectCapabilities("duckdb", "asof", asof_join=True, materialized_cte=True, utc_instant=True),
     "postgres": DialectCapabilities(
-        "postgres", "window", materialized_cte=True, string_order_collation="C", utc_instant=True
+        "postgres", "window", materialized_cte=True, string_order_collation="C", utc_instant=True,
+        lateral_join=True,
     ),
     "bigquery": DialectCapabilities("bigquery", "window"),
-    "spark": DialectCapabilities("spark", "window"),
-    "databricks": DialectCapabilities("databricks", "window"),
+    "spark": DialectCapabilities("spark", "carry", carry_forward=True),
+    "databricks": DialectCapabilities("databricks", "carry", carry_forward=True),
     "trino": DialectCapabilities("trino", "window"),
     "presto": DialectCapabilities("presto", "window"),
     "athena": DialectCapabilities("athena", "window"),
@@ -124,6 +140,17 @@ def pit_strategy(dialect: str | None, strategy: str | None = None) -> str:
     if strategy == "asof" and not caps.asof_join:
         raise InputError(
             f"Dialect {caps.name!r} has no ASOF JOIN, so the `asof` formulation cannot run there.",
+            fix="use the `window` formulation (the default for this dialect).",
+        )
+    if strategy == "carry" and not caps.carry_forward:
+        raise InputError(
+            f"Dialect {caps.name!r} has no modelled LAST(…) IGNORE NULLS carry-forward, so the `carry` formulation "
+            "cannot run there.",
+            fix="use the `window` formulation (the default for this dialect).",
+        )
+    if strategy == "lateral" and not caps.lateral_join:
+        raise InputError(
+            f"Dialect {caps.name!r} has no correlated LATERAL join, so the `lateral` formulation cannot run there.",
             fix="use the `window` formulation (the default for this dialect).",
         )
     return strategy

@@ -13,7 +13,8 @@ The query is assembled in small named passes, each a function you can read on it
    formulation: the view's feature rows and the entity rows in one ``UNION ALL``, one window per
    key numbering each entity row's latest feature row, joined back on that number; the TTL
    applied after, to the matched row. The cost does not depend on how many feature rows share a
-   key value.
+   key value. ``build_lateral_latest`` (per-view join, lateral) — where the engine has ``LATERAL``
+   and the view's relation is indexed on (join keys…, event time): one index probe per entity row.
 5. ``build_training_set_query`` (project) — joins the spine to each view and projects the
    entity columns unchanged, then the features, in input order.
 6. ``typed_feature`` (conform) — each feature cast to its logical type's SQL type (a DuckDB
@@ -100,6 +101,12 @@ class ViewOutputs:
     conversions: tuple[Conversion | None, ...] = ()
     """Per feature (in ``features`` order), how its column becomes its logical type; empty or
     ``None``: projected as the warehouse has it."""
+    indexed: bool = False
+    """The view's relation has a b-tree index on (join keys…, event time): where the engine has
+    ``LATERAL``, each entity row finds its feature row with one index probe (``lateral``)."""
+    unique_events: bool = False
+    """A unique index on exactly (join keys…, event time) guarantees one feature row per key and
+    event time: the ``lateral`` probe needs no tie-break order (no sort per entity row)."""
 
     @property
     def alias(self) -> str:
@@ -131,13 +138,17 @@ def plan_outputs(
     full_feature_names: bool = False,
     tz_aware_views: Collection[str] = (),
     conversions: Mapping[str, Conversion] | None = None,
+    indexed_views: Collection[str] = (),
+    unique_event_views: Collection[str] = (),
 ) -> tuple[ViewOutputs, ...]:
     """Name each requested feature's output column and refuse clashes.
 
     Features are named as themselves, or ``view__feature`` with ``full_feature_names``. A name
     used twice (two views, or a view and an entity column) is an error naming both sources.
     ``tz_aware_views`` names the views whose event time is time-zone-aware; ``conversions``
-    maps a feature reference (``view.feature``) to how its column becomes its logical type.
+    maps a feature reference (``view.feature``) to how its column becomes its logical type;
+    ``indexed_views`` names the views whose relation is indexed on (join keys…, event time),
+    ``unique_event_views`` those where that index is unique.
     """
     items = list(requested.items()) if isinstance(requested, Mapping) else list(requested)
     taken: dict[str, str] = {c: "the entity dataframe" for c in entity_columns}
@@ -172,7 +183,9 @@ def plan_outputs(
         if features:
             typed = tuple((conversions or {}).get(f.ref) for f in features)
             plans.append(ViewOutputs(view, tuple(features), tuple(names), tz_aware=view.name in tz_aware_views,
-                                     conversions=typed if any(typed) else ()))
+                                     conversions=typed if any(typed) else (),
+                                     indexed=view.name in indexed_views,
+                                     unique_events=view.name in unique_event_views))
     return tuple(plans)
 
 
@@ -180,7 +193,11 @@ def plan_outputs(
 
 
 def build_spine(
-    spine: EntitySpine, *, stable_numbering: Sequence[str] = (), dialect: str | None = None
+    spine: EntitySpine,
+    *,
+    stable_numbering: Sequence[str] = (),
+    dialect: str | None = None,
+    scan_numbering: exp.Expression | None = None,
 ) -> exp.Select:
     """Entity rows plus their input position and their timestamp as naive UTC.
 
@@ -188,6 +205,8 @@ def build_spine(
     spine CTE cannot be materialized (it may then be evaluated once per reference),
     ``stable_numbering`` numbers rows in the order of these columns (every column the query
     returns) instead: rows that tie on all of them may swap numbers, which changes nothing.
+    ``scan_numbering`` (a spine read exactly once, e.g. Spark's ``MONOTONICALLY_INCREASING_ID()``)
+    numbers rows in scan order without a global sort.
     """
     source = spine.source
     if isinstance(source, exp.Query):
@@ -202,7 +221,9 @@ def build_spine(
         else:  # naive or a date: the cast does not depend on the session time zone
             as_of = exp.cast(col(spine.timestamp, "src"), exp.DataType.build("TIMESTAMP"))
         projections.append(exp.alias_(as_of, TS, quoted=True))
-    if spine.row_number is None:
+    if spine.row_number is None and scan_numbering is not None:
+        projections.append(exp.alias_(scan_numbering, ROW, quoted=True))
+    elif spine.row_number is None:
         order = None
         if stable_numbering:
             order = exp.Order(expressions=[exp.Ordered(this=col(c, "src"), nulls_first=True) for c in stable_numbering])
@@ -432,6 +453,161 @@ def build_latest_matches(outputs: ViewOutputs, events: str) -> exp.Select:
     )
 
 
+def build_lateral_latest(outputs: ViewOutputs, as_of: str, dialect: str | None) -> exp.Lateral:
+    """For one entity row (alias ``s``), its latest feature row within the TTL: ``LATERAL (… LIMIT 1)``.
+
+    ``WHERE keys = s.keys AND event_time <= as-of [AND event_time >= as-of - ttl] ORDER BY
+    event_time DESC, <tie-break order> LIMIT 1``: on an index over (join keys…, event time) a
+    backward index scan that stops at the first row (the tie-break sorts only the rows sharing
+    that event time; with ``unique_events`` there is none to sort). The event time is compared bare (``DESC`` keeps the index order, and a null
+    event time never passes ``<=``); the TTL inside the probe is the same as after it, because
+    when the latest row is expired every older one is too.
+    """
+    view = outputs.view
+    conditions: list[exp.Expression] = [exp.EQ(this=col(k, "f"), expression=col(k, "s")) for k in view.join_keys]
+    event, ts = _comparable(col(view.event_time, "f"), col(as_of, "s"), outputs.tz_aware, dialect)
+    conditions.append(exp.LTE(this=event, expression=ts))
+    ttl = _within_ttl(view, col(view.event_time, "f"), col(as_of, "s"), tz_aware=outputs.tz_aware, dialect=dialect)
+    if ttl is not None:
+        conditions.append(ttl)
+    order = [exp.Ordered(this=col(view.event_time, "f"), desc=True, nulls_first=True)]
+    if not outputs.unique_events:
+        order += tie_break_order(view, "f", dialect)
+    probe = (
+        exp.select(*[col(f.name, "f") for f in outputs.features])
+        .from_(relation_table(view, "f"))
+        .where(exp.and_(*conditions))
+        .order_by(*order)
+        .limit(1)
+    )
+    return probe
+
+
+CARRIED = "__fl_r"
+"""In the carry-forward formulation's union: the feature row's event time and features, as a struct."""
+LATEST = "__fl_latest"
+"""The carry-forward window's result: the latest feature row's struct at or before each row."""
+ORDER_PREFIX = "__fl_o"
+KEY_PREFIX = "__fl_k"
+
+
+def build_carry_forward(
+    outputs: ViewOutputs,
+    source: str,
+    passthrough: Sequence[str],
+    as_of: str,
+    dialect: str | None,
+) -> exp.Select:
+    """The entity rows of CTE ``source`` with this view's features appended (``carry`` formulation).
+
+    ``UNION ALL`` of the view's feature rows — keys, ``__fl_t`` (event time, naive UTC), the
+    tie-break values, and a struct of the event time and the requested features — with the entity
+    rows of ``source`` (keys, as-of time, every ``passthrough`` column — the keys too, so they keep
+    the entity's types whatever the union's common type); then one window per key,
+    in the order of ``build_window_events``, carrying the latest feature row's struct forward:
+    ``LAST(struct) IGNORE NULLS OVER (PARTITION BY keys ORDER BY … ROWS UNBOUNDED PRECEDING)``.
+    A struct is never null on a feature row, even when its features are, so ignoring nulls skips
+    exactly the entity rows. The TTL is applied after, to the carried row. One sort per key and
+    no join: the entity rows leave the window with their columns and this view's features, and
+    feed the next view's union.
+    """
+    view = outputs.view
+    keys = list(view.join_keys)
+    parts = [f"{KEY_PREFIX}{i}" for i in range(len(keys))]  # the entity's own key columns pass through
+    event = col(view.event_time, "f")
+    if outputs.tz_aware:
+        event = to_naive_utc(event, dialect)
+    tie = tie_break_order(view, "f", dialect)
+    struct = exp.Struct(
+        expressions=[exp.PropertyEQ(this=ident(AT), expression=event.copy())]
+        + [exp.PropertyEQ(this=ident(f.name), expression=col(f.name, "f")) for f in outputs.features]
+    )
+    features = (
+        exp.select(*[exp.alias_(col(k, "f"), p, quoted=True) for k, p in zip(keys, parts, strict=True)])
+        .select(
+            exp.alias_(event, AT, quoted=True),
+            exp.alias_(exp.Literal.number(1), FEATURE_FLAG, quoted=True),
+        )
+        .select(*[exp.alias_(o.this.copy(), f"{ORDER_PREFIX}{i}", quoted=True) for i, o in enumerate(tie)])
+        .select(exp.alias_(struct, CARRIED, quoted=True))
+        .select(*[exp.alias_(exp.Null(), c, quoted=True) for c in passthrough])
+        .from_(relation_table(view, "f"))
+        .where(_not_null(*[col(k, "f") for k in keys], col(view.event_time, "f")))
+    )
+    entities = (
+        exp.select(*[exp.alias_(col(k, "s"), p, quoted=True) for k, p in zip(keys, parts, strict=True)])
+        .select(
+            exp.alias_(col(as_of, "s"), AT, quoted=True),
+            exp.alias_(exp.Literal.number(0), FEATURE_FLAG, quoted=True),
+        )
+        .select(*[exp.alias_(exp.Null(), f"{ORDER_PREFIX}{i}", quoted=True) for i in range(len(tie))])
+        .select(exp.alias_(exp.Null(), CARRIED, quoted=True))
+        .select(*[col(c, "s") for c in passthrough])
+        .from_(exp.Table(this=ident(source), alias=exp.TableAlias(this=ident("s"))))
+    )
+    order = [
+        exp.Ordered(this=col(AT, "u"), desc=False, nulls_first=True),
+        exp.Ordered(this=col(FEATURE_FLAG, "u"), desc=True, nulls_first=False),
+        *[exp.Ordered(this=col(f"{ORDER_PREFIX}{i}", "u"), desc=False, nulls_first=True) for i in range(len(tie))],
+    ]
+    latest = exp.Window(
+        this=exp.IgnoreNulls(this=exp.Last(this=col(CARRIED, "u"))),
+        partition_by=[col(p, "u") for p in parts],
+        order=exp.Order(expressions=order),
+        spec=exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"),
+    )
+    carried = (
+        exp.select(*[col(c, "u") for c in (AT, FEATURE_FLAG, *passthrough)])
+        .select(exp.alias_(latest, LATEST, quoted=True))
+        .from_(exp.union(features, entities, distinct=False).subquery(ident("u")))
+    )
+
+    def field(name: str) -> exp.Expression:
+        return exp.Dot(this=col(LATEST, "c"), expression=ident(name))
+
+    fresh = None
+    if view.ttl is not None:
+        fresh = exp.GTE(this=field(AT), expression=exp.Sub(this=col(AT, "c"), expression=interval(view.ttl)))
+    values = []
+    for feature, name in zip(outputs.features, outputs.names, strict=True):
+        value: exp.Expression = field(feature.name)
+        if fresh is not None:
+            value = exp.Case(ifs=[exp.If(this=fresh.copy(), true=value)])
+        values.append(exp.alias_(value, name, quoted=True))
+    return (
+        exp.select(*[col(c, "c") for c in passthrough])
+        .select(*values)
+        .from_(carried.subquery(ident("c")))
+        .where(exp.EQ(this=col(FEATURE_FLAG, "c"), expression=exp.Literal.number(0)))
+    )
+
+
+def build_carry_query(
+    spine: EntitySpine, outputs: Sequence[ViewOutputs], entity_columns: Sequence[str], dialect: str | None
+) -> exp.Select:
+    """The whole query in the ``carry`` formulation: a chain of one CTE per view, no joins.
+
+    The spine is read once (by the first view's union), so a warehouse table's rows are numbered
+    in scan order (``MONOTONICALLY_INCREASING_ID()``), without the global sort a ``ROW_NUMBER``
+    needs; each view's CTE passes the entity rows on with its features appended.
+    """
+    numbering = exp.Anonymous(this="MONOTONICALLY_INCREASING_ID", expressions=[])
+    passthrough = list(dict.fromkeys((*entity_columns, ROW, spine.as_of)))
+    query = exp.select().with_(
+        ident(SPINE), as_=build_spine(spine, dialect=dialect, scan_numbering=numbering)
+    )
+    source = SPINE
+    for index, out in enumerate(outputs):
+        cte = _cte_name(index)
+        query = query.with_(ident(cte), as_=build_carry_forward(out, source, passthrough, spine.as_of, dialect))
+        passthrough += list(out.names)
+        source = cte
+    projections = [exp.alias_(col(c, "s"), c, quoted=True) for c in entity_columns]
+    projections += [exp.alias_(col(n, "s"), n, quoted=True) for out in outputs for n in out.names]
+    query = query.select(*projections).from_(exp.Table(this=ident(source), alias=exp.TableAlias(this=ident("s"))))
+    return query.order_by(exp.Ordered(this=col(ROW, "s")))
+
+
 # ----------------------------------------------------------------------------- 5. project
 
 
@@ -448,7 +624,10 @@ def build_training_set_query(
 ) -> exp.Select:
     """The whole training-set query: every entity row once, in input order, features appended.
 
-    ``strategy`` overrides the dialect's formulation (``asof`` only where ASOF JOIN exists).
+    ``strategy`` overrides the dialect's formulation (``asof`` only where ASOF JOIN exists,
+    ``lateral`` only where LATERAL does). Without it, on an engine with LATERAL, each view whose
+    relation is indexed (``ViewOutputs.indexed``) gets the ``lateral`` formulation and the rest
+    ``window``; see ``view_strategy``.
     """
     chosen = pit_strategy(dialect, strategy)
     caps = capabilities(dialect)
@@ -458,10 +637,16 @@ def build_training_set_query(
         keys = list(dict.fromkeys(k for v in views for k in v.join_keys))
         entity_columns = (*keys, spine.timestamp)
     entity_columns = tuple(c for c in entity_columns if c != spine.row_number)
+    if chosen == "carry":
+        return conform_feature_types(build_carry_query(spine, outputs, entity_columns, dialect), outputs, dialect)
 
     projections: list[exp.Expression] = [exp.alias_(col(c, "s"), c, quoted=True) for c in entity_columns]
     query = exp.select().from_(exp.Table(this=ident(SPINE), alias=exp.TableAlias(this=ident("s"))))
-    numbered_here = spine.row_number is None and chosen == "window"
+    forced = strategy is not None
+    # The spine is referenced again by each window view's union: numbered once, then reused.
+    numbered_here = spine.row_number is None and any(
+        view_strategy(out, chosen, dialect, forced=forced) == "window" for out in outputs
+    )
     query = query.with_(
         ident(SPINE),
         as_=build_spine(
@@ -477,7 +662,14 @@ def build_training_set_query(
         cte = _cte_name(index)
         view = out.view
         target = exp.Table(this=ident(cte), alias=exp.TableAlias(this=ident(alias)))
-        if chosen == "asof":
+        formulation = view_strategy(out, chosen, dialect, forced=forced)
+        if formulation == "lateral":
+            probe = build_lateral_latest(out, spine.as_of, dialect)
+            lateral = exp.Lateral(this=probe.subquery(), alias=exp.TableAlias(this=ident(alias)))
+            query = query.join(lateral, on=exp.true(), join_type="left")
+            for feature, name in zip(out.features, out.names, strict=True):
+                projections.append(exp.alias_(col(feature.name, alias), name, quoted=True))
+        elif formulation == "asof":
             tied = f"{cte}_ties"
             query = query.with_(ident(tied), as_=build_tied_events(view))
             query = query.with_(ident(cte), as_=build_latest_per_event(out, dialect, tied))
@@ -506,6 +698,14 @@ def build_training_set_query(
     query = query.select(*projections).order_by(exp.Ordered(this=col(ROW, "s")))
     query = map_join_keys(query, outputs, _cte_name)  # ops2: mapped uses read renamed key columns
     return conform_feature_types(query, outputs, dialect)
+
+
+def view_strategy(outputs: ViewOutputs, chosen: str, dialect: str | None, *, forced: bool = False) -> str:
+    """The formulation one view gets: ``chosen``, or ``lateral`` for an indexed view on an engine
+    with LATERAL when the strategy was not forced."""
+    if not forced and chosen == "window" and outputs.indexed and capabilities(dialect).lateral_join:
+        return "lateral"
+    return chosen
 
 
 # ----------------------------------------------------------------------------- 6. conform
