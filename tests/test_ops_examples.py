@@ -86,7 +86,8 @@ def test_the_dags_commands_run_in_order_on_the_example_project(
 def test_the_cron_script_runs_the_same_sequence(project: Path, fixture_now: datetime, tmp_path: Path) -> None:
     script = EXAMPLES / "run_features.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
-    env = {**pipeline_env(project, tmp_path, fixture_now), "RUN_ARGS": "--select user_profile_features --no-docs"}
+    env = {**pipeline_env(project, tmp_path, fixture_now), "RUN_ARGS": "--select user_profile_features --no-docs",
+           "CHECK_ARGS": "--select user_profile_features"}
     done = bash(str(script), env)
     assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     reports = list(tmp_path.glob("run_*.json"))
