@@ -99,6 +99,28 @@ def test_the_api_exposes_versions(store):
         assert feature.status_code == 200 and feature.json()["name"] == "score"
 
 
+def test_the_ui_shows_a_views_version_and_links_the_others(store, ui_browser):
+    """Headless Chromium on the real server over the versioned project: a pinned version's page
+    names its version, says which is the latest, and links to the other version and the default."""
+    from playwright.sync_api import expect
+    from server_helpers import LiveServer
+
+    with LiveServer(create_app(store, reload_interval=None)) as live:
+        context = ui_browser.new_context(viewport={"width": 1280, "height": 900})
+        try:
+            page = context.new_page()
+            page.goto(live.url + "/#/view/" + "user_scores%40v1")
+            expect(page.locator("#view-title")).to_have_text("user_scores@v1", timeout=15_000)
+            cell = page.locator(".meta", has_text="Version")
+            expect(cell.locator(".version")).to_have_text("v1")
+            expect(cell).to_contain_text("latest is v2")
+            cell.locator("a", has_text="user_scores@v2").click()
+            expect(page.locator("#view-title")).to_have_text("user_scores@v2", timeout=15_000)
+            expect(page.locator(".meta", has_text="Version")).to_contain_text("latest")
+        finally:
+            context.close()
+
+
 def test_latest_version_follows_the_model_declaration(project, tmp_path):
     import shutil
 

@@ -192,6 +192,23 @@ def test_entity_and_view_pages_link_to_the_ml_models_using_them(page, server):
     expect(page.locator("#source-title")).to_have_text("raw.users", timeout=TIMEOUT)
 
 
+def test_a_view_with_a_freshness_sla_shows_its_verdict_as_a_badge(page, server):
+    """The badge says what the API's SLA verdict is (ops: freshness.sla), and only where one is declared."""
+    expect = _expect()
+    for view in ("merchant_risk_features", "user_profile_features"):
+        freshness = httpx.get(f"{server.url}/v1/views/{view}", timeout=30).json()["freshness"]
+        page.goto(f"{server.url}/#/view/{view}")
+        page.wait_for_selector("#view-title")
+        badge = page.locator(".head-pills .pill-sla")
+        if freshness.get("sla") is None:
+            expect(badge).to_have_count(0)
+            continue
+        assert view == "merchant_risk_features" and freshness["sla"] in ("pass", "warn", "error")
+        expect(badge).to_have_text(f"SLA {freshness['sla']}", timeout=TIMEOUT)
+        assert "error after 2d" in badge.get_attribute("title")
+    assert page.locator("#view-title").inner_text() == "user_profile_features"
+
+
 def test_a_source_page_lists_the_features_of_each_column(page, server):
     expect = _expect()
     page.goto(server.url + "/#/feature/user_transaction_features.amount")

@@ -108,7 +108,26 @@
     const title = f.newest_event_time
       ? `newest event ${fmtTime(f.newest_event_time)}; lag ${fmtDuration(f.lag_seconds)}${f.expired ? "; past its TTL: lookups answer null" : ""}`
       : "never materialized to the online store";
-    return `<span class="pill pill-${esc(f.status)}" title="${esc(title)}"><i></i>${esc(label)}</span>`;
+    return `<span class="pill pill-${esc(f.status)}" title="${esc(title)}"><i></i>${esc(label)}</span>${slaPill(f)}`;
+  }
+
+  // The view's freshness SLA verdict (dbt's warn_after / error_after on the newest materialized event).
+  function slaPill(f) {
+    if (!f || !f.sla) return "";
+    const t = f.sla_thresholds || {};
+    const parts = [t.warn_after_seconds != null ? "warn after " + fmtDuration(t.warn_after_seconds) : "",
+      t.error_after_seconds != null ? "error after " + fmtDuration(t.error_after_seconds) : ""].filter(Boolean);
+    const title = `freshness SLA${parts.length ? ": " + parts.join(", ") : ""}`;
+    return `<span class="pill pill-sla pill-sla-${esc(f.sla)}" title="${esc(title)}"><i></i>SLA ${esc(f.sla)}</span>`;
+  }
+
+  // dbt model versions: this view's version, whether it is the latest, and links to the others.
+  function versionCell(ver) {
+    const others = (ver.views || []).map((name) => chip(name, name === ver.default ? "" : "mono",
+      "#/view/" + encodeURIComponent(name))).join(" ");
+    const latest = ver.is_latest ? ' <span class="pill pill-fresh"><i></i>latest</span>' : ` <span class="muted small">latest is v${esc(ver.latest_version)}</span>`;
+    const unpinned = ver.pinned ? ` · unpinned: ${chip(ver.default, "", "#/view/" + encodeURIComponent(ver.default))}` : "";
+    return `<span class="version mono">v${esc(ver.version)}</span>${latest}<div class="versions">${others}${unpinned}</div>`;
   }
 
   function layoutPill(layout) {
@@ -614,6 +633,7 @@
         ${metaRow("Entities", v.entities.map((e) => chip(e, "entity", "#/entity/" + encodeURIComponent(e))).join(" "))}
         ${metaRow("Join keys", `<span class="mono">${v.join_keys.map(esc).join(", ")}</span>`)}
         ${metaRow("Event time", `<span class="mono">${esc(v.event_time)}</span>`)}
+        ${v.version ? metaRow("Version", versionCell(v.version)) : ""}
         ${metaRow("TTL", esc(v.ttl || "none"))}
         ${metaRow("Owner", esc(v.owner || "—"))}
         ${metaRow("Tags", v.tags.map((t) => chip("#" + t, "tag")).join(" ") || "—")}
