@@ -43,7 +43,8 @@ def auth_block() -> dict:
 @pytest.fixture(scope="module")
 def project(built_example_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = materialized_copy(built_example_project, tmp_path_factory.mktemp("auth") / "project")
-    (root / "feature_layer.yml").write_text(yaml.safe_dump({"auth": auth_block()}))
+    # writes on, so POST /v1/push answers past the access check (422 for an empty body) with the push scope
+    (root / "feature_layer.yml").write_text(yaml.safe_dump({"auth": auth_block(), "server": {"accept_writes": True}}))
     return root
 
 

@@ -43,7 +43,7 @@ def test_feature_page_of_the_example_project(built_example_project: Path, fixtur
                 assert svg.locator(f'[data-unique-id="source.feature_layer.{source}"]').count() == 1
             assert svg.locator('[data-unique-id="exposure.feature_layer.fraud_model_v1"]').count() == 1
             assert "Computed at materialization" in page.locator("#stats").inner_text()
-            assert page.locator(".fresh-big .pill").inner_text() == "fresh"  # newest value within its 2-day TTL
+            assert page.locator(".fresh-big .pill:not(.pill-sla)").inner_text() == "fresh"  # newest value within its 2-day TTL
             assert 'FeatureStore(".")' in page.locator("#snippet").inner_text()
             shot = tmp_path / "feature_page.png"
             page.screenshot(path=str(shot), full_page=True)

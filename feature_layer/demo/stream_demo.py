@@ -8,6 +8,7 @@ each of its payments with the time from XADD to the new value being readable onl
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -33,6 +34,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _service_env() -> dict[str, str]:
+    """This process's environment without preloaded libraries: the redis-server is a separate
+    service, and a hook preloaded into Python (libfaketime, as `make test-year-ahead` uses) breaks it."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("FAKETIME")}
+
+
 def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A private redis-server for the demo's stream (killed by the caller)."""
     binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
@@ -46,7 +53,7 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                                 "--dir", str(folder), "--protected-mode", "no"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_service_env())
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

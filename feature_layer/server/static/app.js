@@ -28,11 +28,15 @@
     return askToken.pending;
   }
 
-  async function api(path, retried) {
+  function authHeaders() {
     const headers = { Accept: "application/json" };
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) headers.Authorization = "Bearer " + token;
-    const res = await fetch(path, { headers });
+    return headers;
+  }
+
+  async function api(path, retried) {
+    const res = await fetch(path, { headers: authHeaders() });
     if ((res.status === 401 || res.status === 403) && !retried
         && await askToken(res.status === 401 ? "This feature server needs a token." : "Your token may not read this.")) {
       return api(path, true);
@@ -247,7 +251,7 @@
     for (const [k, v] of Object.entries(state.filters)) if (v) params.set(k, v);
     params.set("limit", "50");
     if (state.searchApi !== "features") {
-      const res = await fetch("/v1/search?" + params.toString(), { headers: { Accept: "application/json" } });
+      const res = await fetch("/v1/search?" + params.toString(), { headers: authHeaders() });
       const body = await res.json().catch(() => ({}));
       const missingRoute = res.status === 404 && (!body.error || body.error.type === "HTTPError");
       if (!missingRoute) {
