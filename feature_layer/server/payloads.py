@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from feature_layer.errors import FeatureLayerError
@@ -199,3 +200,15 @@ def freshness_gauges(parts: Parts, registry: Any, now: datetime) -> list[tuple[s
                     "Wall-clock time of the last successful materialization, per feature view.",
                     {"view": view.name}, _aware(state.wall_time).timestamp()))
     return out + sla_gauges(parts, registry, now)
+
+
+def snippet_project_dir(settings: Any) -> str:
+    """The project folder as a snippet should name it: relative to where the server runs."""
+    if settings is None:
+        return "."
+    path = Path(settings.project_dir)
+    try:
+        relative = path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return str(path)
+    return str(relative) if str(relative) != "." else "."

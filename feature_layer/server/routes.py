@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
@@ -45,7 +44,7 @@ from feature_layer.server.stats import (
 )
 
 if TYPE_CHECKING:
-    from feature_layer.config import Settings
+    pass
 
 HISTOGRAM_TYPES = CATEGORICAL | NUMERIC
 SEARCH_PARAMS = ("q", "entity", "tag", "owner", "view", "limit")
@@ -110,23 +109,11 @@ async def get_feature(request: Request) -> Response:
     state = request.app.state
     registry = state.holder.registry
     view, feature = _resolve_feature(registry, request.path_params["name"])
-    body = payloads.feature_detail(registry, view, feature, project_dir=_project_dir(state.settings))
+    body = payloads.feature_detail(registry, view, feature, project_dir=payloads.snippet_project_dir(state.settings))
     body["freshness"] = payloads.freshness(state.parts, view, state.clock.now())
     body["statistics"] = _stored_statistics(state.parts, feature.ref)
     body["duplicates"] = await run_in_threadpool(duplicates_payload, registry, feature.ref)  # search
     return _json(body)
-
-
-def _project_dir(settings: Settings | None) -> str:
-    """The project folder as the snippet should name it: relative to where the server runs."""
-    if settings is None:
-        return "."
-    path = Path(settings.project_dir)
-    try:
-        relative = path.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        return str(path)
-    return str(relative) if str(relative) != "." else "."
 
 
 def _stored_statistics(parts: Parts, ref: str) -> dict[str, Any] | None:

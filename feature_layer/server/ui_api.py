@@ -17,7 +17,6 @@ import threading
 import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlglot import exp
@@ -30,6 +29,7 @@ from feature_layer.registry import column_lineage as column_lineage_mod
 from feature_layer.registry.declarations import close_matches
 from feature_layer.registry.model import FeatureService, FeatureView
 from feature_layer.server import payloads
+from feature_layer.server.payloads import snippet_project_dir
 from feature_layer.server.requests import query_params, unknown_feature
 from feature_layer.server.responses import json_response
 from feature_layer.sql.names import col, relation_table
@@ -327,19 +327,6 @@ def feature_rows(registry: Any, freshness_by_view: dict[str, str]) -> list[dict[
 
 
 # ---------------------------------------------------------------- handlers
-def _project_dir(settings: Any) -> str:
-    """The project folder as a snippet should name it: relative to where the server runs
-    (as the feature page's snippet does; routes imports openapi, which imports this module)."""
-    if settings is None:
-        return "."
-    path = Path(settings.project_dir)
-    try:
-        relative = path.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        return str(path)
-    return str(relative) if str(relative) != "." else "."
-
-
 def _service(registry: Any, name: str) -> FeatureService:
     service = registry.services.get(name)
     if service is None:
@@ -406,7 +393,7 @@ async def get_service(request: Request) -> Response:
         "entities": sorted({e for v in views for e in v.entities}),
         "join_keys": service_join_keys(views),
         "example": {"entity_row": row, "origin": origin},
-        "requests": service_requests(service, row, str(request.base_url), _project_dir(state.settings)),
+        "requests": service_requests(service, row, str(request.base_url), snippet_project_dir(state.settings)),
         "lineage": graph,
     })
 
