@@ -190,7 +190,7 @@ def test_forcing_generic_by_file_or_environment(project: Path) -> None:
 @pytest.mark.parametrize(
     ("value", "words"),
     [("1 GB", "no space between"), ("abc", "not a size"), ("12", "not a size"), ("1XB", "not a size"),
-     ("10MB", "below the 64MB"), ("true", "not a size")],
+     ("10MB", "below the 64MiB"), ("true", "not a size")],
 )
 def test_bad_memory_limits_name_the_setting_and_the_fix(project: Path, value: str, words: str) -> None:
     (project / "feature_layer.yml").write_text(f"offline: {{memory_limit: '{value}'}}\n")

@@ -127,6 +127,17 @@ class _Flags:
         self.PROJECT_DIR = str(project_dir) if project_dir is not None else None  # noqa: N815
 
 
+def _default_dbt_flags() -> None:
+    """dbt's global flags at their defaults, unless a dbt command in this process set them: dbt's
+    Profile reads them (``LOG_CACHE_EVENTS``), and a process that never ran dbt has none."""
+    from argparse import Namespace
+
+    from dbt.flags import get_flags, set_from_args
+
+    if not hasattr(get_flags(), "LOG_CACHE_EVENTS"):
+        set_from_args(Namespace(), None)
+
+
 def dbt_credentials(settings: Any) -> Any:
     """The dbt ``Credentials`` of a target, rendered by dbt itself.
 
@@ -138,6 +149,7 @@ def dbt_credentials(settings: Any) -> Any:
         from dbt_common.context import set_invocation_context
 
         set_invocation_context(os.environ)  # env_var reads the invocation's environment
+        _default_dbt_flags()
         from dbt.config.profile import Profile
         from dbt.config.renderer import ProfileRenderer
 

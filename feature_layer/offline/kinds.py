@@ -197,7 +197,7 @@ def postgres_session_settings(budget: int) -> dict[str, str]:
     kib = budget // 1024
     return {"work_mem": f"{max(64, kib // PG_WORK_MEM_PARTS)}kB",
             "maintenance_work_mem": f"{max(1024, kib // 4)}kB",
-            "temp_buffers": f"{max(800, kib // 8)}kB"}
+            "temp_buffers": f"{max(800, kib // 8 // 8 * 8)}kB"}  # in whole 8 kB blocks, as PostgreSQL keeps it
 
 
 def _open_postgres(settings: Any) -> Engine:
@@ -355,7 +355,7 @@ def parse_memory_limit(value: Any, where: str) -> int:
     >>> parse_memory_limit("512MiB", "offline.memory_limit")
     536870912
     """
-    fix = "write a size with its unit and no space, e.g. `memory_limit: 1GB` (or 512MB, 2GiB); at least 64MB."
+    fix = "write a size with its unit and no space, e.g. `memory_limit: 1GB` (or 512MB, 2GiB); at least 64MiB."
     if isinstance(value, bool) or not isinstance(value, str):
         raise ConfigError(f"{where} is {value!r}, not a size.", fix=fix)
     match = _SIZE.fullmatch(value.strip())
@@ -364,5 +364,5 @@ def parse_memory_limit(value: Any, where: str) -> int:
         raise ConfigError(f"{where} is {value!r}, which is not a size{hint}.", fix=fix)
     size = int(float(match["number"]) * _UNITS[match["unit"].lower()])
     if size < MIN_MEMORY_LIMIT:
-        raise ConfigError(f"{where} is {value!r}, below the 64MB an engine needs to run at all.", fix=fix)
+        raise ConfigError(f"{where} is {value!r}, below the 64MiB an engine needs to run at all.", fix=fix)
     return size
