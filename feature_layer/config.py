@@ -94,8 +94,9 @@ class OfflineSettings:
     """``auto``: the adapter's native engine where there is one, else the generic dbt-adapter
     engine; ``generic``: the dbt adapter's connection for every target."""
     memory_limit: int | None = None
-    """Bytes the warehouse engine may use (DuckDB ``memory_limit``, Spark driver memory); None:
-    the engine's default (half the machine, at most 2 GiB, on the embedded DuckDB)."""
+    """Bytes the warehouse engine may use (DuckDB ``memory_limit``, PostgreSQL's ``work_mem`` split,
+    Spark driver memory, the generic engine's fetched chunks: README "Memory budget"); None: the
+    engine's default (half the machine, at most 2 GiB, on the embedded DuckDB)."""
 
 
 @dataclass(frozen=True)
