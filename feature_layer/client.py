@@ -64,6 +64,7 @@ class FeatureStore:
             state=lambda: self.state,
             clock=clock_from_env() if clock is None else clock,
             new_engine=self._new_engine,
+            push_log=self.settings.project_dir / "data" / "push",
         )
         """The collaborators handed to training sets, materialization, lookups and the server."""
 
@@ -213,7 +214,7 @@ class FeatureStore:
         rule, and to the view's offline log under data/push/ (feature_layer.stream.push)."""
         from feature_layer.stream.push import push_rows
 
-        return push_rows(self.parts, view, rows, log_dir=self.project_dir / "data" / "push")
+        return push_rows(self.parts, view, rows, log_dir=self.parts.push_log)
 
     def close(self) -> None:
         for part in (self._engine, self._engines, self._online, self._state):
