@@ -207,6 +207,10 @@ def test_moderate_engines_expire_when_idle_and_expensive_ones_do_not() -> None:
             lease = factory()
             assert (_pid(lease) == pid) is kept
             lease.close()
+        late = moderate()
+        moderate.close()
+        late.close()  # given back after the factory closed: closed, not kept
+        assert moderate.idle == 0
     finally:
         moderate.close()
         expensive.close()

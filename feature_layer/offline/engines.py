@@ -87,6 +87,7 @@ class EngineFactory:
         self._idle_max = idle_max
         self._idle_seconds = idle_seconds
         self._clock = clock
+        self._closed = False
         self.opened = 0
         """Engines opened so far (the tests count reuse by it)."""
 
@@ -127,7 +128,7 @@ class EngineFactory:
     def _give_back(self, engine: Engine, reusable: bool) -> None:
         if reusable:
             with self._lock:
-                if len(self._idle) < self._idle_max:
+                if not self._closed and len(self._idle) < self._idle_max:
                     self._idle.append((self._clock(), engine))
                     return
         engine.close()
@@ -139,6 +140,7 @@ class EngineFactory:
     def close(self) -> None:
         """Close the idle engines (leases still out close theirs when given back)."""
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for _, engine in idle:
             engine.close()

@@ -19,7 +19,8 @@ cursor receives the whole result before the first ``fetchmany``. With ``offline.
 a chunk is at most :func:`batch_rows` rows (a share of the budget at an estimated
 :data:`VALUE_BYTES` per Python value), and the session gets the adapter's own budget settings
 where there are any (:data:`BUDGET_SETTINGS`: DuckDB's ``memory_limit``, PostgreSQL's
-``work_mem`` split). Uploaded entity rows go to a session temporary table, written as
+``work_mem`` split). (The ``adapter.execute`` path, for handles without a cursor, receives the
+whole result as one agate table: dbt gives no way to stream it.) Uploaded entity rows go to a session temporary table, written as
 ``INSERT … VALUES`` in chunks (or inline VALUES where the adapter has no temporary tables).
 """
 
