@@ -83,13 +83,13 @@ def batch_rows(requested: int, columns: int, budget: int | None) -> int:
 
 
 def _duckdb_budget(budget: int) -> list[str]:
-    from feature_layer.offline.kinds import embedded_duckdb_limit
+    from feature_layer.offline.budget import embedded_duckdb_limit
 
     return [f"SET memory_limit = '{embedded_duckdb_limit(budget)}B'"]
 
 
 def _postgres_budget(budget: int) -> list[str]:
-    from feature_layer.offline.kinds import postgres_session_settings
+    from feature_layer.offline.budget import postgres_session_settings
 
     return [f"SET {name} = '{value}'" for name, value in postgres_session_settings(budget).items()]
 

@@ -22,6 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from feature_layer.errors import ConfigError
+from feature_layer.offline.budget import (  # noqa: F401 - re-exported
+    EMBEDDED_SHARE,
+    PG_WORK_MEM_PARTS,
+    embedded_duckdb_limit,
+    postgres_session_settings,
+)
 
 if TYPE_CHECKING:
     from feature_layer.offline.engine import Engine
@@ -143,17 +149,6 @@ def default_duckdb_memory_limit() -> int:
     return min(DUCKDB_DEFAULT_LIMIT_CAP, physical // 2)
 
 
-EMBEDDED_SHARE = 0.6
-"""The share of ``offline.memory_limit`` the embedded DuckDB gets as its own ``memory_limit``:
-DuckDB runs inside this process, so the budget also has to hold the Python side (the batch in
-flight, its encoded keys and values, the key hashes a run keeps, the Redis client's buffers)."""
-
-
-def embedded_duckdb_limit(budget: int) -> int:
-    """DuckDB's ``memory_limit`` for a process budget of ``budget`` bytes (:data:`EMBEDDED_SHARE`)."""
-    return int(budget * EMBEDDED_SHARE)
-
-
 def _open_duckdb(settings: Any) -> Engine:
     from feature_layer.offline.engine import DuckDBEngine
 
@@ -174,30 +169,6 @@ def _postgres_fields(target: str, out: Mapping[str, Any], project_dir: Path) -> 
         "dbname": out.get("dbname") or out.get("database"), "schema": out.get("schema"),
         "database": out.get("dbname") or out.get("database"),
     }
-
-
-PG_WORK_MEM_PARTS = 16
-"""``work_mem`` is the budget over this many parts: PostgreSQL gives ``work_mem`` to *each* sort
-or hash node of a query (a hash node ``hash_mem_multiplier`` = 2 times it), and a training-set
-query runs about four such nodes at once in the leader and in a parallel worker: 4 × 2 × 2."""
-
-
-def postgres_session_settings(budget: int) -> dict[str, str]:
-    """The PostgreSQL session settings of ``offline.memory_limit`` = ``budget`` bytes.
-
-    PostgreSQL has no per-session cap, only per-operation sizes, so the budget is split:
-    ``work_mem`` = budget / :data:`PG_WORK_MEM_PARTS` (sorts and hashes beyond it spill to temp
-    files instead of growing), ``maintenance_work_mem`` = budget / 4 (ANALYZE of the uploaded
-    entity rows, index builds: one at a time), ``temp_buffers`` = budget / 8 (the session's cache
-    of its temporary tables: the uploaded entity rows).
-
-    >>> postgres_session_settings(2**30)
-    {'work_mem': '65536kB', 'maintenance_work_mem': '262144kB', 'temp_buffers': '131072kB'}
-    """
-    kib = budget // 1024
-    return {"work_mem": f"{max(64, kib // PG_WORK_MEM_PARTS)}kB",
-            "maintenance_work_mem": f"{max(1024, kib // 4)}kB",
-            "temp_buffers": f"{max(800, kib // 8 // 8 * 8)}kB"}  # in whole 8 kB blocks, as PostgreSQL keeps it
 
 
 def _open_postgres(settings: Any) -> Engine:
