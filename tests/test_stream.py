@@ -186,6 +186,66 @@ def test_redis_restart_mid_stream_is_survived(project: StreamProject, tmp_path: 
     _assert_batch_state(project, tmp_path)
 
 
+def test_lag_reads_the_row_before_the_lookback_and_equals_dbt_build(project: StreamProject, tmp_path: Path) -> None:
+    """New card holders whose previous payments are 60 and 90 days before the new one: the 30-day
+    horizon holds only the new payment, so seconds_since_previous_txn must come from the row just
+    before the horizon (dbt's uniqueness test on (user_id, occurred_at) rules out ties here)."""
+    project.write_config("payments-preceding")
+    client = project.stream_redis.client()
+    now = project.now.replace(tzinfo=None)
+    users = [10_900_001, 10_900_002, 10_900_003]
+
+    def batch(days: list[float], first_id: int) -> pa.Table:
+        rows = [(u, now - timedelta(days=d)) for u in users for d in days]
+        return pa.table({
+            "transaction_id": pa.array(range(first_id, first_id + len(rows)), pa.int64()),
+            "user_id": pa.array([u for u, _ in rows], pa.int64()),
+            "merchant_id": pa.array([1] * len(rows), pa.int64()),
+            "amount": pa.array([10.0 + i for i in range(len(rows))]),
+            "currency": pa.array(["EUR"] * len(rows)),
+            "is_online": pa.array([i % 2 == 0 for i in range(len(rows))]),
+            "occurred_at": pa.array([t for _, t in rows], pa.timestamp("us")),
+            "created_at": pa.array([t for _, t in rows], pa.timestamp("us")),
+        })
+
+    produce(client, "payments-preceding", batch([90, 60], 7_000_000_000))
+    run_consumer(project)
+    produce(client, "payments-preceding", batch([1 / 24], 7_100_000_000))
+    counters = run_consumer(project)
+    assert counters.new == len(users)
+    with project.store() as store:
+        got = store.get_online_features(["user_transaction_features.seconds_since_previous_txn",
+                                         "user_transaction_features.txn_count_7d"],
+                                        [{"user_id": u} for u in users]).to_arrow().to_pylist()
+    expected = (timedelta(days=60) - timedelta(hours=1)).total_seconds()
+    assert [r["seconds_since_previous_txn"] for r in got] == [pytest.approx(expected)] * len(users)
+    assert [r["txn_count_7d"] for r in got] == [1] * len(users)
+    _assert_batch_state(project, tmp_path)
+
+
+def test_a_lag_behind_a_where_needs_the_whole_history(project: StreamProject) -> None:
+    """A filter on the path (here a WHERE in the staging model) makes "the row before" a filtered row:
+    the plan reads whole histories again; without the filter, the 30-day lookback and one row."""
+    from dataclasses import replace
+
+    from feature_layer.stream.plan import plan_stream
+
+    with project.store() as store:
+        registry = store.registry
+        view = registry.view("user_transaction_features")
+        plan, _ = plan_stream(registry, view, registry.dialect)
+        assert plan is not None and plan.lookback == timedelta(days=30) and plan.preceding_rows == 1
+        staging = next(n for n in registry.nodes.values() if n.name == "stg_transactions")
+        filtered = replace(staging, compiled_sql=staging.compiled_sql + " where amount > 0")
+        registry.nodes[staging.unique_id] = filtered
+        try:
+            plan, issues = plan_stream(registry, view, registry.dialect)
+        finally:
+            registry.nodes[staging.unique_id] = staging
+    assert plan is not None and not issues
+    assert plan.lookback is None and plan.preceding_rows == 0
+
+
 def test_events_older_than_the_lookback_are_landed_for_batch_not_streamed(project: StreamProject) -> None:
     from dataclasses import replace
 
@@ -197,7 +257,7 @@ def test_events_older_than_the_lookback_are_landed_for_batch_not_streamed(projec
         registry = store.registry
         plan, issues = plan_stream(registry, registry.view("user_transaction_features"), registry.dialect)
         assert plan is not None, issues
-        bounded = replace(plan, lookback=timedelta(hours=1))  # as if its windows needed one hour
+        bounded = replace(plan, lookback=timedelta(hours=1), preceding_rows=0)  # as if it needed one hour, no lag
         pipeline = StreamPipeline([bounded], FileEventLog(plan.source.location), store.online_store())
         try:
             events = payments(project, 40, seed=6, first_id=6_000_000_000, spread=timedelta(minutes=10))
@@ -220,10 +280,12 @@ def test_a_view_that_is_not_per_entity_is_refused_naming_the_construct(project: 
 
     with project.store() as store:
         registry = store.registry
-        for name in STREAM_VIEWS:
-            plan, issues = plan_stream(registry, registry.view(name), registry.dialect)
-            assert plan is not None and not issues
-            assert plan.lookback is None  # lag() and window=none: the whole entity history
+        plans = {name: plan_stream(registry, registry.view(name), registry.dialect) for name in STREAM_VIEWS}
+        assert all(plan is not None and not issues for plan, issues in plans.values())
+        transactions = plans["user_transaction_features"][0]
+        assert transactions.lookback == timedelta(days=30) and transactions.preceding_rows == 1  # 30d windows + lag()
+        merchants = plans["user_merchant_features"][0]
+        assert merchants.lookback is None and merchants.preceding_rows == 0  # window=none: the whole history
         assert registry.view("merchant_risk_features").stream is None
         risky = replace(registry.view("merchant_risk_features"),
                         stream=StreamSpec("raw.transactions", "transaction_id"))
@@ -342,7 +404,8 @@ def test_validate_names_a_declared_stream_that_cannot_stream(project: StreamProj
                                                 "lookback": "1h"}}})
     declared = build_declarations(manifest, entities, source)
     short = [i for i in declared.issues if i.unique_id == utf.unique_id]
-    assert [i.code for i in short] == ["stream-lookback"] and "whole history" in short[0].message
+    assert [i.code for i in short] == ["stream-lookback"] and "30 days, 0:00:00 and the 1 row(s) before" in \
+        short[0].message
 
 
 def test_a_failed_landing_acknowledges_nothing_and_the_retry_lands_the_events(project: StreamProject) -> None:
@@ -399,3 +462,4 @@ def test_event_log_history_is_every_landed_row_of_the_keys(project: StreamProjec
     assert got.num_rows > 7 and got.schema == event_log.schema() and got.equals(want)
     assert event_log.history(None).num_rows == everything.num_rows == event_log.row_count()
     assert event_log.history(keys.slice(0, 0)).num_rows == 0
+

@@ -12,7 +12,10 @@ spills to a private temporary folder) holding
 * per streamed view, its chain of local views: the compiled SQL of every model between the source
   and the view, rewritten (``plan.rewrite_model``) to read the view's input — ``__fl_hist`` itself
   when the view's join keys are the buffer's and it needs whole histories, else its own
-  ``__fl_stream_input_<n>``, filled from ``__fl_hist`` (the view's keys, its lookback).
+  ``__fl_stream_input_<n>``, filled from ``__fl_hist`` (the view's keys; per entity the rows within the
+  lookback of its newest event time, plus the ``preceding_rows`` rows just before that horizon, which
+  ``lag(x, n)`` reads). Only each entity's latest output row is written, and its windows and lags are
+  complete with that history.
 
 For each micro-batch (:meth:`StreamPipeline.process`): fill ``__fl_hist``, de-duplicate the events by
 event id against it (a redelivered event has the same join keys, so its first copy is there), land
@@ -320,7 +323,10 @@ class StreamPipeline:
             zero_copy_only=False)
         current = events
         lookbacks = [p.lookback for p in self.plans]
-        if self.watermark_us is not None and all(lb is not None for lb in lookbacks):
+        # A view reading rows before its horizon (lag) routes nothing: an event older than the horizon can
+        # still be the row just before an entity's newest, so it is computed like any other (equal to dbt build).
+        bounded = all(lb is not None for lb in lookbacks) and not any(p.preceding_rows for p in self.plans)
+        if self.watermark_us is not None and bounded:
             horizon = self.watermark_us - int(max(lookbacks).total_seconds() * 1e6)  # type: ignore[arg-type]
             late = times < horizon
             out.late = int(late.sum())
@@ -347,23 +353,30 @@ class StreamPipeline:
         self.buffered -= new.num_rows
 
     def _fill_input(self, plan: StreamPlan, target: str, events: pa.Table) -> None:
-        """The view's input: __fl_hist's rows of the entities (by the view's keys) of ``events``, within its lookback."""
+        """The view's input: __fl_hist's rows of the entities (by the view's keys) of ``events`` within
+        its horizon (each entity's newest event time − the lookback), plus its ``preceding_rows`` rows
+        just before the horizon (by rank, so ties are kept)."""
         keys = list(plan.keys)
         affected = events.select(keys).group_by(keys).aggregate([])
         self.con.register("__fl_affected", affected)
         on = " AND ".join(f"b.{_q(k)} = a.{_q(k)}" for k in keys)
         self.con.execute(f"DELETE FROM {target}")
+        semi = f"FROM {HISTORY} AS b SEMI JOIN __fl_affected AS a ON {on}"
         if plan.lookback is None:
-            self.con.execute(f"INSERT INTO {target} SELECT b.* FROM {HISTORY} AS b SEMI JOIN __fl_affected AS a ON {on}")
+            self.con.execute(f"INSERT INTO {target} SELECT b.* {semi}")
         else:
-            et = _q(plan.event_time)
-            seconds = plan.lookback.total_seconds()
-            self.con.execute(
-                f"INSERT INTO {target} SELECT * EXCLUDE (__fl_newest) FROM (SELECT b.*, max(b.{et}) OVER "
-                f"(PARTITION BY {', '.join('b.' + _q(k) for k in keys)}) AS __fl_newest FROM {HISTORY} AS b "
-                f"SEMI JOIN __fl_affected AS a ON {on}) WHERE {et} >= __fl_newest - to_microseconds("
-                f"{int(seconds * 1e6)})")
+            self.con.execute(f"INSERT INTO {target} {self._horizon_sql(plan, semi)}")
         self.con.unregister("__fl_affected")
+
+    def _horizon_sql(self, plan: StreamPlan, semi: str) -> str:
+        et = _q(plan.event_time)
+        part = ", ".join(_q(k) for k in plan.keys)
+        inside = f"{et} >= __fl_newest - to_microseconds({int(plan.lookback.total_seconds() * 1e6)})"  # type: ignore[union-attr]
+        newest = f"SELECT b.*, max(b.{et}) OVER (PARTITION BY {', '.join('b.' + _q(k) for k in plan.keys)}) AS __fl_newest {semi}"
+        if not plan.preceding_rows:
+            return f"SELECT * EXCLUDE (__fl_newest) FROM ({newest}) WHERE {inside}"
+        return (f"SELECT * EXCLUDE (__fl_newest) FROM ({newest}) QUALIFY {inside} OR rank() OVER (PARTITION BY "
+                f"{part}, {inside} ORDER BY {et} DESC) <= {int(plan.preceding_rows)}")
 
     def _compute(self, plan: StreamPlan, events: pa.Table) -> tuple[int, int]:
         if events.num_rows == 0:

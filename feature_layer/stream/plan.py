@@ -13,8 +13,11 @@ source and the view, one sqlglot scope (CTE, derived table, subquery) at a time:
 
 Anything else is refused with the construct named. The lookback (how much of an entity's
 history a micro-batch needs) is the largest RANGE window; an unbounded frame, a ROWS frame, a
-navigation function (lag, lead, first_value, row_number…) or a GROUP BY needs the entity's
-whole history (``lookback=None``).
+navigation function (first_value, row_number…) or a GROUP BY needs the entity's whole history
+(``lookback=None``). ``lag(x, n)`` / ``lead(x, n)`` with a literal offset, partitioned by the join
+keys and ordered by the event time, needs only the ``n`` rows just before the newest one
+(``preceding_rows``) — unless a scope on the path filters rows (WHERE, HAVING, QUALIFY, DISTINCT, an
+inner join): then "n source rows before" is not "n rows before", and the whole history is read.
 
 The rewrite (:func:`rewrite_model`) replaces, in each model's compiled SQL, the source relation by
 the micro-batch's input table and each upstream model on the path by its local view: the SQL
@@ -88,6 +91,8 @@ class StreamPlan:
     event_time: str
     """The source's event-time column (the view's, under the same name)."""
     dialect: str
+    preceding_rows: int = 0
+    """Besides the lookback, the rows just before it a micro-batch reads per entity (``lag(x, n)``'s n)."""
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -223,6 +228,41 @@ def _window_lookback(window: exp.Window) -> tuple[bool, float | None]:
     return (seconds is not None), seconds
 
 
+def _offset_rows(window: exp.Window, event_time: str) -> int | None:
+    """Rows before the newest row that ``lag``/``lead`` with a literal offset, ordered by the event
+    time, reads (None: not such a function, or not bounded that way)."""
+    func = window.this
+    if not isinstance(func, (exp.Lag, exp.Lead)):
+        return None
+    offset = func.args.get("offset")
+    if offset is None:
+        n = 1
+    elif isinstance(offset, exp.Literal) and not offset.is_string and offset.name.isdigit():
+        n = int(offset.name)
+    else:
+        return None
+    order = window.args.get("order")
+    ordered = order.expressions if order is not None else []
+    if len(ordered) != 1 or not isinstance(ordered[0].this, exp.Column):
+        return None
+    if ordered[0].this.name.lower() != event_time.lower():
+        return None
+    descending = bool(ordered[0].args.get("desc"))
+    looks_back = isinstance(func, exp.Lag) != descending  # lag ascending or lead descending: older rows
+    return n if looks_back else 0
+
+
+def _filters(select: exp.Select) -> str | None:
+    """The clause of a path scope that drops rows (None when it keeps every row)."""
+    for clause in ("where", "having", "qualify", "distinct"):
+        if select.args.get(clause) is not None:
+            return clause.upper()
+    for join in select.args.get("joins") or []:
+        if (join.side or "").upper() != "LEFT":
+            return "an inner join"
+    return None
+
+
 def _is_path_source(source: Any, path_tables: set[str], path_scopes: set[int], plan_source: StreamSource,
                     locals_: dict[str, str]) -> bool:
     if isinstance(source, Scope):
@@ -273,6 +313,18 @@ def _own(select: exp.Select, node_type: type[exp.Expression]) -> list[exp.Expres
     return [n for n in select.find_all(node_type) if n.find_ancestor(exp.Select) is select]
 
 
+@dataclass
+class Needs:
+    """What the windows of the path need of an entity's history."""
+
+    lookbacks: list[float | None]
+    """Seconds each construct needs before the newest row (None: the whole history)."""
+    preceding: list[int]
+    """Rows just before that each ``lag``/``lead`` with a literal offset reads."""
+    filters: list[str]
+    """Path scopes that drop rows (named), which make ``preceding`` count the wrong rows."""
+
+
 def check_model(
     node: DbtNode,
     tree: exp.Expression,
@@ -280,11 +332,12 @@ def check_model(
     source: StreamSource,
     path_tables: set[str],
     dialect: str,
-) -> tuple[list[ValidationIssue], list[float | None]]:
-    """Issues that make ``node`` not per-entity, and the lookback (seconds, None = unbounded) each
-    construct needs."""
+    event_time: str = "",
+) -> tuple[list[ValidationIssue], Needs]:
+    """Issues that make ``node`` not per-entity, and what of an entity's history its constructs need."""
     issues: list[ValidationIssue] = []
-    lookbacks: list[float | None] = []
+    needs = Needs([], [], [])
+    lookbacks = needs.lookbacks
     wanted = {k.lower() for k in keys}
     shown_keys = ", ".join(keys)
     path_scopes: set[int] = set()
@@ -308,12 +361,20 @@ def check_model(
         for sub in sub_path:
             refuse("stream-subquery", scope, f"the subquery `{_short(sub.expression, dialect)}` reads rows of "
                    f"{source.name} for every entity at once.")
+        if isinstance(select, exp.Select) and (dropped := _filters(select)) is not None:
+            needs.filters.append(f"{dropped} in {_scope_label(scope, node)}")
+        elif isinstance(select, exp.Union) and select.args.get("distinct"):
+            needs.filters.append(f"UNION in {_scope_label(scope, node)}")
         if not isinstance(select, exp.Select) or not any(sources.values()):
             continue
         for window in _own(select, exp.Window):
             if not wanted <= _names(window.args.get("partition_by")):
                 refuse("stream-window", scope, f"the window `{_short(window, dialect)}` is not partitioned by "
                        f"{shown_keys}: each row would depend on other entities' rows.")
+                continue
+            rows = _offset_rows(window, event_time) if event_time else None
+            if rows is not None:
+                needs.preceding.append(rows)
                 continue
             bounded, seconds = _window_lookback(window)
             lookbacks.append(seconds if bounded else None)
@@ -330,7 +391,7 @@ def check_model(
                 refuse("stream-limit", scope, f"`{_short(select.args[clause], dialect)}` keeps some rows of "
                        f"{source.name} and drops others regardless of entity.")
         _check_joins(select, scope, sources, wanted, shown_keys, source, dialect, refuse)
-    return issues, lookbacks
+    return issues, needs
 
 
 def _check_joins(select: exp.Select, scope: Scope, sources: dict[str, bool], wanted: set[str], shown_keys: str,
@@ -398,14 +459,17 @@ def plan_stream(manifest: Graph, view: FeatureView, dialect: str) -> tuple[Strea
     location = _source_table_name(source_node, trees[models[0].unique_id])
     source = StreamSource(name=spec.source, unique_id=source_node.unique_id, node=source_node, location=location)
     issues: list[ValidationIssue] = []
-    lookbacks: list[float | None] = []
+    needs = Needs([], [], [])
     path_tables: set[str] = set()
     on_path = {m.unique_id for m in models}
     dimensions: dict[str, DbtNode] = {}
     for model in models:
-        found, needed = check_model(model, trees[model.unique_id], view.join_keys, source, path_tables, dialect)
+        found, needed = check_model(model, trees[model.unique_id], view.join_keys, source, path_tables, dialect,
+                                    view.event_time)
         issues += found
-        lookbacks += needed
+        needs.lookbacks += needed.lookbacks
+        needs.preceding += needed.preceding
+        needs.filters += needed.filters
         path_tables |= _relation_keys(model)
         for parent in manifest.parent_map.get(model.unique_id, ()):
             if parent not in on_path and parent != source_node.unique_id and parent in manifest.nodes:
@@ -416,17 +480,31 @@ def plan_stream(manifest: Graph, view: FeatureView, dialect: str) -> tuple[Strea
     event_time = view.event_time
     if columns and event_time.lower() not in columns and spec.event_id.lower() not in columns:
         pass  # a file source has no catalog columns: checked against the files at start
-    derived = None if not lookbacks or any(s is None for s in lookbacks) else timedelta(
-        seconds=max(s for s in lookbacks if s is not None))
+    derived, preceding = _derived_lookback(needs)
     if spec.lookback is not None and (derived is None or spec.lookback < derived):
         need = "the whole history of an entity" if derived is None else f"{derived}"
+        if preceding:
+            need += f" and the {preceding} row(s) before it"
         return None, [_issue("stream-lookback", f"stream.lookback {spec.lookback} of {view.name!r} is shorter than "
                              f"what its SQL needs ({need}: its largest window, or an unbounded one such as lag() or "
                              "window=none): streamed values would differ from `dbt build`'s.",
                              "leave lookback out (it is derived from the windows) or make it at least that long.", node)]
     lookback = spec.lookback if spec.lookback is not None else derived
     return StreamPlan(view=view, spec=spec, source=source, models=tuple(models), dimensions=tuple(dimensions.values()),
-                      lookback=lookback, derived_lookback=derived, event_time=event_time, dialect=dialect), []
+                      lookback=lookback, derived_lookback=derived, event_time=event_time, dialect=dialect,
+                      preceding_rows=preceding if lookback is not None else 0), []
+
+
+def _derived_lookback(needs: Needs) -> tuple[timedelta | None, int]:
+    """(lookback, preceding rows) the path's constructs need together: the largest RANGE window plus
+    the largest ``lag`` offset; the whole history (None, 0) when one construct is unbounded, or when a
+    ``lag`` sits behind a filter."""
+    preceding = max(needs.preceding, default=0)
+    if any(s is None for s in needs.lookbacks) or (preceding and needs.filters):
+        return None, 0
+    if not needs.lookbacks:
+        return (timedelta(0), preceding) if needs.preceding else (None, 0)
+    return timedelta(seconds=max(s for s in needs.lookbacks if s is not None)), preceding
 
 
 def declaration_issues(graph: Graph, views: dict[str, FeatureView], dialect: str) -> list[ValidationIssue]:
@@ -485,5 +563,5 @@ def rewrite_model(plan: StreamPlan, node: DbtNode, input_table: str = INPUT_TABL
     return tree.transform(swap, copy=False)
 
 
-__all__ = ["INPUT_TABLE", "StreamPlan", "StreamSource", "local_name", "path_models", "plan_stream", "resolve_source",
+__all__ = ["INPUT_TABLE", "Needs", "StreamPlan", "StreamSource", "local_name", "path_models", "plan_stream", "resolve_source",
            "rewrite_model"]
