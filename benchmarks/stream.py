@@ -1,6 +1,6 @@
 """Stream benchmark: payments into a Redis Stream at increasing rates, through ``feature-layer stream``.
 
-    python -m benchmarks.stream [--quick] [--rows 50000] [--rates 500,1000,2000,5000,10000]
+    python -m benchmarks.stream [--quick] [--rows 50000] [--users N] [--threads 1] [--rates 500,1000,2000,5000,10000]
                                 [--phase-seconds 20] [--duration 300] [--feast-python PATH]
 
 Set-up: the example project in a temporary folder, ``--rows`` demo payments (about rows/20 card
@@ -54,7 +54,7 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def setup(base: Path, rows: int) -> tuple[Path, object, str]:
+def setup(base: Path, rows: int, threads: int = 1) -> tuple[Path, object, str]:
     sys.path.insert(0, str(REPO))
     from feature_layer.dbt.runner import run_dbt
     from feature_layer.demo.data import generate_demo_data
@@ -69,7 +69,7 @@ def setup(base: Path, rows: int) -> tuple[Path, object, str]:
     (project / "feature_layer.yml").write_text(json.dumps({
         "online_store": {"type": "redis", "url": server.url},
         "streams": {"raw.transactions": {"url": server.url, "stream": "payments", "batch_size": 20000,
-                                         "block_ms": 50, "buffer_rows": 20_000_000}},
+                                         "block_ms": 50, "buffer_rows": 20_000_000, "threads": threads}},
     }))
     from feature_layer.client import FeatureStore
 
@@ -206,6 +206,10 @@ def main() -> None:
     parser.add_argument("--rates", default="500,1000,2000,5000,10000,15000")
     parser.add_argument("--phase-seconds", type=float, default=20.0)
     parser.add_argument("--duration", type=float, default=300.0)
+    parser.add_argument("--users", type=int, default=None,
+                        help="card holders the producer draws from (the demo data gets ~20 payments each: "
+                        "--rows is raised to 20 × N when smaller); default: every card holder of --rows")
+    parser.add_argument("--threads", type=int, default=1, help="DuckDB threads of the consumer (streams.threads)")
     parser.add_argument("--feast-python", default=None)
     parser.add_argument("--out", default=None, help="write the markdown here too")
     parser.add_argument("--floor-consumer", default=None, help=argparse.SUPPRESS)
@@ -215,8 +219,12 @@ def main() -> None:
         return
     if args.quick:
         args.phase_seconds, args.duration = 10.0, 60.0
+    if args.users is not None:
+        if args.users < 1:
+            parser.error("--users must be a positive number of card holders")
+        args.rows = max(args.rows, 20 * args.users)
     base = Path(tempfile.mkdtemp(prefix="bench-stream-"))
-    project, server, url = setup(base, args.rows)
+    project, server, url = setup(base, args.rows, args.threads)
     sys.path.insert(0, str(REPO))
     from feature_layer.client import FeatureStore
     from tests.conftest import clean_project_env
@@ -224,7 +232,9 @@ def main() -> None:
     with clean_project_env():
         store = FeatureStore(project)
         engine = store.offline_engine()
-        users = engine.fetch_arrow("select distinct user_id from main.stg_transactions").column(0).to_numpy()
+        users = engine.fetch_arrow("select distinct user_id from main.stg_transactions order by 1").column(0).to_numpy()
+        if args.users is not None:
+            users = users[: args.users]
         merchants = engine.fetch_arrow("select merchant_id from main.stg_merchants").column(0).to_numpy()
         first_id = int(engine.fetch_arrow("select max(transaction_id) from main.stg_transactions").column(0)[0].as_py())
         store.close()
@@ -327,7 +337,8 @@ def main() -> None:
             feast = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else f"failed: {out.stderr[-500:]}"
         server.stop()
     lines = [f"Machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end (shared with "
-             "other jobs); consumer = `feature-layer stream` (own process), Redis on the same machine.", "",
+             "other jobs); consumer = `feature-layer stream` (own process), Redis on the same machine; "
+             f"{len(users):,} card holders, {args.rows:,} demo payments, DuckDB threads {args.threads}.", "",
              markdown_table(["rate asked (events/s)", "produced/s", "consumed in phase", "event→online p50 ms",
                              "p99 ms", "probes", "floor p50 / p99 ms", "p99 ÷ floor p99", "consumer RSS MB",
                              "sustained"], results)]

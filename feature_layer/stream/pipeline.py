@@ -93,6 +93,7 @@ class StreamPipeline:
         buffer_rows: int = 2_000_000,
         dimension_engine: Any = None,
         memory_limit: str = "512MB",
+        threads: int = 1,
     ) -> None:
         if not plans:
             raise StreamError("No feature view to stream.", fix="declare `stream:` on a view, or fix --select.")
@@ -116,7 +117,7 @@ class StreamPipeline:
         # A view reads __fl_hist when it needs whole histories of the buffer's entities, else its own input.
         self._inputs = {p.view.name: HISTORY if set(p.keys) == set(self.keys) and p.lookback is None
                         else f"{INPUT_TABLE}_{i}" for i, p in enumerate(self.plans)}
-        self._open(memory_limit)
+        self._open(memory_limit, threads)
         self._lander = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-landing")
         self.loaded: OrderedDict[tuple[Any, ...], int] = OrderedDict()
         self.buffered = 0
@@ -142,14 +143,14 @@ class StreamPipeline:
                     fix="name the source's event id in stream.event_id; the view's join keys and event time must be "
                     "source columns of the same name.")
 
-    def _open(self, memory_limit: str) -> None:
+    def _open(self, memory_limit: str, threads: int) -> None:
         import duckdb
 
         self._spill = tempfile.TemporaryDirectory(prefix="feature-layer-stream-")
         self.con = duckdb.connect(":memory:")
         self.con.execute(f"SET memory_limit = '{memory_limit}'")
         self.con.execute(f"SET temp_directory = '{self._spill.name}'")
-        self.con.execute("SET threads = 1")
+        self.con.execute(f"SET threads = {int(threads)}")
         self.con.register("__fl_empty", self.schema.empty_table())
         for table in dict.fromkeys([BUFFER, HISTORY, *self._inputs.values()]):
             self.con.execute(f"CREATE TABLE {table} AS SELECT * FROM __fl_empty")
