@@ -284,6 +284,7 @@ def test_a_view_that_is_not_per_entity_is_refused_naming_the_construct(project: 
         assert all(plan is not None and not issues for plan, issues in plans.values())
         transactions = plans["user_transaction_features"][0]
         assert transactions.lookback == timedelta(days=30) and transactions.preceding_rows == 1  # 30d windows + lag()
+        assert transactions.describe_lookback() == "30 days, 0:00:00 + 1 preceding row"
         merchants = plans["user_merchant_features"][0]
         assert merchants.lookback is None and merchants.preceding_rows == 0  # window=none: the whole history
         assert registry.view("merchant_risk_features").stream is None

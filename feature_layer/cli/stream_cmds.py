@@ -58,7 +58,7 @@ def stream(ctx: Context, select: tuple[str, ...], consumer: str | None, until_id
     ctx.registry  # noqa: B018 - prints the one-line warning for views left out
     worker = open_consumer(ctx.store, list(select) or None, consumer=consumer, log_seconds=log_seconds)
     views = ", ".join(p.view.name for p in worker.pipeline.plans)
-    lookbacks = ", ".join(f"{p.view.name}: {p.lookback or 'whole entity history'}" for p in worker.pipeline.plans)
+    lookbacks = ", ".join(f"{p.view.name}: {p.describe_lookback()}" for p in worker.pipeline.plans)
     click.echo(f"Streaming {views} from {worker.connection.stream} (group {worker.connection.group}, consumer "
                f"{worker.consumer}); lookback {lookbacks}; events landed in {worker.pipeline.log.pattern}.", err=True)
     if metrics_port:
@@ -99,7 +99,7 @@ def stream_check(ctx: Context, views: tuple[str, ...]) -> None:
         plan, issues = plan_stream(registry, view, registry.dialect)
         if plan is not None:
             click.echo(f"{name}: streams from {plan.source.name} (lookback: "
-                       f"{plan.lookback or 'whole entity history'}; models: {', '.join(m.name for m in plan.models)})")
+                       f"{plan.describe_lookback()}; models: {', '.join(m.name for m in plan.models)})")
         else:
             failed = True
             click.echo(f"{name}: cannot stream from {view.stream.source}:")

@@ -98,6 +98,13 @@ class StreamPlan:
     def keys(self) -> tuple[str, ...]:
         return self.view.join_keys
 
+    def describe_lookback(self) -> str:
+        """``30 days, 0:00:00 + 1 preceding row``, or ``whole entity history``."""
+        if self.lookback is None:
+            return "whole entity history"
+        rows = self.preceding_rows
+        return f"{self.lookback}" + (f" + {rows} preceding row{'s' if rows > 1 else ''}" if rows else "")
+
 
 class Graph(Protocol):
     """What the plan reads of dbt's graph: a Manifest or a Registry."""
