@@ -289,8 +289,8 @@ def open_consumer(store: Any, select: Sequence[str] | None = None, *, consumer: 
     """
     from feature_layer.config import stream_connections
     from feature_layer.errors import DeclarationError
-    from feature_layer.stream.landing import FileEventLog
     from feature_layer.stream.plan import plan_stream
+    from feature_layer.stream.table_log import open_event_log
 
     registry = store.registry
     names = list(select) if select else sorted(n for n, v in registry.views.items() if v.stream is not None)
@@ -320,12 +320,8 @@ def open_consumer(store: Any, select: Sequence[str] | None = None, *, consumer: 
         raise StreamError(f"No stream connection for {source.name!r} in feature_layer.yml.",
                           fix=f"add `streams: {{{source.name}: {{url: redis://127.0.0.1:6379/0, stream: <name>}}}}` to "
                           f"{store.settings.project_dir / 'feature_layer.yml'}.")
-    if source.location is None:
-        raise StreamError(f"{source.name} is a warehouse table; landing events in a table is not built yet (only "
-                          "file sources read as a glob are).",
-                          fix="read the source from Parquet files with a glob (dbt-duckdb external_location).")
     connection = connections[source.name]
-    event_log = FileEventLog(source.location, store.settings.project_dir)
+    event_log = open_event_log(source, store, plans[0].spec.event_id)  # files (a glob) or a warehouse table
     dims = any(p.dimensions for p in plans)
     engine = store.parts.new_engine() if dims and store.parts.new_engine else None
     try:

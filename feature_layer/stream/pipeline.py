@@ -182,11 +182,11 @@ class StreamPipeline:
             return 0
         keys = pa.table({k: pa.array([m[i] for m in missing], table.schema.field(k).type)
                          for i, k in enumerate(self.keys)})
+        self.con.register("__fl_history", self.log.history(keys))
+        self.con.execute(f"INSERT INTO {BUFFER} SELECT * FROM __fl_history")
+        self.con.unregister("__fl_history")
         self.con.register("__fl_missing", keys)
         on = " AND ".join(f"s.{_q(k)} = m.{_q(k)}" for k in self.keys)
-        pattern = self.log.pattern.replace("'", "''")
-        self.con.execute(f"INSERT INTO {BUFFER} SELECT s.* FROM read_parquet('{pattern}') AS s "
-                         f"SEMI JOIN __fl_missing AS m ON {on}")
         counts = self.con.execute(
             f"SELECT {', '.join('b.' + _q(k) for k in self.keys)}, count(*) FROM {BUFFER} AS b "
             f"SEMI JOIN __fl_missing AS m ON {on.replace('s.', 'b.')} GROUP BY ALL").fetchall()
@@ -327,6 +327,7 @@ class StreamPipeline:
     def close(self) -> None:
         self._lander.shutdown(wait=True)
         self.con.close()
+        getattr(self.log, "close", lambda: None)()  # a table log's warehouse connection
 
 
 def lag_ms(entry_ids: Sequence[str], now_ms: float) -> np.ndarray:
