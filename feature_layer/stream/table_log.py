@@ -228,7 +228,7 @@ def table_event_log(relation: Relation, settings: Any, *, event_id: str, source_
                           f"{'.'.join(relation.parts())} cannot be read.",
                           fix="load the source table and run `dbt build` first.")
     return TableEventLog(relation, lambda: connect(warehouse), event_id=event_id,
-                         keep_open=kind.connection_cost != "cheap", source_name=source_name)
+                         keep_open=kind.capabilities_for(warehouse.type).pooled, source_name=source_name)
 
 
 __all__ = ["EventLog", "TableEventLog", "first_per_id", "history_query", "insert_new_events", "open_event_log",
