@@ -166,6 +166,16 @@ class TableEventLog:
                               "the stream and are landed on the next try.") from exc
         return f"{self.pattern} ({first_id}…{last_id})"
 
+    def row_count(self) -> int:
+        """Rows in the table: does it fit in the stream's history buffer (read whole at start)?"""
+        query = exp.select(exp.Count(this=exp.Star()).as_("n")).from_(quoted_table(self.relation))
+        try:
+            with self._session() as engine:
+                return int(engine.fetch_arrow(query).column(0)[0].as_py())
+        except FeatureLayerError as exc:
+            raise StreamError(f"Could not count the rows of the stream's source table {self.pattern}: {exc.message}",
+                              fix=exc.fix or "check the warehouse connection.") from exc
+
     def history(self, keys: pa.Table | None) -> pa.Table:
         """Every row of the table whose join keys are in ``keys``, typed like :meth:`schema`;
         ``keys=None``: every row."""
