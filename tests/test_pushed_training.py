@@ -48,7 +48,7 @@ def _entities(rng: random.Random) -> list[dict]:
             for _ in range(300)]
 
 
-@pytest.fixture(params=["duckdb", "postgres", "generic-duckdb"])
+@pytest.fixture(params=["duckdb", "postgres", "generic-duckdb", "duckdb-no-temp-tables"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
     if request.param == "postgres":
         from tests.conftest import require_postgres
@@ -66,6 +66,12 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
                                                              profile={"type": "duckdb", "path": str(path)}))
     else:
         made = duckdb_engine()
+        if request.param == "duckdb-no-temp-tables":  # the push log inlined as VALUES, like the entity rows
+            import dataclasses
+
+            from feature_layer.offline.kinds import capabilities_of
+
+            made.capabilities = dataclasses.replace(capabilities_of(made), temp_tables=False)  # type: ignore[attr-defined]
     try:
         yield made
     finally:
@@ -92,6 +98,9 @@ def test_training_sets_read_pushed_rows_beside_the_warehouse(engine, tmp_path: P
     with build_training_set(engine, spine, [(view, list(view.features))], push_log=tmp_path / "push") as ts:
         got = ts.to_arrow().to_pylist()
         assert "__fl_pushed_" not in ts.sql("duckdb" if engine.dialect != "duckdb" else "postgres")
+        from feature_layer.offline.entity import staged_in_temp_tables
+
+        assert ("VALUES" in ts.sql()) != staged_in_temp_tables(engine)  # inlined exactly where no temp tables
     union = [{k: v for k, v in r.items() if k != "created_ts"} for r in stored + pushed]
     expected = reference_training_set(entities, [ViewData(view, union, list(view.features))], "event_timestamp")
     assert got == expected

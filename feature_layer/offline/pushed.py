@@ -5,7 +5,8 @@
 over such a view reads the union of the view's relation and those rows, so a value served online
 after a push is also the value a model trains on at that time. The rows are uploaded into the
 warehouse session once per training set (``Engine.register_arrow``: a DuckDB scan, a PostgreSQL
-temporary table, a Spark temporary view), typed like the relation's own columns, and the view's
+temporary table, a Spark temporary view; inline VALUES on an engine without temporary tables,
+like the entity rows), typed like the relation's own columns, and the view's
 table reference in the point-in-time query becomes ``(SELECT … FROM relation UNION ALL SELECT …
 FROM pushed) AS f`` — one small named pass over the finished sqlglot tree, in the engine's dialect
 only (another dialect's SQL has no session holding the uploaded rows).
@@ -115,6 +116,19 @@ def _key(table: exp.Table) -> tuple[str, str, str]:
     return (table.catalog, table.db, table.name)
 
 
+def _source(engine: Engine, name: str, rows: pa.Table, staged: PushedRows) -> exp.Expression:
+    """The uploaded rows: a session temporary table, or inline VALUES where the engine has none."""
+    from feature_layer.offline.entity import staged_in_temp_tables
+
+    if staged_in_temp_tables(engine):
+        engine.register_arrow(name, rows)
+        staged.registered.append(name)
+        return exp.Table(this=ident(name))
+    from feature_layer.offline.inline import inline_values
+
+    return exp.Subquery(this=inline_values(rows, name), alias=exp.TableAlias(this=ident(name)))
+
+
 def stage_pushed(engine: Engine, views: Sequence[FeatureView], push_log: Path | None) -> PushedRows:
     """Upload the push logs of ``views`` that have one; the caller closes the result."""
     staged = PushedRows(engine=engine)
@@ -128,9 +142,8 @@ def stage_pushed(engine: Engine, views: Sequence[FeatureView], push_log: Path | 
             selected = exp.select(*[exp.column(ident(c)) for c in columns]).from_(source.copy())
             target = engine.schema_of(selected)
             name = f"__fl_pushed_{uuid.uuid4().hex[:12]}"
-            engine.register_arrow(name, _cast(_read(files, columns, view), target, view))
-            staged.registered.append(name)
-            pushed = exp.select(*[exp.column(ident(c)) for c in columns]).from_(exp.Table(this=ident(name)))
+            rows = _cast(_read(files, columns, view), target, view)
+            pushed = exp.select(*[exp.column(ident(c)) for c in columns]).from_(_source(engine, name, rows, staged))
             staged.unions[_key(source)] = exp.union(selected, pushed, distinct=False)
             staged.views.add(view.name)
     except BaseException:

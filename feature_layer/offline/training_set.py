@@ -170,46 +170,22 @@ class TrainingSet:
         """Create warehouse table ``name`` from the training set without pulling rows into Python.
 
         With an in-memory entity dataframe, the table is created in the same session that holds
-        the uploaded entity rows. With ``replace``, an existing table is replaced atomically: if
-        the query fails, the previous table is left as it was. Returns the table name as given.
+        the uploaded entity rows. With ``replace``, an existing table is replaced the way the
+        engine's ``replace`` capability says (``offline.kinds.REPLACE_STRATEGIES``): in every
+        strategy a failing query leaves the previous table as it was. Returns the name as given.
         """
-        dialect = self._engine.dialect
-        table = _output_table(name, dialect)
+        from feature_layer.offline.replace import replace_table
+
+        table = _output_table(name, self._engine.dialect)
         for part in ("this", "db", "catalog"):
             node = table.args.get(part)
             if isinstance(node, exp.Identifier):
                 node.set("quoted", True)
-        if not replace:
+        if replace:
+            replace_table(self._engine, table, self.expression())
+        else:
             self._engine.execute(exp.Create(this=table, kind="TABLE", expression=self.expression()))
-        elif dialect == "postgres":
-            self._replace_postgres_table(table)
-        elif hasattr(self._engine, "replace_table"):  # no atomic CREATE OR REPLACE … AS (Spark)
-            self._engine.replace_table(table, self.expression())
-        else:  # DuckDB and the rest: one statement, atomic
-            self._engine.execute(exp.Create(this=table, kind="TABLE", expression=self.expression(), replace=True))
         return name
-
-    def _replace_postgres_table(self, table: exp.Table) -> None:
-        """CREATE under a temporary name, then swap with renames, in one transaction."""
-        import uuid
-
-        dialect = self._engine.dialect
-        suffix = uuid.uuid4().hex[:8]
-        staging = table.copy()
-        staging.set("this", exp.to_identifier(f"__fl_new_{suffix}", quoted=True))
-        old_name = exp.to_identifier(f"__fl_old_{suffix}", quoted=True).sql(dialect=dialect)
-        new_name = exp.to_identifier(table.name, quoted=True).sql(dialect=dialect)
-        old = table.copy()
-        old.set("this", exp.to_identifier(f"__fl_old_{suffix}", quoted=True))
-        create = exp.Create(this=staging, kind="TABLE", expression=self.expression()).sql(dialect=dialect)
-        target = table.sql(dialect=dialect)
-        # One execute: psycopg2 runs the statements in one transaction and commits once.
-        self._engine.execute(
-            f"{create};\n"
-            f"ALTER TABLE IF EXISTS {target} RENAME TO {old_name};\n"
-            f"ALTER TABLE {staging.sql(dialect=dialect)} RENAME TO {new_name};\n"
-            f"DROP TABLE IF EXISTS {old.sql(dialect=dialect)}"
-        )
 
     def close(self) -> None:
         """Drop the uploaded entity rows (and push logs) from the warehouse session."""
