@@ -19,6 +19,7 @@ from feature_layer.parts import Parts
 
 if TYPE_CHECKING:
     from feature_layer.offline.engine import Engine
+    from feature_layer.offline.engines import EngineFactory
     from feature_layer.offline.training_set import TrainingSet
     from feature_layer.online.lookup import OnlineResponse
     from feature_layer.online.materialize import MaterializeResult
@@ -52,6 +53,7 @@ class FeatureStore:
         self._registry: Registry | None = None
         self._registry_stamp: tuple[float, float] | None = None
         self._engine: Engine | None = None
+        self._engines: EngineFactory | None = None
         self._online: OnlineStore | None = None
         self._state: StateStore | None = None
         self._open_lock = threading.Lock()  # the server's threads may ask for a part at once
@@ -62,6 +64,7 @@ class FeatureStore:
             state=lambda: self.state,
             clock=clock_from_env() if clock is None else clock,
             new_engine=self._new_engine,
+            push_log=self.settings.project_dir / "data" / "push",
         )
         """The collaborators handed to training sets, materialization, lookups and the server."""
 
@@ -96,9 +99,15 @@ class FeatureStore:
         return self._engine
 
     def _new_engine(self) -> Engine:
-        from feature_layer.offline.engines import connect
+        """Another warehouse engine, owned by the caller: new, or an idle one reused where the
+        engine kind's connection is costly (``offline.engines.EngineFactory``)."""
+        if self._engines is None:
+            from feature_layer.offline.engines import EngineFactory
 
-        return connect(warehouse_settings(self.settings))
+            with self._open_lock:
+                if self._engines is None:
+                    self._engines = EngineFactory.for_settings(lambda: warehouse_settings(self.settings))
+        return self._engines()
 
     def online_store(self) -> OnlineStore:
         """The configured online store (embedded SQLite unless Redis is configured)."""
@@ -205,13 +214,13 @@ class FeatureStore:
         rule, and to the view's offline log under data/push/ (feature_layer.stream.push)."""
         from feature_layer.stream.push import push_rows
 
-        return push_rows(self.parts, view, rows, log_dir=self.project_dir / "data" / "push")
+        return push_rows(self.parts, view, rows, log_dir=self.parts.push_log)
 
     def close(self) -> None:
-        for part in (self._engine, self._online, self._state):
+        for part in (self._engine, self._engines, self._online, self._state):
             if part is not None:
                 part.close()
-        self._engine = self._online = self._state = None
+        self._engine = self._engines = self._online = self._state = None
 
     def __enter__(self) -> FeatureStore:
         return self

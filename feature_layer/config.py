@@ -10,6 +10,7 @@ Unknown keys are refused, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,9 @@ class OnlineStoreSettings:
     """Redis Cluster: ``host:port`` of nodes to discover the cluster from (any one reachable suffices)."""
     failover_timeout: float = 20.0
     """Redis Cluster: seconds a write waits for a replica to take over from a failed primary."""
+    tls: bool = False
+    """Redis Cluster: every node over TLS (``rediss+cluster://`` or ``tls: true``; single Redis:
+    the ``rediss://`` URL says it)."""
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,9 @@ class OfflineSettings:
     """``auto``: the adapter's native engine where there is one, else the generic dbt-adapter
     engine; ``generic``: the dbt adapter's connection for every target."""
     memory_limit: int | None = None
-    """Bytes the warehouse engine may use (DuckDB ``memory_limit``, Spark driver memory); None:
-    the engine's default (half the machine, at most 2 GiB, on the embedded DuckDB)."""
+    """Bytes the warehouse engine may use (DuckDB ``memory_limit``, PostgreSQL's ``work_mem`` split,
+    Spark driver memory, the generic engine's fetched chunks: README "Memory budget"); None: the
+    engine's default (half the machine, at most 2 GiB, on the embedded DuckDB)."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, so
     if isinstance(raw, str) and raw.startswith(CLUSTER_SCHEMES) or (
         isinstance(raw, dict) and raw.get("type") == "redis-cluster"
     ):
-        return cluster_settings_from(raw, source)
+        return cluster_settings_from(raw, source, project_dir)
     if isinstance(raw, str):
         if raw.startswith(("redis://", "rediss://", "unix://")):
             return OnlineStoreSettings(type="redis", url=raw, **_redis_url_tls(raw, {}, project_dir, source))
@@ -196,34 +201,44 @@ def online_settings_from(raw: dict[str, Any] | str | None, project_dir: Path, so
     return settings
 
 
-CLUSTER_SCHEMES = ("redis+cluster://",)
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 _CLUSTER_KEYS = {"type", "url", "startup_nodes", "username", "password", "socket_timeout", "retries", "batch_size",
-                 "connect_timeout", "failover_timeout"}
+                 "connect_timeout", "failover_timeout", "tls", *_TLS_KEYS}
 
 
-def cluster_settings_from(raw: dict[str, Any] | str, source: Path) -> OnlineStoreSettings:
-    """Redis Cluster settings from ``redis+cluster://[user:password@]host:port[,host:port…]`` or a
-    mapping ``{type: redis-cluster, startup_nodes: [host:port, …] and/or url: …, …}``."""
-    from urllib.parse import unquote, urlsplit
+def cluster_settings_from(raw: dict[str, Any] | str, source: Path, project_dir: Path | None = None) -> OnlineStoreSettings:
+    """Redis Cluster settings from ``redis+cluster://[user:password@]host:port[,host:port…]`` (TLS:
+    ``rediss+cluster://…[?ssl_ca_certs=…]``) or a mapping ``{type: redis-cluster, startup_nodes:
+    [host:port, …] and/or url: …, tls: true, ssl_ca_certs: …, …}``."""
+    from urllib.parse import parse_qs, unquote, urlsplit
 
-    fix = ("use `url: redis+cluster://host:port` (several nodes: host1:port1,host2:port2) or "
-           "`startup_nodes: [host:port, …]`.")
+    fix = ("use `url: redis+cluster://host:port` (several nodes: host1:port1,host2:port2; rediss+cluster:// for "
+           "TLS) or `startup_nodes: [host:port, …]`.")
     mapping: dict[str, Any] = {"type": "redis-cluster", "url": raw} if isinstance(raw, str) else dict(raw)
     _refuse_unknown("online_store (redis-cluster)", mapping, _CLUSTER_KEYS, source)
     nodes: list[str] = []
     username, password = mapping.get("username"), mapping.get("password")
     url = mapping.get("url")
+    query: dict[str, list[str]] = {}
+    tls = mapping.get("tls", False)
+    if not isinstance(tls, bool):
+        raise ConfigError(f"online_store.tls in {source} is {tls!r}, not true or false.", fix="write `tls: true`.")
     if url is not None:
         if not isinstance(url, str) or not url.startswith(CLUSTER_SCHEMES):
             raise ConfigError(f"online_store.url {url!r} in {source} is not a redis+cluster:// URL.", fix=fix)
-        rest = url[len("redis+cluster://"):]
+        scheme, _, rest = url.partition("://")
+        tls = tls or scheme == "rediss+cluster"
+        rest, _, query_text = rest.partition("?")
+        query = parse_qs(query_text)
         auth, _, hosts = rest.rpartition("@")
         if auth:
             user, _, secret = auth.partition(":")
             username = username or (unquote(user) or None)
             password = password or (unquote(secret) or None)
-        hosts = hosts.split("/", 1)[0].split("?", 1)[0]
+        hosts = hosts.split("/", 1)[0]
         nodes += [h for h in hosts.split(",") if h]
+    files = tls_files(mapping, query, tls=tls, project_dir=project_dir or source.parent, source=source,
+                      tls_url="rediss+cluster://host:port")
     given = mapping.get("startup_nodes", [])
     if isinstance(given, str) or not isinstance(given, list):
         raise ConfigError(f"online_store.startup_nodes in {source} must be a list of host:port.", fix=fix)
@@ -253,6 +268,8 @@ def cluster_settings_from(raw: dict[str, Any] | str, source: Path) -> OnlineStor
             batch_size=_number(mapping.get("batch_size", 5000), int),
             connect_timeout=_number(mapping.get("connect_timeout", 2.0), float),
             failover_timeout=_number(mapping.get("failover_timeout", 20.0), float),
+            tls=tls,
+            **files,
         )
     except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"online_store in {source} has a bad number: {exc}", fix="use plain numbers.") from exc
@@ -306,22 +323,35 @@ def _redis_url_tls(url: str, raw: dict[str, Any], project_dir: Path, source: Pat
         raise ConfigError(
             f"The Redis URL in {source} names database {db_text!r}, which is not a database number.", fix=fix
         )
-    tls: dict[str, Path] = {}
+    return tls_files(raw, query, tls=parsed.scheme == "rediss", project_dir=project_dir, source=source,
+                     tls_url="rediss://host:port/db")
+
+
+def tls_files(raw: Mapping[str, Any], query: Mapping[str, list[str]], *, tls: bool, project_dir: Path, source: Path,
+              tls_url: str) -> dict[str, Path]:
+    """The TLS files (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``) of a Redis or Redis Cluster
+    setting, from the mapping or the URL's query, each resolved against the project and checked to
+    be a file; ConfigError when one is given for a connection that is not TLS (``tls_url`` names
+    the URL form that is)."""
+    files: dict[str, Path] = {}
     for key in _TLS_KEYS:
         given = raw.get(key) or (query.get(key, [None])[0])
         if not given:
             continue
-        if parsed.scheme != "rediss":
+        if not isinstance(given, str):
+            raise ConfigError(f"online_store.{key} in {source} must be a string, not {given!r}.",
+                              fix=f"quote the value of {key}.")
+        if not tls:
             raise ConfigError(
-                f"online_store.{key} in {source} is a TLS setting, but the URL is not rediss://.",
-                fix="use a rediss://host:port/db URL for a TLS server, or remove the ssl_* settings.",
+                f"online_store.{key} in {source} is a TLS setting, but the URL is not {tls_url.split('://')[0]}://.",
+                fix=f"use a {tls_url} URL for a TLS server, or remove the ssl_* settings.",
             )
         file = (project_dir / given).resolve()
         if not file.is_file():
             raise ConfigError(f"online_store.{key} in {source} names {file}, which is not a file.",
                               fix=f"point {key} at an existing PEM file (relative paths start at the project).")
-        tls[key] = file
-    return tls
+        files[key] = file
+    return files
 
 
 def load_settings(project_dir: str | Path = ".", *, target: str | None = None) -> Settings:

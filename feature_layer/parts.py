@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from feature_layer.clock import Clock, clock_from_env
@@ -45,6 +46,9 @@ class Parts:
     new_engine: Callable[[], Engine] | None = None
     """A new warehouse connection, owned by the caller (statistics in a thread, the server's
     short-lived reads); None where there are no settings to open one from."""
+    push_log: Path | None = None
+    """The folder of the views' offline push logs (``<project>/data/push``): pushes append to it
+    and training sets read it beside the warehouse (``feature_layer.offline.pushed``); None: neither."""
 
     @classmethod
     def of(
@@ -56,6 +60,7 @@ class Parts:
         state: StateStore | None = None,
         clock: Clock | None = None,
         new_engine: Callable[[], Engine] | None = None,
+        push_log: Path | None = None,
     ) -> Parts:
         """Parts over objects already open; a part not given fails clearly when asked for.
 
@@ -68,6 +73,7 @@ class Parts:
             state=_given(state, "state"),
             clock=clock_from_env() if clock is None else clock,
             new_engine=new_engine,
+            push_log=push_log,
         )
 
 

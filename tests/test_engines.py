@@ -159,8 +159,11 @@ def test_each_adapter_finds_its_kind_and_others_fall_to_generic() -> None:
         "duckdb": "duckdb", "postgres": "postgres", "spark": "spark",
         "snowflake": "generic", "bigquery": "generic", "trino": "generic"}
     assert kind_for("duckdb", "generic").name == "generic"
-    assert ENGINE_KINDS["duckdb"].asof and not ENGINE_KINDS["postgres"].asof
-    assert not ENGINE_KINDS["generic"].native_arrow and ENGINE_KINDS["spark"].connection_cost == "expensive"
+    assert ENGINE_KINDS["duckdb"].capabilities.replace == "create_or_replace"
+    assert ENGINE_KINDS["postgres"].capabilities.replace == "rename" and not ENGINE_KINDS["spark"].capabilities.atomic_replace
+    assert ENGINE_KINDS["spark"].capabilities.connection_cost == "expensive"
+    assert not ENGINE_KINDS["generic"].capabilities_for("bigquery").temp_tables
+    assert ENGINE_KINDS["generic"].capabilities_for("no-such-adapter").replace == "swap"  # nothing assumed
 
 
 def test_an_adapter_without_its_dbt_plugin_names_the_package(project: Path) -> None:
@@ -187,7 +190,7 @@ def test_forcing_generic_by_file_or_environment(project: Path) -> None:
 @pytest.mark.parametrize(
     ("value", "words"),
     [("1 GB", "no space between"), ("abc", "not a size"), ("12", "not a size"), ("1XB", "not a size"),
-     ("10MB", "below the 64MB"), ("true", "not a size")],
+     ("10MB", "below the 64MiB"), ("true", "not a size")],
 )
 def test_bad_memory_limits_name_the_setting_and_the_fix(project: Path, value: str, words: str) -> None:
     (project / "feature_layer.yml").write_text(f"offline: {{memory_limit: '{value}'}}\n")

@@ -553,11 +553,14 @@ class PostgresEngine(Engine):
         dbname: str | None = None,
         schema: str | None = None,
         target: str | None = None,
+        session_settings: dict[str, str] | None = None,
     ) -> None:
         from feature_layer.extras import require
 
         psycopg2 = require("psycopg2", "The postgres target")
         self._pg = psycopg2
+        self._session_settings = dict(session_settings or {})
+        """Set on every connection (``offline.memory_limit``: ``kinds.postgres_session_settings``)."""
         self._params = {"host": host, "port": port, "user": user, "password": password, "dbname": dbname}
         self.schema = schema
         self.target = target
@@ -573,6 +576,8 @@ class PostgresEngine(Engine):
                 cur.execute("SET DateStyle TO ISO, YMD")
                 if self.schema:
                     cur.execute(f"SET search_path TO {_quote_pg(self.schema)}, public")
+                for name, value in self._session_settings.items():
+                    cur.execute("SELECT set_config(%s, %s, false)", (name, value))
             con.commit()
         except self._pg.Error as exc:
             raise WarehouseError(

@@ -314,6 +314,14 @@ def warehouse_source(entity: str, dialect: str) -> exp.Expression:
     return table
 
 
+def staged_in_temp_tables(engine: Engine) -> bool:
+    """Whether in-memory entity rows go to a session temporary table (the engine's ``temp_tables``
+    capability), rather than inline VALUES."""
+    from feature_layer.offline.kinds import capabilities_of
+
+    return capabilities_of(engine).temp_tables
+
+
 def prepare_entities(
     engine: Engine,
     entity_df: Any,
@@ -360,16 +368,24 @@ def prepare_entities(
     entity_keys = {k: key_types[(v.name, k)] for v in views for k in v.join_keys}
     normalised = _normalise_arrow(table, timestamp, entity_keys)
     name = f"__fl_entities_{uuid.uuid4().hex[:12]}"
-    engine.register_arrow(name, normalised)
+    source: exp.Expression
+    registered: str | None = name
+    if staged_in_temp_tables(engine):
+        engine.register_arrow(name, normalised)
+        source = exp.Table(this=ident(name))
+    else:  # no temporary tables: the rows are the query's own VALUES (offline.inline)
+        from feature_layer.offline.inline import inline_values
+
+        source, registered = inline_values(normalised, name), None
     spine = EntitySpine(
-        source=exp.Table(this=ident(name)),
+        source=source,
         timestamp=TS,  # the appended naive UTC copy: the user's column is projected unchanged
         columns=tuple(table.schema.names),
         row_number=ROW,
         naive_utc=True,
     )
     return PreparedEntities(
-        spine=spine, columns=tuple(table.schema.names), registered=name, num_rows=table.num_rows, table=table
+        spine=spine, columns=tuple(table.schema.names), registered=registered, num_rows=table.num_rows, table=table
     )
 
 

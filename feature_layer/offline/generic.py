@@ -11,10 +11,17 @@ either way they become Arrow here, one Python object per value: slower than a na
 but it works wherever dbt does. SQL is generated in the adapter's sqlglot dialect
 (``sql.dialects.dialect_for_adapter``).
 
-Memory: a batch at a time when the driver streams its cursor (DuckDB, Snowflake, Trino);
-psycopg2's client cursor holds the whole result (the native PostgreSQL engine streams).
-Uploaded entity rows go to a session temporary table, written as ``INSERT … VALUES`` in
-chunks. ``offline.memory_limit`` is not applied (the warehouse's own settings govern it).
+Memory: results are read ``fetchmany`` by ``fetchmany``, each chunk turned into an Arrow record
+batch before the next is fetched, so Python holds one chunk of Python values at a time
+(``fetch_arrow`` concatenates the Arrow batches: compact columns, not tuples). On psycopg2
+(dbt-postgres) the cursor is a server-side one (``DECLARE … CURSOR``), since psycopg2's plain
+cursor receives the whole result before the first ``fetchmany``. With ``offline.memory_limit``
+a chunk is at most :func:`batch_rows` rows (a share of the budget at an estimated
+:data:`VALUE_BYTES` per Python value), and the session gets the adapter's own budget settings
+where there are any (:data:`BUDGET_SETTINGS`: DuckDB's ``memory_limit``, PostgreSQL's
+``work_mem`` split). (The ``adapter.execute`` path, for handles without a cursor, receives the
+whole result as one agate table: dbt gives no way to stream it.) Uploaded entity rows go to a session temporary table, written as
+``INSERT … VALUES`` in chunks (or inline VALUES where the adapter has no temporary tables).
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ import contextvars
 import dataclasses
 import multiprocessing
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +57,46 @@ SESSION_UTC: dict[str, str] = {
     "trino": "SET TIME ZONE 'UTC'",
 }
 """Per adapter type, the statement that puts the session in UTC (BigQuery always is)."""
+
+
+VALUE_BYTES = 100
+"""Estimated bytes of one value fetched as a Python object (the object, its slot in the row tuple,
+its Arrow copy while the batch is built): ints 28-32, floats 24, datetimes 48, short strings 50-80."""
+BATCH_SHARE = 16
+"""One chunk of fetched rows takes at most 1/BATCH_SHARE of ``offline.memory_limit``: the rest is
+the caller's (the Arrow batches it keeps, the online writer's buffers) and the driver's."""
+MIN_BATCH_ROWS = 1000
+
+
+def batch_rows(requested: int, columns: int, budget: int | None) -> int:
+    """Rows per ``fetchmany``: ``requested``, capped so a chunk of Python values stays within
+    its share of ``budget`` bytes (no cap without a budget).
+
+    >>> batch_rows(100_000, 10, 10**9)
+    62500
+    >>> batch_rows(100_000, 10, None)
+    100000
+    """
+    if budget is None:
+        return requested
+    return max(min(MIN_BATCH_ROWS, requested), min(requested, budget // BATCH_SHARE // (VALUE_BYTES * max(1, columns))))
+
+
+def _duckdb_budget(budget: int) -> list[str]:
+    from feature_layer.offline.budget import embedded_duckdb_limit
+
+    return [f"SET memory_limit = '{embedded_duckdb_limit(budget)}B'"]
+
+
+def _postgres_budget(budget: int) -> list[str]:
+    from feature_layer.offline.budget import postgres_session_settings
+
+    return [f"SET {name} = '{value}'" for name, value in postgres_session_settings(budget).items()]
+
+
+BUDGET_SETTINGS: dict[str, Callable[[int], list[str]]] = {"duckdb": _duckdb_budget, "postgres": _postgres_budget}
+"""Per adapter type, the session statements that apply ``offline.memory_limit`` (the same split
+as the native engines'); other warehouses size their memory on the server."""
 
 
 @dataclasses.dataclass
@@ -80,6 +128,17 @@ class _Flags:
         self.PROJECT_DIR = str(project_dir) if project_dir is not None else None  # noqa: N815
 
 
+def _default_dbt_flags() -> None:
+    """dbt's global flags at their defaults, unless a dbt command in this process set them: dbt's
+    Profile reads them (``LOG_CACHE_EVENTS``), and a process that never ran dbt has none."""
+    from argparse import Namespace
+
+    from dbt.flags import get_flags, set_from_args
+
+    if not hasattr(get_flags(), "LOG_CACHE_EVENTS"):
+        set_from_args(Namespace(), None)
+
+
 def dbt_credentials(settings: Any) -> Any:
     """The dbt ``Credentials`` of a target, rendered by dbt itself.
 
@@ -91,6 +150,7 @@ def dbt_credentials(settings: Any) -> Any:
         from dbt_common.context import set_invocation_context
 
         set_invocation_context(os.environ)  # env_var reads the invocation's environment
+        _default_dbt_flags()
         from dbt.config.profile import Profile
         from dbt.config.renderer import ProfileRenderer
 
@@ -247,7 +307,7 @@ class GenericEngine(Engine):
     """
 
     def __init__(self, adapter: Any, *, adapter_type: str, target: str | None = None, schema: str | None = None,
-                 use_cursor: bool | None = None) -> None:
+                 use_cursor: bool | None = None, memory_limit: int | None = None) -> None:
         from feature_layer.sql.dialects import dialect_for_adapter
 
         self._adapter = adapter
@@ -259,8 +319,13 @@ class GenericEngine(Engine):
         self._conn = self._open_connection()
         handle = self._conn.handle
         self._use_cursor = hasattr(handle, "cursor") if use_cursor is None else use_cursor
+        self.memory_limit = memory_limit
+        """``offline.memory_limit`` in bytes (None: no cap on a fetched chunk)."""
         if adapter_type in SESSION_UTC:
             self.execute(SESSION_UTC[adapter_type])
+        if memory_limit is not None:
+            for statement in BUDGET_SETTINGS.get(adapter_type, lambda _: [])(memory_limit):
+                self.execute(statement)
 
     @classmethod
     def from_settings(cls, settings: Any, *, use_cursor: bool | None = None) -> GenericEngine:
@@ -273,7 +338,7 @@ class GenericEngine(Engine):
                                 target_name=settings.target)
         adapter = plugin.adapter(config, multiprocessing.get_context("spawn"))
         return cls(adapter, adapter_type=settings.type, target=settings.target, schema=settings.schema,
-                   use_cursor=use_cursor)
+                   use_cursor=use_cursor, memory_limit=settings.memory_limit)
 
     # -- the connection ------------------------------------------------------------------------
     def _open_connection(self) -> Any:
@@ -324,17 +389,70 @@ class GenericEngine(Engine):
                 return None
             names = list(table.column_names)
             return _to_arrow(names, [_agate_values(c) for c in table.columns], [None] * len(names))
+        if fetch:
+            batches = list(self._batches(sql, 100_000))
+            if not batches:
+                return None
+            if len(batches) == 1:
+                return batches[0]
+            return pa.concat_tables(batches, promote_options="default")
         # Cursors are left open, as dbt's own ``add_query`` does: dbt-duckdb hands out one
         # shared cursor per connection, and closing it would close the connection.
-        cursor = self._conn.handle.cursor()
-        cursor.execute(sql)
-        if not fetch or not cursor.description:
-            self._commit()
-            return None
-        description = list(cursor.description)
-        rows = cursor.fetchall()
+        self._conn.handle.cursor().execute(sql)
         self._commit()
-        return self._rows(description, rows)
+        return None
+
+    def _streaming_cursor(self) -> tuple[Any, bool]:
+        """(a cursor whose ``fetchmany`` reads from the server as it goes, whether to close it).
+
+        psycopg2's plain cursor receives the whole result at ``execute``: a named cursor (``DECLARE
+        … CURSOR WITH HOLD``: commits of other statements on the connection leave it open) streams.
+        """
+        handle = self._conn.handle
+        if type(handle).__module__.split(".")[0] == "psycopg2":
+            cursor = handle.cursor(name=f"fl_cursor_{uuid.uuid4().hex[:12]}", withhold=True)
+            return cursor, True
+        return handle.cursor(), False
+
+    def _batches(self, sql: str, batch_size: int) -> Iterator[pa.Table]:
+        """The rows of ``sql`` as Arrow tables of at most :func:`batch_rows` rows each (one empty,
+        typed table for an empty result; none for a statement without rows).
+
+        Driver errors propagate as they are (the callers map them to WarehouseError).
+        """
+        cursor, owned = self._streaming_cursor()
+        try:
+            cursor.execute(sql)
+            # A named psycopg2 cursor describes its rows only once the first are fetched.
+            rows = cursor.fetchmany(min(batch_size, MIN_BATCH_ROWS)) if owned else None
+            if cursor.description is None:
+                return
+            description = list(cursor.description)
+            size = batch_rows(batch_size, len(description), self.memory_limit)
+            if rows is None:
+                rows = cursor.fetchmany(size)
+            more = bool(rows)
+            table = self._rows(description, rows)
+            del rows  # the Python values go before the next chunk arrives
+            yield table
+            while more:
+                rows = cursor.fetchmany(size)
+                more = bool(rows)
+                if more:
+                    table = self._rows(description, rows)
+                    del rows
+                    yield table
+            if owned:
+                cursor.close()
+                owned = False
+            self._commit()
+        finally:
+            if owned and not cursor.closed:
+                try:
+                    cursor.close()
+                    self._conn.handle.rollback()
+                except Exception:  # noqa: BLE001, S110 - the connection is gone: the error in flight says why
+                    pass
 
     def _rows(self, description: list[Any], rows: list[Any]) -> pa.Table:
         names = [d[0] for d in description]
@@ -359,21 +477,15 @@ class GenericEngine(Engine):
         if not self._use_cursor:
             yield from self.fetch_arrow(sql).to_batches(batch_size)
             return
-        cursor = self._conn.handle.cursor()
-        try:
-            cursor.execute(sql)
-            description = list(cursor.description or [])
-        except Exception as exc:  # noqa: BLE001
-            raise self._failure("run a query", sql, exc) from exc
+        batches = self._batches(sql, batch_size)
         while True:
             try:
-                rows = cursor.fetchmany(batch_size)
-            except Exception as exc:  # noqa: BLE001
+                table = next(batches, None)
+            except Exception as exc:  # noqa: BLE001 - every driver's errors: mapped by what happened
                 raise self._failure("stream a query", sql, exc) from exc
-            if not rows:
+            if table is None:
                 break
-            yield from self._rows(description, rows).to_batches()
-        self._commit()
+            yield from table.to_batches()
 
     def execute(self, sql: str | exp.Expression) -> None:
         text = self.render(sql)

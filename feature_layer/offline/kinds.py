@@ -22,6 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from feature_layer.errors import ConfigError
+from feature_layer.offline.budget import (  # noqa: F401 - re-exported
+    EMBEDDED_SHARE,
+    PG_WORK_MEM_PARTS,
+    embedded_duckdb_limit,
+    postgres_session_settings,
+)
 
 if TYPE_CHECKING:
     from feature_layer.offline.engine import Engine
@@ -29,6 +35,48 @@ if TYPE_CHECKING:
 ENGINE_CHOICES = ("auto", "generic")
 """``offline.engine`` in feature_layer.yml: ``auto`` (the native engine where the adapter has
 one, else generic) or ``generic`` (the dbt adapter's connection for every target)."""
+
+
+REPLACE_STRATEGIES = ("create_or_replace", "rename", "swap")
+"""How ``TrainingSet.to_table(replace=True)`` replaces a table:
+
+* ``create_or_replace``: one ``CREATE OR REPLACE TABLE … AS`` statement. Atomic: a failing query
+  leaves the old table as it was, and readers see the old table or the new one.
+* ``rename``: ``CREATE`` under a new name, then ``RENAME`` the old away, the new in, ``DROP`` the
+  old, all in one transaction (transactional DDL): as atomic as ``create_or_replace``.
+* ``swap``: ``CREATE`` under a new name (the old table stays readable while the new one is built,
+  and stays as it was if that fails), then ``DROP`` the old and ``RENAME`` the new in: between
+  those two metadata statements (milliseconds) the name is briefly absent.
+"""
+
+CONNECTION_COSTS = ("cheap", "moderate", "expensive")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do; each flag decides one behaviour (docs/scale.md, "Engine flags")."""
+
+    replace: str
+    """:data:`REPLACE_STRATEGIES`: how ``to_table(replace=True)`` swaps a table in."""
+    temp_tables: bool
+    """Uploaded entity rows are staged in a session temporary table (``register_arrow``);
+    without temporary tables they are inlined in the query as ``VALUES`` (at most
+    :data:`feature_layer.offline.entity.INLINE_ROWS` rows)."""
+    connection_cost: str
+    """:data:`CONNECTION_COSTS`. ``cheap`` (in-process): the engine factory opens a new engine
+    for each use; ``moderate`` (a network round trip or two) and ``expensive`` (a JVM, a remote
+    session): the factory keeps closed engines idle and hands them out again (``moderate`` ones
+    for at most ``engines.IDLE_SECONDS``, so the server does not drop them first)."""
+
+    @property
+    def atomic_replace(self) -> bool:
+        """Readers of a replaced table never find the name missing."""
+        return self.replace != "swap"
+
+    @property
+    def pooled(self) -> bool:
+        """The engine factory reuses idle engines of this kind."""
+        return self.connection_cost != "cheap"
 
 
 @dataclass(frozen=True)
@@ -40,19 +88,12 @@ class EngineKind:
     """(target, rendered profile output, project folder) → WarehouseSettings fields."""
     open: Callable[[Any], Engine]
     """WarehouseSettings → an open engine (imports its driver only now)."""
-    native_arrow: bool
-    """Results arrive as Arrow from the driver (no Python object per value)."""
-    asof: bool
-    """The engine has ASOF JOIN (the point-in-time ``asof`` formulation runs there)."""
-    atomic_replace: bool
-    """``to_table(replace=True)`` swaps the table in one step (a failure keeps the old one)."""
-    temp_tables: bool
-    """Uploaded entity rows live in session temporary tables (gone with the connection)."""
-    connection_cost: str
-    """``cheap`` (in-process), ``moderate`` (a network round trip or two), ``expensive``
-    (a JVM or a remote session): how freely a second connection may be opened."""
-    memory_limit: bool
-    """``offline.memory_limit`` is applied to this engine (otherwise it is ignored)."""
+    capabilities: Capabilities
+    """What this kind can do (the generic kind: per adapter, :func:`generic_capabilities`)."""
+
+    def capabilities_for(self, adapter_type: str) -> Capabilities:
+        """This kind's capabilities on a target of ``adapter_type``."""
+        return generic_capabilities(adapter_type) if self.name == "generic" else self.capabilities
 
 
 # ----------------------------------------------------------------------------- DuckDB
@@ -108,17 +149,6 @@ def default_duckdb_memory_limit() -> int:
     return min(DUCKDB_DEFAULT_LIMIT_CAP, physical // 2)
 
 
-EMBEDDED_SHARE = 0.6
-"""The share of ``offline.memory_limit`` the embedded DuckDB gets as its own ``memory_limit``:
-DuckDB runs inside this process, so the budget also has to hold the Python side (the batch in
-flight, its encoded keys and values, the key hashes a run keeps, the Redis client's buffers)."""
-
-
-def embedded_duckdb_limit(budget: int) -> int:
-    """DuckDB's ``memory_limit`` for a process budget of ``budget`` bytes (:data:`EMBEDDED_SHARE`)."""
-    return int(budget * EMBEDDED_SHARE)
-
-
 def _open_duckdb(settings: Any) -> Engine:
     from feature_layer.offline.engine import DuckDBEngine
 
@@ -144,8 +174,10 @@ def _postgres_fields(target: str, out: Mapping[str, Any], project_dir: Path) -> 
 def _open_postgres(settings: Any) -> Engine:
     from feature_layer.offline.engine import PostgresEngine
 
+    session = postgres_session_settings(settings.memory_limit) if settings.memory_limit else None
     return PostgresEngine(host=settings.host, port=settings.port, user=settings.user, password=settings.password,
-                          dbname=settings.dbname, schema=settings.schema, target=settings.target)
+                          dbname=settings.dbname, schema=settings.schema, target=settings.target,
+                          session_settings=session)
 
 
 # ----------------------------------------------------------------------------- Spark
@@ -157,7 +189,12 @@ def _spark_fields(target: str, out: Mapping[str, Any], project_dir: Path) -> dic
 
 def spark_conf(settings: Any) -> dict[str, str]:
     """The Spark settings of a target, with ``offline.memory_limit`` as the driver's memory
-    (``spark.driver.memory``, read when this process starts the JVM) unless the profile sets it."""
+    (``spark.driver.memory``, read when this process starts the JVM) unless the profile sets it.
+
+    Only the driver's: in ``local[…]`` mode the executors run in the driver's JVM, so this is the
+    whole engine's heap; on a cluster the executors are sized by the cluster. (pyspark's Arrow
+    path collects a result in the driver, so a stream there is bounded by the result: size the
+    driver for the largest ``to_arrow`` or materialized view.)"""
     conf = dict(settings.options)
     if settings.memory_limit and "spark.driver.memory" not in conf:
         conf["spark.driver.memory"] = f"{max(1, settings.memory_limit // 2**20)}m"
@@ -213,18 +250,42 @@ def _open_generic(settings: Any) -> Engine:
 
 
 # ----------------------------------------------------------------------------- the table
+DUCKDB = Capabilities(replace="create_or_replace", temp_tables=True, connection_cost="cheap")
+POSTGRES = Capabilities(replace="rename", temp_tables=True, connection_cost="moderate")
+SPARK = Capabilities(replace="swap", temp_tables=True, connection_cost="expensive")  # temp views
+
 NATIVE_KINDS: dict[str, EngineKind] = {
-    "duckdb": EngineKind("duckdb", _duckdb_fields, _open_duckdb, native_arrow=True, asof=True,
-                         atomic_replace=True, temp_tables=True, connection_cost="cheap", memory_limit=True),
-    "postgres": EngineKind("postgres", _postgres_fields, _open_postgres, native_arrow=True, asof=False,
-                           atomic_replace=True, temp_tables=True, connection_cost="moderate", memory_limit=False),
-    "spark": EngineKind("spark", _spark_fields, _open_spark, native_arrow=True, asof=False,
-                        atomic_replace=False, temp_tables=True, connection_cost="expensive", memory_limit=True),
+    "duckdb": EngineKind("duckdb", _duckdb_fields, _open_duckdb, DUCKDB),
+    "postgres": EngineKind("postgres", _postgres_fields, _open_postgres, POSTGRES),
+    "spark": EngineKind("spark", _spark_fields, _open_spark, SPARK),
 }
 """Adapter type (profiles.yml ``type:``) → its native engine kind."""
 
-GENERIC = EngineKind("generic", _generic_fields, _open_generic, native_arrow=False, asof=False,
-                     atomic_replace=False, temp_tables=True, connection_cost="moderate", memory_limit=False)
+GENERIC_DEFAULT = Capabilities(replace="swap", temp_tables=True, connection_cost="moderate")
+"""An adapter not in :data:`GENERIC_CAPABILITIES`: no assumption of an atomic replace."""
+
+GENERIC_CAPABILITIES: dict[str, Capabilities] = {
+    "duckdb": Capabilities(replace="create_or_replace", temp_tables=True, connection_cost="moderate"),
+    "postgres": POSTGRES,
+    "redshift": Capabilities(replace="rename", temp_tables=True, connection_cost="moderate"),
+    "snowflake": Capabilities(replace="create_or_replace", temp_tables=True, connection_cost="expensive"),
+    "bigquery": Capabilities(replace="create_or_replace", temp_tables=False, connection_cost="expensive"),
+    "databricks": Capabilities(replace="create_or_replace", temp_tables=False, connection_cost="expensive"),
+    "spark": Capabilities(replace="swap", temp_tables=False, connection_cost="expensive"),
+    "trino": Capabilities(replace="swap", temp_tables=False, connection_cost="moderate"),
+}
+"""The generic engine's capabilities per adapter type: what the warehouse's SQL allows through a
+dbt connection (BigQuery has temporary tables only inside scripts; Spark and Databricks have
+temporary views but no ``CREATE TEMPORARY TABLE``; Trino's connectors mostly have neither; Delta,
+BigQuery and Snowflake have an atomic ``CREATE OR REPLACE TABLE``)."""
+
+
+def generic_capabilities(adapter_type: str) -> Capabilities:
+    """The generic engine's capabilities on a target of ``adapter_type``."""
+    return GENERIC_CAPABILITIES.get(adapter_type, GENERIC_DEFAULT)
+
+
+GENERIC = EngineKind("generic", _generic_fields, _open_generic, GENERIC_DEFAULT)
 """Any other dbt adapter, through its own connection: rows come back as Python values."""
 
 ENGINE_KINDS: dict[str, EngineKind] = {**NATIVE_KINDS, "generic": GENERIC}
@@ -236,6 +297,17 @@ def kind_for(adapter_type: str, engine: str | None = None) -> EngineKind:
     if engine == "generic":
         return GENERIC
     return NATIVE_KINDS.get(adapter_type, GENERIC)
+
+
+def capabilities_of(engine: Any) -> Capabilities:
+    """The capabilities of an open engine: those its opener gave it (``engines.connect``), else
+    its dialect's native kind's (an engine built directly, e.g. ``DuckDBEngine(path)``)."""
+    given = getattr(engine, "capabilities", None)
+    if isinstance(given, Capabilities):
+        return given
+    dialect = getattr(engine, "dialect", "")
+    native = NATIVE_KINDS.get(dialect)
+    return native.capabilities if native is not None else generic_capabilities(dialect)
 
 
 # ----------------------------------------------------------------------------- memory sizes
@@ -254,7 +326,7 @@ def parse_memory_limit(value: Any, where: str) -> int:
     >>> parse_memory_limit("512MiB", "offline.memory_limit")
     536870912
     """
-    fix = "write a size with its unit and no space, e.g. `memory_limit: 1GB` (or 512MB, 2GiB); at least 64MB."
+    fix = "write a size with its unit and no space, e.g. `memory_limit: 1GB` (or 512MB, 2GiB); at least 64MiB."
     if isinstance(value, bool) or not isinstance(value, str):
         raise ConfigError(f"{where} is {value!r}, not a size.", fix=fix)
     match = _SIZE.fullmatch(value.strip())
@@ -263,5 +335,5 @@ def parse_memory_limit(value: Any, where: str) -> int:
         raise ConfigError(f"{where} is {value!r}, which is not a size{hint}.", fix=fix)
     size = int(float(match["number"]) * _UNITS[match["unit"].lower()])
     if size < MIN_MEMORY_LIMIT:
-        raise ConfigError(f"{where} is {value!r}, below the 64MB an engine needs to run at all.", fix=fix)
+        raise ConfigError(f"{where} is {value!r}, below the 64MiB an engine needs to run at all.", fix=fix)
     return size

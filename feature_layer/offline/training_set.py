@@ -17,6 +17,7 @@ from sqlglot import exp
 
 from feature_layer.errors import FeatureLayerError, InputError
 from feature_layer.offline.entity import PreparedEntities, prepare_entities, warehouse_schemas
+from feature_layer.offline.pushed import PushedRows, stage_pushed
 from feature_layer.registry.join_keys import with_join_key_map
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.sql.dialects import capabilities
@@ -47,11 +48,13 @@ class TrainingSet:
         outputs: Sequence[ViewOutputs],
         *,
         strategy: str | None = None,
+        pushed: PushedRows | None = None,
     ) -> None:
         self._engine = engine
         self._entities = entities
         self.outputs = tuple(outputs)
         self._strategy = strategy
+        self._pushed = pushed or PushedRows()
         self.on_arrow: Any = None
         """Called with (self, table) after ``to_arrow``: ``get_training_set`` records statistics."""
 
@@ -69,7 +72,10 @@ class TrainingSet:
         """The query as a sqlglot tree for ``dialect`` (default: the engine's)."""
         dialect = dialect or self._engine.dialect
         strategy = self._strategy if dialect == self._engine.dialect else None
-        return build_training_set_query(self._entities.spine, self.outputs, dialect, strategy=strategy)
+        tree = build_training_set_query(self._entities.spine, self.outputs, dialect, strategy=strategy)
+        if dialect == self._engine.dialect:  # the uploaded push logs exist in the engine's session only
+            tree = self._pushed.apply(tree)
+        return tree
 
     def sql(self, dialect: str | None = None, *, pretty: bool = True) -> str:
         """The SQL that computes this training set, in ``dialect`` (default: the engine's)."""
@@ -164,49 +170,26 @@ class TrainingSet:
         """Create warehouse table ``name`` from the training set without pulling rows into Python.
 
         With an in-memory entity dataframe, the table is created in the same session that holds
-        the uploaded entity rows. With ``replace``, an existing table is replaced atomically: if
-        the query fails, the previous table is left as it was. Returns the table name as given.
+        the uploaded entity rows. With ``replace``, an existing table is replaced the way the
+        engine's ``replace`` capability says (``offline.kinds.REPLACE_STRATEGIES``): in every
+        strategy a failing query leaves the previous table as it was. Returns the name as given.
         """
-        dialect = self._engine.dialect
-        table = _output_table(name, dialect)
+        from feature_layer.offline.replace import replace_table
+
+        table = _output_table(name, self._engine.dialect)
         for part in ("this", "db", "catalog"):
             node = table.args.get(part)
             if isinstance(node, exp.Identifier):
                 node.set("quoted", True)
-        if not replace:
+        if replace:
+            replace_table(self._engine, table, self.expression())
+        else:
             self._engine.execute(exp.Create(this=table, kind="TABLE", expression=self.expression()))
-        elif dialect == "postgres":
-            self._replace_postgres_table(table)
-        elif hasattr(self._engine, "replace_table"):  # no atomic CREATE OR REPLACE … AS (Spark)
-            self._engine.replace_table(table, self.expression())
-        else:  # DuckDB and the rest: one statement, atomic
-            self._engine.execute(exp.Create(this=table, kind="TABLE", expression=self.expression(), replace=True))
         return name
 
-    def _replace_postgres_table(self, table: exp.Table) -> None:
-        """CREATE under a temporary name, then swap with renames, in one transaction."""
-        import uuid
-
-        dialect = self._engine.dialect
-        suffix = uuid.uuid4().hex[:8]
-        staging = table.copy()
-        staging.set("this", exp.to_identifier(f"__fl_new_{suffix}", quoted=True))
-        old_name = exp.to_identifier(f"__fl_old_{suffix}", quoted=True).sql(dialect=dialect)
-        new_name = exp.to_identifier(table.name, quoted=True).sql(dialect=dialect)
-        old = table.copy()
-        old.set("this", exp.to_identifier(f"__fl_old_{suffix}", quoted=True))
-        create = exp.Create(this=staging, kind="TABLE", expression=self.expression()).sql(dialect=dialect)
-        target = table.sql(dialect=dialect)
-        # One execute: psycopg2 runs the statements in one transaction and commits once.
-        self._engine.execute(
-            f"{create};\n"
-            f"ALTER TABLE IF EXISTS {target} RENAME TO {old_name};\n"
-            f"ALTER TABLE {staging.sql(dialect=dialect)} RENAME TO {new_name};\n"
-            f"DROP TABLE IF EXISTS {old.sql(dialect=dialect)}"
-        )
-
     def close(self) -> None:
-        """Drop the uploaded entity rows from the warehouse session."""
+        """Drop the uploaded entity rows (and push logs) from the warehouse session."""
+        self._pushed.close()
         if self._entities.registered:
             self._engine.unregister(self._entities.registered)
             self._entities.registered = None
@@ -275,19 +258,24 @@ def build_training_set(
     full_feature_names: bool = False,
     timestamp_column: str | None = None,
     strategy: str | None = None,
+    push_log: Path | None = None,
 ) -> TrainingSet:
     """A training set from feature views already resolved (the registry-free core).
 
     Validation happens here, eagerly, so a bad entity dataframe fails before any query runs.
+    ``push_log``: the folder of the views' offline push logs (``feature_layer.offline.pushed``).
     """
     items = list(requested.items()) if isinstance(requested, Mapping) else list(requested)
     if not items or not any(features for _, features in items):
         raise InputError("No features were requested.", fix="pass features=['view.feature', …] or service=….")
     views = [view for view, features in items if features]
     entities = prepare_entities(engine, entity_df, views, timestamp_column=timestamp_column)
+    pushed = PushedRows()
     try:
+        pushed = stage_pushed(engine, views, push_log)
         tz_views, conversions = warehouse_types(engine, items)
         indexed, unique = event_indexes(engine, views) if strategy is None else (set(), set())
+        indexed, unique = indexed - pushed.views, unique - pushed.views  # the union has no index
         outputs = plan_outputs(
             items,
             entity_columns=entities.columns,
@@ -298,10 +286,11 @@ def build_training_set(
             unique_event_views=unique,
         )
     except FeatureLayerError:
+        pushed.close()
         if entities.registered:
             engine.unregister(entities.registered)
         raise
-    return TrainingSet(engine, entities, outputs, strategy=strategy)
+    return TrainingSet(engine, entities, outputs, strategy=strategy, pushed=pushed)
 
 
 def _offsets(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatch, int]]:
@@ -446,6 +435,7 @@ def get_training_set(
         requested,
         full_feature_names=full_feature_names,
         timestamp_column=timestamp_column,
+        push_log=parts.push_log,
     )
     from feature_layer.online.statistics import record_training_statistics
 

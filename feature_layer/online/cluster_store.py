@@ -57,6 +57,7 @@ from redis.retry import Retry
 from feature_layer.config import OnlineStoreSettings
 from feature_layer.errors import OnlineStoreError
 from feature_layer.online.encoding import EncodedBatch
+from feature_layer.online.redis_connect import tls_files
 from feature_layer.online.redis_store import _SCRIPT, RedisOnlineStore, _bulk, _bulk_block, _fixed_block, _glob_escape
 from feature_layer.online.store import RunFence, WriteCounts, Writer
 
@@ -160,15 +161,13 @@ class RedisClusterOnlineStore(RedisOnlineStore):
             options["username"] = settings.username
         if settings.password:
             options["password"] = settings.password
-        location = "redis-cluster://" + ",".join(settings.startup_nodes)
+        if settings.tls:  # every node over TLS, with the files a single rediss:// Redis takes
+            options.update(ssl=True, **tls_files(settings))
+        location = ("rediss-cluster://" if settings.tls else "redis-cluster://") + ",".join(settings.startup_nodes)
         try:
             client = RedisCluster(startup_nodes=nodes, **options)
         except (RedisError, RedisClusterException) as exc:
-            raise OnlineStoreError(
-                f"Could not reach the Redis Cluster at {location}: {exc}.",
-                fix="start the cluster or correct online_store.startup_nodes / the redis+cluster:// URL "
-                "(any one reachable node is enough; list several so one being down does not matter).",
-            ) from exc
+            raise _unreachable(location, exc, settings.tls) from exc
         return cls(
             client,
             namespace,
@@ -485,6 +484,26 @@ class RedisClusterOnlineStore(RedisOnlineStore):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _unreachable(location: str, exc: Exception, tls: bool) -> OnlineStoreError:
+    """The error for a cluster no startup node answered: TLS failures get the TLS fix."""
+    import ssl
+
+    causes, seen = [], exc.__context__ or exc.__cause__
+    while seen is not None and len(causes) < 10:
+        causes.append(seen)
+        seen = seen.__context__ or seen.__cause__
+    text = f"{exc} {' '.join(str(c) for c in causes)}"
+    if "SSL" in text or any(isinstance(c, ssl.SSLError) for c in causes):
+        fix = ("for a TLS cluster use rediss+cluster:// with online_store.ssl_ca_certs set to the CA that signed the "
+               "nodes' certificates (and ssl_certfile / ssl_keyfile if they want client certificates); for a "
+               "plain-text cluster use redis+cluster://.")
+    else:
+        scheme = "rediss+cluster" if tls else "redis+cluster"
+        fix = (f"start the cluster or correct online_store.startup_nodes / the {scheme}:// URL "
+               "(any one reachable node is enough; list several so one being down does not matter).")
+    return OnlineStoreError(f"Could not reach the Redis Cluster at {location}: {' '.join(text.split())}.", fix=fix)
 
 
 def _host_port(text: str) -> tuple[str, int]:

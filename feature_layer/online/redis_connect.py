@@ -186,6 +186,13 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def tls_files(settings: OnlineStoreSettings) -> dict[str, str]:
+    """redis-py's ``ssl_ca_certs`` / ``ssl_certfile`` / ``ssl_keyfile`` options of ``settings`` (the
+    files config resolved and checked), for a single Redis and for every node of a cluster."""
+    keys = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+    return {key: str(getattr(settings, key)) for key in keys if getattr(settings, key) is not None}
+
+
 def redis_client(settings: OnlineStoreSettings) -> tuple[redis.Redis, RetryPolicy, str]:
     """A client for ``settings``, its retry policy, and the location to name in messages.
 
@@ -206,9 +213,7 @@ def redis_client(settings: OnlineStoreSettings) -> tuple[redis.Redis, RetryPolic
     tls = url.startswith("rediss://")
     if tls:
         options["connection_class"] = TLSConnection
-        for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
-            if getattr(settings, key) is not None:
-                options[key] = str(getattr(settings, key))
+        options.update(tls_files(settings))
     client = redis.Redis.from_url(url, **options)
     kw = client.connection_pool.connection_kwargs
     location = (

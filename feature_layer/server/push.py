@@ -60,6 +60,5 @@ async def push(request: Request) -> Response:
     view, rows = _parse(payload, parts.registry())
     from feature_layer.stream.push import push_rows
 
-    log_dir = state.project_dir / "data" / "push" if state.project_dir is not None else None
-    result = await asyncio.to_thread(push_rows, parts, view, rows, log_dir=log_dir)
+    result = await asyncio.to_thread(push_rows, parts, view, rows, log_dir=parts.push_log)
     return json_response(result.to_dict())

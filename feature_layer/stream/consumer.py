@@ -22,6 +22,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,9 @@ from feature_layer.stream.events import type_events
 from feature_layer.stream.pipeline import StreamPipeline, lag_ms
 
 log = logging.getLogger("feature_layer.stream")
+
+_WINDOW = 10_000
+"""Latency samples kept between two progress reports (and in ``StreamCounters.latencies_ms``)."""
 
 
 @dataclass
@@ -90,7 +94,7 @@ class StreamConsumer:
         self._client = redis_client
         self._stop = threading.Event()
         self._claimed = False
-        self._window: list[float] = []
+        self._window: deque[float] = deque(maxlen=_WINDOW)
         self._window_events = 0
         self._window_started = time.monotonic()
 
@@ -172,10 +176,10 @@ class StreamConsumer:
         self.counters.rejected += len(typed.rejected)
         self.counters.late += outcome.late
         self.counters.values_written += outcome.written
-        if typed.entry_ids:
-            lat = lag_ms([_text(e) for e in typed.entry_ids], done_ms)
-            self._window += lat[:: max(1, len(lat) // 200)].tolist()
-            self.counters.latencies_ms = self._window[-10_000:]
+        if typed.entry_ids:  # ~200 samples per batch, at most _WINDOW kept: memory stays flat
+            sampled = typed.entry_ids[:: max(1, len(typed.entry_ids) // 200)]
+            self._window.extend(lag_ms(sampled, done_ms).tolist())
+            self.counters.latencies_ms = list(self._window)
         self._window_events += len(entries)
 
     def _report(self, force: bool = False) -> None:
@@ -194,7 +198,7 @@ class StreamConsumer:
                  self._window_events, elapsed, self._window_events / max(elapsed, 1e-9), self.counters.lag,
                  np.nanpercentile(lat, 50), np.nanpercentile(lat, 99), self.counters.values_written,
                  self.counters.rejected, self.counters.duplicates, self.pipeline.buffered)
-        self._window = []
+        self._window.clear()
         self._window_events = 0
         self._window_started = time.monotonic()
 

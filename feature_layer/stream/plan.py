@@ -456,15 +456,16 @@ def local_name(node: DbtNode) -> str:
     return f"__fl_m_{re.sub(r'[^0-9A-Za-z_]', '_', node.name)}"
 
 
-def rewrite_model(plan: StreamPlan, node: DbtNode, input_table: str = INPUT_TABLE) -> exp.Expression:
+def rewrite_model(plan: StreamPlan, node: DbtNode, input_table: str = INPUT_TABLE, suffix: str = "") -> exp.Expression:
     """``node``'s compiled SQL with the source as ``input_table`` and every other relation as its
-    local copy (path models and dimension tables), as a DuckDB tree."""
+    local copy (path models, named ``local_name(model) + suffix``, and dimension tables), as a DuckDB tree."""
     tree = parse_sql(node, plan.dialect)
     locals_: dict[str, str] = {}
+    on_path = {m.unique_id for m in plan.models}
     for other in (*plan.models, *plan.dimensions):
         for key in _relation_keys(other):
             if "." in key:  # schema.identifier at least: a bare name could be a CTE
-                locals_[key] = local_name(other)
+                locals_[key] = local_name(other) + (suffix if other.unique_id in on_path else "")
 
     def swap(table: exp.Expression) -> exp.Expression:
         if not isinstance(table, exp.Table) or isinstance(table.parent, (exp.Column,)):

@@ -7,8 +7,8 @@ types must fit the features' types. Rows are validated all together first — on
 the whole push, naming the row, the column and the fix — then appended to the view's offline log
 (Parquet files ``<project>/data/push/<view>/push-*.parquet``, written under a temporary name, then
 renamed), then written to the online store with the rule materialization uses (an older value never
-replaces a newer one). Training sets read the view's warehouse table: they see pushed values once a
-dbt model reads the offline log (a source over that glob) — that wiring is the project's.
+replaces a newer one). Training sets read the offline log beside the view's warehouse table
+(``feature_layer.offline.pushed``), so they see pushed values at their event times.
 """
 
 from __future__ import annotations
