@@ -68,8 +68,8 @@ def setup(base: Path, rows: int) -> tuple[Path, object, str]:
         run_dbt(["build"], project, target="duckdb", quiet=True)
     (project / "feature_layer.yml").write_text(json.dumps({
         "online_store": {"type": "redis", "url": server.url},
-        "streams": {"raw.transactions": {"url": server.url, "stream": "payments", "batch_size": 5000,
-                                         "block_ms": 50}},
+        "streams": {"raw.transactions": {"url": server.url, "stream": "payments", "batch_size": 20000,
+                                         "block_ms": 50, "buffer_rows": 20_000_000}},
     }))
     from feature_layer.client import FeatureStore
 

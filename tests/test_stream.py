@@ -376,3 +376,26 @@ def test_a_failed_landing_acknowledges_nothing_and_the_retry_lands_the_events(pr
     assert retried.new == 30 and retried.duplicates == 0 and retried.landed is not None
     assert sorted(pq.read_table(retried.landed).column("transaction_id").to_pylist()) == list(
         range(8_100_000_000, 8_100_000_030))
+
+
+def test_event_log_history_is_every_landed_row_of_the_keys(project: StreamProject) -> None:
+    """``FileEventLog.history`` (the pipeline's only way to read history) against a brute-force read of
+    every file of the glob with pyarrow."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from feature_layer.stream.landing import FileEventLog
+    from feature_layer.stream.plan import plan_stream
+
+    with project.store() as store:
+        plan, _ = plan_stream(store.registry, store.registry.view("user_transaction_features"), store.registry.dialect)
+        assert plan is not None
+        event_log = FileEventLog(plan.source.location, project.path)
+    everything = pa.concat_tables([pq.read_table(f).cast(event_log.schema()) for f in event_log.files()])
+    users = everything.column("user_id").unique().slice(0, 7)
+    keys = pa.table({"user_id": pa.concat_arrays([users, pa.array([-1], users.type)])})  # -1: no history
+    want = everything.filter(pc.is_in(everything.column("user_id"), users)).sort_by("transaction_id")
+    got = event_log.history(keys).sort_by("transaction_id")
+    assert got.num_rows > 7 and got.schema == event_log.schema() and got.equals(want)
+    assert event_log.history(None).num_rows == everything.num_rows == event_log.row_count()
+    assert event_log.history(keys.slice(0, 0)).num_rows == 0

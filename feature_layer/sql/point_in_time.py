@@ -73,6 +73,11 @@ class EntitySpine:
     tz_aware: bool = False
     """The timestamp column is time-zone-aware (``timestamptz``): it is converted to naive UTC
     explicitly, never with a cast that depends on the session time zone."""
+    row_locator: str | None = None
+    """A system column of the source table whose order is the order a scan reads its rows
+    (PostgreSQL's ``ctid`` on a plain heap table, from the catalog). Where the spine is read once
+    (no ``window`` view), the rows are ordered by it instead of a ``ROW_NUMBER() OVER ()``: the
+    same input order without the numbering pass, and a plain column the planner can sort early."""
 
     @property
     def as_of(self) -> str:
@@ -678,6 +683,7 @@ def build_training_set_query(
             spine,
             stable_numbering=entity_columns if numbered_here and not caps.materialized_cte else (),
             dialect=dialect,
+            scan_numbering=_scan_position(spine, numbered_here),
         ),
         materialized=True if numbered_here and caps.materialized_cte else None,
     )
@@ -723,6 +729,14 @@ def build_training_set_query(
     query = query.select(*projections).order_by(exp.Ordered(this=col(ROW, "s")))
     query = map_join_keys(query, outputs, _cte_name)  # ops2: mapped uses read renamed key columns
     return conform_feature_types(query, outputs, dialect)
+
+
+def _scan_position(spine: EntitySpine, numbered_here: bool) -> exp.Expression | None:
+    """The spine's own row locator (``EntitySpine.row_locator``) as its input position, where the
+    spine is read once and has no row-number column; else ``None`` (``ROW_NUMBER() OVER ()``)."""
+    if numbered_here or spine.row_number is not None or not spine.row_locator:
+        return None
+    return col(spine.row_locator, "src")
 
 
 def view_strategy(outputs: ViewOutputs, chosen: str, dialect: str | None, *, forced: bool = False) -> str:

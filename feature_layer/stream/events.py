@@ -89,11 +89,10 @@ def _one(value: str, dtype: pa.DataType) -> Any:
     raise ValueError(f"the source column type {dtype} cannot be sent as text")
 
 
-def _column(values: list[str | None], dtype: pa.DataType) -> tuple[pa.Array, dict[int, str]]:
-    """``values`` typed as ``dtype`` (vectorised), and the reason for each row that does not fit."""
+def _typed(text: pa.Array, dtype: pa.DataType) -> tuple[pa.Array, dict[int, str]]:
+    """``text`` typed as ``dtype`` (vectorised), and the reason for each row that does not fit."""
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-        return pa.array(values, dtype), {}
-    text = pa.array(values, pa.string())
+        return text.cast(dtype), {}
     try:
         if pa.types.is_boolean(dtype):
             lowered = pc.utf8_lower(pc.utf8_trim_whitespace(text))
@@ -114,7 +113,7 @@ def _column(values: list[str | None], dtype: pa.DataType) -> tuple[pa.Array, dic
         pass
     out: list[Any] = []
     bad: dict[int, str] = {}
-    for i, value in enumerate(values):
+    for i, value in enumerate(text.to_pylist()):
         if value is None:
             out.append(None)
             continue
@@ -124,6 +123,21 @@ def _column(values: list[str | None], dtype: pa.DataType) -> tuple[pa.Array, dic
             bad[i] = str(exc)
             out.append(None)
     return pa.array(out, dtype), bad
+
+
+def _as_bytes(raw: dict[Any, Any]) -> dict[bytes, bytes]:
+    """One entry's fields with bytes names and values (redis-py gives bytes; tests may give text)."""
+    return {(k if isinstance(k, bytes) else str(k).encode()): (v if isinstance(v, bytes) else str(v).encode())
+            for k, v in raw.items()}
+
+
+def _text_column(values: list[bytes | None]) -> pa.Array:
+    """Raw field values as UTF-8 text (invalid bytes replaced, as one by one decoding would)."""
+    raw = pa.array(values, pa.binary())
+    try:
+        return raw.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.array([None if v is None else v.decode("utf-8", "replace") for v in values], pa.string())
 
 
 def type_events(
@@ -137,32 +151,49 @@ def type_events(
     """Type stream ``entries`` ((id, fields) pairs as redis-py returns them) as ``schema``.
 
     ``required`` columns must be present and non-empty; ``latest_us``: events whose ``event_time``
-    is later (microseconds since the epoch, UTC) are rejected as being in the future.
+    is later (microseconds since the epoch, UTC) are rejected as being in the future. Vectorised:
+    the per-entry Python work is one set comparison and one dict lookup per column.
     """
     names = schema.names
-    known = set(names)
-    ids: list[str] = []
-    rows: list[dict[str, str]] = []
+    known = {n.encode(): n for n in names}
+    ids: list[Any] = []
+    rows: list[dict[bytes, bytes]] = []
     rejected: list[Rejected] = []
     for entry_id, raw in entries:
+        if raw and not isinstance(next(iter(raw)), bytes) or any(not isinstance(v, bytes) for v in raw.values()):
+            raw = _as_bytes(raw)
+        if raw.keys() <= known.keys():
+            ids.append(entry_id)
+            rows.append(raw)
+            continue
         fields = {_text(k): _text(v) for k, v in raw.items()}
-        unknown = sorted(set(fields) - known)
-        missing = [c for c in required if not fields.get(c, "").strip()]
-        if unknown:
-            rejected.append(Rejected(_text(entry_id), fields, f"unknown field(s) {', '.join(unknown)}; the source's "
-                                     f"columns are {', '.join(names)}"))
-        elif missing:
-            rejected.append(Rejected(_text(entry_id), fields, f"required field(s) {', '.join(missing)} missing or "
+        unknown = sorted(set(fields) - set(names))
+        rejected.append(Rejected(_text(entry_id), fields, f"unknown field(s) {', '.join(unknown)}; the source's "
+                                 f"columns are {', '.join(names)}"))
+    texts = {field.name: _text_column([r.get(key) for r in rows]) for key, field in zip(known, schema, strict=True)}
+    missing_any = np.zeros(len(rows), dtype=bool)
+    for column in required:
+        text = texts[column]
+        empty = pc.or_kleene(pc.is_null(text), pc.equal(pc.utf8_trim_whitespace(text), ""))
+        missing_any |= empty.to_numpy(zero_copy_only=False)
+    if missing_any.any():
+        for i in np.flatnonzero(missing_any).tolist():
+            fields = {_text(k): _text(v) for k, v in rows[i].items()}
+            missing = [c for c in required if not fields.get(c, "").strip()]
+            rejected.append(Rejected(_text(ids[i]), fields, f"required field(s) {', '.join(missing)} missing or "
                                      "empty (the event id, the join keys and the event time are required)"))
-        else:
-            ids.append(_text(entry_id))
-            rows.append(fields)
+        keep = ~missing_any
+        ids = [e for e, k in zip(ids, keep.tolist(), strict=True) if k]
+        rows = [r for r, k in zip(rows, keep.tolist(), strict=True) if k]
+        mask = pa.array(keep)
+        texts = {n: t.filter(mask) for n, t in texts.items()}
     columns: list[pa.Array] = []
     reasons: dict[int, list[str]] = {}
     for field in schema:
-        values = [r.get(field.name) for r in rows]
-        values = [None if v is None or (v == "" and not pa.types.is_string(field.type)) else v for v in values]
-        array, bad = _column(values, field.type)
+        text = texts[field.name]
+        if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)) and len(text):
+            text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+        array, bad = _typed(text, field.type)
         for i, why in bad.items():
             reasons.setdefault(i, []).append(f"{field.name}: {why}")
         columns.append(array)
@@ -176,10 +207,10 @@ def type_events(
         keep = np.ones(len(rows), dtype=bool)
         for i, why in sorted(reasons.items()):
             keep[i] = False
-            rejected.append(Rejected(ids[i], rows[i], "; ".join(why)))
+            rejected.append(Rejected(_text(ids[i]), {_text(k): _text(v) for k, v in rows[i].items()}, "; ".join(why)))
         table = table.filter(pa.array(keep))
         ids = [e for e, k in zip(ids, keep.tolist(), strict=True) if k]
-    return TypedBatch(table=table, entry_ids=ids, rejected=rejected)
+    return TypedBatch(table=table, entry_ids=[_text(e) for e in ids], rejected=rejected)
 
 
 def event_text(value: Any) -> str:

@@ -57,6 +57,32 @@ class FileEventLog:
         schema = pq.read_schema(files[0])
         return pa.schema([pa.field(f.name, f.type) for f in schema])
 
+    def row_count(self) -> int:
+        """Rows in the event log (from the Parquet footers): does it fit in the stream's history buffer?"""
+        return sum(pq.read_metadata(f).num_rows for f in self.files())
+
+    def history(self, keys: pa.Table | None) -> pa.Table:
+        """Every landed source row whose join keys are in ``keys`` (columns named like the source's),
+        typed like :meth:`schema`; ``keys=None``: every row (the stream's start-up load)."""
+        import duckdb
+
+        schema = self.schema()
+        if keys is not None and keys.num_rows == 0:
+            return schema.empty_table()
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute("SET threads = 1")
+            pattern = self.pattern.replace("'", "''")
+            sql = f"SELECT s.* FROM read_parquet('{pattern}') AS s"
+            if keys is not None:
+                con.register("__fl_keys", keys)
+                on = " AND ".join(f's."{k}" = k."{k}"' for k in keys.column_names)
+                sql += f" SEMI JOIN __fl_keys AS k ON {on}"
+            table = con.sql(sql).to_arrow_table()
+        finally:
+            con.close()
+        return table.select(schema.names).cast(schema)
+
     def file_for(self, first_id: str, last_id: str) -> Path:
         safe = re.sub(r"[^0-9A-Za-z_-]", "_", f"{first_id}-{last_id}")
         path = self.folder / f"{self._head}.stream-{safe}{self._tail}"

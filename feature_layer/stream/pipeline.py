@@ -1,26 +1,35 @@
 """One micro-batch: typed events in, latest values of their entities out, with the batch SQL.
 
-The pipeline keeps an embedded DuckDB (in memory) holding
+The pipeline keeps an embedded DuckDB (in memory; ``memory_limit`` bounds it, beyond which DuckDB
+spills to a private temporary folder) holding
 
-* ``__fl_buf``: a bounded buffer of source rows — the whole history of every entity the stream
-  touched lately (read from the source on first touch, then kept up to date with the events),
-  least recently used entities evicted beyond ``buffer_rows``;
-* one local view per model between the source and each streamed view: the model's compiled
-  SQL, rewritten (``plan.rewrite_model``) to read ``__fl_stream_input`` instead of the source.
+* ``__fl_buf``: a bounded buffer of source rows — the whole history of every entity it holds. At
+  start the whole event log is read in one go (``event_log.history(None)``) when it fits in
+  ``buffer_rows``; otherwise, and after an eviction, an entity's history is read on its first
+  event (``event_log.history(keys)``). Least recently used entities are evicted beyond ``buffer_rows``;
+* ``__fl_hist``: per micro-batch, the history of the entities the batch touches (one semi-join of
+  the buffer) plus the batch's new events;
+* per streamed view, its chain of local views: the compiled SQL of every model between the source
+  and the view, rewritten (``plan.rewrite_model``) to read the view's input — ``__fl_hist`` itself
+  when the view's join keys are the buffer's and it needs whole histories, else its own
+  ``__fl_stream_input_<n>``, filled from ``__fl_hist`` (the view's keys, its lookback).
 
-For each micro-batch (:meth:`StreamPipeline.process`): de-duplicate the events by event id (against
-the buffer, which holds every landed event of the entities it holds), land the new ones in the
-event log (in a thread, finished before ``process`` returns; a failed landing takes them out of the
-buffer again), add them to the buffer, then per view fill ``__fl_stream_input`` with the history
-(within the lookback) of the entities the events touch, run the view's SQL over it, keep each
-entity's latest row (``sql.latest.latest_values``, the materialization query) and write it with
-the online store's never-older rule. Nothing is incremented: every value is recomputed from
-events, so a redelivered, duplicated or out-of-order event leads to the same values.
+For each micro-batch (:meth:`StreamPipeline.process`): fill ``__fl_hist``, de-duplicate the events by
+event id against it (a redelivered event has the same join keys, so its first copy is there), land
+the new ones in the event log (in a thread, finished before ``process`` returns; a failed landing
+takes them out of the buffer again), add them to the buffer and to ``__fl_hist``, then per view run
+its SQL over its input, keep each entity's latest row (``sql.latest.latest_values``, the
+materialization query) and write it with the online store's never-older rule. Nothing is
+incremented: every value is recomputed from events, so a redelivered, duplicated or out-of-order
+event leads to the same values. A batch costs a handful of statements plus the views' SQL over the
+touched entities' histories; batches grow with the load (the consumer reads whatever is waiting,
+up to its batch size), so the fixed part is spread over more events as the rate rises.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -31,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlglot.expressions as exp
 
 from feature_layer.errors import StreamError
@@ -45,6 +55,7 @@ from feature_layer.stream.plan import INPUT_TABLE, StreamPlan, local_name, rewri
 log = logging.getLogger("feature_layer.stream")
 
 BUFFER = "__fl_buf"
+HISTORY = "__fl_hist"
 _FAR_END = datetime(9999, 12, 31)
 
 
@@ -78,10 +89,8 @@ class StreamPipeline:
         *,
         buffer_rows: int = 2_000_000,
         dimension_engine: Any = None,
-        memory_limit: str = "1GB",
+        memory_limit: str = "512MB",
     ) -> None:
-        import duckdb
-
         if not plans:
             raise StreamError("No feature view to stream.", fix="declare `stream:` on a view, or fix --select.")
         sources = {p.source.unique_id for p in plans}
@@ -95,38 +104,54 @@ class StreamPipeline:
         self.schema = event_log.schema()
         self.event_id = plans[0].spec.event_id
         self.event_time = plans[0].event_time
-        columns = set(self.schema.names)
-        for plan in plans:
-            needed = {plan.spec.event_id, plan.event_time, *plan.keys}
-            if not needed <= columns:
-                raise StreamError(
-                    f"The source {plan.source.name} ({event_log.pattern}) has no column(s) "
-                    f"{', '.join(sorted(needed - columns))}, which {plan.view.name!r} streams by.",
-                    fix="name the source's event id in stream.event_id; the view's join keys and event time must be "
-                    "source columns of the same name.")
+        self._check_columns()
         self.keys = tuple(k for k in plans[0].keys if all(k in p.keys for p in plans))
         if not self.keys:
             raise StreamError(f"The views {', '.join(p.view.name for p in plans)} share no join key, so one history "
                               "buffer cannot serve them.", fix="stream them with separate `--select` runs.")
         self.required = sorted({self.event_id, self.event_time, *(k for p in plans for k in p.keys)})
-        self.con = duckdb.connect(":memory:")
-        self.con.execute(f"SET memory_limit = '{memory_limit}'")
-        self.con.execute("SET threads = 1")
-        self.con.register("__fl_empty", self.schema.empty_table())
-        self.con.execute(f"CREATE TABLE {BUFFER} AS SELECT * FROM __fl_empty")
-        self.con.execute(f"CREATE TABLE {INPUT_TABLE} AS SELECT * FROM __fl_empty")
-        self.con.unregister("__fl_empty")
+        # A view reads __fl_hist when it needs whole histories of the buffer's entities, else its own input.
+        self._inputs = {p.view.name: HISTORY if set(p.keys) == set(self.keys) and p.lookback is None
+                        else f"{INPUT_TABLE}_{i}" for i, p in enumerate(self.plans)}
+        self._open(memory_limit)
         self._lander = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-landing")
         self.loaded: OrderedDict[tuple[Any, ...], int] = OrderedDict()
         self.buffered = 0
+        self.complete = False
+        """The buffer holds the event log's whole history of every entity (read at start, none evicted since)."""
         self.watermark_us: int | None = None
         self._load_dimensions(dimension_engine)
         self._define_views()
-        self._latest = {p.view.name: self._latest_sql(p) for p in plans}
-        self._layouts = {p.view.name: view_layout(p.view, online.namespace) for p in plans}
+        self._latest = {p.view.name: self._latest_sql(i, p) for i, p in enumerate(self.plans)}
+        self._layouts = {p.view.name: view_layout(p.view, online.namespace) for p in self.plans}
         self._check_layouts()
+        self._load_all()
 
     # -- set-up ---------------------------------------------------------------------------------
+    def _check_columns(self) -> None:
+        columns = set(self.schema.names)
+        for plan in self.plans:
+            needed = {plan.spec.event_id, plan.event_time, *plan.keys}
+            if not needed <= columns:
+                raise StreamError(
+                    f"The source {plan.source.name} ({self.log.pattern}) has no column(s) "
+                    f"{', '.join(sorted(needed - columns))}, which {plan.view.name!r} streams by.",
+                    fix="name the source's event id in stream.event_id; the view's join keys and event time must be "
+                    "source columns of the same name.")
+
+    def _open(self, memory_limit: str) -> None:
+        import duckdb
+
+        self._spill = tempfile.TemporaryDirectory(prefix="feature-layer-stream-")
+        self.con = duckdb.connect(":memory:")
+        self.con.execute(f"SET memory_limit = '{memory_limit}'")
+        self.con.execute(f"SET temp_directory = '{self._spill.name}'")
+        self.con.execute("SET threads = 1")
+        self.con.register("__fl_empty", self.schema.empty_table())
+        for table in dict.fromkeys([BUFFER, HISTORY, *self._inputs.values()]):
+            self.con.execute(f"CREATE TABLE {table} AS SELECT * FROM __fl_empty")
+        self.con.unregister("__fl_empty")
+
     def _load_dimensions(self, engine: Any) -> None:
         dims = {d.unique_id: d for p in self.plans for d in p.dimensions}
         if dims and engine is None:
@@ -141,17 +166,14 @@ class StreamPipeline:
             self.con.unregister("__fl_dim")
 
     def _define_views(self) -> None:
-        done: set[str] = set()
-        for plan in self.plans:
+        for i, plan in enumerate(self.plans):
             for node in plan.models:
-                if node.unique_id in done:
-                    continue
-                sql = rewrite_model(plan, node).sql(dialect="duckdb")
-                self.con.execute(f"CREATE VIEW {_q(local_name(node))} AS {sql}")
-                done.add(node.unique_id)
+                sql = rewrite_model(plan, node, self._inputs[plan.view.name], f"_{i}").sql(dialect="duckdb")
+                self.con.execute(f"CREATE VIEW {_q(local_name(node) + f'_{i}')} AS {sql}")
 
-    def _latest_sql(self, plan: StreamPlan) -> str:
-        local = replace(plan.view, relation=Relation(database=None, schema="", identifier=local_name(plan.models[-1])))
+    def _latest_sql(self, i: int, plan: StreamPlan) -> str:
+        name = local_name(plan.models[-1]) + f"_{i}"
+        local = replace(plan.view, relation=Relation(database=None, schema="", identifier=name))
         return latest_values(local, end=_FAR_END, dialect="duckdb").sql(dialect="duckdb")
 
     def _check_layouts(self) -> None:
@@ -171,34 +193,54 @@ class StreamPipeline:
     def _key_tuples(self, table: pa.Table, keys: Sequence[str]) -> list[tuple[Any, ...]]:
         return list(zip(*[table.column(k).to_pylist() for k in keys], strict=True))
 
-    def _load(self, table: pa.Table) -> int:
-        """Read from the source the history of the entities in ``table`` the buffer does not hold."""
-        wanted = dict.fromkeys(self._key_tuples(table, self.keys))
-        missing = [k for k in wanted if k not in self.loaded]
+    def _count(self, table: pa.Table) -> None:
+        """Add ``table``'s rows to the buffer's per-entity counts (its entities most recently used)."""
+        counts = table.group_by(list(self.keys)).aggregate([([], "count_all")])
+        loaded = self.loaded
+        for key, n in zip(self._key_tuples(counts, self.keys), counts.column("count_all").to_pylist(), strict=True):
+            loaded[key] = loaded.get(key, 0) + n
+            loaded.move_to_end(key)
+        self.buffered += table.num_rows
+
+    def _insert(self, table: pa.Table, *targets: str) -> None:
+        self.con.register("__fl_rows", table)
+        for target in targets:
+            self.con.execute(f"INSERT INTO {target} SELECT * FROM __fl_rows")
+        self.con.unregister("__fl_rows")
+
+    def _load_all(self) -> None:
+        """The whole event log into the buffer in one read, when it fits (see the module docstring).
+        An event log without ``row_count()`` is read entity by entity, on first touch."""
+        rows = getattr(self.log, "row_count", None)
+        if rows is None or rows() > self.buffer_rows:
+            return
+        t = time.perf_counter()
+        history = self.log.history(None).cast(self.schema)
+        self._insert(history, BUFFER)
+        self._count(history)
+        self.complete = True
+        log.info("history buffer: the event log's %d rows (%d entities) read in %.1fs", history.num_rows,
+                 len(self.loaded), time.perf_counter() - t)
+
+    def _load(self, affected: pa.Table) -> int:
+        """Read from the event log the history of the ``affected`` entities the buffer does not hold."""
+        wanted = self._key_tuples(affected, self.keys)
+        loaded = self.loaded
+        missing = [k for k in wanted if k not in loaded]
         for key in wanted:
-            if key in self.loaded:
-                self.loaded.move_to_end(key)
-        if not missing:
-            return 0
-        keys = pa.table({k: pa.array([m[i] for m in missing], table.schema.field(k).type)
-                         for i, k in enumerate(self.keys)})
-        self.con.register("__fl_missing", keys)
-        on = " AND ".join(f"s.{_q(k)} = m.{_q(k)}" for k in self.keys)
-        pattern = self.log.pattern.replace("'", "''")
-        self.con.execute(f"INSERT INTO {BUFFER} SELECT s.* FROM read_parquet('{pattern}') AS s "
-                         f"SEMI JOIN __fl_missing AS m ON {on}")
-        counts = self.con.execute(
-            f"SELECT {', '.join('b.' + _q(k) for k in self.keys)}, count(*) FROM {BUFFER} AS b "
-            f"SEMI JOIN __fl_missing AS m ON {on.replace('s.', 'b.')} GROUP BY ALL").fetchall()
-        self.con.unregister("__fl_missing")
-        loaded = 0
+            if key in loaded:
+                loaded.move_to_end(key)
         for key in missing:
-            self.loaded[key] = 0
-        for *key, n in counts:
-            self.loaded[tuple(key)] = int(n)
-            loaded += int(n)
-        self.buffered += loaded
-        return loaded
+            loaded[key] = 0
+        if not missing or self.complete:  # complete: an entity the buffer does not hold has no history yet
+            return 0
+        keys = pa.table({k: pa.array([m[i] for m in missing], affected.schema.field(k).type)
+                         for i, k in enumerate(self.keys)})
+        history = self.log.history(keys).cast(self.schema)
+        if history.num_rows:
+            self._insert(history, BUFFER)
+            self._count(history)
+        return history.num_rows
 
     def _evict(self) -> None:
         if self.buffered <= self.buffer_rows:
@@ -214,6 +256,7 @@ class StreamPipeline:
         on = " AND ".join(f"{BUFFER}.{_q(k)} = e.{_q(k)}" for k in self.keys)
         self.con.execute(f"DELETE FROM {BUFFER} USING __fl_evict AS e WHERE {on}")
         self.con.unregister("__fl_evict")
+        self.complete = False  # evicted entities' history must be read again on their next event
         log.info("evicted %d entities from the history buffer (%d rows kept)", len(evict), self.buffered)
 
     # -- one micro-batch ------------------------------------------------------------------------
@@ -223,44 +266,21 @@ class StreamPipeline:
         if events.num_rows == 0:
             return out
         t = time.perf_counter()
-        out.loaded_rows = self._load(events)
+        affected = events.select(list(self.keys)).group_by(list(self.keys)).aggregate([])
+        out.loaded_rows = self._load(affected)
         out.seconds["load"] = time.perf_counter() - t
-        t = time.perf_counter()
-        self.con.register("__fl_events", events)
-        eid = _q(self.event_id)
-        new = self.con.sql(
-            f"SELECT * EXCLUDE (__fl_n) FROM (SELECT e.*, row_number() OVER (PARTITION BY e.{eid}) AS __fl_n "
-            f"FROM __fl_events AS e ANTI JOIN {BUFFER} AS b ON e.{eid} = b.{eid}) WHERE __fl_n = 1"
-        ).to_arrow_table()
-        self.con.unregister("__fl_events")
-        new = new.cast(self.schema)
+        new = self._history_and_new(events, affected)
         out.new = new.num_rows
         out.duplicates = events.num_rows - new.num_rows
         # Landing (Parquet + fsync: mostly waiting for the disk) runs while the views compute; it is
         # finished before process() returns, so before anything is acknowledged.
         landing = self._lander.submit(self.log.append, new, entry_ids[0], entry_ids[-1])
-        if new.num_rows:
-            self.con.register("__fl_new", new)
-            self.con.execute(f"INSERT INTO {BUFFER} SELECT * FROM __fl_new")
-            self.con.unregister("__fl_new")
-            for key in self._key_tuples(new, self.keys):
-                self.loaded[key] = self.loaded.get(key, 0) + 1
-            self.buffered += new.num_rows
-        times = events.column(self.event_time).cast(pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False)
-        current = events
-        lookbacks = [p.lookback for p in self.plans]
-        if self.watermark_us is not None and all(lb is not None for lb in lookbacks):
-            horizon = self.watermark_us - int(max(lookbacks).total_seconds() * 1e6)  # type: ignore[arg-type]
-            late = times < horizon
-            out.late = int(late.sum())
-            if out.late:
-                log.warning("%d events older than the lookback (%s before the newest event seen) were landed for "
-                            "the next `dbt build` + materialize, not streamed", out.late, max(lookbacks))
-                current = events.filter(pa.array(~late))
-        if len(times):
-            newest = int(times.max())
-            self.watermark_us = newest if self.watermark_us is None else max(self.watermark_us, newest)
         try:
+            if new.num_rows:
+                self._insert(new, BUFFER, HISTORY)
+                self._count(new)
+            current = self._current(events, out)
+            out.seconds["dedup"] = time.perf_counter() - t - out.seconds["load"]
             for plan in self.plans:
                 t1 = time.perf_counter()
                 written, kept = self._compute(plan, current)
@@ -278,6 +298,41 @@ class StreamPipeline:
         self._evict()
         return out
 
+    def _history_and_new(self, events: pa.Table, affected: pa.Table) -> pa.Table:
+        """Fill __fl_hist with the affected entities' history; return the events it does not hold, once each."""
+        on = " AND ".join(f"b.{_q(k)} = a.{_q(k)}" for k in self.keys)
+        self.con.register("__fl_affected", affected)
+        self.con.execute(f"DELETE FROM {HISTORY}")
+        self.con.execute(f"INSERT INTO {HISTORY} SELECT b.* FROM {BUFFER} AS b SEMI JOIN __fl_affected AS a ON {on}")
+        self.con.unregister("__fl_affected")
+        self.con.register("__fl_events", events)
+        eid = _q(self.event_id)
+        new = self.con.sql(
+            f"SELECT * EXCLUDE (__fl_n) FROM (SELECT e.*, row_number() OVER (PARTITION BY e.{eid}) AS __fl_n "
+            f"FROM __fl_events AS e ANTI JOIN {HISTORY} AS b ON e.{eid} = b.{eid}) WHERE __fl_n = 1"
+        ).to_arrow_table()
+        self.con.unregister("__fl_events")
+        return new.cast(self.schema)
+
+    def _current(self, events: pa.Table, out: BatchOutcome) -> pa.Table:
+        """``events`` less those older than the lookback (landed for the batch path, counted in ``out.late``)."""
+        times = pc.cast(pc.cast(events.column(self.event_time), pa.timestamp("us")), pa.int64()).to_numpy(
+            zero_copy_only=False)
+        current = events
+        lookbacks = [p.lookback for p in self.plans]
+        if self.watermark_us is not None and all(lb is not None for lb in lookbacks):
+            horizon = self.watermark_us - int(max(lookbacks).total_seconds() * 1e6)  # type: ignore[arg-type]
+            late = times < horizon
+            out.late = int(late.sum())
+            if out.late:
+                log.warning("%d events older than the lookback (%s before the newest event seen) were landed for "
+                            "the next `dbt build` + materialize, not streamed", out.late, max(lookbacks))
+                current = events.filter(pa.array(~late))
+        if len(times):
+            newest = int(times.max())
+            self.watermark_us = newest if self.watermark_us is None else max(self.watermark_us, newest)
+        return current
+
     def _forget(self, new: pa.Table) -> None:
         """Remove ``new`` events from the buffer (their landing failed)."""
         if not new.num_rows:
@@ -291,25 +346,30 @@ class StreamPipeline:
                 self.loaded[key] = max(0, self.loaded[key] - 1)
         self.buffered -= new.num_rows
 
-    def _compute(self, plan: StreamPlan, events: pa.Table) -> tuple[int, int]:
-        if events.num_rows == 0:
-            return 0, 0
+    def _fill_input(self, plan: StreamPlan, target: str, events: pa.Table) -> None:
+        """The view's input: __fl_hist's rows of the entities (by the view's keys) of ``events``, within its lookback."""
         keys = list(plan.keys)
         affected = events.select(keys).group_by(keys).aggregate([])
         self.con.register("__fl_affected", affected)
         on = " AND ".join(f"b.{_q(k)} = a.{_q(k)}" for k in keys)
-        self.con.execute(f"DELETE FROM {INPUT_TABLE}")
+        self.con.execute(f"DELETE FROM {target}")
         if plan.lookback is None:
-            self.con.execute(f"INSERT INTO {INPUT_TABLE} SELECT b.* FROM {BUFFER} AS b SEMI JOIN __fl_affected AS a ON {on}")
+            self.con.execute(f"INSERT INTO {target} SELECT b.* FROM {HISTORY} AS b SEMI JOIN __fl_affected AS a ON {on}")
         else:
             et = _q(plan.event_time)
             seconds = plan.lookback.total_seconds()
             self.con.execute(
-                f"INSERT INTO {INPUT_TABLE} SELECT * EXCLUDE (__fl_newest) FROM (SELECT b.*, max(b.{et}) OVER "
-                f"(PARTITION BY {', '.join('b.' + _q(k) for k in keys)}) AS __fl_newest FROM {BUFFER} AS b "
+                f"INSERT INTO {target} SELECT * EXCLUDE (__fl_newest) FROM (SELECT b.*, max(b.{et}) OVER "
+                f"(PARTITION BY {', '.join('b.' + _q(k) for k in keys)}) AS __fl_newest FROM {HISTORY} AS b "
                 f"SEMI JOIN __fl_affected AS a ON {on}) WHERE {et} >= __fl_newest - to_microseconds("
                 f"{int(seconds * 1e6)})")
         self.con.unregister("__fl_affected")
+
+    def _compute(self, plan: StreamPlan, events: pa.Table) -> tuple[int, int]:
+        if events.num_rows == 0:
+            return 0, 0
+        if self._inputs[plan.view.name] != HISTORY:
+            self._fill_input(plan, self._inputs[plan.view.name], events)
         latest = self.con.sql(self._latest[plan.view.name]).to_arrow_table()
         layout = self._layouts[plan.view.name]
         encoded = encode_batch(layout, latest, event_column=EVENT_ALIAS,
@@ -327,11 +387,15 @@ class StreamPipeline:
     def close(self) -> None:
         self._lander.shutdown(wait=True)
         self.con.close()
+        self._spill.cleanup()
+        getattr(self.log, "close", lambda: None)()  # a table log's warehouse connection
 
 
 def lag_ms(entry_ids: Sequence[str], now_ms: float) -> np.ndarray:
     """Milliseconds from each entry's XADD (its stream id's time part) to ``now_ms``."""
-    added = np.array([int(e.split("-", 1)[0]) for e in entry_ids], dtype=np.float64)
+    ids = pa.array(entry_ids, pa.string())
+    added = pc.cast(pc.list_element(pc.split_pattern(ids, "-", max_splits=1), 0), pa.int64()).to_numpy(
+        zero_copy_only=False).astype(np.float64)
     return now_ms - added
 
 

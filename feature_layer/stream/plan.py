@@ -159,9 +159,13 @@ def _source_table_name(source: DbtNode, sql: exp.Expression) -> str | None:
     location = _file_location(source)
     if location is None:
         return None
-    for table in sql.find_all(exp.Table):
+    tables = list(sql.find_all(exp.Table))
+    for table in tables:
         if not table.db and (table.name == location or table.name.endswith("/" + location.lstrip("./"))):
             return table.name
+    relation = StreamSource(name=source.name, unique_id=source.unique_id, node=source)
+    if any(relation.matches(t) for t in tables):
+        return None  # the SQL reads the warehouse relation (external_location is dbt-duckdb's only): a table source
     return location
 
 
@@ -456,15 +460,16 @@ def local_name(node: DbtNode) -> str:
     return f"__fl_m_{re.sub(r'[^0-9A-Za-z_]', '_', node.name)}"
 
 
-def rewrite_model(plan: StreamPlan, node: DbtNode, input_table: str = INPUT_TABLE) -> exp.Expression:
+def rewrite_model(plan: StreamPlan, node: DbtNode, input_table: str = INPUT_TABLE, suffix: str = "") -> exp.Expression:
     """``node``'s compiled SQL with the source as ``input_table`` and every other relation as its
-    local copy (path models and dimension tables), as a DuckDB tree."""
+    local copy (path models, named ``local_name(model) + suffix``, and dimension tables), as a DuckDB tree."""
     tree = parse_sql(node, plan.dialect)
     locals_: dict[str, str] = {}
+    on_path = {m.unique_id for m in plan.models}
     for other in (*plan.models, *plan.dimensions):
         for key in _relation_keys(other):
             if "." in key:  # schema.identifier at least: a bare name could be a CTE
-                locals_[key] = local_name(other)
+                locals_[key] = local_name(other) + (suffix if other.unique_id in on_path else "")
 
     def swap(table: exp.Expression) -> exp.Expression:
         if not isinstance(table, exp.Table) or isinstance(table.parent, (exp.Column,)):
