@@ -144,9 +144,10 @@ def _digest(table) -> str:  # noqa: ANN001
     return digest.hexdigest()
 
 
-def run(engine, repeat: int) -> tuple[list[list[str]], int, int]:  # noqa: ANN001
+def run(engine, repeat: int, skip: tuple[str, ...] = ()) -> tuple[list[list[str]], int, int]:  # noqa: ANN001
     contenders: dict[str, Callable[[], object]] = {"feature_layer": lambda: _feature_layer(engine).to_arrow()}
-    for name, build in HAND_WRITTEN.items():
+    hand = {name: build for name, build in HAND_WRITTEN.items() if not any(word in name for word in skip)}
+    for name, build in hand.items():
         sql = build()
         contenders[name] = lambda sql=sql: engine.fetch_arrow(sql)
     times: dict[str, list[float]] = {name: [] for name in contenders}
@@ -167,22 +168,22 @@ def run(engine, repeat: int) -> tuple[list[list[str]], int, int]:  # noqa: ANN00
             del result
     if len(set().union(*digests.values())) != 1:
         raise SystemExit(f"contenders disagree: {digests}")
-    floor_name = min(HAND_WRITTEN, key=lambda n: statistics.median(times[n]))
-    floor = statistics.median(times[floor_name])
+    floor_name = min(hand, key=lambda n: statistics.median(times[n]))
+    floor = times[floor_name]
     table = [
         [
             name + (" ← floor" if name == floor_name else ""),
             f"{min(ts):.2f}",
             f"{statistics.median(ts):.2f}",
             f"{max(ts):.2f}",
-            f"{statistics.median(ts) / floor:.2f}×",
+            f"{statistics.median(t / f for t, f in zip(ts, floor, strict=True)):.2f}×",
         ]
         for name, ts in times.items()
     ]
     return table, rows, matched
 
 
-COLUMNS = ["contender", "best (s)", "median (s)", "worst (s)", "median / floor median"]
+COLUMNS = ["contender", "best (s)", "median (s)", "worst (s)", "median of per-round ratios to the floor"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,10 +191,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per contender, interleaved")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the standard workload's users")
     parser.add_argument("--print-sql", action="store_true")
+    parser.add_argument("--skip", action="append", default=[], help="leave out hand-written contenders naming this word")
     args = parser.parse_args(argv)
     from benchmarks.common import markdown_table
     from feature_layer.offline.spark import SparkEngine
 
+    before = Path("/proc/loadavg").read_text().strip() if Path("/proc/loadavg").exists() else "?"
     folder = Path(tempfile.mkdtemp(prefix="fl_bench_spark_"))
     started = time.perf_counter()
     engine = SparkEngine(conf={**CONF, "spark.sql.warehouse.dir": str(folder / "warehouse")})
@@ -205,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
             for name, build in HAND_WRITTEN.items():
                 print(f"-- {name}{build()}\n")
             return
-        table, rows, matched = run(engine, args.repeat)
+        table, rows, matched = run(engine, args.repeat, tuple(args.skip))
         version = engine.session.version
     finally:
         engine.close()
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     report = markdown_table(COLUMNS, table)
     command = "python -m benchmarks.training_set_spark " + " ".join(argv if argv is not None else sys.argv[1:])
     print(
-        f"`{command}` — Spark {version}, {CONF['spark.master']}, {os.cpu_count()} CPUs shared, "
+        f"`{command}` — Spark {version}, load average before {before}, {CONF['spark.master']}, {os.cpu_count()} CPUs shared, "
         f"load average {os.getloadavg()[0]:.1f}; {n_features:,} feature rows, {n_entities:,} entity rows "
         f"→ {rows:,} rows out, {matched:,} with features; identical results (content hash).\n"
     )

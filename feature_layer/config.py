@@ -550,7 +550,7 @@ def require_warehouse_file(warehouse: WarehouseSettings) -> None:
 # --- stream: where a view's events arrive (feature_layer.stream) ----------------------------------
 
 _STREAM_KEYS = {"type", "url", "stream", "dead_letter", "group", "consumer", "batch_size", "block_ms",
-                "buffer_rows", "max_future", "threads"}
+                "buffer_rows", "max_future", "lease_seconds", "threads"}
 
 
 @dataclass(frozen=True)
@@ -573,6 +573,9 @@ class StreamConnection:
     """Most source rows the consumer keeps in its local history buffer (least recently used evicted)."""
     max_future_seconds: float = 300.0
     """Events further in the future than this (by the clock) are dead-lettered."""
+    lease_seconds: float = 15.0
+    """How long the one-consumer lease lasts unrenewed (``feature_layer.stream.status``): a second
+    consumer waits this long for a killed one on another machine before refusing."""
     threads: int = 1
     """DuckDB threads the consumer computes the views with."""
 
@@ -606,7 +609,7 @@ def stream_connections(settings: Settings) -> dict[str, StreamConnection]:
         numbers = {}
         for key, kind_of, default in (("batch_size", int, 5000), ("block_ms", int, 100),
                                       ("buffer_rows", int, 2_000_000), ("max_future", float, 300.0),
-                                      ("threads", int, 1)):
+                                      ("lease_seconds", float, 15.0), ("threads", int, 1)):
             value = spec.get(key, default)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"streams.{name}.{key} in {source} must be a positive number, got {value!r}.",
@@ -618,7 +621,8 @@ def stream_connections(settings: Settings) -> dict[str, StreamConnection]:
             group=str(spec.get("group") or "feature_layer"),
             consumer=str(spec["consumer"]) if spec.get("consumer") else None,
             batch_size=numbers["batch_size"], block_ms=numbers["block_ms"], buffer_rows=numbers["buffer_rows"],
-            max_future_seconds=numbers["max_future"], threads=numbers["threads"],
+            max_future_seconds=numbers["max_future"], lease_seconds=numbers["lease_seconds"],
+            threads=numbers["threads"],
         )
     return out
 

@@ -109,3 +109,40 @@ def test_a_view_a_missing_relation_and_other_engines_get_no_probe(schema) -> Non
         assert event_indexes(duck, [_view(relation)]) == (set(), set())  # no LATERAL formulation there
     finally:
         duck.close()
+
+
+# entity rows as a warehouse table: a plain heap table is read in ctid order (no numbering pass);
+# a view, a partitioned table and an inheritance parent keep ROW_NUMBER; every case equals the reference
+ENTITY_TABLES = {
+    "plain table": ('CREATE TABLE {e} AS SELECT * FROM "__ents"', True),
+    "not null time": ('CREATE TABLE {e} (user_id bigint, region text, event_timestamp timestamp NOT NULL);'
+                      ' INSERT INTO {e} SELECT * FROM "__ents"', True),
+    "view": ('CREATE TABLE {s}."ents_base" AS SELECT * FROM "__ents"; CREATE VIEW {e} AS SELECT * FROM {s}."ents_base"', False),
+    "partitioned": ('CREATE TABLE {e} (user_id bigint, region text, event_timestamp timestamp)'
+                    ' PARTITION BY RANGE (user_id); CREATE TABLE {s}."ents_p" PARTITION OF {e} FOR VALUES FROM (0) TO (100);'
+                    ' INSERT INTO {e} SELECT * FROM "__ents"', False),
+    "inheritance parent": ('CREATE TABLE {e} AS SELECT * FROM "__ents"; CREATE TABLE {s}."ents_child" () INHERITS ({e})',
+                           False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ENTITY_TABLES))
+def test_entity_tables_are_ordered_by_ctid_only_when_plain(schema, case: str) -> None:
+    engine, db = schema
+    relation = _table(engine, db, "feat")
+    engine.execute(f'CREATE UNIQUE INDEX ON "{db}"."feat" (user_id, region, event_ts)')
+    view = _view(relation)
+    ddl, plain = ENTITY_TABLES[case]
+    engine.register_arrow("__ents", pa.Table.from_pylist(ENTITIES))
+    engine.execute(ddl.format(e=f'"{db}"."ents"', s=f'"{db}"'))
+    engine.unregister("__ents")
+    training = build_training_set(engine, f"{db}.ents", [(view, list(view.features))])
+    try:
+        sql = training.sql()
+        got = training.to_arrow().to_pylist()
+    finally:
+        training.close()
+    assert ('"ctid"' in sql or "ctid" in sql.lower()) == plain
+    assert ("ROW_NUMBER()" in sql.upper()) == (not plain)
+    expected = reference_training_set(ENTITIES, [ViewData(view, ROWS, list(view.features))], "event_timestamp")
+    assert got == expected  # rows in the table's scan order, which for these fresh tables is insertion order

@@ -298,7 +298,15 @@ def test_spark_snapshot_sql_runs_and_equals_the_reference(spark_engine, scenario
 @settings(SETTINGS, max_examples=12, phases=(Phase.explicit, Phase.generate))  # no minutes-long shrinking
 @given(scenario=scenarios())
 def test_spark_window_formulation_matches_reference(spark_engine, scenario):
+    # the default: views with a TTL by range join + MAX_BY, the others carried forward
     run_scenario(spark_engine, scenario, None)
+
+
+@settings(SETTINGS, max_examples=4, phases=(Phase.explicit, Phase.generate))
+@given(scenario=scenarios())
+def test_spark_forced_carry_formulation_matches_reference(spark_engine, scenario):
+    # strategy="carry": every view carried forward, TTL or not (the range join left out)
+    run_scenario(spark_engine, scenario, "carry")
 
 
 def test_spark_without_pyspark_names_the_extra(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from feature_layer.errors import InputError
+from feature_layer.offline.engine import EntityTableFacts
 from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.sql.point_in_time import INTERNAL_PREFIX, ROW, TS, EntitySpine, ident
 from feature_layer.types import logical_type
@@ -343,19 +344,15 @@ def prepare_entities(
         schema = engine.schema_of(probe)
         timestamp = _pick_timestamp(schema, timestamp_column)
         _check_columns(schema, timestamp, views, key_types)
-        subject = source.subquery(ident("e")) if isinstance(source, exp.Query) else source.copy()
-        nulls = engine.fetch_arrow(
-            exp.select(exp.func("count", exp.Star()).as_("n"))
-            .from_(subject)
-            .where(exp.Is(this=exp.column(ident(timestamp)), expression=exp.Null()))
-        ).column(0)[0].as_py()
-        if nulls:
-            raise _null_timestamps(timestamp, nulls)
+        facts = engine.entity_table_facts(source, timestamp) if isinstance(source, exp.Table) else EntityTableFacts()
+        if not facts.timestamp_not_null:
+            _check_warehouse_nulls(engine, source, timestamp)
         ts_type = schema.field(timestamp).type
         naive = pa.types.is_timestamp(ts_type) and ts_type.tz is None
         aware = pa.types.is_timestamp(ts_type) and ts_type.tz is not None
         spine = EntitySpine(
-            source=source, timestamp=timestamp, columns=tuple(schema.names), naive_utc=naive, tz_aware=aware
+            source=source, timestamp=timestamp, columns=tuple(schema.names), naive_utc=naive, tz_aware=aware,
+            row_locator=facts.row_locator,
         )
         return PreparedEntities(spine=spine, columns=tuple(schema.names))
 
@@ -387,6 +384,18 @@ def prepare_entities(
     return PreparedEntities(
         spine=spine, columns=tuple(table.schema.names), registered=registered, num_rows=table.num_rows, table=table
     )
+
+
+def _check_warehouse_nulls(engine: Engine, source: exp.Expression, timestamp: str) -> None:
+    """Refuse warehouse entity rows with a null timestamp (one counting query)."""
+    subject = source.subquery(ident("e")) if isinstance(source, exp.Query) else source.copy()
+    nulls = engine.fetch_arrow(
+        exp.select(exp.func("count", exp.Star()).as_("n"))
+        .from_(subject)
+        .where(exp.Is(this=exp.column(ident(timestamp)), expression=exp.Null()))
+    ).column(0)[0].as_py()
+    if nulls:
+        raise _null_timestamps(timestamp, nulls)
 
 
 def _check_integral_decimal_keys(

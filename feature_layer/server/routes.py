@@ -312,6 +312,21 @@ async def healthz(request: Request) -> Response:
     return _json(body, status)
 
 
+def _stream_gauges(settings: Any) -> list[tuple[str, str, dict[str, str], float]]:
+    """The configured streams' progress, lag and throughput (``feature_layer.stream.status``)."""
+    if settings is None:
+        return []
+    from feature_layer.config import stream_connections
+    from feature_layer.errors import ConfigError
+    from feature_layer.stream.status import stream_gauges
+
+    try:
+        connections = stream_connections(settings)
+    except ConfigError:  # a bad streams: section is the consumer's error to report, not the scrape's
+        return []
+    return stream_gauges(connections) if connections else []
+
+
 async def metrics(request: Request) -> Response:
     state = request.app.state
     holder = state.holder
@@ -323,4 +338,5 @@ async def metrics(request: Request) -> Response:
          holder.loaded_at),
     ]
     gauges += await run_in_threadpool(payloads.freshness_gauges, state.parts, holder.registry, state.clock.now())
+    gauges += await run_in_threadpool(_stream_gauges, state.settings)
     return Response(state.metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -40,6 +40,7 @@ from feature_layer.registry.model import Feature, FeatureView
 from feature_layer.sql.dialects import capabilities, pit_strategy, to_naive_utc, to_utc_instant
 from feature_layer.sql.join_key_map import map_join_keys, output_name
 from feature_layer.sql.names import col, ident, relation_table  # noqa: F401 - re-exported
+from feature_layer.sql.range_join import build_range_best, join_range_best, range_feature
 
 ROW = "__fl_row"
 """Spine column holding each entity row's input position; the result is ordered by it."""
@@ -47,6 +48,7 @@ TS = "__fl_ts"
 """Spine column holding the entity timestamp as a naive UTC TIMESTAMP."""
 RANK = "__fl_rank"
 SPINE = "__fl_spine"
+RANGE_SPINE = "__fl_spine_keys"
 INTERNAL_PREFIX = "__fl_"
 FULL_NAME_SEPARATOR = "__"
 _ORDERABLE = {"int64", "float64", "bool", "string", "timestamp", "date", "decimal"}
@@ -71,6 +73,11 @@ class EntitySpine:
     tz_aware: bool = False
     """The timestamp column is time-zone-aware (``timestamptz``): it is converted to naive UTC
     explicitly, never with a cast that depends on the session time zone."""
+    row_locator: str | None = None
+    """A system column of the source table whose order is the order a scan reads its rows
+    (PostgreSQL's ``ctid`` on a plain heap table, from the catalog). Where the spine is read once
+    (no ``window`` view), the rows are ordered by it instead of a ``ROW_NUMBER() OVER ()``: the
+    same input order without the numbering pass, and a plain column the planner can sort early."""
 
     @property
     def as_of(self) -> str:
@@ -583,13 +590,21 @@ def build_carry_forward(
 
 
 def build_carry_query(
-    spine: EntitySpine, outputs: Sequence[ViewOutputs], entity_columns: Sequence[str], dialect: str | None
+    spine: EntitySpine,
+    outputs: Sequence[ViewOutputs],
+    entity_columns: Sequence[str],
+    dialect: str | None,
+    *,
+    range_join: bool = True,
 ) -> exp.Select:
     """The whole query in the ``carry`` formulation: a chain of one CTE per view, no joins.
 
     The spine is read once (by the first view's union), so a warehouse table's rows are numbered
     in scan order (``MONOTONICALLY_INCREASING_ID()``), without the global sort a ``ROW_NUMBER``
-    needs; each view's CTE passes the entity rows on with its features appended.
+    needs; each view's CTE passes the entity rows on with its features appended. With
+    ``range_join`` (the default unless ``carry`` was asked for), a view with a TTL is not in the
+    chain: its latest feature row per (keys, as-of time) within the TTL comes from a range join +
+    ``MAX_BY`` on the spine, joined to the chain's rows at the end (``range_join.py``).
     """
     numbering = exp.Anonymous(this="MONOTONICALLY_INCREASING_ID", expressions=[])
     passthrough = list(dict.fromkeys((*entity_columns, ROW, spine.as_of)))
@@ -597,14 +612,28 @@ def build_carry_query(
         ident(SPINE), as_=build_spine(spine, dialect=dialect, scan_numbering=numbering)
     )
     source = SPINE
+    ranged = [range_join and out.view.ttl is not None for out in outputs]
+    if any(ranged):  # the same rows unnumbered: a CTE without MONOTONICALLY_INCREASING_ID is inlined
+        query = query.with_(ident(RANGE_SPINE), as_=build_spine(spine, dialect=dialect, scan_numbering=exp.Null()))
     for index, out in enumerate(outputs):
+        if ranged[index]:
+            best = build_range_best(out, RANGE_SPINE, spine.as_of, dialect)
+            query = query.with_(ident(f"__fl_b{index}"), as_=best)
+            continue
         cte = _cte_name(index)
         query = query.with_(ident(cte), as_=build_carry_forward(out, source, passthrough, spine.as_of, dialect))
         passthrough += list(out.names)
         source = cte
     projections = [exp.alias_(col(c, "s"), c, quoted=True) for c in entity_columns]
-    projections += [exp.alias_(col(n, "s"), n, quoted=True) for out in outputs for n in out.names]
+    for index, out in enumerate(outputs):
+        alias = f"b{index}"
+        for feature, name in zip(out.features, out.names, strict=True):
+            value = range_feature(alias, feature.name) if ranged[index] else col(name, "s")
+            projections.append(exp.alias_(value, name, quoted=True))
     query = query.select(*projections).from_(exp.Table(this=ident(source), alias=exp.TableAlias(this=ident("s"))))
+    for index, out in enumerate(outputs):
+        if ranged[index]:
+            query = join_range_best(query, out, f"__fl_b{index}", f"b{index}", spine.as_of)
     return query.order_by(exp.Ordered(this=col(ROW, "s")))
 
 
@@ -638,7 +667,8 @@ def build_training_set_query(
         entity_columns = (*keys, spine.timestamp)
     entity_columns = tuple(c for c in entity_columns if c != spine.row_number)
     if chosen == "carry":
-        return conform_feature_types(build_carry_query(spine, outputs, entity_columns, dialect), outputs, dialect)
+        carry = build_carry_query(spine, outputs, entity_columns, dialect, range_join=strategy is None)
+        return conform_feature_types(carry, outputs, dialect)
 
     projections: list[exp.Expression] = [exp.alias_(col(c, "s"), c, quoted=True) for c in entity_columns]
     query = exp.select().from_(exp.Table(this=ident(SPINE), alias=exp.TableAlias(this=ident("s"))))
@@ -653,6 +683,7 @@ def build_training_set_query(
             spine,
             stable_numbering=entity_columns if numbered_here and not caps.materialized_cte else (),
             dialect=dialect,
+            scan_numbering=_scan_position(spine, numbered_here),
         ),
         materialized=True if numbered_here and caps.materialized_cte else None,
     )
@@ -698,6 +729,14 @@ def build_training_set_query(
     query = query.select(*projections).order_by(exp.Ordered(this=col(ROW, "s")))
     query = map_join_keys(query, outputs, _cte_name)  # ops2: mapped uses read renamed key columns
     return conform_feature_types(query, outputs, dialect)
+
+
+def _scan_position(spine: EntitySpine, numbered_here: bool) -> exp.Expression | None:
+    """The spine's own row locator (``EntitySpine.row_locator``) as its input position, where the
+    spine is read once and has no row-number column; else ``None`` (``ROW_NUMBER() OVER ()``)."""
+    if numbered_here or spine.row_number is not None or not spine.row_locator:
+        return None
+    return col(spine.row_locator, "src")
 
 
 def view_strategy(outputs: ViewOutputs, chosen: str, dialect: str | None, *, forced: bool = False) -> str:

@@ -33,6 +33,7 @@ from feature_layer.config import StreamConnection
 from feature_layer.errors import OnlineStoreError, StreamError
 from feature_layer.stream.events import type_events
 from feature_layer.stream.pipeline import StreamPipeline, lag_ms
+from feature_layer.stream.status import LeaseLost, StreamLease, publish_status
 
 log = logging.getLogger("feature_layer.stream")
 
@@ -97,6 +98,9 @@ class StreamConsumer:
         self._window: deque[float] = deque(maxlen=_WINDOW)
         self._window_events = 0
         self._window_started = time.monotonic()
+        self._published = 0.0
+        self._lease = StreamLease(lambda: self.client, connection.stream, connection.group, self.consumer,
+                                  lease_ms=int(connection.lease_seconds * 1000))
 
     # -- Redis ----------------------------------------------------------------------------------
     @property
@@ -208,15 +212,31 @@ class StreamConsumer:
 
     def run(self, *, until_idle: float | None = None, max_events: int | None = None) -> StreamCounters:
         """Consume until :meth:`stop` (or, for tests and the demo, ``until_idle`` seconds without
-        events, or ``max_events`` consumed)."""
+        events, or ``max_events`` consumed). Another consumer of the same stream and group makes
+        this one wait for its lease, then refuse (:class:`~feature_layer.stream.status.LeaseLost`)."""
+        try:
+            self._loop(until_idle, max_events)
+        finally:
+            self._lease.release()
+        self._report(force=True)
+        self._publish(force=True)
+        return self.counters
+
+    def _loop(self, until_idle: float | None, max_events: int | None) -> None:
         import redis
 
         idle_since = time.monotonic()
         pause = 0.05
         pending: list[tuple[Any, dict[Any, Any]]] | None = None
         failures = 0
+        leased = False
         while not self._stop.is_set():
             try:
+                if not leased:  # one consumer per stream and group (feature_layer.stream.status)
+                    self._lease.acquire()
+                    leased = True
+                else:
+                    self._lease.renew()
                 if pending is None:
                     self.ensure_group() if not self._claimed else None
                     pending = self._read()
@@ -230,6 +250,7 @@ class StreamConsumer:
                         break
                 pause = 0.05
                 self._report()
+                self._publish()
                 if max_events is not None and self.counters.events >= max_events:
                     break
             except redis.ResponseError as exc:
@@ -244,6 +265,8 @@ class StreamConsumer:
                 self._reset()
                 self._claimed = False
                 pause = self._backoff(exc, pause)
+            except LeaseLost:
+                raise
             except (OnlineStoreError, StreamError) as exc:  # online store down, event log not writable: retry
                 self.counters.retries += 1
                 pause = self._backoff(exc, pause)
@@ -256,8 +279,28 @@ class StreamConsumer:
                 pause = self._backoff(exc, pause)
             else:
                 failures = 0
-        self._report(force=True)
-        return self.counters
+
+    def _publish(self, force: bool = False) -> None:
+        """The counters to the stream's Redis, about once a second, for the server's ``/metrics``."""
+        now = time.monotonic()
+        if not force and now - self._published < 1.0:
+            return
+        self._published = now
+        lat = np.array(self._window) if self._window else np.array([np.nan])
+        elapsed = max(now - self._window_started, 1e-9)
+        c = self.counters
+        fields: dict[str, float | int | str] = {
+            "consumer": self.consumer, "events": c.events, "new": c.new, "duplicates": c.duplicates,
+            "rejected": c.rejected, "late": c.late, "values_written": c.values_written, "batches": c.batches,
+            "retries": c.retries, "events_per_second": round(self._window_events / elapsed, 1),
+            "updated_ms": int(time.time() * 1000)}
+        if self._window:
+            fields["latency_p50_ms"] = round(float(np.nanpercentile(lat, 50)), 1)
+            fields["latency_p99_ms"] = round(float(np.nanpercentile(lat, 99)), 1)
+        try:
+            publish_status(self.client, self.connection.stream, self.connection.group, fields)
+        except Exception:  # noqa: BLE001 - the status is informative; the stream goes on
+            pass
 
     def _isolate(self, entries: list[tuple[Any, dict[Any, Any]]], exc: Exception) -> None:
         """A read that failed three times (not the online store): process its entries one by one and
@@ -293,8 +336,8 @@ def open_consumer(store: Any, select: Sequence[str] | None = None, *, consumer: 
     """
     from feature_layer.config import stream_connections
     from feature_layer.errors import DeclarationError
-    from feature_layer.stream.landing import FileEventLog
     from feature_layer.stream.plan import plan_stream
+    from feature_layer.stream.table_log import open_event_log
 
     registry = store.registry
     names = list(select) if select else sorted(n for n, v in registry.views.items() if v.stream is not None)
@@ -324,12 +367,8 @@ def open_consumer(store: Any, select: Sequence[str] | None = None, *, consumer: 
         raise StreamError(f"No stream connection for {source.name!r} in feature_layer.yml.",
                           fix=f"add `streams: {{{source.name}: {{url: redis://127.0.0.1:6379/0, stream: <name>}}}}` to "
                           f"{store.settings.project_dir / 'feature_layer.yml'}.")
-    if source.location is None:
-        raise StreamError(f"{source.name} is a warehouse table; landing events in a table is not built yet (only "
-                          "file sources read as a glob are).",
-                          fix="read the source from Parquet files with a glob (dbt-duckdb external_location).")
     connection = connections[source.name]
-    event_log = FileEventLog(source.location, store.settings.project_dir)
+    event_log = open_event_log(source, store, plans[0].spec.event_id)  # files (a glob) or a warehouse table
     dims = any(p.dimensions for p in plans)
     engine = store.parts.new_engine() if dims and store.parts.new_engine else None
     try:

@@ -402,6 +402,7 @@ class StreamPipeline:
         self._lander.shutdown(wait=True)
         self.con.close()
         self._spill.cleanup()
+        getattr(self.log, "close", lambda: None)()  # a table log's warehouse connection
 
 
 def lag_ms(entry_ids: Sequence[str], now_ms: float) -> np.ndarray:

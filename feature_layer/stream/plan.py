@@ -171,9 +171,13 @@ def _source_table_name(source: DbtNode, sql: exp.Expression) -> str | None:
     location = _file_location(source)
     if location is None:
         return None
-    for table in sql.find_all(exp.Table):
+    tables = list(sql.find_all(exp.Table))
+    for table in tables:
         if not table.db and (table.name == location or table.name.endswith("/" + location.lstrip("./"))):
             return table.name
+    relation = StreamSource(name=source.name, unique_id=source.unique_id, node=source)
+    if any(relation.matches(t) for t in tables):
+        return None  # the SQL reads the warehouse relation (external_location is dbt-duckdb's only): a table source
     return location
 
 

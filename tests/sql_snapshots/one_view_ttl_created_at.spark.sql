@@ -6,83 +6,43 @@ WITH `__fl_spine` AS (
     CAST(`src`.`event_timestamp` AS TIMESTAMP) AS `__fl_ts`,
     MONOTONICALLY_INCREASING_ID() AS `__fl_row`
   FROM `fl_snapshot`.`entities` AS `src`
-), `__fl_v0` AS (
+), `__fl_spine_keys` AS (
   SELECT
-    `c`.`user_id`,
-    `c`.`merchant_id`,
-    `c`.`event_timestamp`,
-    `c`.`label`,
-    `c`.`__fl_row`,
-    `c`.`__fl_ts`,
-    CASE
-      WHEN `c`.`__fl_latest`.`__fl_t` >= `c`.`__fl_t` - INTERVAL '30' DAY
-      THEN `c`.`__fl_latest`.`amount`
-    END AS `amount`,
-    CASE
-      WHEN `c`.`__fl_latest`.`__fl_t` >= `c`.`__fl_t` - INTERVAL '30' DAY
-      THEN `c`.`__fl_latest`.`merchant`
-    END AS `merchant`
-  FROM (
-    SELECT
-      `u`.`__fl_t`,
-      `u`.`__fl_feature`,
-      `u`.`user_id`,
-      `u`.`merchant_id`,
-      `u`.`event_timestamp`,
-      `u`.`label`,
-      `u`.`__fl_row`,
-      `u`.`__fl_ts`,
-      LAST(`u`.`__fl_r`) IGNORE NULLS OVER (
-        PARTITION BY `u`.`__fl_k0`
-        ORDER BY `u`.`__fl_t` ASC, `u`.`__fl_feature` DESC, `u`.`__fl_o0` ASC, `u`.`__fl_o1` ASC, `u`.`__fl_o2` ASC
-        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-      ) AS `__fl_latest`
-    FROM (
-      SELECT
-        `f`.`user_id` AS `__fl_k0`,
-        `f`.`event_ts` AS `__fl_t`,
-        1 AS `__fl_feature`,
-        `f`.`created_ts` AS `__fl_o0`,
-        `f`.`amount` AS `__fl_o1`,
-        `f`.`merchant` AS `__fl_o2`,
-        STRUCT(`f`.`event_ts` AS `__fl_t`, `f`.`amount` AS `amount`, `f`.`merchant` AS `merchant`) AS `__fl_r`,
-        NULL AS `user_id`,
-        NULL AS `merchant_id`,
-        NULL AS `event_timestamp`,
-        NULL AS `label`,
-        NULL AS `__fl_row`,
-        NULL AS `__fl_ts`
-      FROM `fl_snapshot`.`user_activity` AS `f`
-      WHERE
-        NOT `f`.`user_id` IS NULL AND NOT `f`.`event_ts` IS NULL
-      UNION ALL
-      SELECT
-        `s`.`user_id` AS `__fl_k0`,
-        `s`.`__fl_ts` AS `__fl_t`,
-        0 AS `__fl_feature`,
-        NULL AS `__fl_o0`,
-        NULL AS `__fl_o1`,
-        NULL AS `__fl_o2`,
-        NULL AS `__fl_r`,
-        `s`.`user_id`,
-        `s`.`merchant_id`,
-        `s`.`event_timestamp`,
-        `s`.`label`,
-        `s`.`__fl_row`,
-        `s`.`__fl_ts`
-      FROM `__fl_spine` AS `s`
-    ) AS `u`
-  ) AS `c`
-  WHERE
-    `c`.`__fl_feature` = 0
+    `src`.*,
+    CAST(`src`.`event_timestamp` AS TIMESTAMP) AS `__fl_ts`,
+    NULL AS `__fl_row`
+  FROM `fl_snapshot`.`entities` AS `src`
+), `__fl_b0` AS (
+  SELECT
+    `s`.`user_id` AS `__fl_rk0`,
+    `s`.`__fl_ts`,
+    MAX_BY(
+      STRUCT(`f`.`amount` AS `amount`, `f`.`merchant` AS `merchant`),
+      STRUCT(
+        `f`.`event_ts` AS `__fl_o0`,
+        `f`.`created_ts` AS `__fl_o1`,
+        `f`.`amount` AS `__fl_o2`,
+        `f`.`merchant` AS `__fl_o3`
+      )
+    ) AS `__fl_best`
+  FROM `fl_snapshot`.`user_activity` AS `f`
+  JOIN `__fl_spine_keys` AS `s`
+    ON `f`.`user_id` = `s`.`user_id`
+    AND `f`.`event_ts` <= `s`.`__fl_ts`
+    AND `f`.`event_ts` >= `s`.`__fl_ts` - INTERVAL '30' DAY
+  GROUP BY
+    `s`.`user_id`,
+    `s`.`__fl_ts`
 )
 SELECT
   `s`.`user_id` AS `user_id`,
   `s`.`merchant_id` AS `merchant_id`,
   `s`.`event_timestamp` AS `event_timestamp`,
   `s`.`label` AS `label`,
-  `s`.`amount` AS `amount`,
-  `s`.`merchant` AS `merchant`
-FROM `__fl_v0` AS `s`
+  `b0`.`__fl_best`.`amount` AS `amount`,
+  `b0`.`__fl_best`.`merchant` AS `merchant`
+FROM `__fl_spine` AS `s`
+LEFT JOIN `__fl_b0` AS `b0`
+  ON `s`.`user_id` = `b0`.`__fl_rk0` AND `s`.`__fl_ts` = `b0`.`__fl_ts`
 ORDER BY
   `s`.`__fl_row` NULLS LAST

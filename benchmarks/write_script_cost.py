@@ -1,0 +1,88 @@
+"""Redis server cost per key of the never-older write script against raw MSET (issue 10, materialization).
+
+    python -m benchmarks.write_script_cost [benchmarks/scripts/*.lua ...]
+
+Against one private redis-server: 100 calls of 5,000 keys (96-byte values in feature_layer's v1
+layout) per contender, in three phases (fresh keys; overwriting older values; values older than
+the stored ones), each phase repeated three times, the minimum kept. Per key: the command's own
+time (INFO commandstats usec) and the redis-server process's CPU time (/proc/PID/stat), which is
+less sensitive to other processes on a shared machine. The extra scripts are measurement aids
+(``benchmarks/scripts``): a no-op taking the same arguments (the cost of handing 2 x 5,000
+arguments to Lua), MGET only, MSET only, and MGET + compare + MSET (a candidate write script).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.online import PrivateRedis
+
+N = 5000
+CALLS = 100
+FENCE, LEDGER = b"fl1:s:__markers__:fence", b"fl1:s:__markers__:ledger"
+
+
+def _value(ev: int) -> bytes:
+    return b"\x01" + struct.pack("<qq", ev, ev) + b"x" * 80
+
+
+class Bench:
+    def __init__(self, server: PrivateRedis) -> None:
+        self.server, self.client = server, server.client()
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.server.proc.pid}/stat").read_text().split(")")[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def script(self, source: str, ev: int) -> None:
+        sha = self.client.script_load(source)
+        self.client.set(FENCE, b"1")
+        self.client.setbit(LEDGER, 0, 1)
+        for c in range(CALLS):
+            keys = [b"k:%d" % (c * N + i) for i in range(N)]
+            argv = [b"w", b"1", b"0", b"%d" % (c + 1), b"0", b"0", *([_value(ev)] * N)]
+            self.client.evalsha(sha, N + 2, FENCE, LEDGER, *keys, *argv)
+
+    def mset(self, ev: int) -> None:
+        for c in range(CALLS):
+            self.client.mset({b"k:%d" % (c * N + i): _value(ev) for i in range(N)})
+
+    def measure(self, source: str | None, phase: str, ev: int) -> tuple[float, float]:
+        best = (float("inf"), float("inf"))
+        for _ in range(3):
+            self.client.flushall()
+            if phase != "fresh":
+                self.mset(150)
+            self.client.config_resetstat()
+            before = self.cpu()
+            self.mset(ev) if source is None else self.script(source, ev)
+            cpu = (self.cpu() - before) / (N * CALLS) * 1e6
+            stats = self.client.info("commandstats").get("cmdstat_" + ("mset" if source is None else "evalsha"), {})
+            best = (min(best[0], stats.get("usec", 0) / (N * CALLS)), min(best[1], cpu))
+        return best
+
+
+def main() -> None:
+    from feature_layer.online.redis_store import _SCRIPT
+
+    scripts: dict[str, str | None] = {"write_latest.lua (shipped)": _SCRIPT}
+    scripts.update({Path(p).name: Path(p).read_text() for p in sys.argv[1:]})
+    scripts["raw MSET"] = None
+    server = PrivateRedis()
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}")
+    try:
+        bench = Bench(server)
+        for phase, ev in (("fresh", 100), ("newer", 200), ("older", 50)):
+            for name, source in scripts.items():
+                usec, cpu = bench.measure(source, phase, ev)
+                print(f"{phase:6s} {name:34s} command {usec:.2f} us/key   server CPU {cpu:.2f} us/key", flush=True)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
