@@ -246,6 +246,32 @@ def test_a_lag_behind_a_where_needs_the_whole_history(project: StreamProject) ->
     assert plan.lookback is None and plan.preceding_rows == 0
 
 
+def test_a_range_window_behind_a_where_needs_the_whole_history(project: StreamProject) -> None:
+    """Without lag(), the view needs its 30-day windows only — until a filter on the path may leave an
+    entity's latest output row older than the horizon: then whole histories again."""
+    from dataclasses import replace
+
+    from feature_layer.stream.plan import plan_stream
+
+    with project.store() as store:
+        registry = store.registry
+        view = registry.view("user_transaction_features")
+        node = registry.nodes[view.unique_id]
+        lag = "lag(occurred_at) over (partition by user_id order by occurred_at)"
+        assert lag in node.compiled_sql
+        staging = next(n for n in registry.nodes.values() if n.name == "stg_transactions")
+        registry.nodes[view.unique_id] = replace(node, compiled_sql=node.compiled_sql.replace(lag, "occurred_at"))
+        try:
+            plain, _ = plan_stream(registry, view, registry.dialect)
+            registry.nodes[staging.unique_id] = replace(staging, compiled_sql=staging.compiled_sql + " where amount > 0")
+            filtered, issues = plan_stream(registry, view, registry.dialect)
+        finally:
+            registry.nodes[view.unique_id] = node
+            registry.nodes[staging.unique_id] = staging
+    assert plain is not None and plain.lookback == timedelta(days=30) and plain.preceding_rows == 0
+    assert filtered is not None and not issues and filtered.lookback is None
+
+
 def test_events_older_than_the_lookback_are_landed_for_batch_not_streamed(project: StreamProject) -> None:
     from dataclasses import replace
 

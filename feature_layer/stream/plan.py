@@ -16,8 +16,9 @@ history a micro-batch needs) is the largest RANGE window; an unbounded frame, a 
 navigation function (first_value, row_number…) or a GROUP BY needs the entity's whole history
 (``lookback=None``). ``lag(x, n)`` / ``lead(x, n)`` with a literal offset, partitioned by the join
 keys and ordered by the event time, needs only the ``n`` rows just before the newest one
-(``preceding_rows``) — unless a scope on the path filters rows (WHERE, HAVING, QUALIFY, DISTINCT, an
-inner join): then "n source rows before" is not "n rows before", and the whole history is read.
+(``preceding_rows``). A scope on the path that filters rows (WHERE, HAVING, QUALIFY, DISTINCT, an
+inner join) makes either bound wrong — "n source rows before" is not "n rows before", and a dropped
+row can leave an entity's latest output row older than the horizon — so then the whole history is read.
 
 The rewrite (:func:`rewrite_model`) replaces, in each model's compiled SQL, the source relation by
 the micro-batch's input table and each upstream model on the path by its local view: the SQL
@@ -509,9 +510,10 @@ def plan_stream(manifest: Graph, view: FeatureView, dialect: str) -> tuple[Strea
 def _derived_lookback(needs: Needs) -> tuple[timedelta | None, int]:
     """(lookback, preceding rows) the path's constructs need together: the largest RANGE window plus
     the largest ``lag`` offset; the whole history (None, 0) when one construct is unbounded, or when a
-    ``lag`` sits behind a filter."""
+    path filters rows: a dropped row can make an entity's latest output row older than the horizon
+    (so its windows would miss rows), and "n source rows before" is not "n rows before"."""
     preceding = max(needs.preceding, default=0)
-    if any(s is None for s in needs.lookbacks) or (preceding and needs.filters):
+    if any(s is None for s in needs.lookbacks) or needs.filters:
         return None, 0
     if not needs.lookbacks:
         return (timedelta(0), preceding) if needs.preceding else (None, 0)
