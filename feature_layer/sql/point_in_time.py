@@ -363,6 +363,17 @@ def _comparable(
     return to_naive_utc(event, dialect), ts
 
 
+def _range_conditions(outputs: ViewOutputs, as_of: str, dialect: str | None) -> tuple[exp.Expression, list[exp.Expression]]:
+    """For ``range_join.build_range_best``: the comparable event time, and the as-of and TTL conditions."""
+    view = outputs.view
+    event, ts = _comparable(col(view.event_time, "f"), col(as_of, "s"), outputs.tz_aware, dialect)
+    conditions: list[exp.Expression] = [exp.LTE(this=event.copy(), expression=ts)]
+    ttl = _within_ttl(view, col(view.event_time, "f"), col(as_of, "s"), tz_aware=outputs.tz_aware, dialect=dialect)
+    if ttl is not None:
+        conditions.append(ttl)
+    return event, conditions
+
+
 def _carried_columns(outputs: ViewOutputs) -> list[str]:
     """The feature-row columns the union carries: the tie-break columns, then the requested features."""
     view = outputs.view
@@ -617,7 +628,8 @@ def build_carry_query(
         query = query.with_(ident(RANGE_SPINE), as_=build_spine(spine, dialect=dialect, scan_numbering=exp.Null()))
     for index, out in enumerate(outputs):
         if ranged[index]:
-            best = build_range_best(out, RANGE_SPINE, spine.as_of, dialect)
+            best = build_range_best(out, RANGE_SPINE, spine.as_of, _range_conditions(out, spine.as_of, dialect),
+                                    tie_break_order(out.view, "f", dialect))
             query = query.with_(ident(f"__fl_b{index}"), as_=best)
             continue
         cte = _cte_name(index)

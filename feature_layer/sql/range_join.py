@@ -31,25 +31,23 @@ BEST = "__fl_best"
 KEY = "__fl_rk"
 
 
-def build_range_best(outputs, spine: str, as_of: str, dialect: str | None) -> exp.Select:  # noqa: ANN001
+def build_range_best(  # noqa: ANN001 - outputs: point_in_time.ViewOutputs (that module imports this one)
+    outputs, spine: str, as_of: str, timing: tuple[exp.Expression, list[exp.Expression]], tie_break: list[exp.Ordered]
+) -> exp.Select:
     """Per (join keys, as-of time) of CTE ``spine``: this view's latest feature row within the TTL.
 
     Columns: ``__fl_rk<i>`` (the keys), ``as_of`` and ``__fl_best`` (a struct of the features).
-    ``outputs`` is the view's ``ViewOutputs`` (``point_in_time`` imports this module).
+    ``timing``: the comparable event time and the as-of/TTL conditions; ``tie_break``: the
+    training sets' order after the event time (both from ``point_in_time``).
     """
-    from feature_layer.sql.point_in_time import _comparable, _within_ttl, tie_break_order
-
     view = outputs.view
-    event, ts = _comparable(col(view.event_time, "f"), col(as_of, "s"), outputs.tz_aware, dialect)
+    event, timed = timing
     conditions: list[exp.Expression] = [exp.EQ(this=col(k, "f"), expression=col(k, "s")) for k in view.join_keys]
-    conditions.append(exp.LTE(this=event.copy(), expression=ts))
-    ttl = _within_ttl(view, col(view.event_time, "f"), col(as_of, "s"), tz_aware=outputs.tz_aware, dialect=dialect)
-    if ttl is not None:
-        conditions.append(ttl)
+    conditions += [c.copy() for c in timed]
     values = exp.Struct(
         expressions=[exp.PropertyEQ(this=ident(f.name), expression=col(f.name, "f")) for f in outputs.features]
     )
-    ranks = [event.copy(), *(o.this.copy() for o in tie_break_order(view, "f", dialect))]
+    ranks = [event.copy(), *(o.this.copy() for o in tie_break)]
     order = exp.Struct(
         expressions=[exp.PropertyEQ(this=ident(f"__fl_o{i}"), expression=r) for i, r in enumerate(ranks)]
     )
