@@ -107,7 +107,8 @@ class Lease:
     """The fencing token: larger than every earlier lease of the view in this state file."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (a lease holder's liveness)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -304,7 +305,7 @@ class StateStore:
             ).fetchone()
             if row is not None and row[0] != owner:
                 other_owner, other_host, other_pid, acquired, other_expires = row
-                dead = other_host == host and other_pid != pid and not _pid_alive(other_pid)
+                dead = other_host == host and other_pid != pid and not pid_alive(other_pid)
                 if other_expires > now and not dead:
                     raise MaterializationConflictError(
                         f"Feature view {view!r} is already being materialized (by pid {other_pid} on "

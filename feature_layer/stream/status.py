@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from feature_layer.errors import StreamError
+from feature_layer.state import pid_alive
 
 log = logging.getLogger("feature_layer.stream")
 
@@ -55,16 +56,6 @@ def status_key(stream: str, group: str) -> str:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class LeaseLost(StreamError):
@@ -104,7 +95,7 @@ class StreamLease:
                 continue  # expired between the two calls
             holder = self._holder(raw)
             if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) \
-                    and not _alive(holder["pid"]):
+                    and not pid_alive(holder["pid"]):
                 if client.eval(_TAKE_OVER, 1, self.key, raw, self.value, self.lease_ms):
                     log.warning("stream %s: took over the lease of consumer %s (pid %s, no longer running)",
                                 self.stream, holder.get("consumer"), holder.get("pid"))
