@@ -124,7 +124,8 @@ def test_the_strategy_comes_from_the_engine_kind(store: FeatureStore) -> None:
 # ----------------------------------------------------------------------------- temp tables
 def _temp_entity_tables(engine: Engine) -> list[str]:
     if engine.dialect == "postgres":
-        sql = "SELECT relname::text AS n FROM pg_class WHERE relpersistence = 't'"
+        # this session's temporary tables only: another test worker's session may hold its own
+        sql = "SELECT relname::text AS n FROM pg_class WHERE relpersistence = 't' AND relnamespace = pg_my_temp_schema()"
     else:
         sql = "SELECT table_name AS n FROM information_schema.tables WHERE table_type IN ('LOCAL TEMPORARY', 'VIEW')"
     return [n for n in engine.fetch_arrow(sql).column(0).to_pylist() if n.startswith("__fl_entities_")]
