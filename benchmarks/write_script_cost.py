@@ -66,11 +66,16 @@ class Bench:
         return best
 
 
+def variant(shipped: str, body: str) -> str:
+    """A measurement variant: the shipped script's head (arguments, fence, ledger checks) + its body."""
+    return shipped.split("\nlocal now = tonumber(ARGV[5])")[0] + "\n" + body
+
+
 def main() -> None:
     from feature_layer.online.redis_store import _SCRIPT
 
     scripts: dict[str, str | None] = {"write_latest.lua (shipped)": _SCRIPT}
-    scripts.update({Path(p).name: Path(p).read_text() for p in sys.argv[1:]})
+    scripts.update({Path(p).name: variant(_SCRIPT, Path(p).read_text()) for p in sys.argv[1:]})
     scripts["raw MSET"] = None
     server = PrivateRedis()
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}")
