@@ -8,7 +8,6 @@ untrusted certificate and a plain-text URL against TLS ports fail with the fix.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -25,7 +24,7 @@ from feature_layer.online.cluster_store import RedisClusterOnlineStore
 from feature_layer.online.lookup import get_online_features
 from feature_layer.online.materialize import materialize_view
 from feature_layer.state import StateStore
-from tests.redis_helpers import make_parts, redis_binary, redis_server, service_env  # noqa: F401
+from tests.redis_helpers import _cluster_ports, make_parts, redis_binary, redis_server, service_env  # noqa: F401
 from tests.test_materialize import END, engine, load_events, make_view, redis_store  # noqa: F401
 
 pytestmark = [pytest.mark.redis, pytest.mark.xdist_group("redis-cluster")]
@@ -48,31 +47,13 @@ def make_test_ca(folder: Path) -> None:
              "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf", cwd=folder)
 
 
-def _ports(count: int) -> list[int]:
-    """Free TLS ports whose cluster-bus port (port + 10000) is free too."""
-    ports: list[int] = []
-    while len(ports) < count:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port + 10000 > 65535 or port in ports:
-            continue
-        try:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", port + 10000))
-        except OSError:
-            continue
-        ports.append(port)
-    return ports
-
-
 class TLSCluster:
     """Three TLS-only cluster primaries (``tls-cluster yes``: the bus is TLS too)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.ca = folder / "ca.crt"
-        self.ports = _ports(3)
+        self.ports = _cluster_ports(3)
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def _client(self, port: int) -> redis.Redis:
