@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the standard workload's users")
     parser.add_argument("--print-sql", action="store_true")
     parser.add_argument("--skip", action="append", default=[], help="leave out hand-written contenders naming this word")
+    parser.add_argument("--out", type=Path, help="write the report (markdown) to this file (docs/bench_training_set_spark.md)")
     args = parser.parse_args(argv)
     from benchmarks.common import markdown_table
     from feature_layer.offline.spark import SparkEngine
@@ -215,12 +216,16 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(folder, ignore_errors=True)
     report = markdown_table(COLUMNS, table)
     command = "python -m benchmarks.training_set_spark " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(
-        f"`{command}` — Spark {version}, load average before {before}, {CONF['spark.master']}, {os.cpu_count()} CPUs shared, "
-        f"load average {os.getloadavg()[0]:.1f}; {n_features:,} feature rows, {n_entities:,} entity rows "
-        f"→ {rows:,} rows out, {matched:,} with features; identical results (content hash).\n"
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    text = (
+        f"`{command}` — {stamp}, Spark {version}, load average before {before}, {CONF['spark.master']}, "
+        f"{os.cpu_count()} CPUs shared, load average after {os.getloadavg()[0]:.1f}; {n_features:,} feature rows, "
+        f"{n_entities:,} entity rows → {rows:,} rows out, {matched:,} with features; identical results "
+        f"(content hash).\n\n{report}\n"
     )
-    print(report)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(f"# Spark training set benchmark\n\n{__doc__.strip()}\n\n## Last run\n\n{text}")
 
 
 if __name__ == "__main__":

@@ -315,9 +315,28 @@ def test_postgres_probes_indexed_views_and_only_where_lateral_exists() -> None:
     with pytest.raises(InputError, match="Dialect 'postgres' has no modelled LAST"):
         pit_strategy("postgres", "carry")
     spark = (SNAPSHOTS / "three_views_full_names.spark.sql").read_text()
-    # Spark: a view without TTL carried forward (no join back), one with a TTL by range join + MAX_BY
-    assert "IGNORE NULLS" in spark and "MAX_BY" in spark and "MONOTONICALLY_INCREASING_ID" in spark
+    # Spark: a view without TTL carried forward (no join back), one with a TTL by range join + MAX
+    # of one struct (its features all orderable, so all among the ranks)
+    assert "IGNORE NULLS" in spark and "MAX(\n      STRUCT(" in spark and "MONOTONICALLY_INCREASING_ID" in spark
+    assert "MAX_BY" not in spark and "FROM_UTC_TIMESTAMP" not in spark
     assert "MONOTONICALLY_INCREASING_ID()" in spark  # the spine is read once: no global sort
+
+
+def test_range_best_row_is_max_of_the_ranks_unless_a_feature_cannot_be_ordered() -> None:
+    from feature_layer.sql.range_join import best_row
+
+    f = [Feature("amount", "v", "float64"), Feature("merchant", "v", "string")]
+    ranks = [exp.column("event_ts", "f"), exp.column("created_ts", "f"), exp.column("amount", "f"),
+             exp.column("merchant", "f")]
+    picked = best_row(f, [r.copy() for r in ranks]).sql("spark")
+    assert picked == (
+        "MAX(STRUCT(f.event_ts AS `__fl_o0`, f.created_ts AS `__fl_o1`, f.amount AS `amount`, f.merchant AS `merchant`))"
+    )
+    blob = [*f, Feature("payload", "v", "bytes")]  # not orderable: not a rank, so MAX_BY of its own struct
+    picked = best_row(blob, [r.copy() for r in ranks]).sql("spark")
+    assert picked.startswith("MAX_BY(STRUCT(`f`.`amount` AS `amount`, `f`.`merchant` AS `merchant`, `f`.`payload` AS `payload`), ")
+    assert picked.endswith("STRUCT(f.event_ts AS `__fl_o0`, f.created_ts AS `__fl_o1`, f.amount AS `__fl_o2`, "
+                           "f.merchant AS `__fl_o3`))")
 
 
 def test_spine_numbering_is_stable_where_ctes_are_not_materialized() -> None:

@@ -199,6 +199,42 @@ def test_failed_replace_leaves_the_previous_table(spark_engine) -> None:
     assert spark_engine.fetch_arrow(f"select x from fl_test.{name}").column(0).to_pylist() == [1]
 
 
+def test_schema_without_a_job_is_the_fetched_schema_and_null_timestamps_are_probed(spark_engine) -> None:
+    from feature_layer.errors import InputError
+    from feature_layer.offline.entity import prepare_entities
+
+    query = (
+        "SELECT CAST(1 AS BIGINT) AS i, 1.5D AS d, CAST(2.25 AS DECIMAL(10, 2)) AS m, 'x' AS s, DATE'2025-01-02' AS dt,"
+        " TIMESTAMP'2025-01-02 03:04:05' AS ts, TIMESTAMP_NTZ'2025-01-02 03:04:05' AS ntz, ARRAY(1, 2) AS a,"
+        " NAMED_STRUCT('k', 1) AS st, true AS b"
+    )
+    tracker = spark_engine.session.sparkContext.statusTracker()
+    jobs = len(tracker.getJobIdsForGroup())
+    schema = spark_engine.schema_of(query)
+    assert len(tracker.getJobIdsForGroup()) == jobs  # analysis only
+    assert schema == spark_engine.fetch_arrow(query).schema
+    name = f"fl_test.ents_{uuid.uuid4().hex[:8]}"
+    spark_engine.execute(
+        f"CREATE TABLE {name} USING parquet AS SELECT * FROM VALUES (1, TIMESTAMP'2025-01-01 00:00:00'), (2, NULL),"
+        " (3, NULL) AS t(user_id, event_timestamp)"
+    )
+    with pytest.raises(InputError, match=r"2 entity row\(s\) have a null timestamp in column 'event_timestamp'"):
+        prepare_entities(spark_engine, name, [])
+    spark_engine.execute(f"DROP TABLE {name}")
+    spark_engine.execute(
+        f"CREATE TABLE {name} USING parquet AS SELECT * FROM VALUES (1, TIMESTAMP'2025-01-01 00:00:00')"
+        " AS t(user_id, event_timestamp)"
+    )
+    assert prepare_entities(spark_engine, name, []).columns == ("user_id", "event_timestamp")
+    assert spark_engine.has_rows(sqlglot_select(name)) and not spark_engine.has_rows(sqlglot_select(name).where("false"))
+
+
+def sqlglot_select(table: str):  # noqa: ANN201
+    from sqlglot import exp
+
+    return exp.select("*").from_(exp.to_table(table, dialect="spark"))
+
+
 def test_materialize_and_statistics_on_spark_match_duckdb(spark_project: Path, duckdb_twin: Path, tmp_path: Path) -> None:
     from feature_layer.client import FeatureStore
 

@@ -88,6 +88,10 @@ class Engine(ABC):
         sql = self.render(sql_or_expression)
         return self.fetch_arrow(f"SELECT * FROM ({sql}) AS __fl_schema LIMIT 0").schema
 
+    def has_rows(self, query: exp.Select) -> bool:
+        """Whether ``query`` returns at least one row (its first row at most is read)."""
+        return self.fetch_arrow(query.limit(1)).num_rows > 0
+
     @abstractmethod
     def close(self) -> None:
         """Release the connection."""

@@ -199,6 +199,9 @@ class _Lease(Engine):
     def schema_of(self, sql_or_expression: str | exp.Expression) -> pa.Schema:
         return self._call("schema_of", sql_or_expression)
 
+    def has_rows(self, query: exp.Select) -> bool:
+        return self._call("has_rows", query)
+
     def register_arrow(self, name: str, table: pa.Table) -> None:
         self._call("register_arrow", name, table)
         self._registered.add(name)

@@ -224,7 +224,7 @@ def view_key_types(engine: Engine, views: Sequence[FeatureView]) -> dict[tuple[s
                 unknown.append(key)
         if unknown:
             query = exp.select(*[exp.column(ident(k)) for k in unknown]).from_(relation_table(view)).limit(0)
-            schema = engine.fetch_arrow(query).schema
+            schema = engine.schema_of(query)
             for key in unknown:
                 types[(view.name, key)] = arrow_logical_type(schema.field(key).type)
     return types
@@ -244,7 +244,7 @@ def warehouse_schemas(
     for view, features in requested:
         names = list(dict.fromkeys([view.event_time, *(f.name for f in features)]))
         query = exp.select(*[exp.column(ident(n)) for n in names]).from_(relation_table(view)).limit(0)
-        schemas[view.name] = engine.fetch_arrow(query).schema
+        schemas[view.name] = engine.schema_of(query)
     return schemas
 
 
@@ -387,12 +387,14 @@ def prepare_entities(
 
 
 def _check_warehouse_nulls(engine: Engine, source: exp.Expression, timestamp: str) -> None:
-    """Refuse warehouse entity rows with a null timestamp (one counting query)."""
+    """Refuse warehouse entity rows with a null timestamp (a probe for one such row; counted
+    only when there is one, for the message)."""
     subject = source.subquery(ident("e")) if isinstance(source, exp.Query) else source.copy()
+    null = exp.Is(this=exp.column(ident(timestamp)), expression=exp.Null())
+    if not engine.has_rows(exp.select(exp.Literal.number(1)).from_(subject.copy()).where(null.copy())):
+        return  # the usual case: one early-stopping probe (Spark: no shuffle), no count
     nulls = engine.fetch_arrow(
-        exp.select(exp.func("count", exp.Star()).as_("n"))
-        .from_(subject)
-        .where(exp.Is(this=exp.column(ident(timestamp)), expression=exp.Null()))
+        exp.select(exp.func("count", exp.Star()).as_("n")).from_(subject).where(null)
     ).column(0)[0].as_py()
     if nulls:
         raise _null_timestamps(timestamp, nulls)

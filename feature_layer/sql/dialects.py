@@ -110,8 +110,15 @@ def to_naive_utc(value: exp.Expression, dialect: str | None) -> exp.Expression:
 
     Never ``CAST(… AS TIMESTAMP)``: that conversion uses the session time zone, so SQL
     printed for analysts would shift every as-of time in a non-UTC session.
+
+    Spark and Databricks: the value as it is. Their time-zone-aware ``TIMESTAMP`` holds UTC
+    microseconds and compares as an instant in any session time zone; the former
+    ``CAST(FROM_UTC_TIMESTAMP(…, 'UTC') AS TIMESTAMP)`` was the identity (same type, same
+    microseconds), evaluated for every feature row of a range join.
     """
     name = capabilities(dialect).name
+    if name in {"spark", "databricks"}:
+        return value
     if name == "bigquery":
         return exp.Anonymous(this="DATETIME", expressions=[value, _utc()])
     if name == "snowflake":

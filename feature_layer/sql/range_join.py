@@ -18,7 +18,8 @@ row number keeps it deterministic although the spine is read twice (features dep
 else; a null key never joins, so it gets null features either way). ``max_by`` compares the
 ordering struct field by field with nulls smallest, so the winner is the window formulations':
 event time, then created-at (latest, nulls oldest), then every orderable feature (larger, nulls
-last) — exactly ``tie_break_order``.
+last) — exactly ``tie_break_order``. When the requested features are all among those ranks, the
+aggregate is ``MAX(struct(ranks))`` instead (``best_row``: the same winner, one struct per row).
 """
 
 from __future__ import annotations
@@ -44,22 +45,52 @@ def build_range_best(  # noqa: ANN001 - outputs: point_in_time.ViewOutputs (that
     event, timed = timing
     conditions: list[exp.Expression] = [exp.EQ(this=col(k, "f"), expression=col(k, "s")) for k in view.join_keys]
     conditions += [c.copy() for c in timed]
-    values = exp.Struct(
-        expressions=[exp.PropertyEQ(this=ident(f.name), expression=col(f.name, "f")) for f in outputs.features]
-    )
     ranks = [event.copy(), *(o.this.copy() for o in tie_break)]
-    order = exp.Struct(
-        expressions=[exp.PropertyEQ(this=ident(f"__fl_o{i}"), expression=r) for i, r in enumerate(ranks)]
-    )
     groups = [col(k, "s") for k in view.join_keys] + [col(as_of, "s")]
     return (
         exp.select(*[exp.alias_(col(k, "s"), f"{KEY}{i}", quoted=True) for i, k in enumerate(view.join_keys)])
         .select(col(as_of, "s"))
-        .select(exp.alias_(exp.Anonymous(this="MAX_BY", expressions=[values, order]), BEST, quoted=True))
+        .select(exp.alias_(best_row(outputs.features, ranks), BEST, quoted=True))
         .from_(relation_table(view, "f"))
         .join(exp.Table(this=ident(spine), alias=exp.TableAlias(this=ident("s"))), on=exp.and_(*conditions))
         .group_by(*groups)
     )
+
+
+def _field(name: str, value: exp.Expression) -> exp.PropertyEQ:
+    return exp.PropertyEQ(this=ident(name), expression=value)
+
+
+def _feature_column(rank: exp.Expression) -> str | None:
+    """The feature-row column ``rank`` is (``f.<name>``), else ``None`` (an expression)."""
+    if isinstance(rank, exp.Column) and rank.table == "f" and isinstance(rank.this, exp.Identifier):
+        return rank.name
+    return None
+
+
+def best_row(features, ranks: list[exp.Expression]) -> exp.Expression:  # noqa: ANN001 - features: Feature
+    """The aggregate picking the features of the feature row with the largest ``ranks``.
+
+    When every requested feature is itself one of the ranks (the tie-break lists every orderable
+    feature), ``MAX`` of one struct of the ranks, each feature's field named after it: the same
+    winner as ``MAX_BY`` (struct order, nulls smallest; rows tied on every rank hold the same
+    features) with half the struct built, compared and shuffled per feature row. Otherwise
+    (a feature that cannot be ordered) ``MAX_BY(struct(features), struct(ranks))``.
+    """
+    wanted = {f.name for f in features}
+    named: list[exp.PropertyEQ] = []
+    for index, rank in enumerate(ranks):
+        name = _feature_column(rank)
+        if name in wanted:
+            wanted.discard(name)
+        else:
+            name = f"__fl_o{index}"
+        named.append(_field(name, rank))
+    if not wanted:
+        return exp.Max(this=exp.Struct(expressions=named))
+    values = exp.Struct(expressions=[_field(f.name, col(f.name, "f")) for f in features])
+    order = exp.Struct(expressions=[_field(f"__fl_o{i}", r) for i, r in enumerate(ranks)])
+    return exp.Anonymous(this="MAX_BY", expressions=[values, order])
 
 
 def join_range_best(query: exp.Select, outputs, cte: str, alias: str, as_of: str) -> exp.Select:  # noqa: ANN001

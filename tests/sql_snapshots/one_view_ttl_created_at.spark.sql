@@ -16,13 +16,12 @@ WITH `__fl_spine` AS (
   SELECT
     `s`.`user_id` AS `__fl_rk0`,
     `s`.`__fl_ts`,
-    MAX_BY(
-      STRUCT(`f`.`amount` AS `amount`, `f`.`merchant` AS `merchant`),
+    MAX(
       STRUCT(
         `f`.`event_ts` AS `__fl_o0`,
         `f`.`created_ts` AS `__fl_o1`,
-        `f`.`amount` AS `__fl_o2`,
-        `f`.`merchant` AS `__fl_o3`
+        `f`.`amount` AS `amount`,
+        `f`.`merchant` AS `merchant`
       )
     ) AS `__fl_best`
   FROM `fl_snapshot`.`user_activity` AS `f`

@@ -16,12 +16,11 @@ WITH `__fl_spine` AS (
   SELECT
     `s`.`user_id` AS `__fl_rk0`,
     `s`.`__fl_ts`,
-    MAX_BY(
-      STRUCT(`f`.`amount` AS `amount`),
+    MAX(
       STRUCT(
         `f`.`event_ts` AS `__fl_o0`,
         `f`.`created_ts` AS `__fl_o1`,
-        `f`.`amount` AS `__fl_o2`,
+        `f`.`amount` AS `amount`,
         `f`.`merchant` AS `__fl_o3`
       )
     ) AS `__fl_best`
@@ -38,12 +37,11 @@ WITH `__fl_spine` AS (
     `s`.`user_id` AS `__fl_rk0`,
     `s`.`merchant_id` AS `__fl_rk1`,
     `s`.`__fl_ts`,
-    MAX_BY(
-      STRUCT(`f`.`txn_count` AS `txn_count`, `f`.`first_seen` AS `first_seen`),
+    MAX(
       STRUCT(
         `f`.`event_ts` AS `__fl_o0`,
-        `f`.`txn_count` AS `__fl_o1`,
-        `f`.`first_seen` AS `__fl_o2`
+        `f`.`txn_count` AS `txn_count`,
+        `f`.`first_seen` AS `first_seen`
       )
     ) AS `__fl_best`
   FROM `fl_snapshot`.`user_merchant` AS `f`

@@ -3,33 +3,32 @@
 WITH `__fl_spine` AS (
   SELECT
     `src`.*,
-    CAST(FROM_UTC_TIMESTAMP(`src`.`event_timestamp`, 'UTC') AS TIMESTAMP) AS `__fl_ts`,
+    `src`.`event_timestamp` AS `__fl_ts`,
     MONOTONICALLY_INCREASING_ID() AS `__fl_row`
   FROM `fl_snapshot`.`entities` AS `src`
 ), `__fl_spine_keys` AS (
   SELECT
     `src`.*,
-    CAST(FROM_UTC_TIMESTAMP(`src`.`event_timestamp`, 'UTC') AS TIMESTAMP) AS `__fl_ts`,
+    `src`.`event_timestamp` AS `__fl_ts`,
     NULL AS `__fl_row`
   FROM `fl_snapshot`.`entities` AS `src`
 ), `__fl_b0` AS (
   SELECT
     `s`.`user_id` AS `__fl_rk0`,
     `s`.`__fl_ts`,
-    MAX_BY(
-      STRUCT(`f`.`amount` AS `amount`, `f`.`merchant` AS `merchant`),
+    MAX(
       STRUCT(
-        CAST(FROM_UTC_TIMESTAMP(`f`.`event_ts`, 'UTC') AS TIMESTAMP) AS `__fl_o0`,
+        `f`.`event_ts` AS `__fl_o0`,
         `f`.`created_ts` AS `__fl_o1`,
-        `f`.`amount` AS `__fl_o2`,
-        `f`.`merchant` AS `__fl_o3`
+        `f`.`amount` AS `amount`,
+        `f`.`merchant` AS `merchant`
       )
     ) AS `__fl_best`
   FROM `fl_snapshot`.`user_activity` AS `f`
   JOIN `__fl_spine_keys` AS `s`
     ON `f`.`user_id` = `s`.`user_id`
-    AND CAST(FROM_UTC_TIMESTAMP(`f`.`event_ts`, 'UTC') AS TIMESTAMP) <= `s`.`__fl_ts`
-    AND CAST(FROM_UTC_TIMESTAMP(`f`.`event_ts`, 'UTC') AS TIMESTAMP) >= `s`.`__fl_ts` - INTERVAL '30' DAY
+    AND `f`.`event_ts` <= `s`.`__fl_ts`
+    AND `f`.`event_ts` >= `s`.`__fl_ts` - INTERVAL '30' DAY
   GROUP BY
     `s`.`user_id`,
     `s`.`__fl_ts`
