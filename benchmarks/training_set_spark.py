@@ -176,11 +176,16 @@ def run(engine, repeat: int, skip: tuple[str, ...] = ()) -> tuple[list[list[str]
             f"{min(ts):.2f}",
             f"{statistics.median(ts):.2f}",
             f"{max(ts):.2f}",
-            f"{statistics.median(t / f for t, f in zip(ts, floor, strict=True)):.2f}×",
+            _ratios([t / f for t, f in zip(ts, floor, strict=True)]),
         ]
         for name, ts in times.items()
     ]
     return table, rows, matched
+
+
+def _ratios(ratios: list[float]) -> str:
+    """Median of the per-round ratios, with their range."""
+    return f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}×)"
 
 
 COLUMNS = ["contender", "best (s)", "median (s)", "worst (s)", "median of per-round ratios to the floor"]
