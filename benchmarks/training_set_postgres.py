@@ -431,7 +431,8 @@ each), all reading the entity rows from the warehouse table and fetching the res
 same `PostgresEngine.fetch_arrow` (`COPY … TO STDOUT`):
 - `feature_layer`: `build_training_set(engine, "{SCHEMA}.<entity table>", [(view, features)]).to_arrow()`
   — the generated SQL (`python -m benchmarks.training_set_postgres --print-sql` prints it) plus
-  the zero-row type query and the null check of the entity timestamp.
+  the zero-row type query, the catalog reads (indexes, NOT NULL, plain heap) and the null check of
+  the entity timestamp on the returned rows.
 - `hand-written carry-forward (window)`: what an expert writes (issue 10): number the feature
   rows per key, union them with the entity rows, carry the latest number forward with
   `max(k) OVER (PARTITION BY key ORDER BY t, k NULLS LAST ROWS UNBOUNDED PRECEDING)`, join back,

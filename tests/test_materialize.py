@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from feature_layer.errors import InputError, MaterializationConflictError, OnlineStoreError, UnknownFeatureError
+from feature_layer.errors import (
+    InputError,
+    MaterializationConflictError,
+    OnlineStoreError,
+    UnknownFeatureError,
+    WarehouseError,
+)
 from feature_layer.offline.engine import DuckDBEngine
 from feature_layer.online.encoding import to_micros
 from feature_layer.online.lookup import get_online_features
@@ -409,6 +415,59 @@ def test_batches_are_written_while_the_query_streams(engine, state, tmp_path: Pa
     # Once a batch is produced its values are already in the store: nothing is
     # collected before writing, so memory is one batch whatever the table size.
     assert len(seen) >= 5 and all(stored == produced for produced, stored in seen)
+
+
+class _PrefetchedEngine(_CountingEngine):
+    """The counting engine, read a batch ahead from a thread as DuckDB is; ``fail_after``
+    batches, the warehouse fails mid-stream."""
+
+    prefetch_safe = True
+
+    def __init__(self, inner: DuckDBEngine, fail_after: int | None = None) -> None:
+        super().__init__(inner)
+        self.fail_after = fail_after
+        self.threads: set[str] = set()
+
+    def stream_arrow(self, sql, batch_size: int = 100_000):  # noqa: ANN001, ANN201
+        for i, batch in enumerate(super().stream_arrow(sql, batch_size)):
+            self.threads.add(threading.current_thread().name)
+            if i == self.fail_after:
+                raise WarehouseError("the warehouse went away mid-stream", fix="rerun.")
+            yield batch
+
+
+def test_a_prefetched_stream_stays_a_batch_or_two_ahead_and_writes_the_same(engine, state, tmp_path: Path) -> None:  # noqa: ANN001
+    load_events(engine, users=5_000, per_user=1)
+    online = SqliteOnlineStore(tmp_path / "o.sqlite", "p")
+    online.clock = lambda: to_micros(END)
+    prefetched = _PrefetchedEngine(engine)
+    ahead: list[int] = []
+
+    def after_batch(rows: int) -> None:
+        ahead.append(prefetched.produced - online._db.execute("SELECT count(*) FROM online_values").fetchone()[0])
+
+    result = materialize_view(make_view(), engine=prefetched, online=online, state=state, end=END,
+                              on_rows=after_batch, batch_rows=1_000, statistics=False)
+    assert prefetched.threads == {"feature-layer-prefetch"}
+    assert len(ahead) == 5 and all(0 <= a <= 3 * 1_000 for a in ahead)  # memory: a few batches at most
+    assert result.entities == 5_000 and state.watermark("user_stats") is not None
+    reference = SqliteOnlineStore(tmp_path / "r.sqlite", "p")
+    reference.clock = online.clock
+    materialize_view(make_view(), engine=engine, online=reference, state=StateStore(tmp_path / "r.state"), end=END,
+                     batch_rows=1_000, statistics=False)
+    query = "SELECT key, value FROM online_values ORDER BY key"
+    assert online._db.execute(query).fetchall() == reference._db.execute(query).fetchall()
+
+
+def test_a_warehouse_failing_mid_prefetch_fails_the_run_and_keeps_the_watermark(engine, state, tmp_path: Path) -> None:  # noqa: ANN001
+    load_events(engine, users=5_000, per_user=1)
+    online = SqliteOnlineStore(tmp_path / "o.sqlite", "p")
+    online.clock = lambda: to_micros(END)
+    with pytest.raises(WarehouseError, match="went away mid-stream"):
+        materialize_view(make_view(), engine=_PrefetchedEngine(engine, fail_after=2), online=online, state=state,
+                         end=END, batch_rows=1_000, statistics=False)
+    assert state.watermark("user_stats") is None
+    assert not [t for t in threading.enumerate() if t.name == "feature-layer-prefetch"]  # the thread is gone
 
 
 def test_a_new_online_store_is_filled_even_though_the_state_has_a_watermark(engine, state, tmp_path: Path) -> None:  # noqa: ANN001

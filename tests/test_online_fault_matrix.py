@@ -227,11 +227,15 @@ def test_values_vanishing_mid_run_are_found_at_commit(
     # What eviction does, deterministically: keys the run wrote disappear without a word.
     if check == "scan":  # a run too large to keep its keys: one SCAN against their hashes
         monkeypatch.setattr(materialize_module, "EXISTS_CHECK_KEYS", 0)
+    admin = private_redis.client()
+    # A server that may evict (maxmemory under an evicting policy, far above what the test
+    # uses): on one that cannot, an unchanged evicted-keys counter stands in for the check.
+    admin.config_set("maxmemory-policy", "allkeys-lru")
+    admin.config_set("maxmemory", 1 << 30)
     online = redis_store(private_redis, batch_size=250)
     load_events(engine, users=USERS, per_user=1)
     run(engine, online, state)
     load_events(engine, users=USERS, per_user=1, day_offset=5)
-    admin = private_redis.client()
 
     def vanish() -> None:
         keys = sorted(k for k in admin.keys(f"fl1:{online.namespace}:user_stats:*".encode()))[:7]
@@ -242,6 +246,44 @@ def test_values_vanishing_mid_run_are_found_at_commit(
     result = run(engine, online, state)
     assert result.full_refresh  # keys of earlier runs may have gone too: the rerun reads in full
     assert_same_as_uninterrupted(online, engine, redis_server, tmp_path)
+
+
+def test_eviction_snapshots_prove_nothing_evicted_only_on_a_server_that_cannot_evict(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "snap").start()
+    try:
+        admin = server.client()
+        online = RedisOnlineStore(server.client(), "snap")
+        before = online.eviction_snapshot()
+        admin.set(b"k", b"v")
+        assert online.nothing_evicted_between(before, online.eviction_snapshot())  # maxmemory 0
+        admin.config_set("maxmemory", 1 << 30)
+        assert online.nothing_evicted_between(before, online.eviction_snapshot())  # noeviction policy
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        assert not online.nothing_evicted_between(before, online.eviction_snapshot())  # it may evict now
+        assert not online.nothing_evicted_between(None, online.eviction_snapshot())  # INFO refused
+        server.stop()
+        server.start()  # another process (run_id): its counters started again
+        assert not online.nothing_evicted_between(before, RedisOnlineStore(server.client(), "snap").eviction_snapshot())
+    finally:
+        server.stop()
+
+
+def test_materialization_checks_each_key_once_the_server_evicts(
+    private_redis: RedisServer, engine, state  # noqa: ANN001
+) -> None:
+    # maxmemory set mid-run under an evicting policy: the snapshots differ, so the run checks every
+    # key it wrote, and finds the ones removed behind its back.
+    online = redis_store(private_redis, batch_size=250)
+    load_events(engine, users=USERS, per_user=1)
+    admin = private_redis.client()
+
+    def may_evict_then_vanish() -> None:
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        admin.config_set("maxmemory", 1 << 30)
+        admin.unlink(*sorted(admin.keys(f"fl1:{online.namespace}:user_stats:*".encode()))[:3])
+
+    with pytest.raises(LostWritesError, match="3 of the 2,000 values it wrote are no longer there"):
+        run(engine, online, state, batch_rows=1_000, on_rows=_hook({2: may_evict_then_vanish}))
 
 
 # -- the materializer dies or stalls ------------------------------------------------------------

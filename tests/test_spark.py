@@ -201,7 +201,7 @@ def test_failed_replace_leaves_the_previous_table(spark_engine) -> None:
 
 def test_schema_without_a_job_is_the_fetched_schema_and_null_timestamps_are_probed(spark_engine) -> None:
     from feature_layer.errors import InputError
-    from feature_layer.offline.entity import prepare_entities
+    from feature_layer.offline.entity import check_entity_nulls, prepare_entities
 
     query = (
         "SELECT CAST(1 AS BIGINT) AS i, 1.5D AS d, CAST(2.25 AS DECIMAL(10, 2)) AS m, 'x' AS s, DATE'2025-01-02' AS dt,"
@@ -219,13 +219,15 @@ def test_schema_without_a_job_is_the_fetched_schema_and_null_timestamps_are_prob
         " (3, NULL) AS t(user_id, event_timestamp)"
     )
     with pytest.raises(InputError, match=r"2 entity row\(s\) have a null timestamp in column 'event_timestamp'"):
-        prepare_entities(spark_engine, name, [])
+        check_entity_nulls(spark_engine, prepare_entities(spark_engine, name, []))
     spark_engine.execute(f"DROP TABLE {name}")
     spark_engine.execute(
         f"CREATE TABLE {name} USING parquet AS SELECT * FROM VALUES (1, TIMESTAMP'2025-01-01 00:00:00')"
         " AS t(user_id, event_timestamp)"
     )
-    assert prepare_entities(spark_engine, name, []).columns == ("user_id", "event_timestamp")
+    prepared = prepare_entities(spark_engine, name, [])
+    check_entity_nulls(spark_engine, prepared)  # no null: the isEmpty probe only
+    assert prepared.columns == ("user_id", "event_timestamp")
     assert spark_engine.has_rows(sqlglot_select(name)) and not spark_engine.has_rows(sqlglot_select(name).where("false"))
 
 

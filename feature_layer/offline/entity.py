@@ -75,6 +75,11 @@ class PreparedEntities:
     table: pa.Table | None = None
     """The in-memory input as given: its columns are returned as they are (types, time zones,
     units), whatever the warehouse made of its copy."""
+    unchecked_timestamp: str | None = None
+    """A warehouse input's timestamp column that may hold nulls (not declared NOT NULL). A whole
+    result is checked after its query (every entity row comes back with its timestamp:
+    ``refuse_null_timestamps``, no scan of the entity table); streamed or warehouse-side
+    results before it (``check_entity_nulls``)."""
 
 
 def _to_arrow(entity_df: Any) -> pa.Table | None:
@@ -345,8 +350,6 @@ def prepare_entities(
         timestamp = _pick_timestamp(schema, timestamp_column)
         _check_columns(schema, timestamp, views, key_types)
         facts = engine.entity_table_facts(source, timestamp) if isinstance(source, exp.Table) else EntityTableFacts()
-        if not facts.timestamp_not_null:
-            _check_warehouse_nulls(engine, source, timestamp)
         ts_type = schema.field(timestamp).type
         naive = pa.types.is_timestamp(ts_type) and ts_type.tz is None
         aware = pa.types.is_timestamp(ts_type) and ts_type.tz is not None
@@ -354,7 +357,8 @@ def prepare_entities(
             source=source, timestamp=timestamp, columns=tuple(schema.names), naive_utc=naive, tz_aware=aware,
             row_locator=facts.row_locator,
         )
-        return PreparedEntities(spine=spine, columns=tuple(schema.names))
+        unchecked = None if facts.timestamp_not_null else timestamp
+        return PreparedEntities(spine=spine, columns=tuple(schema.names), unchecked_timestamp=unchecked)
 
     timestamp = _pick_timestamp(table.schema, timestamp_column)
     _check_columns(table.schema, timestamp, views, key_types)
@@ -386,7 +390,22 @@ def prepare_entities(
     )
 
 
-def _check_warehouse_nulls(engine: Engine, source: exp.Expression, timestamp: str) -> None:
+def refuse_null_timestamps(entities: PreparedEntities, result: pa.Table) -> None:
+    """Refuse a warehouse input with null timestamps, counted in the whole training set ``result``
+    (it holds every entity row once, with its timestamp as given)."""
+    column = entities.unchecked_timestamp
+    if column is not None and (nulls := result.column(column).null_count):
+        raise _null_timestamps(column, nulls)
+
+
+def check_entity_nulls(engine: Engine, entities: PreparedEntities) -> None:
+    """Before a query whose rows are not all seen at once (streamed, or written in the
+    warehouse): refuse a warehouse input with null timestamps (one counting query)."""
+    if entities.unchecked_timestamp is not None:
+        check_warehouse_nulls(engine, entities.spine.source, entities.unchecked_timestamp)
+
+
+def check_warehouse_nulls(engine: Engine, source: exp.Expression, timestamp: str) -> None:
     """Refuse warehouse entity rows with a null timestamp (a probe for one such row; counted
     only when there is one, for the message)."""
     subject = source.subquery(ident("e")) if isinstance(source, exp.Query) else source.copy()

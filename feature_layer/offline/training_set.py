@@ -16,7 +16,13 @@ import pyarrow as pa
 from sqlglot import exp
 
 from feature_layer.errors import FeatureLayerError, InputError
-from feature_layer.offline.entity import PreparedEntities, prepare_entities, warehouse_schemas
+from feature_layer.offline.entity import (
+    PreparedEntities,
+    check_entity_nulls,
+    prepare_entities,
+    refuse_null_timestamps,
+    warehouse_schemas,
+)
 from feature_layer.offline.pushed import PushedRows, stage_pushed
 from feature_layer.registry.join_keys import with_join_key_map
 from feature_layer.registry.model import Feature, FeatureView
@@ -88,13 +94,16 @@ class TrainingSet:
         Features have their logical type's Arrow type (``feature_layer.types.arrow_type``), the
         type an online lookup returns; an in-memory input's columns come back as given.
         """
-        table = self._conform(self._engine.fetch_arrow(self.expression()), 0)
+        fetched = self._engine.fetch_arrow(self.expression())
+        refuse_null_timestamps(self._entities, fetched)
+        table = self._conform(fetched, 0)
         if self.on_arrow is not None:  # search: record the training set's statistics (never raises)
             self.on_arrow(self, table)
         return table
 
     def to_batches(self, batch_size: int = 100_000) -> Iterator[pa.RecordBatch]:
         """Stream the rows in Arrow record batches (bounded memory), typed as ``to_arrow``."""
+        check_entity_nulls(self._engine, self._entities)
         batches = self._engine.stream_arrow(self.expression(), batch_size=batch_size)
         return (self._conform(batch, offset) for batch, offset in _offsets(batches))
 
@@ -181,6 +190,7 @@ class TrainingSet:
             node = table.args.get(part)
             if isinstance(node, exp.Identifier):
                 node.set("quoted", True)
+        check_entity_nulls(self._engine, self._entities)  # no rows come back to check
         if replace:
             replace_table(self._engine, table, self.expression())
         else:

@@ -13,10 +13,12 @@ Per view, in order:
    materialized) of the rows to read, *before* the main query;
 4. stream the latest-per-entity query (``feature_layer.sql.latest``; on DuckDB its two-pass form
    ``feature_layer.sql.newest``, whose memory does not grow with the row) from the warehouse as Arrow
-   record batches, encode each batch vectorised and hand it to the store's pipelined writer —
+   record batches (on DuckDB a thread fetches the next batch while this one is written),
+   encode each batch vectorised and hand it to the store's pipelined writer —
    memory stays bounded by the batch size whatever the table size (a full refresh writes in
    place, forced, and deletes the keys it did not write only at the end);
-5. wait for every write to be acknowledged, check that none was evicted, save statistics (a
+5. wait for every write to be acknowledged, check that none was evicted (each written key, unless
+   the store proves it evicted nothing since before the first write), save statistics (a
    failure there is recorded, never fatal), then commit in the store in one atomic step (the
    fence still ours, the ledger holding every request: nothing acknowledged was lost; then the
    watermark and active-layout markers), and only then advance the watermark (one SQLite
@@ -35,6 +37,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from queue import Full, Queue
 from typing import Any
 
 import numpy as np
@@ -300,10 +303,15 @@ def materialize_view(
         # a store that may evict, 8 more until when each must still be there).
         written = _WrittenKeys(len(layout.key_prefix), layout.ttl_us, track_deadlines=online.can_evict)
         track = full_refresh or online.can_evict
+        evictions = online.eviction_snapshot() if online.can_evict else None  # before the first write
         writer = online.writer(ttl_us=layout.ttl_us, force=full_refresh, fence=fence)
+        batches: Iterator[pa.RecordBatch] = iter(())
         try:
-            t = time.perf_counter()
-            for batch in _exact_batches(engine.stream_arrow(sql, batch_size=batch_rows), batch_rows):
+            t = time.perf_counter()  # the query's blocking part (the aggregate) runs as the stream opens
+            batches = _exact_batches(engine.stream_arrow(sql, batch_size=batch_rows), batch_rows)
+            if getattr(engine, "prefetch_safe", False):
+                batches = _prefetched(batches)
+            for batch in batches:
                 t1 = time.perf_counter()
                 query_s += t1 - t
                 if stats_job is None:
@@ -342,12 +350,18 @@ def materialize_view(
             stages["write_tail"] = time.perf_counter() - t1
         except BaseException:
             writer.abort()
+            close = getattr(batches, "close", None)
+            if close is not None:  # now, not when the traceback goes: the warehouse's cursor is freed
+                close()
             raise
         stages["query"] = query_s
         stages["encode_write"] = encode_s
         if online.can_evict:
             t = time.perf_counter()
-            _check_nothing_evicted(online, fence, layout.key_prefix, written, marker)
+            # Every write is acknowledged: a server that proves it evicted nothing since before
+            # the first one needs no check of each key.
+            if not online.nothing_evicted_between(evictions, online.eviction_snapshot()):
+                _check_nothing_evicted(online, fence, layout.key_prefix, written, marker)
             stages["eviction_check"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -456,6 +470,48 @@ def _exact_batches(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.
                 pending, count = [], 0
     if count:
         yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
+
+
+_DONE = object()
+
+
+def _prefetched(batches: Iterator[pa.RecordBatch], depth: int = 1) -> Iterator[pa.RecordBatch]:
+    """``batches`` pulled by a thread up to ``depth`` batches ahead, so the warehouse computes
+    the next batch while this thread encodes and writes the current one (DuckDB releases the
+    GIL while it runs; the online store's replies are awaited outside it too). An error of the
+    warehouse is raised here, at the batch it replaces; leaving early stops the thread."""
+    queue: Queue[Any] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(Full):
+                queue.put(item, timeout=0.1)
+                return True
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="feature-layer-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
 
 
 def _check_ledger(online: OnlineStore, fence: RunFence) -> None:

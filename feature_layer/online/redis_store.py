@@ -350,6 +350,25 @@ class RedisOnlineStore(OnlineStore):
         except RedisError as exc:
             raise self._error("list the view's keys (SCAN)", exc) from exc
 
+    def eviction_snapshot(self) -> tuple[Any, ...] | None:
+        """(run_id, evicted_keys, whether the server may evict) from one ``INFO``; None when INFO
+        is refused (an ACL without it, a proxy) or lacks the fields."""
+        try:
+            info = self.client.info()
+            may_evict = int(info["maxmemory"]) > 0 and info["maxmemory_policy"] != "noeviction"
+            return (info["run_id"], int(info["evicted_keys"]), may_evict)
+        except (RedisError, KeyError, TypeError, ValueError):
+            return None
+
+    @staticmethod
+    def nothing_evicted_between(before: tuple[Any, ...] | None, after: tuple[Any, ...] | None) -> bool:
+        """The same server process (run_id: a restart resets the counters), its evicted-keys
+        counter unchanged, and no eviction policy in force at either end (a counter reset by
+        CONFIG RESETSTAT could hide evictions otherwise)."""
+        if before is None or after is None:
+            return False
+        return before[0] == after[0] and before[1] == after[1] and not before[2] and not after[2]
+
     def count_existing(self, keys: pa.Array) -> int:
         """``EXISTS`` over ``keys`` in pipelined calls of ``batch_size`` keys, sent as pre-packed RESP."""
         if not len(keys):

@@ -18,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -171,6 +172,16 @@ class OnlineStore(ABC):
     can_evict = False
     """Whether the store may drop keys on its own (Redis under maxmemory): materialization then
     checks at commit that every value the run wrote is still there."""
+
+    def eviction_snapshot(self) -> tuple[Any, ...] | None:
+        """What the store says about eviction right now, for :meth:`nothing_evicted_between`;
+        None when it cannot tell (the check of every written key then runs)."""
+        return None
+
+    @staticmethod
+    def nothing_evicted_between(before: tuple[Any, ...] | None, after: tuple[Any, ...] | None) -> bool:
+        """True only when the store proves it evicted nothing between two snapshots."""
+        return False
 
     @abstractmethod
     def writer(self, *, ttl_us: int | None, force: bool = False, fence: RunFence | None = None) -> Writer:

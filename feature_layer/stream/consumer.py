@@ -11,6 +11,12 @@ At-least-once, acknowledged only after the values are written:
 5. ``XACK`` the whole read only then. A failure in 4 (the online store down) keeps the read and
    retries it with a backoff; a lost Redis connection is re-opened, a lost group re-created.
 
+While a read is processed (step 4, mostly DuckDB and socket waits), the next one is read and typed
+in a thread (steps 2–3, *read-ahead*), so a batch's fixed Python cost overlaps the previous batch's
+computing. Read-ahead entries are pending in the group like any other read: a kill -9 leaves them
+for the claim of step 1; a lost connection drops the read-ahead (the claim after reconnecting reads
+them again); at the end of :meth:`StreamConsumer.run` they are processed before returning.
+
 Because values are recomputed from the event log, processing an entry twice (after a kill -9
 between 4 and 5) writes the same values again. Progress, lag (the group's ``lag``), throughput
 and event-to-online latency (entry id time → values written) are logged every ``log_seconds``.
@@ -24,14 +30,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from feature_layer.config import StreamConnection
 from feature_layer.errors import OnlineStoreError, StreamError
-from feature_layer.stream.events import type_events
+from feature_layer.stream.events import TypedBatch, type_events
 from feature_layer.stream.pipeline import StreamPipeline, lag_ms
 from feature_layer.stream.status import LeaseLost, StreamLease, publish_status
 
@@ -95,6 +103,8 @@ class StreamConsumer:
         self._client = redis_client
         self._stop = threading.Event()
         self._claimed = False
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-read-ahead")
+        self._ahead: Future[tuple[list[tuple[Any, dict[Any, Any]]], TypedBatch]] | None = None
         self._window: deque[float] = deque(maxlen=_WINDOW)
         self._window_events = 0
         self._window_started = time.monotonic()
@@ -150,6 +160,43 @@ class StreamConsumer:
         reply = self.client.xreadgroup(c.group, self.consumer, {c.stream: ">"}, count=c.batch_size, block=c.block_ms)
         return [(e, f) for _, entries in reply or [] for e, f in entries if f is not None]
 
+    # -- read-ahead -----------------------------------------------------------------------------
+    def _read_typed(self) -> tuple[list[tuple[Any, dict[Any, Any]]], TypedBatch]:
+        entries = self._read()
+        return entries, self._type(entries)
+
+    def _read_ahead(self) -> None:
+        """Start reading (and typing) the next entries in a thread; only past the claim of pending entries."""
+        if self._ahead is None and self._claimed:
+            self._ahead = self._reader.submit(self._read_typed)
+
+    def _next(self) -> tuple[list[tuple[Any, dict[Any, Any]]], TypedBatch | None]:
+        """The read-ahead's entries if one was started (topped up, without blocking, with what arrived
+        since, up to ``batch_size``: a read-ahead taken early must not shrink the batches), else a read now."""
+        if self._ahead is None:
+            return self._read(), None
+        ahead, self._ahead = self._ahead, None
+        entries, typed = ahead.result()
+        room = self.connection.batch_size - len(entries)
+        c = self.connection
+        reply = self.client.xreadgroup(c.group, self.consumer, {c.stream: ">"}, count=room) if room > 0 else None
+        more = [(e, f) for _, got in reply or [] for e, f in got if f is not None]
+        if not more:
+            return entries, typed
+        extra = self._type(more)
+        return entries + more, TypedBatch(table=pa.concat_tables([typed.table, extra.table]),
+                                          entry_ids=typed.entry_ids + extra.entry_ids,
+                                          rejected=typed.rejected + extra.rejected)
+
+    def _drop_ahead(self) -> None:
+        """Forget the read-ahead (its entries stay pending: the next claim reads them again)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            try:
+                ahead.result()
+            except Exception:  # noqa: BLE001 - the connection is being re-opened anyway
+                pass
+
     # -- one batch ------------------------------------------------------------------------------
     def _dead_letter(self, rejected: Sequence[Any]) -> None:
         if not rejected:
@@ -163,11 +210,14 @@ class StreamConsumer:
         for r in rejected[:3]:
             log.warning("dead-lettered %s: %s", r.entry_id, r.reason)
 
-    def process(self, entries: list[tuple[Any, dict[Any, Any]]]) -> None:
-        """Type, dead-letter, compute, write, then acknowledge ``entries``."""
+    def _type(self, entries: list[tuple[Any, dict[Any, Any]]]) -> TypedBatch:
         latest_us = self.clock_us() + int(self.connection.max_future_seconds * 1e6)
-        typed = type_events(entries, self.pipeline.schema, required=self.pipeline.required,
-                            event_time=self.pipeline.event_time, latest_us=latest_us)
+        return type_events(entries, self.pipeline.schema, required=self.pipeline.required,
+                           event_time=self.pipeline.event_time, latest_us=latest_us)
+
+    def process(self, entries: list[tuple[Any, dict[Any, Any]]], typed: TypedBatch | None = None) -> None:
+        """Type (unless ``typed`` already is), dead-letter, compute, write, then acknowledge ``entries``."""
+        typed = typed if typed is not None else self._type(entries)
         self._dead_letter(typed.rejected)
         outcome = self.pipeline.process(typed.table, typed.entry_ids)
         ids = [e for e, _ in entries]
@@ -216,11 +266,21 @@ class StreamConsumer:
         this one wait for its lease, then refuse (:class:`~feature_layer.stream.status.LeaseLost`)."""
         try:
             self._loop(until_idle, max_events)
+            self._finish_ahead()
         finally:
+            self._drop_ahead()
             self._lease.release()
         self._report(force=True)
         self._publish(force=True)
         return self.counters
+
+    def _finish_ahead(self) -> None:
+        """Process what the read-ahead got before :meth:`run` returns (its entries are delivered to us)."""
+        if self._ahead is None:
+            return
+        entries, typed = self._next()
+        if entries:
+            self.process(entries, typed)
 
     def _loop(self, until_idle: float | None, max_events: int | None) -> None:
         import redis
@@ -228,6 +288,7 @@ class StreamConsumer:
         idle_since = time.monotonic()
         pause = 0.05
         pending: list[tuple[Any, dict[Any, Any]]] | None = None
+        typed: TypedBatch | None = None
         failures = 0
         leased = False
         while not self._stop.is_set():
@@ -239,13 +300,15 @@ class StreamConsumer:
                     self._lease.renew()
                 if pending is None:
                     self.ensure_group() if not self._claimed else None
-                    pending = self._read()
+                    pending, typed = self._next()
                 if pending:
-                    self.process(pending)
+                    if max_events is None:  # a bounded run reads no further than it processes
+                        self._read_ahead()
+                    self.process(pending, typed)
                     idle_since = time.monotonic()
-                    pending = None
+                    pending, typed = None, None
                 else:
-                    pending = None
+                    pending, typed = None, None
                     if until_idle is not None and time.monotonic() - idle_since >= until_idle:
                         break
                 pause = 0.05
@@ -258,10 +321,12 @@ class StreamConsumer:
                     log.warning("consumer group %s of %s is gone (Redis restarted?): re-creating it",
                                 self.connection.group, self.connection.stream)
                     self._claimed = False
-                    pending = None
+                    self._drop_ahead()
+                    pending, typed = None, None
                     continue
                 pause = self._backoff(exc, pause)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                self._drop_ahead()
                 self._reset()
                 self._claimed = False
                 pause = self._backoff(exc, pause)
@@ -275,7 +340,7 @@ class StreamConsumer:
                 failures += 1
                 if pending and failures >= 3:
                     self._isolate(pending, exc)
-                    pending, failures = None, 0
+                    pending, typed, failures = None, None, 0
                 pause = self._backoff(exc, pause)
             else:
                 failures = 0

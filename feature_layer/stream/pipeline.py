@@ -285,9 +285,10 @@ class StreamPipeline:
                 self._count(new)
             current = self._current(events, out)
             out.seconds["dedup"] = time.perf_counter() - t - out.seconds["load"]
+            whole = current.num_rows == events.num_rows  # no late event left out: __fl_hist = current's entities
             for plan in self.plans:
                 t1 = time.perf_counter()
-                written, kept = self._compute(plan, current)
+                written, kept = self._compute(plan, current, whole=whole)
                 out.written += written
                 out.kept_newer += kept
                 out.seconds[plan.view.name] = time.perf_counter() - t1
@@ -353,11 +354,16 @@ class StreamPipeline:
                 self.loaded[key] = max(0, self.loaded[key] - 1)
         self.buffered -= new.num_rows
 
-    def _fill_input(self, plan: StreamPlan, target: str, events: pa.Table) -> None:
+    def _fill_input(self, plan: StreamPlan, target: str, events: pa.Table, *, whole: bool) -> None:
         """The view's input: __fl_hist's rows of the entities (by the view's keys) of ``events`` within
         its horizon (each entity's newest event time − the lookback), plus its ``preceding_rows`` rows
-        just before the horizon (by rank, so ties are kept)."""
+        just before the horizon (by rank, so ties are kept). ``whole``: ``events`` are the whole batch,
+        so when the view's keys are the buffer's, __fl_hist holds exactly their entities (no semi-join)."""
         keys = list(plan.keys)
+        if whole and set(keys) == set(self.keys):
+            self.con.execute(f"DELETE FROM {target}")
+            self.con.execute(f"INSERT INTO {target} {self._horizon_sql(plan, f'FROM {HISTORY} AS b')}")
+            return
         affected = events.select(keys).group_by(keys).aggregate([])
         self.con.register("__fl_affected", affected)
         on = " AND ".join(f"b.{_q(k)} = a.{_q(k)}" for k in keys)
@@ -379,11 +385,11 @@ class StreamPipeline:
         return (f"SELECT * EXCLUDE (__fl_newest) FROM ({newest}) QUALIFY {inside} OR rank() OVER (PARTITION BY "
                 f"{part}, {inside} ORDER BY {et} DESC) <= {int(plan.preceding_rows)}")
 
-    def _compute(self, plan: StreamPlan, events: pa.Table) -> tuple[int, int]:
+    def _compute(self, plan: StreamPlan, events: pa.Table, *, whole: bool = False) -> tuple[int, int]:
         if events.num_rows == 0:
             return 0, 0
         if self._inputs[plan.view.name] != HISTORY:
-            self._fill_input(plan, self._inputs[plan.view.name], events)
+            self._fill_input(plan, self._inputs[plan.view.name], events, whole=whole)
         latest = self.con.sql(self._latest[plan.view.name]).to_arrow_table()
         layout = self._layouts[plan.view.name]
         encoded = encode_batch(layout, latest, event_column=EVENT_ALIAS,
