@@ -7,6 +7,7 @@ run two materializations of one view at once; each asserts the exact online stat
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from feature_layer.errors import (
     WarehouseError,
 )
 from feature_layer.offline.engine import DuckDBEngine
+from feature_layer.offline.kinds import DUCKDB
 from feature_layer.online.encoding import to_micros
 from feature_layer.online.lookup import get_online_features
 from feature_layer.online.materialize import materialize, materialize_view
@@ -377,7 +379,9 @@ def test_a_backfill_never_moves_values_back_in_time_nor_the_watermark(redis_serv
 
 
 class _CountingEngine:
-    """Wraps an engine to count the rows it has produced so far."""
+    """Wraps an engine to count the rows it has produced so far (its stream read in this thread)."""
+
+    capabilities = dataclasses.replace(DUCKDB, threaded_streams=False)
 
     def __init__(self, inner: DuckDBEngine) -> None:
         self.inner, self.dialect, self.produced = inner, inner.dialect, 0
@@ -421,7 +425,7 @@ class _PrefetchedEngine(_CountingEngine):
     """The counting engine, read a batch ahead from a thread as DuckDB is; ``fail_after``
     batches, the warehouse fails mid-stream."""
 
-    prefetch_safe = True
+    capabilities = DUCKDB
 
     def __init__(self, inner: DuckDBEngine, fail_after: int | None = None) -> None:
         super().__init__(inner)

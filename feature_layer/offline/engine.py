@@ -284,8 +284,6 @@ class DuckDBEngine(Engine):
     """
 
     dialect = "duckdb"
-    prefetch_safe = True
-    """Its streams may be read from another thread (materialization prefetches the next batch)."""
 
     def __init__(
         self,

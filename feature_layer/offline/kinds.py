@@ -67,6 +67,9 @@ class Capabilities:
     for each use; ``moderate`` (a network round trip or two) and ``expensive`` (a JVM, a remote
     session): the factory keeps closed engines idle and hands them out again (``moderate`` ones
     for at most ``engines.IDLE_SECONDS``, so the server does not drop them first)."""
+    threaded_streams: bool = False
+    """A stream of ``stream_arrow`` may be read from another thread while this one works
+    (materialization then fetches the next batch while it writes the current one)."""
 
     @property
     def atomic_replace(self) -> bool:
@@ -250,7 +253,7 @@ def _open_generic(settings: Any) -> Engine:
 
 
 # ----------------------------------------------------------------------------- the table
-DUCKDB = Capabilities(replace="create_or_replace", temp_tables=True, connection_cost="cheap")
+DUCKDB = Capabilities(replace="create_or_replace", temp_tables=True, connection_cost="cheap", threaded_streams=True)
 POSTGRES = Capabilities(replace="rename", temp_tables=True, connection_cost="moderate")
 SPARK = Capabilities(replace="swap", temp_tables=True, connection_cost="expensive")  # temp views
 

@@ -44,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 
 from feature_layer.errors import InputError, MaterializationConflictError, OnlineStoreError, StateStoreError
+from feature_layer.offline.kinds import capabilities_of
 from feature_layer.online import layouts
 from feature_layer.online.encoding import encode_batch, view_layout
 from feature_layer.online.store import OnlineStore, RunFence, WriteCounts, key_hashes
@@ -309,7 +310,7 @@ def materialize_view(
         try:
             t = time.perf_counter()  # the query's blocking part (the aggregate) runs as the stream opens
             batches = _exact_batches(engine.stream_arrow(sql, batch_size=batch_rows), batch_rows)
-            if getattr(engine, "prefetch_safe", False):
+            if capabilities_of(engine).threaded_streams:
                 batches = _prefetched(batches)
             for batch in batches:
                 t1 = time.perf_counter()

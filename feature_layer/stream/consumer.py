@@ -158,7 +158,7 @@ class StreamConsumer:
                 return found
             self._claimed = True
         reply = self.client.xreadgroup(c.group, self.consumer, {c.stream: ">"}, count=c.batch_size, block=c.block_ms)
-        return [(e, f) for _, entries in reply or [] for e, f in entries if f is not None]
+        return _entries(reply)
 
     # -- read-ahead -----------------------------------------------------------------------------
     def _read_typed(self) -> tuple[list[tuple[Any, dict[Any, Any]]], TypedBatch]:
@@ -180,7 +180,7 @@ class StreamConsumer:
         room = self.connection.batch_size - len(entries)
         c = self.connection
         reply = self.client.xreadgroup(c.group, self.consumer, {c.stream: ">"}, count=room) if room > 0 else None
-        more = [(e, f) for _, got in reply or [] for e, f in got if f is not None]
+        more = _entries(reply)
         if not more:
             return entries, typed
         extra = self._type(more)
@@ -449,3 +449,8 @@ def open_consumer(store: Any, select: Sequence[str] | None = None, *, consumer: 
 
 
 __all__ = ["StreamConsumer", "StreamCounters", "open_consumer"]
+
+
+def _entries(reply: Any) -> list[tuple[Any, dict[Any, Any]]]:
+    """The (id, fields) entries of an ``XREADGROUP`` reply (deleted entries, fields None, left out)."""
+    return [(e, f) for _, entries in reply or [] for e, f in entries if f is not None]
