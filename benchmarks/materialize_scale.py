@@ -139,15 +139,26 @@ def child(kind: str, db: str, port: int, limit: str) -> None:
     print(json.dumps(out))
 
 
+def _server_cpu(server: PrivateRedis) -> float:
+    """CPU seconds (user + system) the private redis-server has used so far (/proc/PID/stat)."""
+    import os
+
+    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().split(")")[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_child(kind: str, db: Path, server: PrivateRedis, limit: str) -> dict:
     server.client().flushall()
+    cpu = _server_cpu(server)
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.materialize_scale", "--child", kind, str(db), str(server.port), limit],
         capture_output=True, text=True, cwd=ROOT,
     )
     if proc.returncode:
         sys.exit(f"{kind} child failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["redis_cpu_s"] = _server_cpu(server) - cpu
+    return out
 
 
 LABELS = {
@@ -164,7 +175,7 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict]], meta: dict) ->
     ratios = [o["seconds"] / f["seconds"] for o, f in zip(ours, floor, strict=True)]
     same_ratios = [o["seconds"] / f["seconds"] for o, f in zip(ours, same, strict=True)]
     rows = [[LABELS[k], f"{med[k]:.2f}", ", ".join(f"{r['seconds']:.2f}" for r in v), f"{rss[k]:.0f}",
-             f"{v[0]['keys']:,}"] for k, v in runs.items()]
+             f"{statistics.median(r['redis_cpu_s'] for r in v):.2f}", f"{v[0]['keys']:,}"] for k, v in runs.items()]
     stages = {k: round(statistics.median(r["stages"].get(k, 0.0) for r in ours), 2) for k in ours[0]["stages"]}
     return "\n".join([
         "# Materialization at 10x the standard workload",
@@ -175,7 +186,8 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict]], meta: dict) ->
         "",
         "Command: `" + meta["command"] + "`",
         "",
-        markdown_table(["contender", "median s", "runs s", "peak RSS MB (max)", "keys in Redis"], rows),
+        markdown_table(["contender", "median s", "runs s", "peak RSS MB (max)", "redis-server CPU s (median)",
+                        "keys in Redis"], rows),
         "",
         f"Ratio feature_layer / floor: median of per-round ratios **{statistics.median(ratios):.2f}x** "
         f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}); ratio of medians {med['ours'] / med['floor']:.2f}x.",
@@ -222,7 +234,7 @@ def main() -> None:
                 result = run_child(kind, db, server, args.memory_limit)
                 runs[kind].append(result)
                 print(f"round {i + 1} {kind}: {result['seconds']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
-                      f"{result['keys']:,} keys", flush=True)
+                      f"redis-server CPU {result['redis_cpu_s']:.2f} s, {result['keys']:,} keys", flush=True)
     finally:
         server.stop()
     text = report(args, runs, meta)
