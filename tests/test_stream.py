@@ -272,19 +272,38 @@ def test_a_range_window_behind_a_where_needs_the_whole_history(project: StreamPr
     assert filtered is not None and not issues and filtered.lookback is None
 
 
-def test_events_older_than_the_lookback_are_landed_for_batch_not_streamed(project: StreamProject) -> None:
+def _private_landing(project: StreamProject, tmp_path: Path) -> Path:
+    """A copy of the source's files: a test driving a pipeline by hand (one view, a changed plan, a
+    failing landing) lands there, never where the shared project's dbt build reads."""
+    import shutil
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for file in (project.path / "data" / "raw").glob("transactions*.parquet"):
+        shutil.copy(file, raw / file.name)
+    return raw
+
+
+def _private_store(project: StreamProject, tmp_path: Path) -> object:
+    """The project with its own online store (SQLite in ``tmp_path``), for the same tests."""
+    return project.store(online_store={"type": "sqlite", "path": str(tmp_path / "private-online.sqlite")})
+
+
+def test_events_older_than_the_lookback_are_landed_for_batch_not_streamed(project: StreamProject,
+                                                                           tmp_path: Path) -> None:
     from dataclasses import replace
 
     from feature_layer.stream.landing import FileEventLog
     from feature_layer.stream.pipeline import StreamPipeline
     from feature_layer.stream.plan import plan_stream
 
-    with project.store() as store:
+    raw = _private_landing(project, tmp_path)
+    with _private_store(project, tmp_path) as store:
         registry = store.registry
         plan, issues = plan_stream(registry, registry.view("user_transaction_features"), registry.dialect)
         assert plan is not None, issues
         bounded = replace(plan, lookback=timedelta(hours=1), preceding_rows=0)  # as if it needed one hour, no lag
-        pipeline = StreamPipeline([bounded], FileEventLog(plan.source.location), store.online_store())
+        pipeline = StreamPipeline([bounded], FileEventLog(raw / "transactions*.parquet"), store.online_store())
         try:
             events = payments(project, 40, seed=6, first_id=6_000_000_000, spread=timedelta(minutes=10))
             pipeline.process(events.cast(pipeline.schema), [f"{i}-0" for i in range(40)])
@@ -435,7 +454,8 @@ def test_validate_names_a_declared_stream_that_cannot_stream(project: StreamProj
         short[0].message
 
 
-def test_a_failed_landing_acknowledges_nothing_and_the_retry_lands_the_events(project: StreamProject) -> None:
+def test_a_failed_landing_acknowledges_nothing_and_the_retry_lands_the_events(project: StreamProject,
+                                                                               tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     from feature_layer.errors import StreamError
@@ -443,12 +463,12 @@ def test_a_failed_landing_acknowledges_nothing_and_the_retry_lands_the_events(pr
     from feature_layer.stream.pipeline import StreamPipeline
     from feature_layer.stream.plan import plan_stream
 
-    raw = project.path / "data" / "raw"
-    with project.store() as store:
+    raw = _private_landing(project, tmp_path)
+    with _private_store(project, tmp_path) as store:
         registry = store.registry
         plan, _ = plan_stream(registry, registry.view("user_transaction_features"), registry.dialect)
         assert plan is not None
-        pipeline = StreamPipeline([plan], FileEventLog(plan.source.location), store.online_store())
+        pipeline = StreamPipeline([plan], FileEventLog(raw / "transactions*.parquet"), store.online_store())
         try:
             first = payments(project, 30, seed=8, first_id=8_000_000_000, new_users=0)
             pipeline.process(first.cast(pipeline.schema), ["8-0", "8-1"])
@@ -490,3 +510,181 @@ def test_event_log_history_is_every_landed_row_of_the_keys(project: StreamProjec
     assert event_log.history(None).num_rows == everything.num_rows == event_log.row_count()
     assert event_log.history(keys.slice(0, 0)).num_rows == 0
 
+
+
+# --- the consumer's read-ahead (the next read runs in a thread while a batch computes) ----------------
+
+
+def _group(client: object, stream: str) -> dict[str, int]:
+    info = client.xinfo_groups(stream)[0]  # type: ignore[attr-defined]
+    return {"read": int(info["entries-read"]), "pending": int(info["pending"])}
+
+
+def test_read_ahead_entries_are_processed_before_run_returns(project: StreamProject) -> None:
+    """stop() while a read-ahead is in flight: run() returns only after processing (and acking) every
+    entry delivered to it, so nothing it read stays pending in the group."""
+    import threading
+
+    from feature_layer.stream.consumer import open_consumer
+
+    project.write_config("payments-ahead")
+    client = project.stream_redis.client()
+    produce(client, "payments-ahead", payments(project, 4000, seed=9, first_id=9_000_000_000))
+    with project.store() as store:
+        worker = open_consumer(store, list(STREAM_VIEWS), consumer="test", log_seconds=60)
+        thread = threading.Thread(target=worker.run)
+        try:
+            thread.start()
+            deadline = time.monotonic() + 60
+            while worker.counters.events < 800 and time.monotonic() < deadline:
+                time.sleep(0.002)
+            worker.stop()
+            thread.join(60)
+        finally:
+            worker.stop()
+            thread.join(60)
+            worker.pipeline.close()
+    group = _group(client, "payments-ahead")
+    assert not thread.is_alive()
+    assert 800 <= group["read"] < 4000, "stopped after the stream was drained: the test proves nothing"
+    assert group["pending"] == 0, "entries delivered to the consumer (read ahead) were left unprocessed"
+    assert worker.counters.events == group["read"] and worker.counters.new == group["read"]
+
+
+def test_a_lost_connection_drops_the_read_ahead_and_acks_nothing_unwritten(project: StreamProject,
+                                                                        tmp_path: Path) -> None:
+    """The stream's Redis dies (kill -9, append-only file: the stream survives) while batches compute
+    and the next read is in flight: the read-ahead is dropped, its entries are claimed again after
+    reconnecting, every event is computed once as new, none is left pending, and the online state is
+    the batch state."""
+    import threading
+
+    import pyarrow.parquet as pq
+    import yaml
+
+    from feature_layer.stream.consumer import open_consumer
+
+    durable = RedisServer(tmp_path / "durable-redis", extra=("--appendonly", "yes", "--appendfsync", "always")).start()
+    try:
+        (project.path / "feature_layer.yml").write_text(yaml.safe_dump({
+            "online_store": {"type": "redis", "url": project.online_redis.url},
+            "streams": {"raw.transactions": {"url": durable.url, "stream": "payments-lost", "block_ms": 50,
+                                             "batch_size": 200}}}))
+        events = payments(project, 2000, seed=10, first_id=9_500_000_000)
+        produce(durable.client(), "payments-lost", events.slice(0, 1000))
+        with project.store() as store:
+            worker = open_consumer(store, list(STREAM_VIEWS), consumer="test", log_seconds=60)
+            thread = threading.Thread(target=worker.run, kwargs={"until_idle": 3.0})
+            try:
+                thread.start()
+                deadline = time.monotonic() + 60
+                while worker.counters.events < 300 and time.monotonic() < deadline:
+                    time.sleep(0.002)
+                durable.stop()  # mid-stream: a batch computing, the next read in its thread
+                time.sleep(0.5)
+                durable.start()
+                produce(durable.client(), "payments-lost", events.slice(1000))
+                thread.join(120)
+            finally:
+                worker.stop()
+                thread.join(60)
+                worker.pipeline.close()
+        group = _group(durable.client(), "payments-lost")
+    finally:
+        durable.stop()
+        project.write_config("payments")
+    assert not thread.is_alive()
+    assert worker.counters.reconnects >= 1, "the connection was never lost: the test proves nothing"
+    # an entry processed before its XACK was lost is claimed again and found a duplicate (landed once)
+    assert group["pending"] == 0 and worker.counters.new + worker.counters.duplicates == worker.counters.events
+    landed = pq.read_table(sorted((project.path / "data" / "raw").glob("transactions.stream-*.parquet")))
+    ids = landed.column("transaction_id").to_pylist()
+    assert len(ids) == len(set(ids)) and set(range(9_500_000_000, 9_500_002_000)) <= set(ids)
+    _assert_batch_state(project, tmp_path)
+
+
+def test_a_history_buffer_smaller_than_the_event_log_evicts_and_still_equals_dbt_build(
+    project: StreamProject, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``buffer_rows`` far below the event log: histories are read per entity on first touch, the least
+    recently used entities are evicted and read again when they come back — same values as dbt build."""
+    import logging
+
+    import yaml
+
+    (project.path / "feature_layer.yml").write_text(yaml.safe_dump({
+        "online_store": {"type": "redis", "url": project.online_redis.url},
+        "streams": {"raw.transactions": {"url": project.stream_redis.url, "stream": "payments-small-buffer",
+                                         "block_ms": 50, "batch_size": 150, "buffer_rows": 400}}}))
+    try:
+        produce(project.stream_redis.client(), "payments-small-buffer",
+                payments(project, 1500, seed=12, first_id=9_800_000_000))
+        with caplog.at_level(logging.INFO, logger="feature_layer.stream"):
+            counters = run_consumer(project)
+    finally:
+        project.write_config("payments")
+    assert counters.new == 1500
+    assert any("evicted" in r.getMessage() for r in caplog.records), "nothing was evicted: the test proves nothing"
+    _assert_batch_state(project, tmp_path)
+
+
+@pytest.mark.parametrize("preceding", [0, 1, 2])
+@pytest.mark.parametrize("subset", [False, True])
+def test_a_view_input_is_the_horizon_and_the_rows_before_it_by_rank(
+    project: StreamProject, preceding: int, subset: bool
+) -> None:
+    """``horizon_sql`` against a brute-force reference in Python, over random histories with tied and
+    missing event times: per entity the rows within the lookback of its newest time, plus the rows
+    before that horizon whose rank (ties equal) is at most ``preceding``."""
+    from dataclasses import replace
+    from datetime import datetime
+
+    import duckdb
+    import numpy as np
+
+    from feature_layer.stream.pipeline import HISTORY, horizon_sql
+    from feature_layer.stream.plan import plan_stream
+
+    with project.store() as store:
+        registry = store.registry
+        plan, _ = plan_stream(registry, registry.view("user_transaction_features"), registry.dialect)
+    assert plan is not None
+    plan = replace(plan, lookback=timedelta(days=3), preceding_rows=preceding)
+    rng = np.random.default_rng(preceding * 10 + subset)
+    start = datetime(2026, 1, 1)
+    rows = []
+    for user in range(60):
+        times = rng.choice(np.arange(0, 24 * 20, 6), rng.integers(1, 12))  # hours, from a coarse grid: ties
+        rows += [(user, None if rng.random() < 0.08 else start + timedelta(hours=int(h))) for h in times]
+    rows += [(99, None), (99, None)]  # an entity without any event time
+    history = pa.table({"transaction_id": pa.array(range(len(rows)), pa.int64()),
+                        "user_id": pa.array([u for u, _ in rows], pa.int64()),
+                        "occurred_at": pa.array([t for _, t in rows], pa.timestamp("us"))})
+    wanted_users = set(range(0, 60, 3)) | {99} if subset else set(range(60)) | {99}
+    con = duckdb.connect()
+    con.register("__fl_rows", history)
+    con.execute(f"CREATE TABLE {HISTORY} AS SELECT * FROM __fl_rows")
+    semi = None
+    if subset:
+        con.register("__fl_affected", pa.table({"user_id": pa.array(sorted(wanted_users), pa.int64())}))
+        semi = f"FROM {HISTORY} AS b SEMI JOIN __fl_affected AS a ON b.user_id = a.user_id"
+    got = sorted(r[0] for r in con.execute(f"SELECT transaction_id FROM ({horizon_sql(plan, semi)})").fetchall())
+
+    want = []
+    for user in wanted_users:
+        mine = [(i, t) for i, (u, t) in enumerate(rows) if u == user]
+        known = [t for _, t in mine if t is not None]
+        newest = max(known) if known else None
+        for i, t in mine:
+            if newest is not None and t is not None and t >= newest - plan.lookback:
+                want.append(i)
+                continue
+            if t is None:  # rank 1 among the rows without a horizon verdict (all tied)
+                if preceding >= 1:
+                    want.append(i)
+                continue
+            before = [x for _, x in mine if x is not None and x < newest - plan.lookback]
+            if 1 + sum(1 for x in before if x > t) <= preceding:
+                want.append(i)
+    assert got == sorted(want)
+    assert any(t is None for _, t in rows) and len(want) < len(rows)

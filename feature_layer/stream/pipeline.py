@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -81,6 +80,72 @@ class BatchOutcome:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+_N = "__fl_rows"
+_SEQ = "__fl_touched"
+
+
+class _EntityLog:
+    """Per entity of the buffer: its rows there and the batch that last touched it, in Arrow.
+
+    Touches are appended as they come (a batch's keys, no per-key Python) and folded into one table
+    (``group_by`` the keys: rows summed, last touch the largest) when they outgrow it, and before the
+    questions that need it folded: which entities are missing, which are the least recently used."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = list(keys)
+        self._folded: pa.Table | None = None
+        self._touches: list[pa.Table] = []
+        self._pending = 0
+        self._seq = 0
+
+    def touch(self, keys: pa.Table, *, counted: bool) -> None:
+        """``keys`` (one row per buffered row when ``counted``, else per entity) used now."""
+        self._seq += 1
+        n = pa.array(np.ones(keys.num_rows, np.int64) if counted else np.zeros(keys.num_rows, np.int64))
+        self._append(keys.append_column(_N, n).append_column(_SEQ, pa.array(np.full(keys.num_rows, self._seq))))
+
+    def uncount(self, keys: pa.Table) -> None:
+        """One row less per row of ``keys`` (rows taken out again), their last touch unchanged."""
+        self._append(keys.append_column(_N, pa.array(np.full(keys.num_rows, -1, np.int64)))
+                     .append_column(_SEQ, pa.array(np.zeros(keys.num_rows, np.int64))))
+
+    def _append(self, table: pa.Table) -> None:
+        self._touches.append(table)
+        self._pending += table.num_rows
+        if self._pending > max(100_000, self._folded.num_rows if self._folded is not None else 0):
+            self.fold()
+
+    def fold(self) -> pa.Table:
+        parts = ([self._folded] if self._folded is not None else []) + self._touches
+        if not parts:
+            return pa.table({})
+        whole = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+        if self._touches:
+            agg = whole.group_by(self.keys, use_threads=False).aggregate([(_N, "sum"), (_SEQ, "max")])
+            n = pc.max_element_wise(agg.column(f"{_N}_sum"), pa.scalar(0, pa.int64()))
+            whole = pa.table({**{k: agg.column(k) for k in self.keys}, _N: n, _SEQ: agg.column(f"{_SEQ}_max")})
+        self._folded, self._touches, self._pending = whole, [], 0
+        return whole
+
+    def count(self) -> int:
+        return self.fold().num_rows
+
+    def missing(self, keys: pa.Table) -> pa.Table:
+        """The entities of ``keys`` (one row each) never touched, or evicted since."""
+        held = self.fold()
+        if not held.num_rows:
+            return keys
+        return keys.join(held.select(self.keys), self.keys, join_type="left anti", use_threads=False)
+
+    def evict_oldest(self, rows: int) -> tuple[pa.Table, int]:
+        """Forget the least recently used entities holding at least ``rows`` rows; their keys and rows."""
+        held = self.fold().sort_by([(_SEQ, "ascending")])
+        cum = np.cumsum(held.column(_N).to_numpy())
+        cut = min(int(np.searchsorted(cum, rows)) + 1, held.num_rows)
+        self._folded = held.slice(cut)
+        return held.slice(0, cut).select(self.keys), int(cum[cut - 1]) if cut else 0
+
+
 class StreamPipeline:
     """The computing side of ``feature-layer stream`` for the views of one source."""
 
@@ -119,7 +184,8 @@ class StreamPipeline:
                         else f"{INPUT_TABLE}_{i}" for i, p in enumerate(self.plans)}
         self._open(memory_limit, threads)
         self._lander = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-landing")
-        self.loaded: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+        self.entities = _EntityLog(self.keys)
+        """Rows per entity in the buffer and when each was last touched (eviction: least recently used)."""
         self.buffered = 0
         self.complete = False
         """The buffer holds the event log's whole history of every entity (read at start, none evicted since)."""
@@ -194,16 +260,9 @@ class StreamPipeline:
                     fix=f"run `feature-layer materialize -s {plan.view.name}` first, then start the stream again.")
 
     # -- the buffer -----------------------------------------------------------------------------
-    def _key_tuples(self, table: pa.Table, keys: Sequence[str]) -> list[tuple[Any, ...]]:
-        return list(zip(*[table.column(k).to_pylist() for k in keys], strict=True))
-
     def _count(self, table: pa.Table) -> None:
         """Add ``table``'s rows to the buffer's per-entity counts (its entities most recently used)."""
-        counts = table.group_by(list(self.keys)).aggregate([([], "count_all")])
-        loaded = self.loaded
-        for key, n in zip(self._key_tuples(counts, self.keys), counts.column("count_all").to_pylist(), strict=True):
-            loaded[key] = loaded.get(key, 0) + n
-            loaded.move_to_end(key)
+        self.entities.touch(table.select(list(self.keys)), counted=True)
         self.buffered += table.num_rows
 
     def _insert(self, table: pa.Table, *targets: str) -> None:
@@ -224,23 +283,15 @@ class StreamPipeline:
         self._count(history)
         self.complete = True
         log.info("history buffer: the event log's %d rows (%d entities) read in %.1fs", history.num_rows,
-                 len(self.loaded), time.perf_counter() - t)
+                 self.entities.count(), time.perf_counter() - t)
 
     def _load(self, affected: pa.Table) -> int:
         """Read from the event log the history of the ``affected`` entities the buffer does not hold."""
-        wanted = self._key_tuples(affected, self.keys)
-        loaded = self.loaded
-        missing = [k for k in wanted if k not in loaded]
-        for key in wanted:
-            if key in loaded:
-                loaded.move_to_end(key)
-        for key in missing:
-            loaded[key] = 0
-        if not missing or self.complete:  # complete: an entity the buffer does not hold has no history yet
+        missing = None if self.complete else self.entities.missing(affected)
+        self.entities.touch(affected, counted=False)  # most recently used, with no rows yet if missing
+        if missing is None or not missing.num_rows:  # complete: an entity the buffer lacks has no history yet
             return 0
-        keys = pa.table({k: pa.array([m[i] for m in missing], affected.schema.field(k).type)
-                         for i, k in enumerate(self.keys)})
-        history = self.log.history(keys).cast(self.schema)
+        history = self.log.history(missing).cast(self.schema)
         if history.num_rows:
             self._insert(history, BUFFER)
             self._count(history)
@@ -249,19 +300,14 @@ class StreamPipeline:
     def _evict(self) -> None:
         if self.buffered <= self.buffer_rows:
             return
-        evict: list[tuple[Any, ...]] = []
-        target = int(self.buffer_rows * 0.8)
-        while self.buffered > target and self.loaded:
-            key, n = self.loaded.popitem(last=False)
-            evict.append(key)
-            self.buffered -= n
-        cols = {k: [e[i] for e in evict] for i, k in enumerate(self.keys)}
-        self.con.register("__fl_evict", pa.table(cols))
+        evict, rows = self.entities.evict_oldest(self.buffered - int(self.buffer_rows * 0.8))
+        self.buffered -= rows
+        self.con.register("__fl_evict", evict)
         on = " AND ".join(f"{BUFFER}.{_q(k)} = e.{_q(k)}" for k in self.keys)
         self.con.execute(f"DELETE FROM {BUFFER} USING __fl_evict AS e WHERE {on}")
         self.con.unregister("__fl_evict")
         self.complete = False  # evicted entities' history must be read again on their next event
-        log.info("evicted %d entities from the history buffer (%d rows kept)", len(evict), self.buffered)
+        log.info("evicted %d entities from the history buffer (%d rows kept)", evict.num_rows, self.buffered)
 
     # -- one micro-batch ------------------------------------------------------------------------
     def process(self, events: pa.Table, entry_ids: Sequence[str]) -> BatchOutcome:
@@ -349,9 +395,7 @@ class StreamPipeline:
         eid = _q(self.event_id)
         self.con.execute(f"DELETE FROM {BUFFER} USING __fl_forget AS f WHERE {BUFFER}.{eid} = f.{eid}")
         self.con.unregister("__fl_forget")
-        for key in self._key_tuples(new, self.keys):
-            if key in self.loaded:
-                self.loaded[key] = max(0, self.loaded[key] - 1)
+        self.entities.uncount(new.select(list(self.keys)))
         self.buffered -= new.num_rows
 
     def _fill_input(self, plan: StreamPlan, target: str, events: pa.Table, *, whole: bool) -> None:
@@ -362,7 +406,7 @@ class StreamPipeline:
         keys = list(plan.keys)
         if whole and set(keys) == set(self.keys):
             self.con.execute(f"DELETE FROM {target}")
-            self.con.execute(f"INSERT INTO {target} {self._horizon_sql(plan, f'FROM {HISTORY} AS b')}")
+            self.con.execute(f"INSERT INTO {target} {horizon_sql(plan, None)}")
             return
         affected = events.select(keys).group_by(keys).aggregate([])
         self.con.register("__fl_affected", affected)
@@ -372,18 +416,8 @@ class StreamPipeline:
         if plan.lookback is None:
             self.con.execute(f"INSERT INTO {target} SELECT b.* {semi}")
         else:
-            self.con.execute(f"INSERT INTO {target} {self._horizon_sql(plan, semi)}")
+            self.con.execute(f"INSERT INTO {target} {horizon_sql(plan, semi)}")
         self.con.unregister("__fl_affected")
-
-    def _horizon_sql(self, plan: StreamPlan, semi: str) -> str:
-        et = _q(plan.event_time)
-        part = ", ".join(_q(k) for k in plan.keys)
-        inside = f"{et} >= __fl_newest - to_microseconds({int(plan.lookback.total_seconds() * 1e6)})"  # type: ignore[union-attr]
-        newest = f"SELECT b.*, max(b.{et}) OVER (PARTITION BY {', '.join('b.' + _q(k) for k in plan.keys)}) AS __fl_newest {semi}"
-        if not plan.preceding_rows:
-            return f"SELECT * EXCLUDE (__fl_newest) FROM ({newest}) WHERE {inside}"
-        return (f"SELECT * EXCLUDE (__fl_newest) FROM ({newest}) QUALIFY {inside} OR rank() OVER (PARTITION BY "
-                f"{part}, {inside} ORDER BY {et} DESC) <= {int(plan.preceding_rows)}")
 
     def _compute(self, plan: StreamPlan, events: pa.Table, *, whole: bool = False) -> tuple[int, int]:
         if events.num_rows == 0:
@@ -411,6 +445,40 @@ class StreamPipeline:
         getattr(self.log, "close", lambda: None)()  # a table log's warehouse connection
 
 
+def horizon_sql(plan: StreamPlan, semi: str | None = None) -> str:
+    """A view's input rows (see ``StreamPipeline._fill_input``) among ``semi`` (a FROM clause over
+    __fl_hist AS b; None: all of __fl_hist): per entity, the rows within the lookback of its newest event
+    time, plus the ``preceding_rows`` rows before that horizon (by rank: ties kept)."""
+    if plan.preceding_rows == 1:
+        return _horizon_one_sql(plan, semi)
+    semi = semi or f"FROM {HISTORY} AS b"
+    et = _q(plan.event_time)
+    part = ", ".join(_q(k) for k in plan.keys)
+    inside = f"{et} >= __fl_newest - to_microseconds({int(plan.lookback.total_seconds() * 1e6)})"  # type: ignore[union-attr]
+    newest = f"SELECT b.*, max(b.{et}) OVER (PARTITION BY {', '.join('b.' + _q(k) for k in plan.keys)}) AS __fl_newest {semi}"
+    if not plan.preceding_rows:
+        return f"SELECT * EXCLUDE (__fl_newest) FROM ({newest}) WHERE {inside}"
+    return (f"SELECT * EXCLUDE (__fl_newest) FROM ({newest}) QUALIFY {inside} OR rank() OVER (PARTITION BY "
+            f"{part}, {inside} ORDER BY {et} DESC) <= {int(plan.preceding_rows)}")
+
+def _horizon_one_sql(plan: StreamPlan, semi: str | None) -> str:
+    """The horizon with one preceding row (``lag(x)``, the common case) by aggregates instead of a
+    rank over every row: per entity its newest event time and the latest one before the horizon;
+    rows at that time (ties kept, as ``rank() <= 1``) or within the horizon, and rows without an
+    event time (they rank first in their own partition there)."""
+    et = _q(plan.event_time)
+    keys = ", ".join(_q(k) for k in plan.keys)
+    skeys = ", ".join("s." + _q(k) for k in plan.keys)
+    start = f"__fl_newest - to_microseconds({int(plan.lookback.total_seconds() * 1e6)})"  # type: ignore[union-attr]
+    source = HISTORY if semi is None else "__fl_src"
+    src = "" if semi is None else f"__fl_src AS MATERIALIZED (SELECT b.* {semi}), "
+    return (f"WITH {src}__fl_n AS (SELECT {keys}, max({et}) AS __fl_newest FROM {source} GROUP BY {keys}), "
+            f"__fl_p AS (SELECT {skeys}, any_value(n.__fl_newest) AS __fl_newest, max(s.{et}) FILTER "
+            f"(WHERE s.{et} < n.{start}) AS __fl_prev FROM {source} AS s JOIN __fl_n AS n USING ({keys}) "
+            f"GROUP BY {skeys}) SELECT s.* FROM {source} AS s JOIN __fl_p AS p USING ({keys}) WHERE "
+            f"s.{et} >= p.{start} OR s.{et} = p.__fl_prev OR s.{et} IS NULL")
+
+
 def lag_ms(entry_ids: Sequence[str], now_ms: float) -> np.ndarray:
     """Milliseconds from each entry's XADD (its stream id's time part) to ``now_ms``."""
     ids = pa.array(entry_ids, pa.string())
@@ -419,4 +487,4 @@ def lag_ms(entry_ids: Sequence[str], now_ms: float) -> np.ndarray:
     return now_ms - added
 
 
-__all__ = ["BatchOutcome", "StreamPipeline", "lag_ms"]
+__all__ = ["BatchOutcome", "StreamPipeline", "horizon_sql", "lag_ms"]
