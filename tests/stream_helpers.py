@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -182,6 +184,16 @@ def compare(stream_store: Any, batch_store: Any, project: StreamProject) -> dict
             raise AssertionError(f"{view}: {len(differing)} of {len(rows)} entities differ (stream, batch): {shown}")
         counts[view] = len(rows)
     return counts
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, poll: float = 0.002) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+    return True
 
 
 def run_consumer(project: StreamProject, *, until_idle: float = 1.0) -> Any:

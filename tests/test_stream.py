@@ -32,6 +32,7 @@ from tests.stream_helpers import (
     payments,
     produce,
     run_consumer,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.redis, pytest.mark.xdist_group("stream")]
@@ -172,9 +173,7 @@ def test_redis_restart_mid_stream_is_survived(project: StreamProject, tmp_path: 
         worker = open_consumer(store, list(STREAM_VIEWS), consumer="test", log_seconds=60)
         thread = threading.Thread(target=worker.run, kwargs={"until_idle": 4.0})
         thread.start()
-        deadline = time.monotonic() + 30
-        while worker.counters.events < 500 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: worker.counters.events >= 500, 30, poll=0.02)
         project.stream_redis.restart()  # no persistence: the stream and its group are gone
         produce(project.stream_redis.client(), "payments-restart", events.slice(500))
         thread.join(60)
@@ -511,7 +510,6 @@ def test_event_log_history_is_every_landed_row_of_the_keys(project: StreamProjec
     assert event_log.history(keys.slice(0, 0)).num_rows == 0
 
 
-
 # --- the consumer's read-ahead (the next read runs in a thread while a batch computes) ----------------
 
 
@@ -535,11 +533,7 @@ def test_read_ahead_entries_are_processed_before_run_returns(project: StreamProj
         thread = threading.Thread(target=worker.run)
         try:
             thread.start()
-            deadline = time.monotonic() + 60
-            while worker.counters.events < 800 and time.monotonic() < deadline:
-                time.sleep(0.002)
-            worker.stop()
-            thread.join(60)
+            wait_until(lambda: worker.counters.events >= 800, 60)
         finally:
             worker.stop()
             thread.join(60)
@@ -577,9 +571,7 @@ def test_a_lost_connection_drops_the_read_ahead_and_acks_nothing_unwritten(proje
             thread = threading.Thread(target=worker.run, kwargs={"until_idle": 3.0})
             try:
                 thread.start()
-                deadline = time.monotonic() + 60
-                while worker.counters.events < 300 and time.monotonic() < deadline:
-                    time.sleep(0.002)
+                wait_until(lambda: worker.counters.events >= 300, 60)
                 durable.stop()  # mid-stream: a batch computing, the next read in its thread
                 time.sleep(0.5)
                 durable.start()

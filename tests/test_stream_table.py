@@ -11,7 +11,6 @@ every online value streamed must equal ``dbt build`` + full ``materialize`` into
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,16 @@ import yaml
 
 from tests.conftest import clean_project_env, copy_example_project, data_end, drop_postgres_schemas, require_postgres
 from tests.redis_helpers import RedisServer
-from tests.stream_helpers import ROWS, STREAM_VIEWS, StreamProject, _same_row, payments, produce, run_consumer
+from tests.stream_helpers import (
+    ROWS,
+    STREAM_VIEWS,
+    StreamProject,
+    _same_row,
+    payments,
+    produce,
+    run_consumer,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.xdist_group("stream-table")]
 
@@ -285,9 +293,7 @@ def test_a_failed_append_acknowledges_nothing(project: TableProject) -> None:
         worker = open_consumer(store, list(STREAM_VIEWS), consumer="poison", log_seconds=60)
         runner = threading.Thread(target=worker.run, daemon=True)
         runner.start()
-        deadline = time.monotonic() + 30
-        while worker.counters.retries < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: worker.counters.retries >= 2, 30, poll=0.05)
         worker.stop()
         runner.join(30)
         worker.pipeline.close()

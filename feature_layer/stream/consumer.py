@@ -448,9 +448,10 @@ def open_consumer(store: Any, select: Sequence[str] | None = None, *, consumer: 
                           log_seconds=log_seconds)
 
 
-__all__ = ["StreamConsumer", "StreamCounters", "open_consumer"]
-
 
 def _entries(reply: Any) -> list[tuple[Any, dict[Any, Any]]]:
     """The (id, fields) entries of an ``XREADGROUP`` reply (deleted entries, fields None, left out)."""
     return [(e, f) for _, entries in reply or [] for e, f in entries if f is not None]
+
+
+__all__ = ["StreamConsumer", "StreamCounters", "open_consumer"]

@@ -461,6 +461,7 @@ def horizon_sql(plan: StreamPlan, semi: str | None = None) -> str:
     return (f"SELECT * EXCLUDE (__fl_newest) FROM ({newest}) QUALIFY {inside} OR rank() OVER (PARTITION BY "
             f"{part}, {inside} ORDER BY {et} DESC) <= {int(plan.preceding_rows)}")
 
+
 def _horizon_one_sql(plan: StreamPlan, semi: str | None) -> str:
     """The horizon with one preceding row (``lag(x)``, the common case) by aggregates instead of a
     rank over every row: per entity its newest event time and the latest one before the horizon;
