@@ -29,6 +29,7 @@ def test_demo_builds_trains_materializes_and_looks_up(tmp_path: Path, monkeypatc
     assert "Training set for ML exposure 'fraud_model_v1'" in out and "5,000 rows" in out
     assert "Online lookup" in out
     assert "300 payments streamed" in out and "online " in out and "ms after it was written" in out  # stream part
+    assert "as of its latest payment, " in out and "windows end at its own time" in out
     # The data ends "today", so the freshest entities have values online (not all null).
     store = FeatureStore(project)
     newest = store.offline_engine().fetch_arrow("select max(occurred_at) as t from user_transaction_features")

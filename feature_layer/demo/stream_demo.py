@@ -102,7 +102,7 @@ def run_stream_demo(store: Any, echo: Callable[[str], None], *, events: int = 30
         thread = threading.Thread(target=worker.run, name="demo-stream", daemon=True)
         thread.start()
         engine = store.offline_engine()
-        card = engine.fetch_arrow("select user_id, merchant_id from main.stg_transactions "
+        card = engine.fetch_arrow("select user_id, merchant_id, occurred_at from main.stg_transactions "
                                   "order by occurred_at desc limit 1").to_pylist()[0]
         users = engine.fetch_arrow("select distinct user_id from main.user_transaction_features").column(0).to_numpy()
         merchants = engine.fetch_arrow("select merchant_id from main.stg_merchants").column(0).to_numpy()
@@ -116,7 +116,8 @@ def run_stream_demo(store: Any, echo: Callable[[str], None], *, events: int = 30
 
         before = value()
         echo(f"card {card['user_id']} online now: {', '.join(f'{f}={_fmt(v)}' for f, v in zip(WATCHED, before, strict=True))}"
-             " (values as of its latest payment)")
+             f" (as of its latest payment, {card['occurred_at']:%Y-%m-%d %H:%M}); each new payment's 1h and 24h "
+             "windows end at its own time, so payments older than that drop out of them")
         rng = np.random.default_rng(17)
         client = redis.Redis.from_url(url)
         watched_every = max(1, events // 6)
