@@ -93,7 +93,8 @@ def _load(engine, name: str, table, index: tuple[str, str] | None) -> None:  # n
     engine.execute(f"ANALYZE {SCHEMA}.{name}")
 
 
-def generate_low_cardinality(engine) -> None:  # noqa: ANN001
+def low_cardinality_tables():  # noqa: ANN201
+    """(weather rows, flight rows) of the low-cardinality workload as Arrow tables (also the Spark benchmark's)."""
     import numpy as np
     import pyarrow as pa
 
@@ -113,7 +114,6 @@ def generate_low_cardinality(engine) -> None:  # noqa: ANN001
         values = rng.normal(50, 20, at.size)
         mask = rng.random(at.size) < (0.01 if name == "humid" else 0.0)
         columns[name] = pa.array(values, mask=mask)
-    _load(engine, "weather", pa.table(columns), None)
     flights = pa.table(
         {
             "row_id": pa.array(np.arange(N_FLIGHTS)),
@@ -122,6 +122,12 @@ def generate_low_cardinality(engine) -> None:  # noqa: ANN001
             "delayed": pa.array(rng.integers(0, 2, N_FLIGHTS)),
         }
     )
+    return pa.table(columns), flights
+
+
+def generate_low_cardinality(engine) -> None:  # noqa: ANN001
+    weather, flights = low_cardinality_tables()
+    _load(engine, "weather", weather, None)
     _load(engine, "flights", flights, ("origin", "sched_at"))
 
 

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -368,3 +368,54 @@ def test_spark_target_settings_come_from_the_profile(spark_project: Path) -> Non
     assert settings.path == (spark_project / "target" / "spark" / "warehouse").resolve()
     assert settings.options["spark.master"] == "local[2]"
     assert settings.options["spark.sql.session.timeZone"] == "UTC"
+
+
+# --- the range join's time buckets --------------------------------------------------------
+
+
+def test_range_join_buckets_keep_every_match_at_their_edges(spark_engine) -> None:
+    """The TTL range join is also an equality on a TTL-wide time bucket (range_join.py). Event
+    and as-of times on the buckets' edges (exact multiples of the TTL, as-of − TTL exactly), on
+    both sides of 1970 (negative microseconds: DIV truncates towards zero there), one key holding
+    thousands of rows, naive and UTC-aware event times, in a UTC and a non-UTC session: every
+    entity row gets the reference's features."""
+    import numpy as np
+
+    from feature_layer.offline.training_set import build_training_set
+    from tests.offline_helpers import load_table, make_view
+
+    ttl = timedelta(hours=3)
+    rng = np.random.default_rng(5)
+    start = datetime(1969, 12, 30)
+    step = timedelta(minutes=20)  # the TTL is 9 steps: many events sit exactly on an edge
+    events = [{"user_id": int(u), "event_ts": start + step * int(i), "created_ts": None,
+               "amount": float(rng.integers(0, 100))}
+              for i in range(0, 600) for u in (1, 2) if rng.random() < 0.8]
+    as_of = [start + step * int(i) for i in rng.integers(-20, 700, 400)]
+    as_of += [e["event_ts"] + ttl for e in events[:50]] + [start + ttl * k for k in range(0, 60)]
+    entities = [{"row_id": i, "user_id": int(rng.integers(1, 3)), "event_timestamp": t} for i, t in enumerate(as_of)]
+    feature_schema = pa.schema([("user_id", pa.int64()), ("event_ts", pa.timestamp("us")),
+                                ("created_ts", pa.timestamp("us")), ("amount", pa.float64())])
+    expected = reference_training_set(entities, [ViewData(make_view("v", None, ttl=ttl), events,
+                                                          list(make_view("v", None, ttl=ttl).features))],
+                                      "event_timestamp")
+    want = sorted((r["row_id"], r["amount"]) for r in expected)
+    assert sum(a is not None for _, a in want) > 300 and sum(a is None for _, a in want) > 20
+    entity_table = load_table(spark_engine, f"ents_{uuid.uuid4().hex[:6]}", pa.Table.from_pylist(entities))
+    for aware in (False, True):
+        schema = feature_schema
+        if aware:
+            schema = pa.schema([f.with_type(pa.timestamp("us", tz="UTC")) if f.name.endswith("_ts") else f
+                                for f in feature_schema])
+        relation = load_table(spark_engine, f"buckets_{uuid.uuid4().hex[:6]}", pa.Table.from_pylist(events, schema=schema))
+        view = make_view("v", relation, ttl=ttl)
+        for zone in ("UTC", "America/New_York"):
+            spark_engine.session.conf.set("spark.sql.session.timeZone", zone)
+            try:
+                training = build_training_set(spark_engine, f"fl_test.{entity_table.identifier}",
+                                              [(view, list(view.features))])
+                assert "__fl_bk" in training.sql()  # the bucketed range join, not the carried window
+                got = sorted((r["row_id"], r["amount"]) for r in training.to_arrow().to_pylist())
+            finally:
+                spark_engine.session.conf.set("spark.sql.session.timeZone", "UTC")
+            assert got == want, (aware, zone)

@@ -10,7 +10,16 @@ within the TTL, joined back to the entity rows at the end:
     GROUP BY s.keys, s.as_of
     … <entity rows> LEFT JOIN best ON keys = keys AND as_of = as_of
 
-The TTL bounds the rows each entity row joins. The inner join lets Spark broadcast the spine's
+The TTL bounds the rows each entity row *matches*, but an equality on the keys alone would still
+compare each entity row with every feature row of its key (a key with 3 values and 13,000 rows
+each: billions of comparisons). So the join is also on a time bucket of the TTL's width: a
+feature row's event time falls in its bucket, ``UNIX_MICROS(event) DIV ttl``, and an entity row
+(exploded, twice) asks for the bucket of its as-of time and the one before — the only two an
+event within ``[as-of − ttl, as-of]`` can fall in. Each entity row then meets the feature rows of
+its key within two TTLs of it, however many share the key. Both sides are bucketed as the
+``TIMESTAMP`` (instant) that Spark compares them as (a naive event time or date is compared with
+the as-of instant after the same session-time-zone cast), so the bucket never disagrees with the
+comparison. The inner join lets Spark broadcast the spine's
 (keys, as-of) and stream the feature rows past it without shuffling them — the plan of the
 hand-written floor; an outer join preserving the entity rows could only broadcast the feature
 rows, and shuffled both sides (measured ~1.5× the floor). Grouping by (keys, as-of) instead of a
@@ -30,6 +39,26 @@ from feature_layer.sql.names import col, ident, relation_table
 
 BEST = "__fl_best"
 KEY = "__fl_rk"
+BUCKET = "__fl_bk"
+"""The exploded spine's time bucket: that of the as-of time, or the one before."""
+
+
+def time_bucket(value: exp.Expression, width_us: int) -> exp.Expression:
+    """``value``'s bucket of ``width_us`` microseconds, as Spark compares it (an instant)."""
+    instant = exp.cast(value, exp.DataType.build("TIMESTAMP", dialect="spark"))
+    return exp.IntDiv(this=exp.UnixMicros(this=instant), expression=exp.Literal.number(max(1, width_us)))
+
+
+def _bucketed_spine(spine: str, as_of: str, width_us: int) -> exp.Subquery:
+    """The spine's rows, each twice: with the bucket of its as-of time, and with the one before."""
+    bucket = time_bucket(col(as_of, "s"), width_us)
+    pair = exp.Array(expressions=[bucket, exp.Sub(this=bucket.copy(), expression=exp.Literal.number(1))])
+    lateral = exp.Lateral(this=exp.Explode(this=pair), view=True,
+                          alias=exp.TableAlias(this=ident("__fl_e"), columns=[ident(BUCKET)]))
+    select = exp.select(exp.Column(this=exp.Star(), table=ident("s")), col(BUCKET, "__fl_e")).from_(
+        exp.Table(this=ident(spine), alias=exp.TableAlias(this=ident("s"))))
+    select.append("laterals", lateral)
+    return select.subquery(ident("s"))
 
 
 def build_range_best(  # noqa: ANN001 - outputs: point_in_time.ViewOutputs (that module imports this one)
@@ -44,6 +73,8 @@ def build_range_best(  # noqa: ANN001 - outputs: point_in_time.ViewOutputs (that
     view = outputs.view
     event, timed = timing
     conditions: list[exp.Expression] = [exp.EQ(this=col(k, "f"), expression=col(k, "s")) for k in view.join_keys]
+    width_us = int(view.ttl.total_seconds()) * 1_000_000
+    conditions.append(exp.EQ(this=time_bucket(event.copy(), width_us), expression=col(BUCKET, "s")))
     conditions += [c.copy() for c in timed]
     ranks = [event.copy(), *(o.this.copy() for o in tie_break)]
     groups = [col(k, "s") for k in view.join_keys] + [col(as_of, "s")]
@@ -52,7 +83,7 @@ def build_range_best(  # noqa: ANN001 - outputs: point_in_time.ViewOutputs (that
         .select(col(as_of, "s"))
         .select(exp.alias_(best_row(outputs.features, ranks), BEST, quoted=True))
         .from_(relation_table(view, "f"))
-        .join(exp.Table(this=ident(spine), alias=exp.TableAlias(this=ident("s"))), on=exp.and_(*conditions))
+        .join(_bucketed_spine(spine, as_of, width_us), on=exp.and_(*conditions))
         .group_by(*groups)
     )
 

@@ -25,8 +25,21 @@ WITH `__fl_spine` AS (
       )
     ) AS `__fl_best`
   FROM `fl_snapshot`.`user_activity` AS `f`
-  JOIN `__fl_spine_keys` AS `s`
+  JOIN (
+    SELECT
+      `s`.*,
+      `__fl_e`.`__fl_bk`
+    FROM `__fl_spine_keys` AS `s`
+    LATERAL VIEW
+    EXPLODE(
+      ARRAY(
+        UNIX_MICROS(CAST(`s`.`__fl_ts` AS TIMESTAMP)) DIV 2592000000000,
+        UNIX_MICROS(CAST(`s`.`__fl_ts` AS TIMESTAMP)) DIV 2592000000000 - 1
+      )
+    ) __fl_e AS `__fl_bk`
+  ) AS `s`
     ON `f`.`user_id` = `s`.`user_id`
+    AND UNIX_MICROS(CAST(`f`.`event_ts` AS TIMESTAMP)) DIV 2592000000000 = `s`.`__fl_bk`
     AND `f`.`event_ts` <= `s`.`__fl_ts`
     AND `f`.`event_ts` >= `s`.`__fl_ts` - INTERVAL '30' DAY
   GROUP BY
@@ -45,9 +58,22 @@ WITH `__fl_spine` AS (
       )
     ) AS `__fl_best`
   FROM `fl_snapshot`.`user_merchant` AS `f`
-  JOIN `__fl_spine_keys` AS `s`
+  JOIN (
+    SELECT
+      `s`.*,
+      `__fl_e`.`__fl_bk`
+    FROM `__fl_spine_keys` AS `s`
+    LATERAL VIEW
+    EXPLODE(
+      ARRAY(
+        UNIX_MICROS(CAST(`s`.`__fl_ts` AS TIMESTAMP)) DIV 129600000000,
+        UNIX_MICROS(CAST(`s`.`__fl_ts` AS TIMESTAMP)) DIV 129600000000 - 1
+      )
+    ) __fl_e AS `__fl_bk`
+  ) AS `s`
     ON `f`.`user_id` = `s`.`user_id`
     AND `f`.`merchant_id` = `s`.`merchant_id`
+    AND UNIX_MICROS(CAST(`f`.`event_ts` AS TIMESTAMP)) DIV 129600000000 = `s`.`__fl_bk`
     AND `f`.`event_ts` <= `s`.`__fl_ts`
     AND `f`.`event_ts` >= `s`.`__fl_ts` - INTERVAL '36' HOUR
   GROUP BY
