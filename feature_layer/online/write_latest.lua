@@ -3,7 +3,7 @@
 -- Every call is one request of one materialization run:
 --   KEYS[1]  the view's fence key (the largest fencing token that claimed the view)
 --   KEYS[2]  the run's ledger (a bitmap: bit 0 set by the claim, bit s by request s)
---   KEYS[3…] data keys (modes w, f, d) or marker keys (mode c)
+--   KEYS[3…] data keys (modes w, u, f, d) or marker keys (mode c)
 --   ARGV[1]  mode: w write, u write distinct keys, f force-write (full refresh), d delete,
 --            a claim, t touch, c commit
 --   ARGV[2]  the run's fencing token; ARGV[3] its lease expiry (us since epoch, 0 = none);
