@@ -2,9 +2,13 @@
 
     python -m benchmarks.write_script_cost [benchmarks/scripts/*.lua ...]
 
-Against one private redis-server: 100 calls of 5,000 keys (96-byte values in feature_layer's v1
-layout) per contender, in three phases (fresh keys; overwriting older values; values older than
-the stored ones), each phase repeated three times, the minimum kept. Per key: the command's own
+Against one private redis-server: 100 calls of 5,000 keys (keys as long as a view's, distinct
+97-byte values in feature_layer's v1 layout: equal values would be one string to Lua, which
+interns strings, and cost less than real ones) per contender, in three phases (fresh keys;
+overwriting older values; values older than the stored ones), without and with a TTL (each
+value's ``PX`` passed as the writer does), each phase repeated three times, the minimum kept.
+The shipped script runs in mode w (keys may repeat) and u (distinct keys, as materialization
+sends them); the variants in mode w. Per key: the command's own
 time (INFO commandstats usec) and the redis-server process's CPU time (/proc/PID/stat), which is
 less sensitive to other processes on a shared machine. The extra scripts are measurement aids
 (``benchmarks/scripts``): a no-op taking the same arguments (the cost of handing 2 x 5,000
@@ -23,11 +27,13 @@ from benchmarks.online import PrivateRedis
 
 N = 5000
 CALLS = 100
+TTL_US = 10**12  # about 11.6 days: every value live
 FENCE, LEDGER = b"fl1:s:__markers__:fence", b"fl1:s:__markers__:ledger"
+KEY = b"fl1:scale:standard:81417598:%d"  # as long as the scale benchmark's keys
 
 
-def _value(ev: int) -> bytes:
-    return b"\x01" + struct.pack("<qq", ev, ev) + b"x" * 80
+def _value(ev: int, i: int) -> bytes:
+    return b"\x01" + struct.pack("<qq", ev, ev) + struct.pack("<q", i) * 10
 
 
 class Bench:
@@ -38,20 +44,22 @@ class Bench:
         fields = Path(f"/proc/{self.server.proc.pid}/stat").read_text().split(")")[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def script(self, source: str, ev: int) -> None:
+    def script(self, source: str, mode: bytes, ev: int, ttl: int) -> None:
         sha = self.client.script_load(source)
         self.client.set(FENCE, b"1")
         self.client.setbit(LEDGER, 0, 1)
+        expiry = [b"%d" % -(-(ev + ttl) // 1000)] * N if ttl else []  # the writer's PX at clock 0
         for c in range(CALLS):
-            keys = [b"k:%d" % (c * N + i) for i in range(N)]
-            argv = [b"w", b"1", b"0", b"%d" % (c + 1), b"0", b"0", *([_value(ev)] * N)]
+            keys = [KEY % (c * N + i) for i in range(N)]
+            values = [_value(ev, c * N + i) for i in range(N)]
+            argv = [mode, b"1", b"0", b"%d" % (c + 1), b"0", b"%d" % ttl, *values, *expiry]
             self.client.evalsha(sha, N + 2, FENCE, LEDGER, *keys, *argv)
 
     def mset(self, ev: int) -> None:
         for c in range(CALLS):
-            self.client.mset({b"k:%d" % (c * N + i): _value(ev) for i in range(N)})
+            self.client.mset({KEY % (c * N + i): _value(ev, c * N + i) for i in range(N)})
 
-    def measure(self, source: str | None, phase: str, ev: int) -> tuple[float, float]:
+    def measure(self, source: str | None, mode: bytes, phase: str, ev: int, ttl: int) -> tuple[float, float]:
         best = (float("inf"), float("inf"))
         for _ in range(3):
             self.client.flushall()
@@ -59,7 +67,7 @@ class Bench:
                 self.mset(150)
             self.client.config_resetstat()
             before = self.cpu()
-            self.mset(ev) if source is None else self.script(source, ev)
+            self.mset(ev) if source is None else self.script(source, mode, ev, ttl)
             cpu = (self.cpu() - before) / (N * CALLS) * 1e6
             stats = self.client.info("commandstats").get("cmdstat_" + ("mset" if source is None else "evalsha"), {})
             best = (min(best[0], stats.get("usec", 0) / (N * CALLS)), min(best[1], cpu))
@@ -74,17 +82,25 @@ def variant(shipped: str, body: str) -> str:
 def main() -> None:
     from feature_layer.online.redis_store import _SCRIPT
 
-    scripts: dict[str, str | None] = {"write_latest.lua (shipped)": _SCRIPT}
-    scripts.update({Path(p).name: variant(_SCRIPT, Path(p).read_text()) for p in sys.argv[1:]})
-    scripts["raw MSET"] = None
+    scripts: dict[str, tuple[str | None, bytes]] = {
+        "write_latest.lua (shipped), mode w": (_SCRIPT, b"w"),
+        "write_latest.lua (shipped), mode u": (_SCRIPT, b"u"),
+    }
+    scripts.update({Path(p).name: (variant(_SCRIPT, Path(p).read_text()), b"w") for p in sys.argv[1:]})
+    scripts["raw MSET"] = (None, b"")
     server = PrivateRedis()
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}")
     try:
         bench = Bench(server)
-        for phase, ev in (("fresh", 100), ("newer", 200), ("older", 50)):
-            for name, source in scripts.items():
-                usec, cpu = bench.measure(source, phase, ev)
-                print(f"{phase:6s} {name:34s} command {usec:.2f} us/key   server CPU {cpu:.2f} us/key", flush=True)
+        for ttl in (0, TTL_US):
+            for phase, ev in (("fresh", 100), ("newer", 200), ("older", 50)):
+                for name, (source, mode) in scripts.items():
+                    if ttl and source is None:
+                        continue  # raw MSET sets no expiry
+                    usec, cpu = bench.measure(source, mode, phase, ev, ttl)
+                    label = f"{phase}{', TTL' if ttl else ''}"
+                    print(f"{label:11s} {name:36s} command {usec:.2f} us/key   server CPU {cpu:.2f} us/key",
+                          flush=True)
     finally:
         server.stop()
 

@@ -28,7 +28,7 @@ from tests.redis_helpers import RedisServer, make_parts, private_redis, redis_se
 from tests.test_materialize import BASE, END, engine, load_events, lookup, make_view, redis_store, snapshot, state  # noqa: F401
 
 MINIMAL_ACL = [  # the documented minimum (docs/online_store.md, "Configuration")
-    *("+get", "+mget", "+set", "+evalsha", "+script|load", "+script|exists", "+scan", "+unlink", "+ping"),
+    *("+get", "+mget", "+set", "+mset", "+msetnx", "+evalsha", "+script|load", "+script|exists", "+scan", "+unlink", "+ping"),
     *("+setbit", "+bitcount", "+exists", "+pexpire", "+time"),
 ]
 

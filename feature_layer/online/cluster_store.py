@@ -324,8 +324,10 @@ class RedisClusterOnlineStore(RedisOnlineStore):
         except RedisError as exc:
             raise self._error("check the write script", exc) from exc
 
-    def writer(self, *, ttl_us: int | None, force: bool = False, fence: RunFence | None = None) -> Writer:
-        return ClusterWriter(self, ttl_us, force=force, fence=fence)
+    def writer(
+        self, *, ttl_us: int | None, force: bool = False, fence: RunFence | None = None, distinct_keys: bool = False
+    ) -> Writer:
+        return ClusterWriter(self, ttl_us, force=force, fence=fence, distinct_keys=distinct_keys)
 
     def run_ledgers(self, fence: RunFence) -> _RunLedgers:
         return self._ledgers.setdefault(fence.ledger_name, _RunLedgers())
@@ -523,12 +525,18 @@ class ClusterWriter(Writer):
     """Buffer this many ``batch_size`` requests' worth of keys before writing (slots get fuller calls)."""
 
     def __init__(
-        self, store: RedisClusterOnlineStore, ttl_us: int | None, *, force: bool = False, fence: RunFence | None = None
+        self,
+        store: RedisClusterOnlineStore,
+        ttl_us: int | None,
+        *,
+        force: bool = False,
+        fence: RunFence | None = None,
+        distinct_keys: bool = False,
     ) -> None:
-        super().__init__(ttl_us, force=force, fence=fence)
+        super().__init__(ttl_us, force=force, fence=fence, distinct_keys=distinct_keys)
         self.store = store
         self.sha = store.script_sha(refresh=not store.script_loaded()).encode()
-        self._mode = b"f" if force else b"w"
+        self._mode = b"f" if force else b"u" if distinct_keys else b"w"  # write_latest.lua's modes
         self._token = b"%d" % (fence.token if fence else 0)
         self._ttl = b"%d" % (ttl_us or 0)
         self._buffer: list[EncodedBatch] = []

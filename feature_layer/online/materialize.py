@@ -305,7 +305,8 @@ def materialize_view(
         written = _WrittenKeys(len(layout.key_prefix), layout.ttl_us, track_deadlines=online.can_evict)
         track = full_refresh or online.can_evict
         evictions = online.eviction_snapshot() if online.can_evict else None  # before the first write
-        writer = online.writer(ttl_us=layout.ttl_us, force=full_refresh, fence=fence)
+        # the query yields one row per entity: each key is written once (the script need not track repeats)
+        writer = online.writer(ttl_us=layout.ttl_us, force=full_refresh, fence=fence, distinct_keys=True)
         batches: Iterator[pa.RecordBatch] = iter(())
         try:
             t = time.perf_counter()  # the query's blocking part (the aggregate) runs as the stream opens

@@ -39,6 +39,8 @@ from feature_layer.online.store import OnlineStore, RunFence, WriteCounts, Write
 
 _SCRIPT = resources.files("feature_layer.online").joinpath("write_latest.lua").read_text()
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+SCRIPT_ACL = "+get +mget +set +mset +msetnx +unlink +exists +setbit +bitcount +pexpire +time"
+"""The commands ``write_latest.lua`` calls: Redis checks each against the calling user's ACL."""
 
 
 def _bulk_block(values: pa.Array) -> tuple[memoryview, np.ndarray]:
@@ -141,6 +143,12 @@ class RedisOnlineStore(OnlineStore):
                 fix="raise Redis's maxmemory (or free memory), then rerun; the run did not advance its watermark, "
                 "and reads the view in full if Redis evicted keys to make room.",
                 may_have_evicted=True,
+            )
+        if "can't run this command" in str(exc) or str(exc).startswith("NOPERM"):
+            return OnlineStoreError(
+                f"Redis at {self._location} refused a command to the ACL user while trying to {action}: {exc}.",
+                fix=f"grant the user the commands the write script runs: {SCRIPT_ACL} (docs/online_store.md, "
+                "'The minimal ACL'; `ACL LOG` on the server names the refused one).",
             )
         return OnlineStoreError(
             f"Redis at {self._location} failed to {action}: {exc}.",
@@ -253,8 +261,10 @@ class RedisOnlineStore(OnlineStore):
         except RedisError as exc:
             raise self._error("check the write script", exc) from exc
 
-    def writer(self, *, ttl_us: int | None, force: bool = False, fence: RunFence | None = None) -> Writer:
-        return RedisWriter(self, ttl_us, force=force, fence=fence)
+    def writer(
+        self, *, ttl_us: int | None, force: bool = False, fence: RunFence | None = None, distinct_keys: bool = False
+    ) -> Writer:
+        return RedisWriter(self, ttl_us, force=force, fence=fence, distinct_keys=distinct_keys)
 
     # -- runs: fence and ledger ---------------------------------------------------------------
     def fence_keys(self, fence: RunFence | None) -> tuple[bytes, bytes]:
@@ -444,16 +454,22 @@ class RedisWriter(Writer):
     window = 4
 
     def __init__(
-        self, store: RedisOnlineStore, ttl_us: int | None, *, force: bool = False, fence: RunFence | None = None
+        self,
+        store: RedisOnlineStore,
+        ttl_us: int | None,
+        *,
+        force: bool = False,
+        fence: RunFence | None = None,
+        distinct_keys: bool = False,
     ) -> None:
-        super().__init__(ttl_us, force=force, fence=fence)
+        super().__init__(ttl_us, force=force, fence=fence, distinct_keys=distinct_keys)
         self.store = store
         self.sha = store.script_sha(refresh=not store.script_loaded()).encode()
         self._conn: Any = None
         self._inflight: deque[tuple[list[Any], int, int]] = deque()  # (request, ledger bit, clock)
         fence_key, ledger_key = store.fence_keys(fence)
         self._run_keys = _bulk(fence_key) + _bulk(ledger_key)
-        self._mode = b"f" if force else b"w"
+        self._mode = b"f" if force else b"u" if distinct_keys else b"w"  # write_latest.lua's modes
         self._token = b"%d" % (fence.token if fence else 0)
         self._ttl = b"%d" % (ttl_us or 0)
         self.ledger_lost = False

@@ -224,8 +224,10 @@ class SqliteOnlineStore(OnlineStore):
                 found.update(rows)
         return [found.get(k) for k in keys]
 
-    def writer(self, *, ttl_us: int | None, force: bool = False, fence: RunFence | None = None) -> Writer:
-        return SqliteWriter(self, ttl_us, force=force, fence=fence)
+    def writer(
+        self, *, ttl_us: int | None, force: bool = False, fence: RunFence | None = None, distinct_keys: bool = False
+    ) -> Writer:
+        return SqliteWriter(self, ttl_us, force=force, fence=fence, distinct_keys=distinct_keys)
 
     def scan_prefix(self, prefix: bytes, *, count: int = 5000) -> Iterator[list[bytes]]:
         upper = prefix[:-1] + bytes([prefix[-1] + 1])
@@ -274,9 +276,15 @@ class SqliteOnlineStore(OnlineStore):
 
 class SqliteWriter(Writer):
     def __init__(
-        self, store: SqliteOnlineStore, ttl_us: int | None, *, force: bool = False, fence: RunFence | None = None
+        self,
+        store: SqliteOnlineStore,
+        ttl_us: int | None,
+        *,
+        force: bool = False,
+        fence: RunFence | None = None,
+        distinct_keys: bool = False,
     ) -> None:
-        super().__init__(ttl_us, force=force, fence=fence)
+        super().__init__(ttl_us, force=force, fence=fence, distinct_keys=distinct_keys)
         self.store = store
 
     def write(self, batch: EncodedBatch) -> None:

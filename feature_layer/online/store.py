@@ -125,12 +125,17 @@ class WriteCounts:
 class Writer(ABC):
     """Writes encoded batches of one view; ``close`` waits until every write is acknowledged."""
 
-    def __init__(self, ttl_us: int | None, *, force: bool = False, fence: RunFence | None = None) -> None:
+    def __init__(
+        self, ttl_us: int | None, *, force: bool = False, fence: RunFence | None = None, distinct_keys: bool = False
+    ) -> None:
         self.ttl_us = ttl_us
         self.fence = fence
         self.force = force
         """Full refresh: each value replaces whatever is stored (even a newer one), and a value
         already expired deletes its key — the store becomes exactly what the warehouse says."""
+        self.distinct_keys = distinct_keys
+        """The caller writes each key at most once through this writer (one row per entity, as the
+        latest-per-entity query yields), so the store need not track repeats within a request."""
         self.counts = WriteCounts()
         self.suspect = False
         """Set when the writer saw a sign that the store may have lost data (a reconnect, a
@@ -184,9 +189,11 @@ class OnlineStore(ABC):
         return False
 
     @abstractmethod
-    def writer(self, *, ttl_us: int | None, force: bool = False, fence: RunFence | None = None) -> Writer:
-        """A writer for the values of one view (all its batches share ``ttl_us``; ``force``: see
-        Writer); with ``fence`` every request is fenced and ledgered (see RunFence)."""
+    def writer(
+        self, *, ttl_us: int | None, force: bool = False, fence: RunFence | None = None, distinct_keys: bool = False
+    ) -> Writer:
+        """A writer for the values of one view (all its batches share ``ttl_us``; ``force`` and
+        ``distinct_keys``: see Writer); with ``fence`` every request is fenced and ledgered (see RunFence)."""
 
     # -- runs: fencing and the ledger (see RunFence) ----------------------------------------
     @abstractmethod
