@@ -58,7 +58,15 @@ from feature_layer.config import OnlineStoreSettings
 from feature_layer.errors import OnlineStoreError
 from feature_layer.online.encoding import EncodedBatch
 from feature_layer.online.redis_connect import tls_files
-from feature_layer.online.redis_store import _SCRIPT, RedisOnlineStore, _bulk, _bulk_block, _fixed_block, _glob_escape
+from feature_layer.online.redis_store import (
+    _SCRIPT,
+    RedisOnlineStore,
+    _bulk,
+    _bulk_block,
+    _fixed_block,
+    _glob_escape,
+    script_mode,
+)
 from feature_layer.online.store import RunFence, WriteCounts, Writer
 
 SLOTS = 16384
@@ -536,7 +544,7 @@ class ClusterWriter(Writer):
         super().__init__(ttl_us, force=force, fence=fence, distinct_keys=distinct_keys)
         self.store = store
         self.sha = store.script_sha(refresh=not store.script_loaded()).encode()
-        self._mode = b"f" if force else b"u" if distinct_keys else b"w"  # write_latest.lua's modes
+        self._mode = script_mode(force, distinct_keys)
         self._token = b"%d" % (fence.token if fence else 0)
         self._ttl = b"%d" % (ttl_us or 0)
         self._buffer: list[EncodedBatch] = []

@@ -43,6 +43,11 @@ SCRIPT_ACL = "+get +mget +set +mset +msetnx +unlink +exists +setbit +bitcount +p
 """The commands ``write_latest.lua`` calls: Redis checks each against the calling user's ACL."""
 
 
+def script_mode(force: bool, distinct_keys: bool) -> bytes:
+    """``write_latest.lua``'s write mode: f (full refresh), u (distinct keys) or w."""
+    return b"f" if force else b"u" if distinct_keys else b"w"
+
+
 def _bulk_block(values: pa.Array) -> tuple[memoryview, np.ndarray]:
     """RESP bulk strings (``$len\\r\\nbytes\\r\\n``) of a binary array: one buffer + n+1 offsets."""
     lengths = pc.binary_length(values).cast(pa.string()).cast(pa.binary())
@@ -469,7 +474,7 @@ class RedisWriter(Writer):
         self._inflight: deque[tuple[list[Any], int, int]] = deque()  # (request, ledger bit, clock)
         fence_key, ledger_key = store.fence_keys(fence)
         self._run_keys = _bulk(fence_key) + _bulk(ledger_key)
-        self._mode = b"f" if force else b"u" if distinct_keys else b"w"  # write_latest.lua's modes
+        self._mode = script_mode(force, distinct_keys)
         self._token = b"%d" % (fence.token if fence else 0)
         self._ttl = b"%d" % (ttl_us or 0)
         self.ledger_lost = False

@@ -19,9 +19,9 @@ event within ``[as-of − ttl, as-of]`` can fall in. Each entity row then meets 
 its key within two TTLs of it, however many share the key. Both sides are bucketed as the
 ``TIMESTAMP`` (instant) that Spark compares them as (a naive event time or date is compared with
 the as-of instant after the same session-time-zone cast), so the bucket never disagrees with the
-comparison. The inner join lets Spark broadcast the spine's
-(keys, as-of) and stream the feature rows past it without shuffling them — the plan of the
-hand-written floor; an outer join preserving the entity rows could only broadcast the feature
+comparison. The inner join lets Spark broadcast the smaller side (the spine's exploded
+(keys, as-of) on the standard workload, the feature rows on a short, low-cardinality one) and
+stream the other past it without shuffling it — the plan of the hand-written floor; an outer join preserving the entity rows could only broadcast the feature
 rows, and shuffled both sides (measured ~1.5× the floor). Grouping by (keys, as-of) instead of a
 row number keeps it deterministic although the spine is read twice (features depend on nothing
 else; a null key never joins, so it gets null features either way). ``max_by`` compares the
