@@ -55,7 +55,7 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def setup(base: Path, rows: int, threads: int = 1) -> tuple[Path, object, str]:
+def setup(base: Path, rows: int, threads: int = 1, users: int | None = None) -> tuple[Path, object, str]:
     sys.path.insert(0, str(REPO))
     from feature_layer.dbt.runner import run_dbt
     from feature_layer.demo.data import generate_demo_data
@@ -64,7 +64,7 @@ def setup(base: Path, rows: int, threads: int = 1) -> tuple[Path, object, str]:
 
     server = RedisServer(base / "redis").start()
     project = copy_example_project(base / "project")
-    generate_demo_data(project / "data" / "raw", rows=rows, end=date.today())
+    generate_demo_data(project / "data" / "raw", rows=rows, end=date.today(), users=users)
     with clean_project_env():
         run_dbt(["build"], project, target="duckdb", quiet=True)
     (project / "feature_layer.yml").write_text(json.dumps({
@@ -246,6 +246,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=None,
                         help="card holders the producer draws from (the demo data gets ~20 payments each: "
                         "--rows is raised to 20 × N when smaller); default: every card holder of --rows")
+    parser.add_argument("--history", type=int, default=None,
+                        help="with --users: payments per card holder in the generated history (--rows = N × this; "
+                        "the demo data gets exactly --users card holders)")
     parser.add_argument("--threads", type=int, default=1, help="DuckDB threads of the consumer (streams.threads)")
     parser.add_argument("--feast-python", default=None)
     parser.add_argument("--out", default=None, help="write the markdown here too")
@@ -259,9 +262,11 @@ def main() -> None:
     if args.users is not None:
         if args.users < 1:
             parser.error("--users must be a positive number of card holders")
-        args.rows = max(args.rows, 20 * args.users)
+        args.rows = max(args.rows, 20 * args.users) if args.history is None else args.history * args.users
+    elif args.history is not None:
+        parser.error("--history needs --users")
     base = Path(tempfile.mkdtemp(prefix="bench-stream-"))
-    project, server, url = setup(base, args.rows, args.threads)
+    project, server, url = setup(base, args.rows, args.threads, args.users if args.history is not None else None)
     sys.path.insert(0, str(REPO))
     from feature_layer.client import FeatureStore
     from tests.conftest import clean_project_env

@@ -101,6 +101,22 @@ def test_table_sizes_follow_the_row_count(tmp_path: Path, rows: int, users: int,
     assert counts["chargebacks"] <= rows
 
 
+def test_users_sets_the_number_of_card_holders_and_their_payments_stay_coherent(tmp_path: Path) -> None:
+    paths = generate_demo_data(tmp_path, rows=3_000, users=2_000)
+    users = pq.read_table(paths["users"])
+    transactions = pq.read_table(paths["transactions"])
+    assert users.num_rows == 2_000 and transactions.num_rows == 3_000
+    known = set(users.column("user_id").to_pylist())
+    paying = set(transactions.column("user_id").to_pylist())
+    assert paying <= known and len(paying) > 1_000  # most of the 2,000 pay at least once
+
+
+@pytest.mark.parametrize("users", [0, -5, 2.5, True, "100"])
+def test_users_must_be_a_positive_integer(tmp_path: Path, users: object) -> None:
+    with pytest.raises(InputError, match="users must be an integer number of card holders"):
+        generate_demo_data(tmp_path, rows=100, users=users)  # type: ignore[arg-type]
+
+
 def test_chargebacks_hit_one_to_two_percent_of_transactions(demo_20k: dict[str, Path]) -> None:
     [(share, fraud_share)] = _sql(
         demo_20k,

@@ -595,6 +595,38 @@ def test_a_lost_connection_drops_the_read_ahead_and_acks_nothing_unwritten(proje
     _assert_batch_state(project, tmp_path)
 
 
+def test_the_history_buffer_is_a_private_database_file_removed_at_close(project: StreamProject,
+                                                                        tmp_path: Path) -> None:
+    """The buffer is stored in a DuckDB file of the pipeline's own temporary folder (compressed when
+    DuckDB checkpoints, so the consumer holds only its cache), the per-batch tables are TEMP; close
+    removes the folder."""
+    from feature_layer.stream.landing import FileEventLog
+    from feature_layer.stream.pipeline import BUFFER, HISTORY, StreamPipeline
+    from feature_layer.stream.plan import plan_stream
+
+    raw = _private_landing(project, tmp_path)
+    with _private_store(project, tmp_path) as store:
+        registry = store.registry
+        plan, issues = plan_stream(registry, registry.view("user_transaction_features"), registry.dialect)
+        assert plan is not None, issues
+        pipeline = StreamPipeline([plan], FileEventLog(raw / "transactions*.parquet"), store.online_store())
+        folder = Path(pipeline._spill.name)
+        try:
+            events = payments(project, 30, seed=8, first_id=6_200_000_000)
+            assert pipeline.process(events.cast(pipeline.schema), [f"{i}-0" for i in range(30)]).new == 30
+            tables = dict(pipeline.con.execute(
+                "SELECT table_name, temporary FROM duckdb_tables() WHERE table_name LIKE '__fl_%'").fetchall())
+            (database,) = pipeline.con.execute("SELECT path FROM duckdb_databases() WHERE database_name = "
+                                               "current_database()").fetchall()[0]
+            rows = pipeline.con.execute(f"SELECT count(*) FROM {BUFFER}").fetchall()[0][0]
+        finally:
+            pipeline.close()
+    assert Path(database).parent == folder and Path(database).name == "buffer.duckdb"
+    assert tables[BUFFER] is False and tables[HISTORY] is True
+    assert rows == pipeline.buffered and rows > 30  # the event log's history, plus the new events
+    assert not folder.exists()
+
+
 def test_a_history_buffer_smaller_than_the_event_log_evicts_and_still_equals_dbt_build(
     project: StreamProject, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

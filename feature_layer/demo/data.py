@@ -264,12 +264,14 @@ def _writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
     return pq.ParquetWriter(path, schema, compression="zstd", write_statistics=True)
 
 
-def generate_demo_data(out_dir: Path, rows: int = 10_000, seed: int = 7, *, end: date | None = None) -> dict[str, Path]:
+def generate_demo_data(
+    out_dir: Path, rows: int = 10_000, seed: int = 7, *, end: date | None = None, users: int | None = None
+) -> dict[str, Path]:
     """Write users, merchants, transactions and chargebacks Parquet files into ``out_dir``.
 
-    ``rows`` is the number of transactions; there are about rows/20 users (at least 100)
-    and rows/200 merchants (at least 20). The same ``seed`` and ``rows`` always produce
-    identical files. Returns the path of each file by table name.
+    ``rows`` is the number of transactions; there are about rows/20 users (at least 100;
+    ``users`` sets the number instead) and rows/200 merchants (at least 20). The same ``seed``,
+    ``rows`` and ``users`` always produce identical files. Returns the path of each file by table name.
 
     ``end`` moves every timestamp by whole days so the last payment falls on that date
     instead of 2025-12-01 (the demo passes today, so TTLs have not expired what it serves;
@@ -290,6 +292,11 @@ def generate_demo_data(out_dir: Path, rows: int = 10_000, seed: int = 7, *, end:
         shift = (day - date(2025, 12, 1)).days * 86_400_000_000  # the last payment lands on `end`
     out.mkdir(parents=True, exist_ok=True)
     n_users, n_merchants = _sizes(rows)
+    if users is not None:
+        if isinstance(users, bool) or not isinstance(users, (int, np.integer)) or not 1 <= users <= MAX_ROWS:
+            raise InputError(f"users must be an integer number of card holders between 1 and {MAX_ROWS:,}, got {users!r}.",
+                             fix="pass users as an int, e.g. users=100_000, or leave it out (about rows/20).")
+        n_users = int(users)
     users = _users(n_users, seed)
     merchants = _merchants(n_merchants, seed)
     paths = {name: out / f"{name}.parquet" for name in TABLES}

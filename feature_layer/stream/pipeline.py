@@ -1,7 +1,10 @@
 """One micro-batch: typed events in, latest values of their entities out, with the batch SQL.
 
-The pipeline keeps an embedded DuckDB (in memory; ``memory_limit`` bounds it, beyond which DuckDB
-spills to a private temporary folder) holding
+The pipeline keeps an embedded DuckDB database in a private temporary folder (a file, so the buffer
+below is stored compressed when DuckDB checkpoints and the process holds only what DuckDB caches
+within ``memory_limit``: the consumer's memory stays flat while the buffer grows; the per-batch tables
+and the views are TEMP, in memory; the file is a cache, rebuilt from the event log at every start and
+removed at close) holding
 
 * ``__fl_buf``: a bounded buffer of source rows — the whole history of every entity it holds. At
   start the whole event log is read in one go (``event_log.history(None)``) when it fits in
@@ -34,6 +37,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from pathlib import Path
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -213,13 +217,14 @@ class StreamPipeline:
         import duckdb
 
         self._spill = tempfile.TemporaryDirectory(prefix="feature-layer-stream-")
-        self.con = duckdb.connect(":memory:")
+        self.con = duckdb.connect(str(Path(self._spill.name) / "buffer.duckdb"))
         self.con.execute(f"SET memory_limit = '{memory_limit}'")
         self.con.execute(f"SET temp_directory = '{self._spill.name}'")
         self.con.execute(f"SET threads = {int(threads)}")
         self.con.register("__fl_empty", self.schema.empty_table())
-        for table in dict.fromkeys([BUFFER, HISTORY, *self._inputs.values()]):
-            self.con.execute(f"CREATE TABLE {table} AS SELECT * FROM __fl_empty")
+        self.con.execute(f"CREATE TABLE {BUFFER} AS SELECT * FROM __fl_empty")
+        for table in dict.fromkeys([HISTORY, *self._inputs.values()]):
+            self.con.execute(f"CREATE TEMP TABLE {table} AS SELECT * FROM __fl_empty")
         self.con.unregister("__fl_empty")
 
     def _load_dimensions(self, engine: Any) -> None:
@@ -232,14 +237,14 @@ class StreamPipeline:
 
             table = engine.fetch_arrow(exp.select("*").from_(quoted_table(dim.relation)))
             self.con.register("__fl_dim", table)
-            self.con.execute(f"CREATE TABLE {_q(local_name(dim))} AS SELECT * FROM __fl_dim")
+            self.con.execute(f"CREATE TEMP TABLE {_q(local_name(dim))} AS SELECT * FROM __fl_dim")
             self.con.unregister("__fl_dim")
 
     def _define_views(self) -> None:
         for i, plan in enumerate(self.plans):
             for node in plan.models:
                 sql = rewrite_model(plan, node, self._inputs[plan.view.name], f"_{i}").sql(dialect="duckdb")
-                self.con.execute(f"CREATE VIEW {_q(local_name(node) + f'_{i}')} AS {sql}")
+                self.con.execute(f"CREATE TEMP VIEW {_q(local_name(node) + f'_{i}')} AS {sql}")
 
     def _latest_sql(self, i: int, plan: StreamPlan) -> str:
         name = local_name(plan.models[-1]) + f"_{i}"
@@ -319,7 +324,7 @@ class StreamPipeline:
         affected = events.select(list(self.keys)).group_by(list(self.keys)).aggregate([])
         out.loaded_rows = self._load(affected)
         out.seconds["load"] = time.perf_counter() - t
-        new = self._history_and_new(events, affected)
+        new = self._history_and_new(events, affected, out.seconds)
         out.new = new.num_rows
         out.duplicates = events.num_rows - new.num_rows
         # Landing (Parquet + fsync: mostly waiting for the disk) runs while the views compute; it is
@@ -334,7 +339,7 @@ class StreamPipeline:
             whole = current.num_rows == events.num_rows  # no late event left out: __fl_hist = current's entities
             for plan in self.plans:
                 t1 = time.perf_counter()
-                written, kept = self._compute(plan, current, whole=whole)
+                written, kept = self._compute(plan, current, whole=whole, seconds=out.seconds)
                 out.written += written
                 out.kept_newer += kept
                 out.seconds[plan.view.name] = time.perf_counter() - t1
@@ -349,12 +354,14 @@ class StreamPipeline:
         self._evict()
         return out
 
-    def _history_and_new(self, events: pa.Table, affected: pa.Table) -> pa.Table:
+    def _history_and_new(self, events: pa.Table, affected: pa.Table, seconds: dict[str, float]) -> pa.Table:
         """Fill __fl_hist with the affected entities' history; return the events it does not hold, once each."""
         on = " AND ".join(f"b.{_q(k)} = a.{_q(k)}" for k in self.keys)
         self.con.register("__fl_affected", affected)
         self.con.execute(f"DELETE FROM {HISTORY}")
+        t0 = time.perf_counter()
         self.con.execute(f"INSERT INTO {HISTORY} SELECT b.* FROM {BUFFER} AS b SEMI JOIN __fl_affected AS a ON {on}")
+        seconds["history"] = time.perf_counter() - t0
         self.con.unregister("__fl_affected")
         self.con.register("__fl_events", events)
         eid = _q(self.event_id)
@@ -419,13 +426,20 @@ class StreamPipeline:
             self.con.execute(f"INSERT INTO {target} {horizon_sql(plan, semi)}")
         self.con.unregister("__fl_affected")
 
-    def _compute(self, plan: StreamPlan, events: pa.Table, *, whole: bool = False) -> tuple[int, int]:
+    def _compute(self, plan: StreamPlan, events: pa.Table, *, whole: bool = False,
+                 seconds: dict[str, float] | None = None) -> tuple[int, int]:
+        """Compute ``plan``'s view over its input, write each entity's latest row; (written, kept newer).
+        ``seconds`` gets the stages' times (``<view>.input``, ``.sql``, ``.write``)."""
         if events.num_rows == 0:
             return 0, 0
-        if self._inputs[plan.view.name] != HISTORY:
-            self._fill_input(plan, self._inputs[plan.view.name], events, whole=whole)
-        latest = self.con.sql(self._latest[plan.view.name]).to_arrow_table()
-        layout = self._layouts[plan.view.name]
+        name = plan.view.name
+        t0 = time.perf_counter()
+        if self._inputs[name] != HISTORY:
+            self._fill_input(plan, self._inputs[name], events, whole=whole)
+        t1 = time.perf_counter()
+        latest = self.con.sql(self._latest[name]).to_arrow_table()
+        t2 = time.perf_counter()
+        layout = self._layouts[name]
         encoded = encode_batch(layout, latest, event_column=EVENT_ALIAS,
                                created_column=CREATED_ALIAS if plan.view.created_at else None,
                                now_us=self.online.clock())
@@ -436,6 +450,9 @@ class StreamPipeline:
         except BaseException:
             writer.abort()
             raise
+        if seconds is not None:
+            seconds.update({f"{name}.input": t1 - t0, f"{name}.sql": t2 - t1,
+                            f"{name}.write": time.perf_counter() - t2})
         return counts.written, counts.kept_newer
 
     def close(self) -> None:
