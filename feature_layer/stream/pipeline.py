@@ -52,7 +52,7 @@ import sqlglot.expressions as exp
 from feature_layer.errors import StreamError
 from feature_layer.online import layouts
 from feature_layer.online.encoding import encode_batch, view_layout
-from feature_layer.online.store import OnlineStore
+from feature_layer.online.store import OnlineStore, Writer
 from feature_layer.registry.model import Relation
 from feature_layer.sql.latest import CREATED_ALIAS, EVENT_ALIAS, latest_values
 from feature_layer.stream.landing import FileEventLog
@@ -337,12 +337,7 @@ class StreamPipeline:
             current = self._current(events, out)
             out.seconds["dedup"] = time.perf_counter() - t - out.seconds["load"]
             whole = current.num_rows == events.num_rows  # no late event left out: __fl_hist = current's entities
-            for plan in self.plans:
-                t1 = time.perf_counter()
-                written, kept = self._compute(plan, current, whole=whole, seconds=out.seconds)
-                out.written += written
-                out.kept_newer += kept
-                out.seconds[plan.view.name] = time.perf_counter() - t1
+            self._compute_all(current, whole, out)
         finally:
             try:
                 landed = landing.result()
@@ -426,34 +421,56 @@ class StreamPipeline:
             self.con.execute(f"INSERT INTO {target} {horizon_sql(plan, semi)}")
         self.con.unregister("__fl_affected")
 
-    def _compute(self, plan: StreamPlan, events: pa.Table, *, whole: bool = False,
-                 seconds: dict[str, float] | None = None) -> tuple[int, int]:
-        """Compute ``plan``'s view over its input, write each entity's latest row; (written, kept newer).
-        ``seconds`` gets the stages' times (``<view>.input``, ``.sql``, ``.write``)."""
-        if events.num_rows == 0:
-            return 0, 0
-        name = plan.view.name
-        t0 = time.perf_counter()
-        if self._inputs[name] != HISTORY:
-            self._fill_input(plan, self._inputs[name], events, whole=whole)
-        t1 = time.perf_counter()
-        latest = self.con.sql(self._latest[name]).to_arrow_table()
-        t2 = time.perf_counter()
-        layout = self._layouts[name]
-        encoded = encode_batch(layout, latest, event_column=EVENT_ALIAS,
-                               created_column=CREATED_ALIAS if plan.view.created_at else None,
-                               now_us=self.online.clock())
-        writer = self.online.writer(ttl_us=layout.ttl_us)
+    def _compute_all(self, events: pa.Table, whole: bool, out: BatchOutcome) -> None:
+        """Every view's latest rows of ``events``' entities, written. Each view's writes are sent as soon
+        as they are computed and their replies read after the last view: Redis runs one view's write
+        script while the next view computes here. Every value is acknowledged by Redis before this returns
+        (so before any event is); on a failure every writer is aborted (what was applied stays: values
+        are recomputed from events, never incremented, so the redelivered batch writes them again)."""
+        writers: list[Writer] = []
         try:
+            for plan in self.plans:
+                t1 = time.perf_counter()
+                writers.append(self._compute(plan, events, whole=whole, seconds=out.seconds))
+                out.seconds[plan.view.name] = time.perf_counter() - t1
+            t1 = time.perf_counter()
+            for writer in writers:
+                counts = writer.close()
+                out.written += counts.written
+                out.kept_newer += counts.kept_newer
+            out.seconds["acknowledged"] = time.perf_counter() - t1
+        except BaseException:
+            for writer in writers:
+                writer.abort()
+            raise
+
+    def _compute(self, plan: StreamPlan, events: pa.Table, *, whole: bool = False,
+                 seconds: dict[str, float] | None = None) -> Writer:
+        """Compute ``plan``'s view over its input and send each entity's latest row to the online store;
+        the writer, to close (read every reply) or abort. ``seconds`` gets the stages' times
+        (``<view>.input``, ``.sql``, ``.write``: encoding and sending)."""
+        name = plan.view.name
+        writer = self.online.writer(ttl_us=self._layouts[name].ttl_us)
+        if events.num_rows == 0:
+            return writer
+        try:
+            t0 = time.perf_counter()
+            if self._inputs[name] != HISTORY:
+                self._fill_input(plan, self._inputs[name], events, whole=whole)
+            t1 = time.perf_counter()
+            latest = self.con.sql(self._latest[name]).to_arrow_table()
+            t2 = time.perf_counter()
+            encoded = encode_batch(self._layouts[name], latest, event_column=EVENT_ALIAS,
+                                   created_column=CREATED_ALIAS if plan.view.created_at else None,
+                                   now_us=self.online.clock())
             writer.write(encoded)
-            counts = writer.close()  # every value acknowledged before the events are
         except BaseException:
             writer.abort()
             raise
         if seconds is not None:
             seconds.update({f"{name}.input": t1 - t0, f"{name}.sql": t2 - t1,
                             f"{name}.write": time.perf_counter() - t2})
-        return counts.written, counts.kept_newer
+        return writer
 
     def close(self) -> None:
         self._lander.shutdown(wait=True)
