@@ -23,14 +23,14 @@ system-deps:
 	bash scripts/system-deps.sh
 
 test: install system-deps
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check feature_layer tests benchmarks
 
 .PHONY: test-year-ahead
 test-year-ahead: install system-deps  # the whole suite with the wall clock a year ahead (libfaketime)
-	bash scripts/year-ahead.sh $(BIN)/python -m pytest -n 2 --dist loadgroup
+	bash scripts/year-ahead.sh $(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
 
 .PHONY: fuzz
 fuzz: install  # >= 10,000 generated inputs over every input surface; results in docs/fuzz.md

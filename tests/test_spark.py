@@ -257,15 +257,23 @@ def test_materialize_and_statistics_on_spark_match_duckdb(spark_project: Path, d
     assert any(v is not None for v in spark["country"])
 
 
-def _cli(project: Path, *args: str, cwd: Path, now: datetime) -> subprocess.CompletedProcess:
+def _start_cli(project: Path, *args: str, cwd: Path, now: datetime) -> subprocess.Popen:
     cli = Path(sys.executable).parent / "feature-layer"
-    done = subprocess.run(
+    return subprocess.Popen(
         [str(cli), "--project-dir", str(project), "--target", "spark", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=300,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
         env={**os.environ, "FEATURE_LAYER_NOW": now.isoformat()},
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done
+
+
+def _finish(process: subprocess.Popen) -> str:
+    try:
+        out, err = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+    assert process.returncode == 0, out + err
+    return out
 
 
 def test_cli_in_another_process_reads_the_spark_warehouse_by_path(spark_project: Path, spark_engine,
@@ -275,19 +283,29 @@ def test_cli_in_another_process_reads_the_spark_warehouse_by_path(spark_project:
     (after probing the warehouse's column types there) gives, run here, the training set."""
     from feature_layer.client import FeatureStore
 
-    done = _cli(spark_project, "sql", "training-set", "--entity-table", "feature_layer.fraud_training_labels",
-                "--timestamp-column", "occurred_at", "--service", "fraud_model_v1", "--full-feature-names",
-                cwd=tmp_path, now=_now(duckdb_twin))
-    printed = spark_engine.fetch_arrow(done.stdout.split("\n\n", 1)[-1] if done.stdout.startswith("--") else done.stdout)
+    # Two processes, each with its own JVM, started together (each mostly waits for its JVM to start).
+    materialize = _start_cli(spark_project, "materialize", "--json", "--no-progress", cwd=tmp_path,
+                             now=_now(duckdb_twin))
+    sql = _start_cli(spark_project, "sql", "training-set", "--entity-table", "feature_layer.fraud_training_labels",
+                     "--timestamp-column", "occurred_at", "--service", "fraud_model_v1", "--full-feature-names",
+                     cwd=tmp_path, now=_now(duckdb_twin))
+    try:
+        printed_sql = _finish(sql)
+        written = _finish(materialize)
+    finally:
+        for process in (sql, materialize):
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    printed = spark_engine.fetch_arrow(printed_sql.split("\n\n", 1)[-1] if printed_sql.startswith("--") else printed_sql)
     with clean_project_env(), FeatureStore(spark_project, target="spark") as store:
         with store.get_training_set("feature_layer.fraud_training_labels", service="fraud_model_v1",
                                     full_feature_names=True, timestamp_column="occurred_at") as training:
             expected = training.to_arrow()
     assert printed.num_rows == expected.num_rows == SPARK_ROWS
     assert _normalised(printed.select(expected.column_names).cast(expected.schema)) == _normalised(expected)
-    done = _cli(spark_project, "materialize", "--json", "--no-progress", cwd=tmp_path, now=_now(duckdb_twin))
-    assert '"rows_written"' in done.stdout, done.stdout
-    assert '"rows_written": 0' not in done.stdout.replace('"rows_written":0', '"rows_written": 0'), done.stdout
+    assert '"rows_written"' in written, written
+    assert '"rows_written": 0' not in written.replace('"rows_written":0', '"rows_written": 0'), written
 
 
 # --- the Spark golden SQL, executed -----------------------------------------------------

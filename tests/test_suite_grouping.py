@@ -56,3 +56,22 @@ def test_an_xdist_group_runs_on_one_worker(tmp_path: Path) -> None:
     assert len(records) == 8, [str(r) for r in records]  # both grouped files ran, every case recorded
     workers = {r.read_text() for r in records}
     assert len(workers) == 1, f"the group 'together' was split over workers {sorted(workers)}"
+
+
+def test_the_longest_group_is_handed_out_first() -> None:
+    """``make test`` hands out work in collection order (``--no-loadscope-reorder``), and the
+    suite's conftest puts the Spark group first: started last, it ran alone on one worker at the
+    end (616 s for the suite against ~10 minutes allowed)."""
+    repo = Path(__file__).resolve().parents[1]
+    make = (repo / "Makefile").read_text()
+    assert "--dist loadgroup --no-loadscope-reorder" in make.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+         "tests/test_demo_data.py", "tests/test_spark.py"],
+        capture_output=True, text=True, cwd=repo, timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    ids = [line for line in done.stdout.splitlines() if "::" in line]
+    spark = [i for i, line in enumerate(ids) if line.startswith("tests/test_spark.py")]
+    assert spark and len(spark) < len(ids), ids
+    assert spark == list(range(len(spark))), f"the Spark tests are not collected first: {ids[:5]}"
