@@ -32,14 +32,14 @@ WITH `__fl_spine` AS (
     FROM `__fl_spine_keys` AS `s`
     LATERAL VIEW
     EXPLODE(
-      ARRAY(
-        UNIX_MICROS(CAST(`s`.`__fl_ts` AS TIMESTAMP)) DIV 2592000000000,
-        UNIX_MICROS(CAST(`s`.`__fl_ts` AS TIMESTAMP)) DIV 2592000000000 - 1
+      SEQUENCE(
+        UNIX_MICROS(CAST(`s`.`__fl_ts` - INTERVAL '30' DAY AS TIMESTAMP)) DIV 5184000000000,
+        UNIX_MICROS(CAST(`s`.`__fl_ts` AS TIMESTAMP)) DIV 5184000000000
       )
     ) __fl_e AS `__fl_bk`
   ) AS `s`
     ON `f`.`user_id` = `s`.`user_id`
-    AND UNIX_MICROS(CAST(`f`.`event_ts` AS TIMESTAMP)) DIV 2592000000000 = `s`.`__fl_bk`
+    AND UNIX_MICROS(CAST(`f`.`event_ts` AS TIMESTAMP)) DIV 5184000000000 = `s`.`__fl_bk`
     AND `f`.`event_ts` <= `s`.`__fl_ts`
     AND `f`.`event_ts` >= `s`.`__fl_ts` - INTERVAL '30' DAY
   GROUP BY
@@ -65,15 +65,15 @@ WITH `__fl_spine` AS (
     FROM `__fl_spine_keys` AS `s`
     LATERAL VIEW
     EXPLODE(
-      ARRAY(
-        UNIX_MICROS(CAST(`s`.`__fl_ts` AS TIMESTAMP)) DIV 129600000000,
-        UNIX_MICROS(CAST(`s`.`__fl_ts` AS TIMESTAMP)) DIV 129600000000 - 1
+      SEQUENCE(
+        UNIX_MICROS(CAST(`s`.`__fl_ts` - INTERVAL '36' HOUR AS TIMESTAMP)) DIV 259200000000,
+        UNIX_MICROS(CAST(`s`.`__fl_ts` AS TIMESTAMP)) DIV 259200000000
       )
     ) __fl_e AS `__fl_bk`
   ) AS `s`
     ON `f`.`user_id` = `s`.`user_id`
     AND `f`.`merchant_id` = `s`.`merchant_id`
-    AND UNIX_MICROS(CAST(`f`.`event_ts` AS TIMESTAMP)) DIV 129600000000 = `s`.`__fl_bk`
+    AND UNIX_MICROS(CAST(`f`.`event_ts` AS TIMESTAMP)) DIV 259200000000 = `s`.`__fl_bk`
     AND `f`.`event_ts` <= `s`.`__fl_ts`
     AND `f`.`event_ts` >= `s`.`__fl_ts` - INTERVAL '36' HOUR
   GROUP BY
