@@ -61,7 +61,7 @@ def time_bucket(value: exp.Expression, width_us: int) -> exp.Expression:
 def _bucketed_spine(spine: str, window: tuple[exp.Expression, exp.Expression], width_us: int) -> exp.Subquery:
     """The spine's rows, once per bucket its TTL window touches: ``window`` is (start, end), the
     expressions the event time is compared with (as-of − ttl, as-of); every bucket from the
-    start's to the end's (one, or two: a bucket is wider than the window)."""
+    start's to the end's (usually one or two: a bucket is two TTLs wide)."""
     start, end = (time_bucket(bound.copy(), width_us) for bound in window)
     buckets = exp.Anonymous(this="SEQUENCE", expressions=[start, end])
     lateral = exp.Lateral(this=exp.Explode(this=buckets), view=True,
