@@ -363,15 +363,14 @@ def _comparable(
     return to_naive_utc(event, dialect), ts
 
 
-def _range_conditions(outputs: ViewOutputs, as_of: str, dialect: str | None) -> tuple[exp.Expression, list[exp.Expression]]:
-    """For ``range_join.build_range_best``: the comparable event time, and the as-of and TTL conditions."""
+def _range_window(outputs: ViewOutputs, as_of: str, dialect: str | None) -> tuple[exp.Expression, exp.Expression, exp.Expression]:
+    """For ``range_join.build_range_best``: the comparable event time and the TTL window's start
+    and end it is compared with (``_within_ttl``'s bound, and the as-of time)."""
     view = outputs.view
-    event, ts = _comparable(col(view.event_time, "f"), col(as_of, "s"), outputs.tz_aware, dialect)
-    conditions: list[exp.Expression] = [exp.LTE(this=event.copy(), expression=ts)]
-    ttl = _within_ttl(view, col(view.event_time, "f"), col(as_of, "s"), tz_aware=outputs.tz_aware, dialect=dialect)
-    if ttl is not None:
-        conditions.append(ttl)
-    return event, conditions
+    event, end = _comparable(col(view.event_time, "f"), col(as_of, "s"), outputs.tz_aware, dialect)
+    start = _within_ttl(view, col(view.event_time, "f"), col(as_of, "s"), tz_aware=outputs.tz_aware, dialect=dialect)
+    assert start is not None  # a ranged view has a TTL
+    return event, start.expression, end
 
 
 def _carried_columns(outputs: ViewOutputs) -> list[str]:
@@ -628,7 +627,7 @@ def build_carry_query(
         query = query.with_(ident(RANGE_SPINE), as_=build_spine(spine, dialect=dialect, scan_numbering=exp.Null()))
     for index, out in enumerate(outputs):
         if ranged[index]:
-            best = build_range_best(out, RANGE_SPINE, spine.as_of, _range_conditions(out, spine.as_of, dialect),
+            best = build_range_best(out, RANGE_SPINE, spine.as_of, _range_window(out, spine.as_of, dialect),
                                     tie_break_order(out.view, "f", dialect))
             query = query.with_(ident(f"__fl_b{index}"), as_=best)
             continue

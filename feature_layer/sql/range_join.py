@@ -11,27 +11,28 @@ within the TTL, joined back to the entity rows at the end:
     … <entity rows> LEFT JOIN best ON keys = keys AND as_of = as_of
 
 The TTL bounds the rows each entity row *matches*, but an equality on the keys alone would still
-compare each entity row with every feature row of its key (a key with 3 values and 13,000 rows
-each: billions of comparisons). So the join is also on a time bucket ``BUCKET_TTLS`` TTLs wide: a
-feature row's event time falls in its bucket, ``UNIX_MICROS(event) DIV width``, and an entity row
-asks for every bucket from that of its window's start (``as-of − ttl``, the very expression the
-event time is compared with) to that of its end (``SEQUENCE``, exploded: one row, or two when the
-window straddles a bucket edge; ``DIV`` is monotonic, also where it truncates towards zero before
-1970, so no bucket the window touches is left out). Each entity row then meets the feature rows of its key within ``BUCKET_TTLS + 1`` TTLs of
-it, however many share the key, and the spine is joined with ``1 + 1/BUCKET_TTLS`` rows per entity
-row on average (a one-TTL bucket took two, which cost ≈ 5 % on the standard workload). Both sides are bucketed as the
-``TIMESTAMP`` (instant) that Spark compares them as (a naive event time or date is compared with
-the as-of instant after the same session-time-zone cast), so the bucket never disagrees with the
-comparison. The inner join lets Spark broadcast the smaller side (the spine's exploded
-(keys, as-of) on the standard workload, the feature rows on a short, low-cardinality one) and
-stream the other past it without shuffling it — the plan of the hand-written floor; an outer join preserving the entity rows could only broadcast the feature
-rows, and shuffled both sides (measured ~1.5× the floor). Grouping by (keys, as-of) instead of a
-row number keeps it deterministic although the spine is read twice (features depend on nothing
-else; a null key never joins, so it gets null features either way). ``max_by`` compares the
-ordering struct field by field with nulls smallest, so the winner is the window formulations':
-event time, then created-at (latest, nulls oldest), then every orderable feature (larger, nulls
-last) — exactly ``tie_break_order``. When the requested features are all among those ranks, the
-aggregate is ``MAX(struct(ranks))`` instead (``best_row``: the same winner, one struct per row).
+compare each entity row with every feature row of its key (a key with 3 values and 13,000 rows each:
+billions of comparisons). So the join is also on a time bucket ``BUCKET_TTLS`` TTLs wide: a feature
+row's event time falls in its bucket, ``UNIX_MICROS(event) DIV width``, and an entity row asks for
+every bucket from that of its window's start (``as-of − ttl``, the very expression the event time is
+compared with) to that of its end (``SEQUENCE``, exploded: one row, or two when the window straddles
+a bucket edge; ``DIV`` is monotonic, also where it truncates towards zero before 1970, so no bucket
+the window touches is left out). Each entity row then meets the feature rows of its key within
+``BUCKET_TTLS + 1`` TTLs of it, however many share the key, and the spine is joined with ``1 +
+1/BUCKET_TTLS`` rows per entity row on average (a one-TTL bucket always took two). Both sides are
+bucketed as the ``TIMESTAMP`` (instant) that Spark compares them as (a naive event time or date is
+compared with the as-of instant after the same session-time-zone cast), so the bucket never
+disagrees with the comparison. The inner join lets Spark broadcast the smaller side (the spine's
+exploded (keys, as-of) on the standard workload, the feature rows on a short, low-cardinality one)
+and stream the other past it without shuffling it — the plan of the hand-written floor; an outer
+join preserving the entity rows could only broadcast the feature rows, and shuffled both sides
+(measured ~1.5× the floor). Grouping by (keys, as-of) instead of a row number keeps it deterministic
+although the spine is read twice (features depend on nothing else; a null key never joins, so it
+gets null features either way). ``max_by`` compares the ordering struct field by field with nulls
+smallest, so the winner is the window formulations': event time, then created-at (latest, nulls
+oldest), then every orderable feature (larger, nulls last) — exactly ``tie_break_order``. When the
+requested features are all among those ranks, the aggregate is ``MAX(struct(ranks))`` instead
+(``best_row``: the same winner, one struct per row).
 """
 
 from __future__ import annotations
@@ -72,28 +73,23 @@ def _bucketed_spine(spine: str, window: tuple[exp.Expression, exp.Expression], w
     return select.subquery(ident("s"))
 
 
-def _window(timed: list[exp.Expression]) -> tuple[exp.Expression, exp.Expression]:
-    """(start, end) of the TTL window from the range conditions ``event >= start``, ``event <= end``."""
-    start = next(c.expression for c in timed if isinstance(c, exp.GTE))
-    end = next(c.expression for c in timed if isinstance(c, exp.LTE))
-    return start, end
-
-
 def build_range_best(  # noqa: ANN001 - outputs: point_in_time.ViewOutputs (that module imports this one)
-    outputs, spine: str, as_of: str, timing: tuple[exp.Expression, list[exp.Expression]], tie_break: list[exp.Ordered]
+    outputs, spine: str, as_of: str, window: tuple[exp.Expression, exp.Expression, exp.Expression],
+    tie_break: list[exp.Ordered],
 ) -> exp.Select:
     """Per (join keys, as-of time) of CTE ``spine``: this view's latest feature row within the TTL.
 
     Columns: ``__fl_rk<i>`` (the keys), ``as_of`` and ``__fl_best`` (a struct of the features).
-    ``timing``: the comparable event time and the as-of/TTL conditions; ``tie_break``: the
-    training sets' order after the event time (both from ``point_in_time``).
+    ``window``: the comparable event time and the TTL window's start and end it is compared with
+    (``event >= start AND event <= end``); ``tie_break``: the training sets' order after the
+    event time (both from ``point_in_time``).
     """
     view = outputs.view
-    event, timed = timing
+    event, start, end = window
     conditions: list[exp.Expression] = [exp.EQ(this=col(k, "f"), expression=col(k, "s")) for k in view.join_keys]
     width_us = view.ttl // timedelta(microseconds=1) * BUCKET_TTLS
     conditions.append(exp.EQ(this=time_bucket(event.copy(), width_us), expression=col(BUCKET, "s")))
-    conditions += [c.copy() for c in timed]
+    conditions += [exp.LTE(this=event.copy(), expression=end.copy()), exp.GTE(this=event.copy(), expression=start.copy())]
     ranks = [event.copy(), *(o.this.copy() for o in tie_break)]
     groups = [col(k, "s") for k in view.join_keys] + [col(as_of, "s")]
     return (
@@ -101,7 +97,7 @@ def build_range_best(  # noqa: ANN001 - outputs: point_in_time.ViewOutputs (that
         .select(col(as_of, "s"))
         .select(exp.alias_(best_row(outputs.features, ranks), BEST, quoted=True))
         .from_(relation_table(view, "f"))
-        .join(_bucketed_spine(spine, _window(timed), width_us), on=exp.and_(*conditions))
+        .join(_bucketed_spine(spine, (start, end), width_us), on=exp.and_(*conditions))
         .group_by(*groups)
     )
 
