@@ -1,78 +1,153 @@
-"""Probe for the next stream lever (#11, not built): the newest row per card, windows vs aggregates.
+"""The newest-row pass (#11) on real micro-batches: the view SQL stage with and without it.
 
-    python -m benchmarks.stream_newest_row_probe [--cards 5000] [--rows-per-card 7]
+    python -m benchmarks.stream_newest_row_probe [--users 1000000] [--history 2] [--batches 60] [--warm 400]
 
-A micro-batch keeps only each entity's newest output row, but the view's SQL computes its windows
-for every history row. This times, on DuckDB with 1 thread, ``user_transaction_features``' nine
-windows (RANGE frames of 1 h … 30 d, ``lag``) over the cards' rows, then the newest row picked,
-against the same values as aggregates with FILTERs relative to each card's newest event time (what
-a "newest-row" rewrite pass would generate). Ties at the newest time are not treated here, so the
-two are not claimed equal row for row: this sizes the lever, it does not implement it.
+Set-up as ``benchmarks.stream_profile`` (the example project, ``--history`` demo payments per card
+holder, ``dbt build``, both streamed views materialized into a private redis-server), then the
+consumer's pipeline in this process is handed ``--warm`` batches of ``--batch`` payments to grow the
+buffer, then ``--batches`` more. After each of those the stage that runs each view's SQL over the
+batch's input and picks each entity's latest row (the pipeline's ``_latest`` query, plus filling the
+view's input from the batch's history where it has its own) is timed on the same input, interleaved,
+in the same DuckDB connection: through the newest-row pass (what the pipeline runs), over the view's
+SQL as dbt runs it (windows for every input row), and, for views keyed like the buffer, through the
+pass over the touched entities' whole history (no horizon). The results are compared (same rows; doubles to 1e-12 relative).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
+import sys
+import tempfile
 import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
-
-def _window(agg: str, column: str, width: str) -> str:
-    return (f"{agg}({column}) OVER (PARTITION BY user_id ORDER BY occurred_at RANGE BETWEEN INTERVAL '{width}' "
-            "- INTERVAL '1 microsecond' PRECEDING AND CURRENT ROW)")
+from benchmarks.stream import REPO, setup
 
 
-WINDOWS = f"""SELECT user_id, arg_max(struct_pack(c1, c24, c7, s24, a7, m30, o24, r, lagt), occurred_at) FROM (
- SELECT user_id, occurred_at, {_window('count', '*', '1 hour')} c1, {_window('count', '*', '24 hours')} c24,
-  {_window('count', '*', '7 days')} c7, {_window('sum', 'amount', '24 hours')} s24, {_window('avg', 'amount', '7 days')} a7,
-  {_window('max', 'amount', '30 days')} m30, {_window('sum', 'case when is_online then 1 else 0 end', '24 hours')} o24,
-  amount / {_window('avg', 'amount', '30 days')} r,
-  lag(occurred_at) OVER (PARTITION BY user_id ORDER BY occurred_at) lagt FROM t) GROUP BY user_id"""
+def _batch(rng: np.random.Generator, users: np.ndarray, merchants: np.ndarray, first: int, start: datetime,
+           done: int, n: int, schema: pa.Schema) -> pa.Table:
+    times = [start + timedelta(milliseconds=done + i) for i in range(n)]
+    return pa.table({
+        "transaction_id": pa.array(np.arange(first + 1 + done, first + 1 + done + n)),
+        "user_id": pa.array(rng.choice(users, n)),
+        "merchant_id": pa.array(rng.choice(merchants, n)),
+        "amount": pa.array(np.round(rng.gamma(2.0, 30.0, n), 2)),
+        "currency": pa.array(["EUR"] * n),
+        "is_online": pa.array(rng.random(n) < 0.3),
+        "occurred_at": pa.array(times, pa.timestamp("us")),
+        "created_at": pa.array(times, pa.timestamp("us")),
+    }).select(schema.names).cast(schema)
 
-AGGREGATES = """WITH n AS (SELECT user_id, max(occurred_at) tn FROM t GROUP BY user_id),
- x AS (SELECT t.*, n.tn FROM t JOIN n USING (user_id))
- SELECT user_id, struct_pack(
-  c1 := count(*) FILTER (WHERE occurred_at > tn - INTERVAL 1 hour),
-  c24 := count(*) FILTER (WHERE occurred_at > tn - INTERVAL 24 hours),
-  c7 := count(*) FILTER (WHERE occurred_at > tn - INTERVAL 7 days),
-  s24 := sum(amount) FILTER (WHERE occurred_at > tn - INTERVAL 24 hours),
-  a7 := avg(amount) FILTER (WHERE occurred_at > tn - INTERVAL 7 days),
-  m30 := max(amount) FILTER (WHERE occurred_at > tn - INTERVAL 30 days),
-  o24 := sum(case when is_online then 1 else 0 end) FILTER (WHERE occurred_at > tn - INTERVAL 24 hours),
-  r := arg_max(amount, occurred_at) / avg(amount) FILTER (WHERE occurred_at > tn - INTERVAL 30 days),
-  lagt := max(occurred_at) FILTER (WHERE occurred_at < tn)) FROM x GROUP BY user_id"""
+
+def _chain_sql(pipeline: object, suffix: str, *, newest: bool, input_table: str | None = None) -> dict[str, str]:
+    """Each view's latest-row query over its local views (defined here under ``suffix``): through the
+    newest-row pass or over the SQL as dbt runs it, reading ``input_table`` (default: the view's input)."""
+    from feature_layer.registry.model import Relation
+    from feature_layer.sql.latest import latest_values
+    from feature_layer.stream.newest import newest_rows
+    from feature_layer.stream.pipeline import _FAR_END, _q
+    from feature_layer.stream.plan import local_name, rewrite_model
+
+    out = {}
+    for i, plan in enumerate(pipeline.plans):  # type: ignore[attr-defined]
+        source = input_table or pipeline._inputs[plan.view.name]  # type: ignore[attr-defined]
+        for node in plan.models:
+            tree = rewrite_model(plan, node, source, f"_{i}{suffix}")
+            if newest and node is plan.models[-1]:
+                tree = newest_rows(tree, plan.keys, plan.view.event_time)
+            pipeline.con.execute(f"CREATE TEMP VIEW {_q(local_name(node) + f'_{i}{suffix}')} AS {tree.sql('duckdb')}")  # type: ignore[attr-defined]
+        name = local_name(plan.models[-1]) + f"_{i}{suffix}"
+        local = replace(plan.view, relation=Relation(database=None, schema="", identifier=name))
+        out[plan.view.name] = latest_values(local, end=_FAR_END, dialect="duckdb").sql(dialect="duckdb")
+    return out
+
+
+def _same(a: pa.Table, b: pa.Table, keys: list[str]) -> bool:
+    ra, rb = (t.sort_by([(k, "ascending") for k in keys]).to_pylist() for t in (a, b))
+    if len(ra) != len(rb):
+        return False
+    for x, y in zip(ra, rb, strict=True):
+        for k, v in x.items():
+            w = y[k]
+            if isinstance(v, float) and isinstance(w, float):
+                if not (v == w or (math.isnan(v) and math.isnan(w)) or abs(v - w) <= 1e-12 * max(abs(v), abs(w))):
+                    return False
+            elif v != w:
+                return False
+    return True
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cards", type=int, default=5000)
-    parser.add_argument("--rows-per-card", type=int, default=7)
-    parser.add_argument("--repeat", type=int, default=15)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--history", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=5_000)
+    parser.add_argument("--warm", type=int, default=400, help="batches before the timed ones (grow the buffer)")
+    parser.add_argument("--batches", type=int, default=60)
     args = parser.parse_args()
-    rng = np.random.default_rng(1)
-    n = args.cards * args.rows_per_card
-    start = np.datetime64("2026-12-01T00:00:00")
-    table = pa.table({
-        "user_id": np.repeat(np.arange(args.cards), args.rows_per_card),
-        "occurred_at": start + rng.integers(0, 40 * 86400 * 10**6, n).astype("timedelta64[us]"),
-        "amount": rng.gamma(2.0, 30.0, n),
-        "is_online": rng.random(n) < 0.3,
-    })
-    con = duckdb.connect()
-    con.execute("SET threads = 1")
-    con.register("t", table)
-    times: dict[str, list[float]] = {"windows over every row": [], "aggregates for the newest row": []}
-    for _ in range(args.repeat):  # interleaved
-        for name, sql in zip(times, (WINDOWS, AGGREGATES), strict=True):
-            began = time.perf_counter()
-            con.sql(sql).to_arrow_table()
-            times[name].append(time.perf_counter() - began)
-    for name, ts in times.items():
-        print(f"{name}: {n:,} rows, {args.cards:,} cards: median {statistics.median(ts) * 1000:.1f} ms")
+    base = Path(tempfile.mkdtemp(prefix="bench-stream-newest-"))
+    project, server, _ = setup(base, args.history * args.users, users=args.users)
+    sys.path.insert(0, str(REPO))
+    from feature_layer.client import FeatureStore
+    from feature_layer.stream.consumer import open_consumer
+    from tests.conftest import clean_project_env
+
+    with clean_project_env():
+        store = FeatureStore(project)
+        engine = store.offline_engine()
+        users = engine.fetch_arrow("select distinct user_id from main.stg_transactions order by 1").column(0).to_numpy()
+        merchants = engine.fetch_arrow("select merchant_id from main.stg_merchants").column(0).to_numpy()
+        first = int(engine.fetch_arrow("select max(transaction_id) from main.stg_transactions").column(0)[0].as_py())
+        start = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        pipeline = open_consumer(store, log_seconds=1e9).pipeline
+        print(f"newest-row pass per view (None: applies): {pipeline.newest_rows}", flush=True)
+        from feature_layer.stream.pipeline import HISTORY
+
+        windows = _chain_sql(pipeline, "_all_rows", newest=False)
+        from_history = _chain_sql(pipeline, "_from_history", newest=True, input_table=HISTORY)
+        rng = np.random.default_rng(7)
+        times: dict[str, list[float]] = {}
+        for b in range(args.warm + args.batches):
+            events = _batch(rng, users, merchants, first, start, b * args.batch, args.batch, pipeline.schema)
+            pipeline.process(events, [f"{b}-0", f"{b}-{args.batch - 1}"])
+            if b < args.warm:
+                continue
+            for plan in pipeline.plans:
+                name = plan.view.name
+                fills = pipeline._inputs[name] != HISTORY
+                contenders = [("newest-row pass (the pipeline)", pipeline._latest[name], fills),
+                              ("windows over every row", windows[name], fills),
+                              ("newest-row pass over the whole history", from_history[name], False)]
+                if set(plan.keys) != set(pipeline.keys):  # other keys: __fl_hist holds other entities too
+                    contenders.pop()
+                if b % 2:
+                    contenders.reverse()
+                results = {}
+                for label, sql, fill in contenders:
+                    began = time.perf_counter()
+                    if fill:  # the view's input (horizon) is filled per batch: part of the stage
+                        pipeline._fill_input(plan, pipeline._inputs[name], events, whole=True)
+                    results[label] = pipeline.con.sql(sql).to_arrow_table()
+                    times.setdefault(f"{name}: {label}", []).append(time.perf_counter() - began)
+                first_result, *others = results.values()
+                for other in others:
+                    assert _same(first_result, other, list(plan.keys)), f"{name}: formulations differ on batch {b}"
+        rows = pipeline.con.execute(f"SELECT count(*) FROM {pipeline._inputs[pipeline.plans[0].view.name]}").fetchall()
+        print(f"{args.users:,} card ids, history {args.history}/card, {args.warm} warm-up batches of {args.batch:,}, "
+              f"buffer {pipeline.buffered:,} rows; last input of {pipeline.plans[0].view.name}: {rows[0][0]:,} rows")
+        for label, ts in times.items():
+            print(f"  {label}: median {statistics.median(ts) * 1000:.1f} ms, p90 "
+                  f"{sorted(ts)[int(len(ts) * 0.9)] * 1000:.1f} ms over {len(ts)} batches")
+        pipeline.close()
+        store.close()
+    server.stop()
 
 
 if __name__ == "__main__":

@@ -550,7 +550,7 @@ def require_warehouse_file(warehouse: WarehouseSettings) -> None:
 # --- stream: where a view's events arrive (feature_layer.stream) ----------------------------------
 
 _STREAM_KEYS = {"type", "url", "stream", "dead_letter", "group", "consumer", "batch_size", "block_ms",
-                "buffer_rows", "max_future", "lease_seconds", "threads"}
+                "buffer_rows", "max_future", "lease_seconds", "threads", "newest_rows"}
 
 
 @dataclass(frozen=True)
@@ -578,6 +578,9 @@ class StreamConnection:
     consumer waits this long for a killed one on another machine before refusing."""
     threads: int = 1
     """DuckDB threads the consumer computes the views with."""
+    newest_rows: bool = True
+    """Compute each view's windows for each entity's newest rows only where the newest-row pass
+    applies (``feature_layer.stream.newest``); false runs every view's SQL as dbt does."""
 
 
 def stream_connections(settings: Settings) -> dict[str, StreamConnection]:
@@ -615,6 +618,10 @@ def stream_connections(settings: Settings) -> dict[str, StreamConnection]:
                 raise ConfigError(f"streams.{name}.{key} in {source} must be a positive number, got {value!r}.",
                                   fix=f"write `{key}: {default}` or leave it out.")
             numbers[key] = kind_of(value)
+        newest = spec.get("newest_rows", True)
+        if not isinstance(newest, bool):
+            raise ConfigError(f"streams.{name}.newest_rows in {source} must be true or false, got {newest!r}.",
+                              fix="write `newest_rows: true` (the default) or `newest_rows: false`.")
         out[str(name)] = StreamConnection(
             source=str(name), url=url, stream=stream,
             dead_letter=str(spec.get("dead_letter") or f"{stream}:dead-letter"),
@@ -622,7 +629,7 @@ def stream_connections(settings: Settings) -> dict[str, StreamConnection]:
             consumer=str(spec["consumer"]) if spec.get("consumer") else None,
             batch_size=numbers["batch_size"], block_ms=numbers["block_ms"], buffer_rows=numbers["buffer_rows"],
             max_future_seconds=numbers["max_future"], lease_seconds=numbers["lease_seconds"],
-            threads=numbers["threads"],
+            threads=numbers["threads"], newest_rows=newest,
         )
     return out
 

@@ -123,3 +123,19 @@ def test_a_folder_without_dbt_project_is_refused(tmp_path: Path) -> None:
 def test_online_store_argument_overrides_settings(project: Path) -> None:
     store = FeatureStore(project, online_store="sqlite:///other.sqlite")
     assert store.settings.online_store.path == (project / "other.sqlite").resolve()
+
+
+def test_stream_settings_default_and_refuse_a_non_boolean_newest_rows(project: Path) -> None:
+    from feature_layer.config import stream_connections
+
+    (project / "feature_layer.yml").write_text("streams: {raw.t: {url: 'redis://127.0.0.1:6379/0', stream: s}}\n")
+    (connection,) = stream_connections(load_settings(project)).values()
+    assert connection.newest_rows is True and connection.threads == 1 and connection.dead_letter == "s:dead-letter"
+    (project / "feature_layer.yml").write_text(
+        "streams: {raw.t: {url: 'redis://127.0.0.1:6379/0', stream: s, newest_rows: false}}\n")
+    assert stream_connections(load_settings(project))["raw.t"].newest_rows is False
+    (project / "feature_layer.yml").write_text(
+        "streams: {raw.t: {url: 'redis://127.0.0.1:6379/0', stream: s, newest_rows: 'sometimes'}}\n")
+    with pytest.raises(ConfigError, match="streams.raw.t.newest_rows .* must be true or false") as raised:
+        stream_connections(load_settings(project))
+    assert "To fix this" in str(raised.value)

@@ -185,14 +185,26 @@ def test_redis_restart_mid_stream_is_survived(project: StreamProject, tmp_path: 
     _assert_batch_state(project, tmp_path)
 
 
-def test_lag_reads_the_row_before_the_lookback_and_equals_dbt_build(project: StreamProject, tmp_path: Path) -> None:
+@pytest.mark.parametrize("newest_rows", [True, False], ids=["newest-row pass", "horizon and windows"])
+def test_lag_reads_the_row_before_the_lookback_and_equals_dbt_build(project: StreamProject, tmp_path: Path,
+                                                                   newest_rows: bool) -> None:
     """New card holders whose previous payments are 60 and 90 days before the new one: the 30-day
     horizon holds only the new payment, so seconds_since_previous_txn must come from the row just
-    before the horizon (dbt's uniqueness test on (user_id, occurred_at) rules out ties here)."""
-    project.write_config("payments-preceding")
+    before the horizon (dbt's uniqueness test on (user_id, occurred_at) rules out ties here). Both
+    ways the consumer computes it: the newest-row pass over whole histories (the default), and the
+    view's SQL as dbt runs it over the horizon plus the row before it (``streams.newest_rows: false``)."""
+    import yaml
+
+    stream = f"payments-preceding-{newest_rows}"
+    project.write_config(stream)
+    config = project.path / "feature_layer.yml"
+    settings = yaml.safe_load(config.read_text())
+    settings["streams"]["raw.transactions"]["newest_rows"] = newest_rows
+    config.write_text(yaml.safe_dump(settings))
     client = project.stream_redis.client()
     now = project.now.replace(tzinfo=None)
-    users = [10_900_001, 10_900_002, 10_900_003]
+    users = [10_900_001, 10_900_002, 10_900_003] if newest_rows else [10_910_001, 10_910_002, 10_910_003]
+    first_id = 7_000_000_000 if newest_rows else 7_200_000_000
 
     def batch(days: list[float], first_id: int) -> pa.Table:
         rows = [(u, now - timedelta(days=d)) for u in users for d in days]
@@ -207,10 +219,13 @@ def test_lag_reads_the_row_before_the_lookback_and_equals_dbt_build(project: Str
             "created_at": pa.array([t for _, t in rows], pa.timestamp("us")),
         })
 
-    produce(client, "payments-preceding", batch([90, 60], 7_000_000_000))
+    produce(client, stream, batch([90, 60], first_id))
     run_consumer(project)
-    produce(client, "payments-preceding", batch([1 / 24], 7_100_000_000))
-    counters = run_consumer(project)
+    produce(client, stream, batch([1 / 24], first_id + 100_000_000))
+    try:
+        counters = run_consumer(project)
+    finally:
+        project.write_config("payments")
     assert counters.new == len(users)
     with project.store() as store:
         got = store.get_online_features(["user_transaction_features.seconds_since_previous_txn",
@@ -625,6 +640,28 @@ def test_the_history_buffer_is_a_private_database_file_removed_at_close(project:
     assert tables[BUFFER] is False and tables[HISTORY] is True
     assert rows == pipeline.buffered and rows > 30  # the event log's history, plus the new events
     assert not folder.exists()
+
+
+def test_both_example_views_run_the_newest_row_pass(project: StreamProject, tmp_path: Path) -> None:
+    """The consistency tests above prove the pass equal to dbt build only if it runs: both example
+    views' windows are computed for each entity's newest rows (``stream.newest``), not every row."""
+    from feature_layer.stream.landing import FileEventLog
+    from feature_layer.stream.pipeline import StreamPipeline
+    from feature_layer.stream.plan import plan_stream
+
+    raw = _private_landing(project, tmp_path)
+    with _private_store(project, tmp_path) as store:
+        registry = store.registry
+        plans = [plan_stream(registry, registry.view(v), registry.dialect)[0] for v in STREAM_VIEWS]
+        pipeline = StreamPipeline(plans, FileEventLog(raw / "transactions*.parquet"), store.online_store())
+        try:
+            assert pipeline.newest_rows == dict.fromkeys(STREAM_VIEWS)
+            views = dict(pipeline.con.execute("SELECT view_name, sql FROM duckdb_views() WHERE temporary").fetchall())
+        finally:
+            pipeline.close()
+    last = {v: sql for v, sql in views.items() if v.startswith(("__fl_m_user_transaction_features",
+                                                                 "__fl_m_user_merchant_features"))}
+    assert len(last) == 2 and all("ARG_MAX_NULL" in sql or "__fl_na" in sql for sql in last.values()), last
 
 
 def test_a_history_buffer_smaller_than_the_event_log_evicts_and_still_equals_dbt_build(

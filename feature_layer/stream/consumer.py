@@ -438,7 +438,8 @@ def open_consumer(store: Any, select: Sequence[str] | None = None, *, consumer: 
     engine = store.parts.new_engine() if dims and store.parts.new_engine else None
     try:
         pipeline = StreamPipeline(plans, event_log, store.online_store(), buffer_rows=connection.buffer_rows,
-                                  dimension_engine=engine, threads=connection.threads)
+                                  dimension_engine=engine, threads=connection.threads,
+                                  newest_rows=connection.newest_rows)
     finally:
         if engine is not None:
             engine.close()  # never hold the warehouse: dbt build must be able to write it

@@ -18,7 +18,9 @@ removed at close) holding
   ``__fl_stream_input_<n>``, filled from ``__fl_hist`` (the view's keys; per entity the rows within the
   lookback of its newest event time, plus the ``preceding_rows`` rows just before that horizon, which
   ``lag(x, n)`` reads). Only each entity's latest output row is written, and its windows and lags are
-  complete with that history.
+  complete with that history. The view's own model runs through the newest-row pass
+  (``stream.newest``) where it applies: its windows computed as grouped aggregates for each
+  entity's rows at its newest event time only, the rows the latest values are picked from.
 
 For each micro-batch (:meth:`StreamPipeline.process`): fill ``__fl_hist``, de-duplicate the events by
 event id against it (a redelivered event has the same join keys, so its first copy is there), land
@@ -37,11 +39,11 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,6 +58,7 @@ from feature_layer.online.store import OnlineStore, Writer
 from feature_layer.registry.model import Relation
 from feature_layer.sql.latest import CREATED_ALIAS, EVENT_ALIAS, latest_values
 from feature_layer.stream.landing import FileEventLog
+from feature_layer.stream.newest import NotRewritable, newest_rows
 from feature_layer.stream.plan import INPUT_TABLE, StreamPlan, local_name, rewrite_model
 
 log = logging.getLogger("feature_layer.stream")
@@ -163,6 +166,7 @@ class StreamPipeline:
         dimension_engine: Any = None,
         memory_limit: str = "512MB",
         threads: int = 1,
+        newest_rows: bool = True,
     ) -> None:
         if not plans:
             raise StreamError("No feature view to stream.", fix="declare `stream:` on a view, or fix --select.")
@@ -183,9 +187,14 @@ class StreamPipeline:
             raise StreamError(f"The views {', '.join(p.view.name for p in plans)} share no join key, so one history "
                               "buffer cannot serve them.", fix="stream them with separate `--select` runs.")
         self.required = sorted({self.event_id, self.event_time, *(k for p in plans for k in p.keys)})
-        # A view reads __fl_hist when it needs whole histories of the buffer's entities, else its own input.
-        self._inputs = {p.view.name: HISTORY if set(p.keys) == set(self.keys) and p.lookback is None
-                        else f"{INPUT_TABLE}_{i}" for i, p in enumerate(self.plans)}
+        # A view reads rows older than the lookback (lag) or none is bounded: no event is routed as late.
+        self._routes_late = (all(p.lookback is not None for p in plans) and not any(p.preceding_rows for p in plans))
+        self.newest_rows = {p.view.name: _newest_refusal(p) if newest_rows else "turned off (streams.newest_rows)"
+                            for p in self.plans}
+        """Per view: None when its windows are computed for each entity's newest rows only
+        (``stream.newest``), else why not (logged)."""
+        self._inputs = {p.view.name: HISTORY if self._reads_history(p) else f"{INPUT_TABLE}_{i}"
+                        for i, p in enumerate(self.plans)}
         self._open(memory_limit, threads)
         self._lander = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-landing")
         self.entities = _EntityLog(self.keys)
@@ -240,10 +249,24 @@ class StreamPipeline:
             self.con.execute(f"CREATE TEMP TABLE {_q(local_name(dim))} AS SELECT * FROM __fl_dim")
             self.con.unregister("__fl_dim")
 
+    def _reads_history(self, plan: StreamPlan) -> bool:
+        """Does the view read __fl_hist itself (the batch's entities' whole history) rather than its
+        own input? When its keys are the buffer's and it needs whole histories; or when the newest-row
+        pass computes it (a grouped pass over whole histories costs less than cutting them to the
+        horizon first) and no event is routed as late (__fl_hist would hold late events' entities)."""
+        if set(plan.keys) != set(self.keys):
+            return False
+        return plan.lookback is None or (self.newest_rows[plan.view.name] is None and not self._routes_late)
+
     def _define_views(self) -> None:
+        """Each path model as a local view over the view's input; the view's own model through the
+        newest-row pass where it applies."""
         for i, plan in enumerate(self.plans):
             for node in plan.models:
-                sql = rewrite_model(plan, node, self._inputs[plan.view.name], f"_{i}").sql(dialect="duckdb")
+                tree = rewrite_model(plan, node, self._inputs[plan.view.name], f"_{i}")
+                if node is plan.models[-1] and self.newest_rows[plan.view.name] is None:
+                    tree = newest_rows(tree, plan.keys, plan.view.event_time)
+                sql = tree.sql(dialect="duckdb")
                 self.con.execute(f"CREATE TEMP VIEW {_q(local_name(node) + f'_{i}')} AS {sql}")
 
     def _latest_sql(self, i: int, plan: StreamPlan) -> str:
@@ -375,8 +398,7 @@ class StreamPipeline:
         lookbacks = [p.lookback for p in self.plans]
         # A view reading rows before its horizon (lag) routes nothing: an event older than the horizon can
         # still be the row just before an entity's newest, so it is computed like any other (equal to dbt build).
-        bounded = all(lb is not None for lb in lookbacks) and not any(p.preceding_rows for p in self.plans)
-        if self.watermark_us is not None and bounded:
+        if self.watermark_us is not None and self._routes_late:
             horizon = self.watermark_us - int(max(lookbacks).total_seconds() * 1e6)  # type: ignore[arg-type]
             late = times < horizon
             out.late = int(late.sum())
@@ -477,6 +499,17 @@ class StreamPipeline:
         self.con.close()
         self._spill.cleanup()
         getattr(self.log, "close", lambda: None)()  # a table log's warehouse connection
+
+
+def _newest_refusal(plan: StreamPlan) -> str | None:
+    """Why the newest-row pass does not apply to ``plan``'s view (None: it does)."""
+    try:
+        newest_rows(rewrite_model(plan, plan.models[-1]), plan.keys, plan.view.event_time)
+    except NotRewritable as why:
+        log.info("%s: windows computed for every input row (the newest-row pass does not apply: %s)",
+                 plan.view.name, why)
+        return str(why)
+    return None
 
 
 def horizon_sql(plan: StreamPlan, semi: str | None = None) -> str:

@@ -1,0 +1,281 @@
+"""The newest-row pass: a view's windows computed for each entity's newest rows only.
+
+A micro-batch keeps one output row per entity, the latest (``latest_values``: the newest event
+time, ties broken by created-at and the features). The view's SQL, as dbt runs it, computes its
+windows for *every* history row — the part of a batch that grows with each entity's history.
+This pass rewrites the view's windowed SELECT so that it returns only the rows at each entity's
+newest event time, with every window replaced by a grouped aggregate over the same frame::
+
+    COUNT(*) OVER (PARTITION BY k ORDER BY t RANGE BETWEEN w PRECEDING AND CURRENT ROW)
+        -> COUNT(*) FILTER (WHERE t >= newest_t - w)          -- per k, newest_t = MAX(t)
+    MIN(x) OVER (PARTITION BY k ORDER BY t [RANGE UNBOUNDED PRECEDING AND CURRENT ROW])
+        -> MIN(x) FILTER (WHERE t IS NOT NULL)
+    LAG(x) OVER (PARTITION BY k ORDER BY t)
+        -> ARG_MAX_NULL(x, t) FILTER (WHERE t < newest_t)
+
+Every row at the newest time of its entity has the same frame (a RANGE frame ending at the
+current row holds all its peers), so the aggregates are the windows' values there, row for row.
+``lag`` is not a frame: among several rows at the newest time it reads a peer, in an order SQL
+leaves undefined. Entities with such ties therefore keep the original windows (their rows are
+selected by the original SELECT, restricted to them). With several rows at the time just before
+the newest, ``lag`` reads one of them (which one SQL leaves undefined; so does the pass). So the
+pass returns, for every entity, rows the original may return at its newest time — and
+``latest_values`` picks among them the same way.
+
+The pass applies to the SELECT that computes the windows: the model's outer SELECT, or a CTE it
+reads through pure projections (each passing the join keys and the event time through by name,
+no WHERE, GROUP BY, join or window). It is refused — and the original SQL used — for anything
+else: a window partitioned by other columns or ordered by anything but the event time ascending
+with NULLs last, a ROWS frame or a frame not ending at the current row, an aggregate other than
+COUNT/SUM/AVG/MIN/MAX, DISTINCT inside a window, a ``lag`` with another offset or a default, a
+GROUP BY, HAVING, QUALIFY, DISTINCT, LIMIT, ORDER BY, join or subquery in the windowed SELECT.
+The reason is returned, so the consumer can log why a view runs the slower way.
+
+DuckDB only (the stream pipeline's engine). Pure: sqlglot trees in, trees out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlglot.expressions as exp
+
+_FRAMED = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
+_ROWS = "__fl_nr"
+"""The windowed SELECT's input rows with their entity's newest event time (``__fl_tn``)."""
+_AGG = "__fl_na"
+"""One row per entity: the keys (``__fl_k<i>``), ``__fl_tn``, the windows' values (``__fl_w<i>``)."""
+_NEWEST = "__fl_tn"
+_PEERS = "__fl_peers"
+
+
+class NotRewritable(Exception):
+    """Why the pass does not apply (the original SQL is used)."""
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The windowed SELECT and where it sits in the model's tree."""
+
+    select: exp.Select
+    cte: exp.CTE | None
+    """The CTE whose body ``select`` is (None: the model's outer SELECT)."""
+
+
+def newest_rows(tree: exp.Expression, keys: Sequence[str], event_time: str) -> exp.Expression:
+    """``tree`` (a model's SQL, DuckDB) returning only each entity's rows at its newest event time,
+    its windows as aggregates (see the module docstring). Raises :class:`NotRewritable` with the
+    reason when the pass does not apply. ``tree`` is not modified."""
+    tree = tree.copy()
+    if not isinstance(tree, exp.Select):
+        raise NotRewritable("the model's SQL is not a single SELECT (a set operation?)")
+    target = _find_target(tree, [k.lower() for k in keys], event_time.lower())
+    rows, agg, body = _rewrite_select(target.select, [k.lower() for k in keys], event_time.lower())
+    ctes = [exp.CTE(this=rows, alias=exp.TableAlias(this=exp.to_identifier(_ROWS)), materialized=True),
+            exp.CTE(this=agg, alias=exp.TableAlias(this=exp.to_identifier(_AGG)))]
+    with_ = tree.args.get("with_")
+    if target.cte is None:
+        if with_ is None:
+            with_ = exp.With(expressions=[])
+            tree.set("with_", with_)
+        with_.set("expressions", [*with_.expressions, *ctes])
+        body.set("with_", with_)  # the CTEs the windowed SELECT read, then the pass's
+        return body
+    position = with_.expressions.index(target.cte)
+    with_.set("expressions", [*with_.expressions[:position], *ctes, *with_.expressions[position:]])
+    target.cte.set("this", body)
+    return tree
+
+
+# -- finding the windowed SELECT -----------------------------------------------------------------
+
+
+def _own_windows(select: exp.Select) -> list[exp.Window]:
+    return [w for w in select.find_all(exp.Window) if w.find_ancestor(exp.Select) is select]
+
+
+def _passes_through(select: exp.Select, name: str) -> bool:
+    """Does a projection of ``select`` carry the column ``name`` through unchanged (or a star)?"""
+    for projection in select.expressions:
+        if isinstance(projection, exp.Star) or (isinstance(projection, exp.Column) and projection.is_star):
+            return True
+        inner = projection.this if isinstance(projection, exp.Alias) else projection
+        if isinstance(inner, exp.Column) and inner.name.lower() == name and projection.alias_or_name.lower() == name:
+            return True
+    return False
+
+
+def _check_plain(select: exp.Select, what: str) -> None:
+    for clause in ("group", "having", "qualify", "distinct", "limit", "offset", "order", "joins", "laterals"):
+        if select.args.get(clause):
+            raise NotRewritable(f"{what} has {clause.upper()}")
+    if select.args.get("from_") is None:
+        raise NotRewritable(f"{what} reads no relation")
+    if _has_subquery(select):
+        raise NotRewritable(f"{what} has a subquery")
+
+
+def _has_subquery(select: exp.Select) -> bool:
+    return any(isinstance(e, exp.Select) and e is not select for p in select.expressions for e in p.walk())
+
+
+def _find_target(tree: exp.Select, keys: list[str], event_time: str) -> _Target:
+    """The topmost SELECT with windows, reached from ``tree`` through pure projections of one CTE each."""
+    ctes = {c.alias_or_name.lower(): c for c in (tree.args.get("with_") or exp.With(expressions=[])).expressions}
+    select, cte = tree, None
+    while True:
+        if _own_windows(select):
+            return _Target(select, cte)
+        what = "the model's SELECT" if cte is None else f"CTE {cte.alias_or_name}"
+        _check_plain(select, what)
+        if select.args.get("where") is not None:
+            raise NotRewritable(f"{what} filters rows (WHERE) above the windows")
+        for name in (*keys, event_time):
+            if not _passes_through(select, name):
+                raise NotRewritable(f"{what} does not pass {name} through unchanged")
+        source = select.args["from_"].this
+        if not isinstance(source, exp.Table) or source.db or source.name.lower() not in ctes:
+            raise NotRewritable("no window function above the source (nothing to compute per newest row)")
+        name = source.name.lower()
+        if sum(1 for t in tree.find_all(exp.Table) if not t.db and t.name.lower() == name) != 1:
+            raise NotRewritable(f"CTE {name} is read more than once")
+        cte = ctes[name]
+        if not isinstance(cte.this, exp.Select):
+            raise NotRewritable(f"CTE {name} is not a single SELECT")
+        select = cte.this
+
+
+# -- one window as an aggregate ----------------------------------------------------------------
+
+
+def _column_name(node: exp.Expression) -> str | None:
+    return node.name.lower() if isinstance(node, exp.Column) and not node.args.get("db") else None
+
+
+def _check_window(window: exp.Window, keys: list[str], event_time: str) -> None:
+    shown = window.sql(dialect="duckdb")[:90]
+    parts = [_column_name(p) for p in window.args.get("partition_by") or []]
+    if None in parts or set(parts) != set(keys) or len(parts) != len(keys):
+        raise NotRewritable(f"a window is not partitioned by the join keys exactly: {shown}")
+    order = window.args.get("order")
+    ordered = order.expressions if order is not None else []
+    if (len(ordered) != 1 or _column_name(ordered[0].this) != event_time or ordered[0].args.get("desc")
+            or ordered[0].args.get("nulls_first")):
+        raise NotRewritable(f"a window is not ordered by {event_time} ascending, NULLs last: {shown}")
+
+
+def _frame_start(window: exp.Window) -> exp.Expression | None:
+    """The RANGE frame's start offset (None: UNBOUNDED PRECEDING); raises for any other frame."""
+    spec = window.args.get("spec")
+    if spec is None:
+        return None  # with ORDER BY: RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    extra = set(spec.args) - {"kind", "start", "start_side", "end", "end_side"}
+    end = spec.args.get("end")
+    if (str(spec.args.get("kind", "")).upper() != "RANGE" or any(spec.args.get(k) for k in extra)
+            or not (isinstance(end, str) and end.upper() == "CURRENT ROW")
+            or str(spec.args.get("start_side", "")).upper() != "PRECEDING"):
+        raise NotRewritable(f"a window frame is not RANGE … PRECEDING AND CURRENT ROW: {window.sql('duckdb')[:90]}")
+    start = spec.args.get("start")
+    if isinstance(start, str):
+        if start.upper() != "UNBOUNDED":
+            raise NotRewritable(f"a window frame starts at {start}")
+        return None
+    return start
+
+
+def _aggregate(window: exp.Window, time: exp.Column, newest: exp.Column) -> tuple[exp.Expression, bool]:
+    """The aggregate standing for ``window`` at the newest rows, and whether it is a ``lag``."""
+    func = window.this
+    condition: exp.Expression | None = None
+    if isinstance(func, exp.Filter):
+        condition = func.expression.this
+        func = func.this
+    if isinstance(func, exp.Lag):
+        offset = func.args.get("offset")
+        if func.args.get("default") is not None or (offset is not None and offset.sql() != "1") or condition:
+            raise NotRewritable(f"lag with an offset other than 1 or a default: {window.sql('duckdb')[:90]}")
+        picked = exp.Anonymous(this="ARG_MAX_NULL", expressions=[func.this.copy(), time.copy()])
+        return exp.Filter(this=picked, expression=exp.Where(this=exp.LT(this=time.copy(), expression=newest))), True
+    if not isinstance(func, _FRAMED) or any(isinstance(a, exp.Distinct) for a in func.iter_expressions()):
+        raise NotRewritable(f"a window function other than COUNT/SUM/AVG/MIN/MAX: {window.sql('duckdb')[:90]}")
+    start = _frame_start(window)
+    in_frame: exp.Expression = (exp.Is(this=time.copy(), expression=exp.Null()).not_() if start is None else
+                                exp.GTE(this=time.copy(), expression=exp.Sub(this=newest, expression=exp.paren(
+                                    start.copy(), copy=False))))
+    if condition is not None:
+        in_frame = exp.and_(exp.paren(condition.copy()), in_frame)
+    return exp.Filter(this=func.copy(), expression=exp.Where(this=in_frame)), False
+
+
+# -- the rewritten SELECT ----------------------------------------------------------------------
+
+
+def _key_columns(select: exp.Select, keys: list[str], event_time: str) -> None:
+    for name in (*keys, event_time):
+        if not _passes_through(select, name) or any(isinstance(p, exp.Star) for p in select.expressions):
+            raise NotRewritable(f"the windowed SELECT does not project {name} as a plain column (or has a star)")
+
+
+def _rewrite_select(select: exp.Select, keys: list[str], event_time: str) -> tuple[exp.Select, exp.Select, exp.Expression]:
+    """(rows CTE, aggregates CTE, new body) for the windowed ``select``."""
+    _check_plain(select, "the windowed SELECT")
+    _key_columns(select, keys, event_time)
+    source = select.args["from_"].this
+    alias = source.alias_or_name
+    if not alias:
+        raise NotRewritable("the windowed SELECT reads an unnamed relation")
+    ref = exp.to_identifier(alias, quoted=True)
+    time = exp.column(event_time, table=ref.copy(), quoted=True)
+    where = select.args.get("where")
+
+    partition = [exp.column(k, table=ref.copy(), quoted=True) for k in keys]
+    newest = exp.Window(this=exp.Max(this=time.copy()), partition_by=partition)
+    rows = exp.select(exp.Column(this=exp.Star(), table=ref.copy()), exp.alias_(newest, _NEWEST)).from_(source.copy())
+    if where is not None:
+        rows.set("where", where.copy())
+
+    newest_col = exp.column(_NEWEST, table=ref.copy(), quoted=True)
+    body = select.copy()
+    body.set("where", None)
+    body.set("with_", None)
+    aggregates: list[exp.Expression] = []
+    has_lag = False
+    for i, window in enumerate(_own_windows(body)):
+        _check_window(window, keys, event_time)
+        aggregate, is_lag = _aggregate(window, time, newest_col.copy())
+        has_lag |= is_lag
+        aggregates.append(exp.alias_(aggregate, f"__fl_w{i}"))
+        window.replace(exp.column(f"__fl_w{i}", table=_AGG, quoted=True))
+    group = [exp.column(k, table=ref.copy(), quoted=True) for k in keys]
+    agg = exp.select(*[exp.alias_(g, f"__fl_k{i}") for i, g in enumerate(group)],
+                     exp.alias_(exp.Max(this=newest_col.copy()), _NEWEST), *aggregates)
+    if has_lag:
+        peers = exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(
+            this=exp.EQ(this=time.copy(), expression=newest_col.copy())))
+        agg = agg.select(exp.alias_(peers, _PEERS))
+    agg = agg.from_(exp.Table(this=exp.to_identifier(_ROWS), alias=exp.TableAlias(this=ref.copy()))).group_by(*group)
+
+    on = exp.and_(*[exp.EQ(this=exp.column(k, table=ref.copy(), quoted=True),
+                           expression=exp.column(f"__fl_k{i}", table=_AGG)) for i, k in enumerate(keys)],
+                  exp.EQ(this=time.copy(), expression=exp.column(_NEWEST, table=_AGG)))
+    body.set("from_", exp.From(this=exp.Table(this=exp.to_identifier(_ROWS), alias=exp.TableAlias(this=ref.copy()))))
+    body = body.join(exp.Table(this=exp.to_identifier(_AGG)), on=on)
+    if not has_lag:
+        return rows, agg, body
+    # Ties at the newest time make lag read a peer in an undefined order: those entities keep the windows.
+    body = body.where(exp.EQ(this=exp.column(_PEERS, table=_AGG), expression=exp.Literal.number(1)))
+    tied = exp.select("1").from_(_AGG).where(exp.and_(
+        exp.GT(this=exp.column(_PEERS, table=_AGG), expression=exp.Literal.number(1)),
+        *[exp.EQ(this=exp.column(f"__fl_k{i}", table=_AGG), expression=exp.column(k, table=ref.copy(), quoted=True))
+          for i, k in enumerate(keys)]))
+    original = select.copy()
+    original.set("from_", exp.From(this=exp.Table(this=exp.to_identifier(_ROWS), alias=exp.TableAlias(this=ref.copy()))))
+    original.set("where", None)
+    original.set("with_", None)
+    original = original.where(exp.Exists(this=tied))
+    original.set("qualify", exp.Qualify(this=exp.EQ(this=time.copy(), expression=newest_col.copy())))
+    return rows, agg, exp.union(body, original, distinct=False)
+
+
+__all__ = ["NotRewritable", "newest_rows"]
