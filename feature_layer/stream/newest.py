@@ -217,65 +217,94 @@ def _key_columns(select: exp.Select, keys: list[str], event_time: str) -> None:
             raise NotRewritable(f"the windowed SELECT does not project {name} as a plain column (or has a star)")
 
 
+@dataclass(frozen=True)
+class _Names:
+    """The windowed SELECT's relation alias and the columns the pass refers to through it."""
+
+    ref: str
+    keys: list[str]
+    event_time: str
+
+    def col(self, name: str) -> exp.Column:
+        return exp.column(name, table=exp.to_identifier(self.ref, quoted=True), quoted=True)
+
+    def rows_table(self) -> exp.Table:
+        """``__fl_nr`` under the windowed SELECT's alias, so its column references still resolve."""
+        return exp.Table(this=exp.to_identifier(_ROWS), alias=exp.TableAlias(this=exp.to_identifier(self.ref, quoted=True)))
+
+    def same_entity(self) -> list[exp.Expression]:
+        return [exp.EQ(this=self.col(k), expression=exp.column(f"__fl_k{i}", table=_AGG)) for i, k in enumerate(self.keys)]
+
+
 def _rewrite_select(select: exp.Select, keys: list[str], event_time: str) -> tuple[exp.Select, exp.Select, exp.Expression]:
     """(rows CTE, aggregates CTE, new body) for the windowed ``select``."""
     _check_plain(select, "the windowed SELECT")
     _key_columns(select, keys, event_time)
     source = select.args["from_"].this
-    alias = source.alias_or_name
-    if not alias:
+    if not source.alias_or_name:
         raise NotRewritable("the windowed SELECT reads an unnamed relation")
-    ref = exp.to_identifier(alias, quoted=True)
-    time = exp.column(event_time, table=ref.copy(), quoted=True)
-    where = select.args.get("where")
-
-    partition = [exp.column(k, table=ref.copy(), quoted=True) for k in keys]
-    newest = exp.Window(this=exp.Max(this=time.copy()), partition_by=partition)
-    rows = exp.select(exp.Column(this=exp.Star(), table=ref.copy()), exp.alias_(newest, _NEWEST)).from_(source.copy())
-    if where is not None:
-        rows.set("where", where.copy())
-
-    newest_col = exp.column(_NEWEST, table=ref.copy(), quoted=True)
-    body = select.copy()
-    body.set("where", None)
-    body.set("with_", None)
+    names = _Names(source.alias_or_name, keys, event_time)
+    body = _bare(select)
     aggregates: list[exp.Expression] = []
     has_lag = False
     for i, window in enumerate(_own_windows(body)):
         _check_window(window, keys, event_time)
-        aggregate, is_lag = _aggregate(window, time, newest_col.copy())
+        aggregate, is_lag = _aggregate(window, names.col(event_time), names.col(_NEWEST))
         has_lag |= is_lag
         aggregates.append(exp.alias_(aggregate, f"__fl_w{i}"))
         window.replace(exp.column(f"__fl_w{i}", table=_AGG, quoted=True))
-    group = [exp.column(k, table=ref.copy(), quoted=True) for k in keys]
-    agg = exp.select(*[exp.alias_(g, f"__fl_k{i}") for i, g in enumerate(group)],
-                     exp.alias_(exp.Max(this=newest_col.copy()), _NEWEST), *aggregates)
-    if has_lag:
-        peers = exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(
-            this=exp.EQ(this=time.copy(), expression=newest_col.copy())))
-        agg = agg.select(exp.alias_(peers, _PEERS))
-    agg = agg.from_(exp.Table(this=exp.to_identifier(_ROWS), alias=exp.TableAlias(this=ref.copy()))).group_by(*group)
-
-    on = exp.and_(*[exp.EQ(this=exp.column(k, table=ref.copy(), quoted=True),
-                           expression=exp.column(f"__fl_k{i}", table=_AGG)) for i, k in enumerate(keys)],
-                  exp.EQ(this=time.copy(), expression=exp.column(_NEWEST, table=_AGG)))
-    body.set("from_", exp.From(this=exp.Table(this=exp.to_identifier(_ROWS), alias=exp.TableAlias(this=ref.copy()))))
+    rows, agg = _rows_cte(select, names), _aggregates_cte(names, aggregates, peers=has_lag)
+    body.set("from_", exp.From(this=names.rows_table()))
+    on = exp.and_(*names.same_entity(), exp.EQ(this=names.col(event_time), expression=exp.column(_NEWEST, table=_AGG)))
     body = body.join(exp.Table(this=exp.to_identifier(_AGG)), on=on)
     if not has_lag:
         return rows, agg, body
     # Ties at the newest time make lag read a peer in an undefined order: those entities keep the windows.
     body = body.where(exp.EQ(this=exp.column(_PEERS, table=_AGG), expression=exp.Literal.number(1)))
+    return rows, agg, exp.union(body, _tied_entities(select, names), distinct=False)
+
+
+def _bare(select: exp.Select) -> exp.Select:
+    """A copy of ``select`` without its WHERE (applied in the rows CTE) and WITH (kept by the caller)."""
+    out = select.copy()
+    out.set("where", None)
+    out.set("with_", None)
+    return out
+
+
+def _rows_cte(select: exp.Select, names: _Names) -> exp.Select:
+    """The windowed SELECT's input rows (its FROM and WHERE) with each entity's newest event time."""
+    newest = exp.Window(this=exp.Max(this=names.col(names.event_time)), partition_by=[names.col(k) for k in names.keys])
+    star = exp.Column(this=exp.Star(), table=exp.to_identifier(names.ref, quoted=True))
+    rows = exp.select(star, exp.alias_(newest, _NEWEST)).from_(select.args["from_"].this.copy())
+    where = select.args.get("where")
+    if where is not None:
+        rows.set("where", where.copy())
+    return rows
+
+
+def _aggregates_cte(names: _Names, aggregates: list[exp.Expression], *, peers: bool) -> exp.Select:
+    """One row per entity: its keys, newest time, the windows' values there (and its rows at that time)."""
+    group = [names.col(k) for k in names.keys]
+    agg = exp.select(*[exp.alias_(g, f"__fl_k{i}") for i, g in enumerate(group)],
+                     exp.alias_(exp.Max(this=names.col(_NEWEST)), _NEWEST), *aggregates)
+    if peers:
+        at_newest = exp.EQ(this=names.col(names.event_time), expression=names.col(_NEWEST))
+        agg = agg.select(exp.alias_(exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=at_newest)),
+                                    _PEERS))
+    return agg.from_(names.rows_table()).group_by(*[names.col(k) for k in names.keys])
+
+
+def _tied_entities(select: exp.Select, names: _Names) -> exp.Select:
+    """The original SELECT (windows and all) over the entities with several rows at their newest
+    time, keeping those rows."""
     tied = exp.select("1").from_(_AGG).where(exp.and_(
-        exp.GT(this=exp.column(_PEERS, table=_AGG), expression=exp.Literal.number(1)),
-        *[exp.EQ(this=exp.column(f"__fl_k{i}", table=_AGG), expression=exp.column(k, table=ref.copy(), quoted=True))
-          for i, k in enumerate(keys)]))
-    original = select.copy()
-    original.set("from_", exp.From(this=exp.Table(this=exp.to_identifier(_ROWS), alias=exp.TableAlias(this=ref.copy()))))
-    original.set("where", None)
-    original.set("with_", None)
+        exp.GT(this=exp.column(_PEERS, table=_AGG), expression=exp.Literal.number(1)), *names.same_entity()))
+    original = _bare(select)
+    original.set("from_", exp.From(this=names.rows_table()))
     original = original.where(exp.Exists(this=tied))
-    original.set("qualify", exp.Qualify(this=exp.EQ(this=time.copy(), expression=newest_col.copy())))
-    return rows, agg, exp.union(body, original, distinct=False)
+    original.set("qualify", exp.Qualify(this=exp.EQ(this=names.col(names.event_time), expression=names.col(_NEWEST))))
+    return original
 
 
 __all__ = ["NotRewritable", "newest_rows"]
