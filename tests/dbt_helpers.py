@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,12 +21,14 @@ def copy_fixture(name: str, dest: Path) -> Path:
 
 
 def dbt(project: Path, *args: str) -> None:
-    """Run a dbt command in ``project``; fail the test with dbt's output if it fails."""
-    done = subprocess.run(
-        [dbt_executable(), *args, "--project-dir", str(project), "--profiles-dir", str(project)],
-        cwd=project,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"dbt {' '.join(args)} failed in {project}:\n{done.stdout}\n{done.stderr}")
+    """Run a dbt command in ``project`` (its own profiles.yml); fail the test with dbt's errors if it fails.
+
+    In this process, through ``run_dbt`` (dbt's own ``dbtRunner``, in the project folder): a
+    ``dbt`` subprocess would import dbt and its adapters again, seconds per command."""
+    from feature_layer.dbt.runner import run_dbt
+    from feature_layer.errors import FeatureLayerError
+
+    try:
+        run_dbt([*args, "--profiles-dir", str(project)], project, quiet=True)
+    except FeatureLayerError as exc:
+        raise AssertionError(f"dbt {' '.join(args)} failed in {project}:\n{exc}") from exc

@@ -17,6 +17,8 @@ from feature_layer import FeatureStore
 from feature_layer.clock import FixedClock
 from feature_layer.server.app import create_app
 
+# one worker builds the module fixture once (split over both, each built it: ~23 s twice)
+pytestmark = pytest.mark.xdist_group("model_versions")
 NOW = datetime(2025, 1, 10, tzinfo=UTC)
 
 

@@ -18,6 +18,8 @@ from feature_layer.config import load_settings
 from feature_layer.errors import DeclarationError, ManifestError
 from feature_layer.registry.registry import Registry
 
+# one worker builds the module fixture once (split over both, each built it: ~7 s twice)
+pytestmark = pytest.mark.xdist_group("registry_validation")
 EXPECTED = {
     # model or exposure → (issue code, words the message must contain, words the fix must contain)
     "unknown_entity": ("unknown-entity", ["'custmer'", "Did you mean 'user'"], ["vars.feature_layer.entities"]),

@@ -62,8 +62,11 @@ def _require_spark() -> None:
 def _build(project: Path, target: str) -> None:
     from feature_layer.dbt.runner import run_dbt
 
+    # The profile's one thread, raised to 4 here: each Spark node is mostly per-statement latency,
+    # and the one session runs independent nodes side by side (~3.5 s off a 36 s build, 2 cores).
+    threads = ["--threads", "4"] if target == "spark" else []
     with clean_project_env():
-        run_dbt(["build"], project, target=target, quiet=True)
+        run_dbt(["build", *threads], project, target=target, quiet=True)
         run_dbt(["docs", "generate"], project, target=target, quiet=True)
 
 

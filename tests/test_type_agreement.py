@@ -37,6 +37,8 @@ from tests.conftest import (
     require_postgres,
 )
 
+# one worker builds the module fixture once (split over both, each built it: ~11 s twice)
+pytestmark = pytest.mark.xdist_group("type_agreement")
 VIEW = "typed_features"
 END = datetime(2025, 6, 1, tzinfo=UTC)
 """The pinned "now" (materialization end, online reads) and the as-of time: after every event."""
