@@ -26,6 +26,31 @@ import pyarrow as pa
 from benchmarks.stream import REPO, rss_mb, setup
 
 
+def population(store: object) -> tuple[np.ndarray, np.ndarray, int]:
+    """The built example's card holders and merchants, and the largest payment id (new ids go above)."""
+    engine = store.offline_engine()  # type: ignore[attr-defined]
+    users = engine.fetch_arrow("select distinct user_id from main.stg_transactions order by 1").column(0).to_numpy()
+    merchants = engine.fetch_arrow("select merchant_id from main.stg_merchants").column(0).to_numpy()
+    first_id = int(engine.fetch_arrow("select max(transaction_id) from main.stg_transactions").column(0)[0].as_py())
+    return users, merchants, first_id
+
+
+def payment_batch(rng: np.random.Generator, users: np.ndarray, merchants: np.ndarray, first_id: int,
+                  start: datetime, done: int, n: int, schema: pa.Schema, online_share: float = 0.0) -> pa.Table:
+    """``n`` payments of existing card holders, ids and event times (1 ms apart) following ``done`` earlier ones."""
+    times = [start + timedelta(milliseconds=done + i) for i in range(n)]
+    return pa.table({
+        "transaction_id": pa.array(np.arange(first_id + 1 + done, first_id + 1 + done + n)),
+        "user_id": pa.array(rng.choice(users, n)),
+        "merchant_id": pa.array(rng.choice(merchants, n)),
+        "amount": pa.array(np.round(rng.gamma(2.0, 30.0, n), 2)),
+        "currency": pa.array(["EUR"] * n),
+        "is_online": pa.array(rng.random(n) < online_share),
+        "occurred_at": pa.array(times, pa.timestamp("us")),
+        "created_at": pa.array(times, pa.timestamp("us")),
+    }).select(schema.names).cast(schema)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=100_000)
@@ -47,10 +72,7 @@ def main() -> None:
 
     with clean_project_env():
         store = FeatureStore(project)
-        engine = store.offline_engine()
-        users = engine.fetch_arrow("select distinct user_id from main.stg_transactions order by 1").column(0).to_numpy()
-        merchants = engine.fetch_arrow("select merchant_id from main.stg_merchants").column(0).to_numpy()
-        first_id = int(engine.fetch_arrow("select max(transaction_id) from main.stg_transactions").column(0)[0].as_py())
+        users, merchants, first_id = population(store)
         start = datetime.now(UTC).replace(tzinfo=None, microsecond=0)  # as the producer of benchmarks.stream
         consumer = open_consumer(store, log_seconds=1e9)
         pipeline = consumer.pipeline
@@ -65,17 +87,7 @@ def main() -> None:
               flush=True)
         while done < args.events:
             n = args.batch
-            times = [start + timedelta(milliseconds=done + i) for i in range(n)]
-            table = pa.table({
-                "transaction_id": pa.array(np.arange(first_id + 1 + done, first_id + 1 + done + n)),
-                "user_id": pa.array(rng.choice(users, n)),
-                "merchant_id": pa.array(rng.choice(merchants, n)),
-                "amount": pa.array(np.round(rng.gamma(2.0, 30.0, n), 2)),
-                "currency": pa.array(["EUR"] * n),
-                "is_online": pa.array(np.zeros(n, bool)),
-                "occurred_at": pa.array(times, pa.timestamp("us")),
-                "created_at": pa.array(times, pa.timestamp("us")),
-            }).select(schema.names).cast(schema)
+            table = payment_batch(rng, users, merchants, first_id, start, done, n, schema)
             ids = [f"{int(time.time() * 1000)}-{seq}", f"{int(time.time() * 1000)}-{seq + n - 1}"]
             seq += n
             out = pipeline.process(table, ids)
