@@ -28,7 +28,11 @@ no WHERE, GROUP BY, join or window). It is refused — and the original SQL used
 else: a window partitioned by other columns or ordered by anything but the event time ascending
 with NULLs last, a ROWS frame or a frame not ending at the current row, an aggregate other than
 COUNT/SUM/AVG/MIN/MAX, DISTINCT inside a window, a ``lag`` with another offset or a default, a
-GROUP BY, HAVING, QUALIFY, DISTINCT, LIMIT, ORDER BY, join or subquery in the windowed SELECT.
+per-row frame offset, an unaliased window projection; in the windowed SELECT any clause besides
+FROM and WHERE (GROUP BY, HAVING, QUALIFY, DISTINCT, LIMIT, ORDER BY, SAMPLE, WINDOW, a join), a
+star, a subquery, UNNEST, PIVOT, a nested WITH, a schema-qualified column or a lateral alias (a
+name that is also another projection's alias); in the projections above it, a star with EXCLUDE,
+REPLACE or RENAME, or a key or time column that is not the first of its name.
 The reason is returned, so the consumer can log why a view runs the slower way.
 
 DuckDB only (the stream pipeline's engine). Pure: sqlglot trees in, trees out.
@@ -42,6 +46,9 @@ from dataclasses import dataclass
 import sqlglot.expressions as exp
 
 _FRAMED = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
+_CONSTANT = (exp.Literal, exp.Interval, exp.Paren, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Neg, exp.Cast, exp.Var,
+             exp.DataType, exp.DataTypeParam)
+"""What a frame offset may be made of (a per-row offset, e.g. ``h * INTERVAL 1 HOUR``, is refused)."""
 _ROWS = "__fl_nr"
 """The windowed SELECT's input rows with their entity's newest event time (``__fl_tn``)."""
 _AGG = "__fl_na"
@@ -95,29 +102,46 @@ def _own_windows(select: exp.Select) -> list[exp.Window]:
     return [w for w in select.find_all(exp.Window) if w.find_ancestor(exp.Select) is select]
 
 
+def _star(projection: exp.Expression) -> exp.Star | None:
+    if isinstance(projection, exp.Star):
+        return projection
+    if isinstance(projection, exp.Column) and projection.is_star:
+        return projection.this if isinstance(projection.this, exp.Star) else None
+    return None
+
+
 def _passes_through(select: exp.Select, name: str) -> bool:
-    """Does a projection of ``select`` carry the column ``name`` through unchanged (or a star)?"""
+    """Does ``select`` output the column ``name`` unchanged: is the first projection of that name (or
+    a star before it) the plain column, or a star without EXCLUDE/REPLACE/RENAME?"""
     for projection in select.expressions:
-        if isinstance(projection, exp.Star) or (isinstance(projection, exp.Column) and projection.is_star):
-            return True
-        inner = projection.this if isinstance(projection, exp.Alias) else projection
-        if isinstance(inner, exp.Column) and inner.name.lower() == name and projection.alias_or_name.lower() == name:
-            return True
+        star = _star(projection)
+        if star is not None or (isinstance(projection, exp.Column) and projection.is_star):
+            return star is not None and not any(star.args.get(k) for k in ("except", "replace", "rename"))
+        if projection.alias_or_name.lower() == name:
+            inner = projection.this if isinstance(projection, exp.Alias) else projection
+            return isinstance(inner, exp.Column) and inner.name.lower() == name
     return False
 
 
+_PLAIN_ARGS = {"expressions", "from_", "where", "with_", "kind"}
+"""The SELECT arguments the pass understands; any other one set (GROUP BY, SAMPLE, WINDOW, …) refuses."""
+_ROW_MAKERS = (exp.Unnest, exp.Explode, exp.UDTF, exp.Select)
+
+
 def _check_plain(select: exp.Select, what: str) -> None:
-    for clause in ("group", "having", "qualify", "distinct", "limit", "offset", "order", "joins", "laterals"):
-        if select.args.get(clause):
-            raise NotRewritable(f"{what} has {clause.upper()}")
+    for arg, value in select.args.items():
+        if arg not in _PLAIN_ARGS and value:
+            raise NotRewritable(f"{what} has {arg.rstrip('_').upper()}")
     if select.args.get("from_") is None:
         raise NotRewritable(f"{what} reads no relation")
-    if _has_subquery(select):
-        raise NotRewritable(f"{what} has a subquery")
-
-
-def _has_subquery(select: exp.Select) -> bool:
-    return any(isinstance(e, exp.Select) and e is not select for p in select.expressions for e in p.walk())
+    source = select.args["from_"].this
+    if any(source.args.get(k) for k in ("pivots", "sample", "joins", "laterals")):
+        raise NotRewritable(f"{what} reads its relation through PIVOT/UNPIVOT or a sample")
+    for projection in select.expressions:
+        for node in projection.walk():
+            if isinstance(node, _ROW_MAKERS) and node is not select:
+                raise NotRewritable(f"{what} has a subquery or a row-making function (UNNEST…): "
+                                    f"{projection.sql('duckdb')[:90]}")
 
 
 def _find_target(tree: exp.Select, keys: list[str], event_time: str) -> _Target:
@@ -143,6 +167,8 @@ def _find_target(tree: exp.Select, keys: list[str], event_time: str) -> _Target:
         cte = ctes[name]
         if not isinstance(cte.this, exp.Select):
             raise NotRewritable(f"CTE {name} is not a single SELECT")
+        if cte.this.args.get("with_"):
+            raise NotRewritable(f"CTE {name} has its own WITH")
         select = cte.this
 
 
@@ -181,6 +207,8 @@ def _frame_start(window: exp.Window) -> exp.Expression | None:
         if start.upper() != "UNBOUNDED":
             raise NotRewritable(f"a window frame starts at {start}")
         return None
+    if not all(isinstance(n, _CONSTANT) for n in start.walk()):
+        raise NotRewritable(f"a window frame's offset is not a constant: {window.sql('duckdb')[:90]}")
     return start
 
 
@@ -212,9 +240,30 @@ def _aggregate(window: exp.Window, time: exp.Column, newest: exp.Column) -> tupl
 
 
 def _key_columns(select: exp.Select, keys: list[str], event_time: str) -> None:
+    if any(_star(p) is not None or (isinstance(p, exp.Column) and p.is_star) for p in select.expressions):
+        raise NotRewritable("the windowed SELECT has a star")
     for name in (*keys, event_time):
-        if not _passes_through(select, name) or any(isinstance(p, exp.Star) for p in select.expressions):
-            raise NotRewritable(f"the windowed SELECT does not project {name} as a plain column (or has a star)")
+        if not _passes_through(select, name):
+            raise NotRewritable(f"the windowed SELECT does not project {name} as a plain column")
+    for projection in select.expressions:
+        if not isinstance(projection, exp.Alias) and projection.find(exp.Window) is not None:
+            raise NotRewritable(f"a window's projection has no alias: {projection.sql('duckdb')[:90]}")
+    _check_references(select)
+
+
+def _check_references(select: exp.Select) -> None:
+    """Refuse columns the rewrite would resolve differently: a catalog/schema-qualified column (the
+    relation is read under its alias), or a name that is also an alias of another expression in the
+    same SELECT (DuckDB's lateral aliases: the pass moves windows and the WHERE to other SELECTs)."""
+    lateral = {p.alias.lower() for p in select.expressions if isinstance(p, exp.Alias)
+               and not (isinstance(p.this, exp.Column) and p.this.name.lower() == p.alias.lower())}
+    where = select.args.get("where")
+    for node in (*select.expressions, *([where] if where is not None else [])):
+        for column in node.find_all(exp.Column):
+            if column.args.get("db") or column.args.get("catalog"):
+                raise NotRewritable(f"a column is qualified by schema or catalog: {column.sql('duckdb')}")
+            if not column.table and column.name.lower() in lateral:
+                raise NotRewritable(f"{column.name} names another expression of the same SELECT (a lateral alias)")
 
 
 @dataclass(frozen=True)

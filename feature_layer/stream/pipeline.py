@@ -261,13 +261,21 @@ class StreamPipeline:
     def _define_views(self) -> None:
         """Each path model as a local view over the view's input; the view's own model through the
         newest-row pass where it applies."""
+        import duckdb
+
         for i, plan in enumerate(self.plans):
             for node in plan.models:
                 tree = rewrite_model(plan, node, self._inputs[plan.view.name], f"_{i}")
+                create = f"CREATE TEMP VIEW {_q(local_name(node) + f'_{i}')} AS "
                 if node is plan.models[-1] and self.newest_rows[plan.view.name] is None:
-                    tree = newest_rows(tree, plan.keys, plan.view.event_time)
-                sql = tree.sql(dialect="duckdb")
-                self.con.execute(f"CREATE TEMP VIEW {_q(local_name(node) + f'_{i}')} AS {sql}")
+                    try:  # a safety net: SQL the pass accepted but DuckDB cannot bind runs unchanged
+                        self.con.execute(create + newest_rows(tree, plan.keys, plan.view.event_time).sql("duckdb"))
+                        continue
+                    except duckdb.Error as exc:
+                        self.newest_rows[plan.view.name] = f"the rewritten SQL does not bind: {exc}"
+                        log.warning("%s: windows computed for every input row (the newest-row pass's SQL does "
+                                    "not bind: %s)", plan.view.name, exc)
+                self.con.execute(create + tree.sql(dialect="duckdb"))
 
     def _latest_sql(self, i: int, plan: StreamPlan) -> str:
         name = local_name(plan.models[-1]) + f"_{i}"
