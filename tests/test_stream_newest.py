@@ -251,3 +251,19 @@ def test_the_tree_it_was_given_is_not_modified() -> None:
     before = tree.sql(dialect="duckdb")
     newest_rows(tree, ("k1",), "t")
     assert tree.sql(dialect="duckdb") == before
+
+
+@pytest.mark.parametrize(("frame", "bounded"), [
+    ("range between interval 2 hours preceding and current row", True),
+    ("range between (interval '1 days' - interval '1 microsecond') preceding and current row", True),
+    ("range between (h * interval 1 hour) preceding and current row", False),
+    ("range between unbounded preceding and current row", False),
+])
+def test_a_per_row_frame_offset_needs_the_whole_history(frame: str, bounded: bool) -> None:
+    """The stream plan's lookback (how much history a batch reads when this pass does not apply) is
+    only bounded by a constant offset: `h * INTERVAL 1 HOUR` reads as far back as the largest h."""
+    from feature_layer.stream.plan import _window_lookback
+
+    window = sqlglot.parse_one(f"select count(*) over (partition by k1 order by t {frame}) from t",
+                               read="duckdb").find(sqlglot.exp.Window)
+    assert _window_lookback(window)[0] is bounded

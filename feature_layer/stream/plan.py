@@ -236,6 +236,8 @@ def _window_lookback(window: exp.Window) -> tuple[bool, float | None]:
     end = spec.args.get("end")
     if not (isinstance(end, str) and end.upper() == "CURRENT ROW"):
         return False, None
+    if any(isinstance(n, (exp.Column, exp.Select)) for n in start.walk()):
+        return False, None  # a per-row offset (e.g. `h * INTERVAL 1 HOUR`): no bound known before the row
     seconds = _interval_seconds(start)
     return (seconds is not None), seconds
 
