@@ -256,3 +256,16 @@ def test_a_stale_layout_is_shown_on_the_view_page(browser, project: Path, tmp_pa
             page.close()
     finally:
         store.close()
+
+
+def test_enter_typed_faster_than_the_search_opens_the_typed_querys_result_and_stays(page, server):
+    """Enter within the search's debounce: the pending search runs first and its first result opens;
+    the page stays there (the pending search used to take it back to the search page)."""
+    page.goto(server.url + "/")
+    page.wait_for_selector("#results .result")
+    page.fill("#q", "txn_count_24h")
+    page.keyboard.press("Enter")  # before the 60 ms debounce fires
+    page.wait_for_selector("#feature-title")
+    assert page.locator("#feature-title").inner_text() == "txn_count_24h"
+    page.wait_for_timeout(400)  # longer than the debounce and a search round trip
+    assert "#/search" not in page.url and page.locator("#feature-title").inner_text() == "txn_count_24h"

@@ -983,16 +983,23 @@
   q.addEventListener("input", () => {
     clearTimeout(timer);
     timer = setTimeout(() => {
+      timer = null;
       if (!document.getElementById("results")) { location.hash = "#/search?q=" + encodeURIComponent(q.value.trim()); return; }
       runSearch();
     }, 60);
   });
+  function openActive() {
+    const item = document.querySelectorAll("#results .result")[state.active];
+    if (item) location.hash = item.dataset.href;
+  }
   q.addEventListener("keydown", (ev) => {
     if (ev.key === "ArrowDown") { ev.preventDefault(); moveActive(1); }
     else if (ev.key === "ArrowUp") { ev.preventDefault(); moveActive(-1); }
     else if (ev.key === "Enter") {
-      const item = document.querySelectorAll("#results .result")[state.active];
-      if (item) location.hash = item.dataset.href;
+      // Typed faster than the search debounce: search what is typed now, then open its first result
+      // (opening the stale list's item, the pending search would then take the page back to search).
+      if (timer !== null && document.getElementById("results")) { clearTimeout(timer); timer = null; runSearch().then(openActive); }
+      else openActive();
     } else if (ev.key === "Escape") { q.value = ""; runSearch(); }
   });
   document.addEventListener("keydown", (ev) => {
