@@ -16,7 +16,6 @@ pipeline gives a horizon input, through the pass over the touched entities' whol
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import tempfile
@@ -56,18 +55,11 @@ def _chain_sql(pipeline: object, suffix: str, *, newest: bool, input_table: str 
 
 
 def _same(a: pa.Table, b: pa.Table, keys: list[str]) -> bool:
+    """Same rows, per entity; doubles to the consistency tests' tolerance (``tests.stream_helpers``)."""
+    from tests.stream_helpers import _same_row
+
     ra, rb = (t.sort_by([(k, "ascending") for k in keys]).to_pylist() for t in (a, b))
-    if len(ra) != len(rb):
-        return False
-    for x, y in zip(ra, rb, strict=True):
-        for k, v in x.items():
-            w = y[k]
-            if isinstance(v, float) and isinstance(w, float):
-                if not (v == w or (math.isnan(v) and math.isnan(w)) or abs(v - w) <= 1e-12 * max(abs(v), abs(w))):
-                    return False
-            elif v != w:
-                return False
-    return True
+    return len(ra) == len(rb) and all(_same_row(x, y) for x, y in zip(ra, rb, strict=True))
 
 
 def main() -> None:

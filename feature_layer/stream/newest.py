@@ -48,7 +48,12 @@ import sqlglot.expressions as exp
 _FRAMED = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
 _CONSTANT = (exp.Literal, exp.Interval, exp.Paren, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Neg, exp.Cast, exp.Var,
              exp.DataType, exp.DataTypeParam)
-"""What a frame offset may be made of (a per-row offset, e.g. ``h * INTERVAL 1 HOUR``, is refused)."""
+"""What a frame offset may be made of (a per-row offset, e.g. ``h * INTERVAL 1 HOUR``, is not)."""
+
+
+def constant_offset(start: exp.Expression) -> bool:
+    """Is a RANGE frame's offset the same for every row (literals, intervals, arithmetic, casts)?"""
+    return all(isinstance(n, _CONSTANT) for n in start.walk())
 _ROWS = "__fl_nr"
 """The windowed SELECT's input rows with their entity's newest event time (``__fl_tn``)."""
 _AGG = "__fl_na"
@@ -102,12 +107,11 @@ def _own_windows(select: exp.Select) -> list[exp.Window]:
     return [w for w in select.find_all(exp.Window) if w.find_ancestor(exp.Select) is select]
 
 
-def _star(projection: exp.Expression) -> exp.Star | None:
-    if isinstance(projection, exp.Star):
-        return projection
+def _star(projection: exp.Expression) -> exp.Expression | None:
+    """The Star of ``*`` or ``t.*`` (None for any other projection)."""
     if isinstance(projection, exp.Column) and projection.is_star:
-        return projection.this if isinstance(projection.this, exp.Star) else None
-    return None
+        return projection.this
+    return projection if isinstance(projection, exp.Star) else None
 
 
 def _passes_through(select: exp.Select, name: str) -> bool:
@@ -115,8 +119,8 @@ def _passes_through(select: exp.Select, name: str) -> bool:
     a star before it) the plain column, or a star without EXCLUDE/REPLACE/RENAME?"""
     for projection in select.expressions:
         star = _star(projection)
-        if star is not None or (isinstance(projection, exp.Column) and projection.is_star):
-            return star is not None and not any(star.args.get(k) for k in ("except", "replace", "rename"))
+        if star is not None:
+            return not any(star.args.get(k) for k in ("except", "replace", "rename"))
         if projection.alias_or_name.lower() == name:
             inner = projection.this if isinstance(projection, exp.Alias) else projection
             return isinstance(inner, exp.Column) and inner.name.lower() == name
@@ -207,7 +211,7 @@ def _frame_start(window: exp.Window) -> exp.Expression | None:
         if start.upper() != "UNBOUNDED":
             raise NotRewritable(f"a window frame starts at {start}")
         return None
-    if not all(isinstance(n, _CONSTANT) for n in start.walk()):
+    if not constant_offset(start):
         raise NotRewritable(f"a window frame's offset is not a constant: {window.sql('duckdb')[:90]}")
     return start
 
@@ -240,7 +244,7 @@ def _aggregate(window: exp.Window, time: exp.Column, newest: exp.Column) -> tupl
 
 
 def _key_columns(select: exp.Select, keys: list[str], event_time: str) -> None:
-    if any(_star(p) is not None or (isinstance(p, exp.Column) and p.is_star) for p in select.expressions):
+    if any(_star(p) is not None for p in select.expressions):
         raise NotRewritable("the windowed SELECT has a star")
     for name in (*keys, event_time):
         if not _passes_through(select, name):
@@ -356,4 +360,4 @@ def _tied_entities(select: exp.Select, names: _Names) -> exp.Select:
     return original
 
 
-__all__ = ["NotRewritable", "newest_rows"]
+__all__ = ["NotRewritable", "constant_offset", "newest_rows"]

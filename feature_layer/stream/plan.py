@@ -41,6 +41,7 @@ from feature_layer.dbt.artifacts import DbtNode
 from feature_layer.errors import ValidationIssue
 from feature_layer.registry.model import FeatureView
 from feature_layer.stream.declaration import StreamSpec
+from feature_layer.stream.newest import constant_offset
 
 INPUT_TABLE = "__fl_stream_input"
 """The micro-batch's source rows: history of the affected entities plus the new events."""
@@ -236,7 +237,7 @@ def _window_lookback(window: exp.Window) -> tuple[bool, float | None]:
     end = spec.args.get("end")
     if not (isinstance(end, str) and end.upper() == "CURRENT ROW"):
         return False, None
-    if any(isinstance(n, (exp.Column, exp.Select)) for n in start.walk()):
+    if not constant_offset(start):
         return False, None  # a per-row offset (e.g. `h * INTERVAL 1 HOUR`): no bound known before the row
     seconds = _interval_seconds(start)
     return (seconds is not None), seconds
