@@ -339,6 +339,34 @@ def test_range_best_row_is_max_of_the_ranks_unless_a_feature_cannot_be_ordered()
                            "f.merchant AS `__fl_o3`))")
 
 
+def test_range_join_hashes_only_keys_that_are_integers_on_both_sides() -> None:
+    import dataclasses
+
+    import pyarrow as pa
+
+    from feature_layer.offline.entity import agreed_key_types
+    from feature_layer.sql.range_join import _key_and_bucket
+
+    bucket = exp.column("b", "f")
+    def sql(types: tuple[str, ...]) -> str:
+        return exp.and_(*_key_and_bucket(("user_id", "shop"), types, bucket.copy())).sql("spark").replace("`", "")
+
+    hashed = sql(("int64", "int64"))
+    assert hashed == (
+        "XXHASH64(TRY_CAST(f.user_id AS BIGINT), TRY_CAST(f.shop AS BIGINT), f.b) = "
+        "XXHASH64(TRY_CAST(s.user_id AS BIGINT), TRY_CAST(s.shop AS BIGINT), s.__fl_bk) "
+        "AND COALESCE(f.user_id = s.user_id, FALSE) AND COALESCE(f.shop = s.shop, FALSE)"
+    )
+    for types in (("int64", "string"), ("int64", "unknown"), (), ("int64",)):
+        assert sql(types) == "f.user_id = s.user_id AND f.shop = s.shop AND f.b = s.__fl_bk"
+    view = dataclasses.replace(PAIR, join_keys=("user_id", "shop"))
+    schema = pa.schema([("user_id", pa.int32()), ("shop", pa.decimal128(10, 0)), ("ts", pa.timestamp("us"))])
+    agreed = agreed_key_types(schema, [view], {(view.name, "user_id"): "int64", (view.name, "shop"): "int64"})
+    assert agreed == {(view.name, "user_id"): "int64"}  # decimal vs int64 compare exactly, but hash apart
+    outputs = plan_outputs([(view, list(view.features))], key_types=agreed)
+    assert outputs[0].key_types == ("int64", "unknown")
+
+
 def test_spine_numbering_is_stable_where_ctes_are_not_materialized() -> None:
     unknown = EntitySpine(source=exp.Table(this=exp.to_identifier("e", quoted=True)), timestamp="ts")
     outputs = plan_outputs([(PAIR, list(PAIR.features))])

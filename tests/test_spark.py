@@ -440,3 +440,64 @@ def test_range_join_buckets_keep_every_match_at_their_edges(spark_engine) -> Non
             finally:
                 spark_engine.session.conf.set("spark.sql.session.timeZone", "UTC")
             assert got == want, (aware, zone)
+
+
+def test_range_join_hashes_integer_keys_of_any_width_and_keeps_every_match(spark_engine) -> None:
+    """Integer keys join on one hashed BIGINT (``XXHASH64`` of the keys and the time bucket) with
+    each key's equality checked after it (range_join._key_and_bucket). An entity table whose key
+    is a 32-bit INT against a BIGINT view, keys beyond 32 bits and negative ones, a null key and
+    an in-memory input: every row gets the reference's features; a string key joins on itself."""
+    import numpy as np
+
+    from feature_layer.offline.training_set import build_training_set
+    from tests.offline_helpers import load_table, make_view
+
+    ttl = timedelta(hours=6)
+    rng = np.random.default_rng(11)
+    start = datetime(2026, 3, 1)
+    small = [1, 2, 3, -7, 2**31 - 1]
+    big = [2**40 + 5, -(2**62), 2**63 - 1]
+    events = [{"user_id": u, "event_ts": start + timedelta(minutes=int(m)), "created_ts": None,
+               "amount": float(rng.integers(0, 1000))}
+              for u in small + big for m in rng.integers(0, 3 * 24 * 60, 40)]
+    view_ref = make_view("v", None, ttl=ttl)
+    relation = load_table(spark_engine, f"hashed_{uuid.uuid4().hex[:6]}", pa.Table.from_pylist(
+        events, schema=pa.schema([("user_id", pa.int64()), ("event_ts", pa.timestamp("us")),
+                                  ("created_ts", pa.timestamp("us")), ("amount", pa.float64())])))
+    view = make_view("v", relation, ttl=ttl)
+
+    def entities_of(users: list[int | None]) -> list[dict]:
+        return [{"row_id": i, "user_id": users[i % len(users)],
+                 "event_timestamp": start + timedelta(minutes=int(m))}
+                for i, m in enumerate(rng.integers(-60, 3 * 24 * 60 + 600, 300))]
+
+    def want(entities: list[dict]) -> list[tuple]:
+        expected = reference_training_set(entities, [ViewData(view_ref, events, list(view_ref.features))],
+                                          "event_timestamp")
+        return sorted((r["row_id"], r["amount"]) for r in expected)
+
+    narrow = entities_of([*small, None])
+    narrow_table = pa.Table.from_pylist(narrow, schema=pa.schema([("row_id", pa.int64()), ("user_id", pa.int32()),
+                                                                  ("event_timestamp", pa.timestamp("us"))]))
+    wide = entities_of([*small, *big, 99])
+    for entity_df, rows in ((f"fl_test.{load_table(spark_engine, f'e32_{uuid.uuid4().hex[:6]}', narrow_table).identifier}", narrow),
+                            (pa.Table.from_pylist(wide), wide)):
+        training = build_training_set(spark_engine, entity_df, [(view, list(view.features))])
+        assert "XXHASH64" in training.sql() and "COALESCE(`f`.`user_id` = `s`.`user_id`, FALSE)" in training.sql()
+        got = sorted((r["row_id"], r["amount"]) for r in training.to_arrow().to_pylist())
+        expected = want(rows)
+        assert sum(a is not None for _, a in expected) > 100 and any(a is None for _, a in expected)
+        assert got == expected
+
+    text = [dict(e, user_id=f"u{e['user_id']}") for e in events]
+    text_relation = load_table(spark_engine, f"texts_{uuid.uuid4().hex[:6]}", pa.Table.from_pylist(
+        text, schema=pa.schema([("user_id", pa.string()), ("event_ts", pa.timestamp("us")),
+                                ("created_ts", pa.timestamp("us")), ("amount", pa.float64())])))
+    text_view = make_view("v", text_relation, ttl=ttl, key_types=["string"])
+    entities = [dict(e, user_id=f"u{e['user_id']}") for e in wide]
+    training = build_training_set(spark_engine, pa.Table.from_pylist(entities), [(text_view, list(text_view.features))])
+    assert "XXHASH64" not in training.sql()
+    expected = reference_training_set(entities, [ViewData(make_view("v", None, ttl=ttl, key_types=["string"]), text,
+                                                          list(text_view.features))], "event_timestamp")
+    assert sorted((r["row_id"], r["amount"]) for r in training.to_arrow().to_pylist()) == sorted(
+        (r["row_id"], r["amount"]) for r in expected)

@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,9 @@ class PreparedEntities:
     table: pa.Table | None = None
     """The in-memory input as given: its columns are returned as they are (types, time zones,
     units), whatever the warehouse made of its copy."""
+    key_types: Mapping[tuple[str, str], str] = dataclass_field(default_factory=dict)
+    """(view, join key) → the logical type the entity rows and the view agree on (keys whose
+    types differ or are unknown are left out): ``ViewOutputs.key_types``."""
     unchecked_timestamp: str | None = None
     """A warehouse input's timestamp column that may hold nulls (not declared NOT NULL). A whole
     result is checked after its query (every entity row comes back with its timestamp:
@@ -213,6 +217,20 @@ def _check_columns(
                     f"{expected} in feature view {view.name!r}; the rows would never match.",
                     fix=f"cast entity column {key!r} to {expected}.",
                 )
+
+
+def agreed_key_types(
+    schema: pa.Schema, views: Sequence[FeatureView], view_key_types: Mapping[tuple[str, str], str]
+) -> dict[tuple[str, str], str]:
+    """(view, join key) → logical type, for the keys whose entity column and view column have the
+    same known logical type."""
+    agreed = {}
+    for view in views:
+        for key in view.join_keys:
+            given = arrow_logical_type(schema.field(key).type)
+            if given != "unknown" and given == view_key_types.get((view.name, key)):
+                agreed[(view.name, key)] = given
+    return agreed
 
 
 def view_key_types(engine: Engine, views: Sequence[FeatureView]) -> dict[tuple[str, str], str]:
@@ -358,7 +376,8 @@ def prepare_entities(
             row_locator=facts.row_locator,
         )
         unchecked = None if facts.timestamp_not_null else timestamp
-        return PreparedEntities(spine=spine, columns=tuple(schema.names), unchecked_timestamp=unchecked)
+        return PreparedEntities(spine=spine, columns=tuple(schema.names), unchecked_timestamp=unchecked,
+                                key_types=agreed_key_types(schema, views, key_types))
 
     timestamp = _pick_timestamp(table.schema, timestamp_column)
     _check_columns(table.schema, timestamp, views, key_types)
@@ -386,7 +405,8 @@ def prepare_entities(
         naive_utc=True,
     )
     return PreparedEntities(
-        spine=spine, columns=tuple(table.schema.names), registered=registered, num_rows=table.num_rows, table=table
+        spine=spine, columns=tuple(table.schema.names), registered=registered, num_rows=table.num_rows, table=table,
+        key_types=agreed_key_types(normalised.schema, views, key_types),
     )
 
 

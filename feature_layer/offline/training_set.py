@@ -294,6 +294,7 @@ def build_training_set(
             conversions=conversions,
             indexed_views=indexed,
             unique_event_views=unique,
+            key_types=entities.key_types,
         )
     except FeatureLayerError:
         pushed.close()

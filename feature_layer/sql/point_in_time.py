@@ -114,6 +114,10 @@ class ViewOutputs:
     unique_events: bool = False
     """A unique index on exactly (join keys…, event time) guarantees one feature row per key and
     event time: the ``lateral`` probe needs no tie-break order (no sort per entity row)."""
+    key_types: tuple[str, ...] = ()
+    """Per join key (in ``view.join_keys`` order), its logical type where the entity rows and the
+    view agree on it, else ``unknown``; empty: not known. Spark's range join hashes integer keys
+    into one join key (``range_join._key_and_bucket``)."""
 
     @property
     def alias(self) -> str:
@@ -147,6 +151,7 @@ def plan_outputs(
     conversions: Mapping[str, Conversion] | None = None,
     indexed_views: Collection[str] = (),
     unique_event_views: Collection[str] = (),
+    key_types: Mapping[tuple[str, str], str] | None = None,
 ) -> tuple[ViewOutputs, ...]:
     """Name each requested feature's output column and refuse clashes.
 
@@ -155,7 +160,8 @@ def plan_outputs(
     ``tz_aware_views`` names the views whose event time is time-zone-aware; ``conversions``
     maps a feature reference (``view.feature``) to how its column becomes its logical type;
     ``indexed_views`` names the views whose relation is indexed on (join keys…, event time),
-    ``unique_event_views`` those where that index is unique.
+    ``unique_event_views`` those where that index is unique; ``key_types`` maps (view, join key)
+    to the logical type the entity rows and the view agree on (``ViewOutputs.key_types``).
     """
     items = list(requested.items()) if isinstance(requested, Mapping) else list(requested)
     taken: dict[str, str] = {c: "the entity dataframe" for c in entity_columns}
@@ -192,7 +198,9 @@ def plan_outputs(
             plans.append(ViewOutputs(view, tuple(features), tuple(names), tz_aware=view.name in tz_aware_views,
                                      conversions=typed if any(typed) else (),
                                      indexed=view.name in indexed_views,
-                                     unique_events=view.name in unique_event_views))
+                                     unique_events=view.name in unique_event_views,
+                                     key_types=tuple((key_types or {}).get((view.name, k), "unknown")
+                                                     for k in view.join_keys)))
     return tuple(plans)
 
 
