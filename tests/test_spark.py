@@ -501,3 +501,60 @@ def test_range_join_hashes_integer_keys_of_any_width_and_keeps_every_match(spark
                                                           list(text_view.features))], "event_timestamp")
     assert sorted((r["row_id"], r["amount"]) for r in training.to_arrow().to_pylist()) == sorted(
         (r["row_id"], r["amount"]) for r in expected)
+    # a registry that says int64 for a column the warehouse holds as STRING (a stale catalog): the
+    # warehouse's own type decides, so the key is not hashed ('42.0' = 42 in Spark, a NULL hash)
+    stale = make_view("v", text_relation, ttl=ttl, key_types=["int64"])
+    numbers = pa.Table.from_pylist(wide[:20])
+    assert "XXHASH64" not in build_training_set(spark_engine, numbers, [(stale, list(stale.features))]).sql()
+
+
+def test_range_join_hashed_keys_with_nulls_collisions_and_ansi_keep_every_match(spark_engine, monkeypatch) -> None:
+    """A two-key integer view whose feature and entity rows hold null keys ((1, NULL), (NULL, 1),
+    (NULL, NULL)): the hashed join matches exactly the reference's rows, also with a hash that
+    collides for half of all keys (the key equalities and the window decide, not the hash) and
+    with ANSI mode on."""
+    import numpy as np
+    from sqlglot import exp
+
+    from feature_layer.offline.training_set import build_training_set
+    from feature_layer.sql import range_join
+    from tests.offline_helpers import load_table, make_view
+
+    ttl = timedelta(hours=4)
+    rng = np.random.default_rng(23)
+    start = datetime(2026, 5, 1)
+    pairs = [(1, 1), (1, 2), (2, 1), (1, None), (None, 1), (None, None), (3, 3)]
+    events = [{"user_id": u, "shop": sh, "event_ts": start + timedelta(minutes=int(m)), "created_ts": None,
+               "amount": float(rng.integers(0, 1000))}
+              for u, sh in pairs for m in rng.integers(0, 2 * 24 * 60, 60)]
+    schema = pa.schema([("user_id", pa.int64()), ("shop", pa.int64()), ("event_ts", pa.timestamp("us")),
+                        ("created_ts", pa.timestamp("us")), ("amount", pa.float64())])
+    relation = load_table(spark_engine, f"pairs_{uuid.uuid4().hex[:6]}", pa.Table.from_pylist(events, schema=schema))
+    view = make_view("v", relation, keys=("user_id", "shop"), ttl=ttl)
+    entities = [{"row_id": i, "user_id": pairs[i % len(pairs)][0], "shop": pairs[i % len(pairs)][1],
+                 "event_timestamp": start + timedelta(minutes=int(m))}
+                for i, m in enumerate(rng.integers(-60, 2 * 24 * 60 + 300, 500))]
+    entity_table = pa.Table.from_pylist(entities, schema=pa.schema(
+        [("row_id", pa.int64()), ("user_id", pa.int64()), ("shop", pa.int64()), ("event_timestamp", pa.timestamp("us"))]))
+    expected = reference_training_set(
+        entities, [ViewData(make_view("v", None, keys=("user_id", "shop"), ttl=ttl), events, list(view.features))],
+        "event_timestamp")
+    want = sorted((r["row_id"], r["amount"]) for r in expected)
+    assert sum(a is not None for _, a in want) > 150 and sum(a is None for _, a in want) > 150
+
+    def run() -> list[tuple]:
+        training = build_training_set(spark_engine, entity_table, [(view, list(view.features))])
+        assert "XXHASH64" in training.sql()
+        return sorted((r["row_id"], r["amount"]) for r in training.to_arrow().to_pylist())
+
+    assert run() == want
+    hashed = range_join.hash_key
+    monkeypatch.setattr(range_join, "hash_key", lambda parts: exp.Anonymous(
+        this="PMOD", expressions=[hashed(parts), exp.Literal.number(2)]))
+    assert run() == want  # two hash values in all: every other key pair collides
+    monkeypatch.setattr(range_join, "hash_key", hashed)
+    spark_engine.session.conf.set("spark.sql.ansi.enabled", "true")
+    try:
+        assert run() == want
+    finally:
+        spark_engine.session.conf.set("spark.sql.ansi.enabled", "false")

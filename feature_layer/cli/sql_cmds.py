@@ -113,7 +113,7 @@ def training_set(
                         fg="yellow", err=True)
     conversions: dict = {}
     try:  # and which features need a cast to their logical type, as the Python training set does
-        tz_views, conversions = warehouse_types(store.offline_engine(), requested)
+        tz_views, conversions, _ = warehouse_types(store.offline_engine(), requested)
     except FeatureLayerError:
         types_known = False
     if columns is not None and timestamp_column not in columns:

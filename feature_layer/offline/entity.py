@@ -256,7 +256,7 @@ def view_key_types(engine: Engine, views: Sequence[FeatureView]) -> dict[tuple[s
 def warehouse_schemas(
     engine: Engine, requested: Sequence[tuple[FeatureView, Sequence[Feature]]]
 ) -> dict[str, pa.Schema]:
-    """Each view's event time and requested features with the warehouse's own Arrow types.
+    """Each view's event time, requested features and join keys with the warehouse's own Arrow types.
 
     One zero-row query per view: it tells which event times are time-zone-aware and which
     feature columns need a cast to their logical type (``feature_layer.types``).
@@ -265,7 +265,7 @@ def warehouse_schemas(
 
     schemas = {}
     for view, features in requested:
-        names = list(dict.fromkeys([view.event_time, *(f.name for f in features)]))
+        names = list(dict.fromkeys([view.event_time, *(f.name for f in features), *view.join_keys]))
         query = exp.select(*[exp.column(ident(n)) for n in names]).from_(relation_table(view)).limit(0)
         schemas[view.name] = engine.schema_of(query)
     return schemas

@@ -18,6 +18,7 @@ from sqlglot import exp
 from feature_layer.errors import FeatureLayerError, InputError
 from feature_layer.offline.entity import (
     PreparedEntities,
+    arrow_logical_type,
     check_entity_nulls,
     prepare_entities,
     refuse_null_timestamps,
@@ -283,7 +284,7 @@ def build_training_set(
     pushed = PushedRows()
     try:
         pushed = stage_pushed(engine, views, push_log)
-        tz_views, conversions = warehouse_types(engine, items)
+        tz_views, conversions, warehouse_keys = warehouse_types(engine, items)
         indexed, unique = event_indexes(engine, views) if strategy is None else (set(), set())
         indexed, unique = indexed - pushed.views, unique - pushed.views  # the union has no index
         outputs = plan_outputs(
@@ -294,7 +295,9 @@ def build_training_set(
             conversions=conversions,
             indexed_views=indexed,
             unique_event_views=unique,
-            key_types=entities.key_types,
+            # the entity rows, the registry and the warehouse's own column all agree (a stale
+            # registry type must not make Spark hash a key whose column is something else)
+            key_types={k: t for k, t in entities.key_types.items() if warehouse_keys.get(k) == t},
         )
     except FeatureLayerError:
         pushed.close()
@@ -346,13 +349,16 @@ def feature_conversions(
 
 def warehouse_types(
     engine: Engine, requested: Sequence[tuple[FeatureView, Sequence[Feature]]]
-) -> tuple[set[str], dict[str, Conversion]]:
-    """(views whose event time is time-zone-aware, ``view.feature`` → ``Conversion``), read from
-    the warehouse's own column types (one zero-row query per view)."""
+) -> tuple[set[str], dict[str, Conversion], dict[tuple[str, str], str]]:
+    """(views whose event time is time-zone-aware, ``view.feature`` → ``Conversion``, (view, join
+    key) → its logical type), read from the warehouse's own column types (one zero-row query per
+    view)."""
     wanted = [(view, features) for view, features in requested if features]
     schemas = warehouse_schemas(engine, wanted)
     tz_views = {name for name, schema in schemas.items() if _tz_aware(schema.field(0).type)}
-    return tz_views, feature_conversions(wanted, schemas)
+    keys = {(view.name, key): arrow_logical_type(schemas[view.name].field(key).type)
+            for view, _ in wanted for key in view.join_keys}
+    return tz_views, feature_conversions(wanted, schemas), keys
 
 
 def event_indexes(engine: Engine, views: Sequence[FeatureView]) -> tuple[set[str], set[str]]:

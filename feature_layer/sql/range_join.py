@@ -104,6 +104,12 @@ def build_range_best(  # noqa: ANN001 - outputs: point_in_time.ViewOutputs (that
     )
 
 
+def hash_key(parts: list[exp.Expression]) -> exp.Expression:
+    """The one ``BIGINT`` the integer keys and the bucket are joined on (any hash is correct:
+    the key equalities are checked after it; a test swaps in one that collides)."""
+    return exp.Anonymous(this="XXHASH64", expressions=parts)
+
+
 def _key_and_bucket(keys: Sequence[str], key_types: Sequence[str], bucket: exp.Expression) -> list[exp.Expression]:
     """The join's equalities: each key, and the feature row's time ``bucket`` with the spine's.
 
@@ -122,15 +128,20 @@ def _key_and_bucket(keys: Sequence[str], key_types: Sequence[str], bucket: exp.E
     themselves.
     """
     if key_types and len(key_types) == len(keys) and all(t == "int64" for t in key_types):
-        as_int = exp.DataType.build("BIGINT")
+        def as_int(table: str, key: str) -> exp.Expression:
+            return exp.TryCast(this=col(key, table), to=exp.DataType.build("BIGINT"), safe=True)
 
-        def hashed(table: str, time: exp.Expression) -> exp.Expression:
-            parts = [exp.TryCast(this=col(k, table), to=as_int.copy(), safe=True) for k in keys]
-            return exp.Anonymous(this="XXHASH64", expressions=[*parts, time])
-
-        checks = [exp.Coalesce(this=exp.EQ(this=col(k, "f"), expression=col(k, "s")), expressions=[exp.false()])
-                  for k in keys]
-        return [exp.EQ(this=hashed("f", bucket), expression=hashed("s", col(BUCKET, "s"))), *checks]
+        checks: list[exp.Expression] = [
+            exp.Coalesce(this=exp.EQ(this=col(k, "f"), expression=col(k, "s")), expressions=[exp.false()])
+            for k in keys
+        ]
+        # Spark infers no IS NOT NULL from the checks: without these, every null key (and every
+        # view key beyond BIGINT, null once cast: entity keys are 64-bit integers at most) of a
+        # bucket would meet all the others there.
+        checks += [exp.Not(this=exp.Is(this=as_int(t, k), expression=exp.Null())) for t in ("f", "s") for k in keys]
+        left = hash_key([as_int("f", k) for k in keys] + [bucket])
+        right = hash_key([as_int("s", k) for k in keys] + [col(BUCKET, "s")])
+        return [exp.EQ(this=left, expression=right), *checks]
     equalities: list[exp.Expression] = [exp.EQ(this=col(k, "f"), expression=col(k, "s")) for k in keys]
     return [*equalities, exp.EQ(this=bucket, expression=col(BUCKET, "s"))]
 
