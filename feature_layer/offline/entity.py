@@ -253,6 +253,12 @@ def view_key_types(engine: Engine, views: Sequence[FeatureView]) -> dict[tuple[s
     return types
 
 
+def table_keys(view: FeatureView) -> tuple[str, ...]:
+    """The view's key columns in its own table, aligned with ``join_keys`` (a mapped use's
+    ``join_keys`` are the entity columns: ``registry.join_keys.MappedView.source_keys``)."""
+    return tuple(getattr(view, "source_keys", ()) or view.join_keys)
+
+
 def warehouse_schemas(
     engine: Engine, requested: Sequence[tuple[FeatureView, Sequence[Feature]]]
 ) -> dict[str, pa.Schema]:
@@ -265,7 +271,7 @@ def warehouse_schemas(
 
     schemas = {}
     for view, features in requested:
-        names = list(dict.fromkeys([view.event_time, *(f.name for f in features), *view.join_keys]))
+        names = list(dict.fromkeys([view.event_time, *(f.name for f in features), *table_keys(view)]))
         query = exp.select(*[exp.column(ident(n)) for n in names]).from_(relation_table(view)).limit(0)
         schemas[view.name] = engine.schema_of(query)
     return schemas

@@ -22,6 +22,7 @@ from feature_layer.offline.entity import (
     check_entity_nulls,
     prepare_entities,
     refuse_null_timestamps,
+    table_keys,
     warehouse_schemas,
 )
 from feature_layer.offline.pushed import PushedRows, stage_pushed
@@ -356,8 +357,8 @@ def warehouse_types(
     wanted = [(view, features) for view, features in requested if features]
     schemas = warehouse_schemas(engine, wanted)
     tz_views = {name for name, schema in schemas.items() if _tz_aware(schema.field(0).type)}
-    keys = {(view.name, key): arrow_logical_type(schemas[view.name].field(key).type)
-            for view, _ in wanted for key in view.join_keys}
+    keys = {(view.name, key): arrow_logical_type(schemas[view.name].field(column).type)
+            for view, _ in wanted for key, column in zip(view.join_keys, table_keys(view), strict=True)}
     return tz_views, feature_conversions(wanted, schemas), keys
 
 
